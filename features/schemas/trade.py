@@ -1,0 +1,85 @@
+"""The trade record: one executed trade on one pair, schema version 1.
+
+On the wire (topic `trades`) a trade is a JSON object with exactly these fields plus
+`"v": 1`. Producers validate each record with :class:`Trade`; consumers validate whole
+batches with :func:`invalid_trade_reasons`, which applies the same rules to columns.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TRADE_SCHEMA_VERSION = 1
+
+# "unknown" is for archives that never recorded it (the bitcoincharts dumps).
+Side = Literal["buy", "sell", "unknown"]
+OrderType = Literal["market", "limit", "unknown"]
+
+TRADE_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("pair", pa.string(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("side", pa.string(), nullable=False),
+        pa.field("order_type", pa.string(), nullable=False),
+        pa.field("trade_id", pa.int64(), nullable=False),
+        pa.field("timestamp_ms", pa.int64(), nullable=False),
+    ]
+)
+TRADE_FIELDS = tuple(TRADE_ARROW_SCHEMA.names)
+
+
+class Trade(BaseModel):
+    """One trade. `timestamp_ms` is the exchange's event time in epoch milliseconds (UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pair: str = Field(min_length=1, max_length=32)
+    price: float = Field(gt=0, allow_inf_nan=False)
+    volume: float = Field(gt=0, allow_inf_nan=False)
+    side: Side
+    order_type: OrderType
+    trade_id: int = Field(ge=0)
+    timestamp_ms: int = Field(gt=0)
+
+    @field_validator("pair")
+    @classmethod
+    def _pair_has_no_separator(cls, value: str) -> str:
+        if "|" in value:
+            raise ValueError("pair must not contain '|', the key separator")
+        return value
+
+    def to_wire(self) -> dict[str, object]:
+        """The JSON object written to the `trades` topic."""
+        return {"v": TRADE_SCHEMA_VERSION, **self.model_dump()}
+
+
+SIDES = ("buy", "sell", "unknown")
+ORDER_TYPES = ("market", "limit", "unknown")
+
+
+def invalid_trade_reasons(
+    price: np.ndarray, volume: np.ndarray, timestamp_ms: np.ndarray, trade_id: np.ndarray
+) -> np.ndarray:
+    """Column-wise version of :class:`Trade`'s numeric rules.
+
+    Returns an object array with `None` for a valid row and a short reason otherwise.
+    The categorical fields are checked where the engine decodes them.
+    """
+    reasons = np.full(len(price), None, dtype=object)
+    checks = (
+        (~np.isfinite(price), "price is not a finite number"),
+        (np.isfinite(price) & (price <= 0), "price must be positive"),
+        (~np.isfinite(volume), "volume is not a finite number"),
+        (np.isfinite(volume) & (volume <= 0), "volume must be positive"),
+        (timestamp_ms <= 0, "timestamp_ms must be positive"),
+        (trade_id < 0, "trade_id must be non-negative"),
+    )
+    # Apply in reverse so the first failing rule's reason wins.
+    for mask, reason in reversed(checks):
+        reasons[mask] = reason
+    return reasons

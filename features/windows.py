@@ -1,0 +1,118 @@
+"""Event-time window semantics shared by both engines.
+
+Windows are tumbling, aligned to the Unix epoch (UTC), half-open `[start, start + size)`.
+Lateness is decided per key (a pair, a client) in arrival order: a record is late when its
+window has ended at least `grace_ms` before the largest event time already seen for the same key
+(its stream time). Because the rule only looks at one key's own arrival sequence, the batch engine
+can apply it to an archive in arrival order and drop exactly the records the speed layer dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration_ms(text: str | int) -> int:
+    """`"60s"`, `"5m"`, `"1h"`, `"1d"` or a number of milliseconds -> milliseconds."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _DURATION.match(text)
+        if match is None:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 60s, 5m, 1h, 1d)")
+        value = int(match.group(1)) * _UNIT_MS[match.group(2)]
+    if value <= 0:
+        raise ValueError(f"duration must be positive, got {text!r}")
+    return value
+
+
+def format_duration(ms: int) -> str:
+    """The shortest exact label: 60000 -> '1m', 90000 -> '90s'."""
+    for unit in ("d", "h", "m", "s"):
+        if ms % _UNIT_MS[unit] == 0:
+            return f"{ms // _UNIT_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
+@dataclass(frozen=True)
+class TumblingWindow:
+    """A tumbling event-time window of `size_ms`, accepting records up to `grace_ms` late."""
+
+    size_ms: int
+    grace_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0 or self.grace_ms < 0:
+            raise ValueError("window size must be positive and grace non-negative")
+
+    @property
+    def label(self) -> str:
+        return format_duration(self.size_ms)
+
+    def start_of(self, timestamp_ms: np.ndarray) -> np.ndarray:
+        ts = np.asarray(timestamp_ms, dtype=np.int64)
+        return ts - np.mod(ts, self.size_ms)
+
+    def closes_at(self, window_start_ms: np.ndarray) -> np.ndarray:
+        """Stream time at which a window is final: end + grace."""
+        return np.asarray(window_start_ms, dtype=np.int64) + self.size_ms + self.grace_ms
+
+
+NO_STREAM_TIME = -1
+"""Stream time of a key that has seen no record yet (event times are positive)."""
+
+
+def stream_time_before(
+    key_codes: np.ndarray, timestamp_ms: np.ndarray, initial: np.ndarray
+) -> np.ndarray:
+    """For each record (in arrival order), the key's stream time just before it arrived.
+
+    `key_codes` are small non-negative ints; `initial[code]` is the key's stream time before this
+    batch (:data:`NO_STREAM_TIME` for a key never seen). Vectorized: a grouped running max.
+    """
+    n = len(timestamp_ms)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.argsort(key_codes, kind="stable")
+    codes = key_codes[order]
+    ts = np.asarray(timestamp_ms, dtype=np.int64)[order]
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    # previous record's timestamp within the same key, or the key's initial stream time
+    prev = np.empty(n, dtype=np.int64)
+    prev[1:] = ts[:-1]
+    prev[first] = initial[codes[first]]
+    # grouped running max: offset each group so a global running max never crosses groups
+    group = np.cumsum(first) - 1
+    floor = np.minimum(prev.min(), ts.min())
+    span = int(max(prev.max(), ts.max()) - floor) + 1
+    shifted = (prev - floor) + group.astype(np.int64) * span
+    running = np.maximum.accumulate(shifted) - group.astype(np.int64) * span + floor
+    out = np.empty(n, dtype=np.int64)
+    out[order] = running
+    return out
+
+
+def late_mask(
+    window: TumblingWindow,
+    key_codes: np.ndarray,
+    timestamp_ms: np.ndarray,
+    initial_stream_time: np.ndarray,
+    closed_until: np.ndarray | None = None,
+) -> np.ndarray:
+    """True where a record arrives after its window closed (per-key stream time and grace).
+
+    `closed_until[code]`, if given, is the end of the last window already emitted for the key
+    (windows also close on idleness); records of windows ending at or before it are late too.
+    """
+    before = stream_time_before(key_codes, timestamp_ms, initial_stream_time)
+    starts = window.start_of(timestamp_ms)
+    late = window.closes_at(starts) <= before
+    if closed_until is not None:
+        late |= starts + window.size_ms <= closed_until[key_codes]
+    return late

@@ -1,0 +1,1 @@
+"""The speed layer: sources, the Kafka runtime, the processors and the sinks."""

@@ -1,0 +1,65 @@
+"""Streaming configuration, from the environment (prefix `BRAID_` or plain Kafka names) or `.env`.
+
+Any Kafka-protocol broker works: point `KAFKA_BOOTSTRAP_SERVERS` at it and pass SASL/TLS
+settings; they go to librdkafka unchanged.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Connection to the broker. Empty security fields are not sent to librdkafka."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", env_file=".env", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: str = ""  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 | OAUTHBEARER
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_ca_location: str = ""
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+    session_timeout_ms: int = 6000
+    # Extra librdkafka properties as JSON, e.g. '{"client.rack": "a"}'
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def client_config(self) -> dict[str, str | int]:
+        """Properties shared by producers, consumers and the admin client."""
+        conf: dict[str, str | int] = {"bootstrap.servers": self.bootstrap_servers}
+        optional = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v})
+        conf.update(self.extra)
+        return conf
+
+
+class TopicSettings(BaseSettings):
+    """Partition counts and replication for the topic catalogue."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_TOPIC_", env_file=".env", extra="ignore")
+
+    replication_factor: int = 1
+    market_partitions: int = 8
+    sensor_partitions: int = 100
+
+
+class MarketsSettings(BaseSettings):
+    """The markets pipeline's windows and lateness."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_", env_file=".env", extra="ignore")
+
+    candle_durations: list[str] = Field(default_factory=lambda: ["60s"])
+    grace: str = "5s"
+    idle_timeout: str = "10s"
+    pairs: list[str] = Field(default_factory=lambda: ["XBT/USD", "ETH/USD"])

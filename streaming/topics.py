@@ -1,0 +1,117 @@
+"""The topic catalogue: every topic Braid uses, with explicit configs.
+
+Braid creates its topics itself (never through broker auto-creation) so partitions, retention
+and cleanup policy are what this file says on any Kafka-protocol broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streaming.settings import KafkaSettings, TopicSettings
+
+log = structlog.get_logger(__name__)
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    cleanup_policy: str = "delete"  # delete | compact
+    retention_ms: int = 7 * DAY_MS  # -1 keeps forever
+    description: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def configs(self) -> dict[str, str]:
+        return {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(self.retention_ms),
+            **self.extra,
+        }
+
+
+TRADES = "trades"
+CANDLES = "candles"
+INDICATORS = "technical_indicators"
+DEAD_LETTER = "dead_letter"
+CHECKPOINTS = "braid_checkpoints"
+SENSOR_INPUTS = ("SX", "SY", "SZ")
+SENSOR_FEATURES = ("FA", "FI", "FD")
+SENSOR_PREDICTIONS = "predictions.sensors"
+
+
+def catalogue(settings: TopicSettings | None = None) -> list[TopicSpec]:
+    """All of Braid's topics."""
+    s = settings or TopicSettings()
+    markets = s.market_partitions
+    sensors = s.sensor_partitions
+    return [
+        TopicSpec(TRADES, markets, retention_ms=30 * DAY_MS, description="trades keyed by pair"),
+        TopicSpec(
+            CANDLES, markets, retention_ms=-1, cleanup_policy="compact,delete",
+            description="final OHLCV candles keyed pair|duration|window_start",
+        ),
+        TopicSpec(
+            INDICATORS, markets, retention_ms=-1, cleanup_policy="compact,delete",
+            description="technical indicators keyed pair|duration|window_start",
+        ),
+        TopicSpec(DEAD_LETTER, 1, retention_ms=30 * DAY_MS, description="rejected records"),
+        TopicSpec(
+            CHECKPOINTS, 1, retention_ms=-1, cleanup_policy="compact",
+            description="processor watermarks keyed group|topic|partition",
+        ),
+        *(TopicSpec(t, sensors, description=f"sensor {t} readings keyed by client")
+          for t in SENSOR_INPUTS),
+        *(TopicSpec(t, sensors, description=f"window feature {t} keyed by client")
+          for t in SENSOR_FEATURES),
+        TopicSpec(SENSOR_PREDICTIONS, sensors, description="alert predictions keyed by client"),
+    ]
+
+
+def ensure_topics(
+    kafka: KafkaSettings,
+    specs: Iterable[TopicSpec] | None = None,
+    topic_settings: TopicSettings | None = None,
+) -> list[str]:
+    """Create the missing topics of `specs` (default: the whole catalogue); returns new names.
+
+    An existing topic is left alone: its partition count is checked and a mismatch raises, since
+    co-partitioning and key order depend on it.
+    """
+    wanted = list(specs) if specs is not None else catalogue(topic_settings)
+    admin = AdminClient(kafka.client_config())
+    existing = admin.list_topics(timeout=10).topics
+    created: list[str] = []
+    new = [
+        NewTopic(
+            t.name,
+            num_partitions=t.partitions,
+            replication_factor=(topic_settings or TopicSettings()).replication_factor,
+            config=t.configs(),
+        )
+        for t in wanted
+        if t.name not in existing
+    ]
+    for spec in wanted:
+        if spec.name in existing:
+            have = len(existing[spec.name].partitions)
+            if have != spec.partitions:
+                raise RuntimeError(
+                    f"topic {spec.name} has {have} partitions, the catalogue says {spec.partitions}"
+                )
+    if new:
+        for name, future in admin.create_topics(new, operation_timeout=10).items():
+            try:
+                future.result()
+                created.append(name)
+            except Exception as exc:  # already created by a concurrent caller is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+        log.info("topics created", topics=created)
+    return created
