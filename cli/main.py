@@ -1,0 +1,32 @@
+"""`braid`: the local stack, the jobs and the demo, one sub-command each (`--help` on all)."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import batch, markets, sensors, sources, stack
+from cli.logging_setup import configure_logging
+
+app = typer.Typer(
+    help="Braid: a batch-plus-stream feature platform for real-time ML.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def _main(
+    log_level: str = typer.Option("INFO", envvar="BRAID_LOG_LEVEL", help="Log level."),
+) -> None:
+    configure_logging(log_level)
+
+
+# `braid up | down | status` live at the top level; the rest are groups.
+stack.register(app)
+app.add_typer(sources.app, name="trades", help="Publish trades from a source to Kafka.")
+app.add_typer(markets.app, name="markets", help="Markets processors: candles, indicators.")
+app.add_typer(batch.app, name="batch", help="Spark backfills and Dataproc submission.")
+app.add_typer(sensors.app, name="sensors", help="The sensors pipeline.")
+
+if __name__ == "__main__":
+    app()
