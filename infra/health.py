@@ -1,0 +1,41 @@
+"""Health checks: small callables returning True when a service answers."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+
+from confluent_kafka.admin import AdminClient
+
+
+def tcp_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True if something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """True if `url` answers HTTP with a status below 500."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return int(resp.status) < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
+def kafka_metadata(bootstrap_servers: str, host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """True if the broker answers a metadata request (checked after a plain TCP connect)."""
+    if not tcp_open(host, port):
+        return False
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout_s)
+        return True
+    except Exception:
+        return False

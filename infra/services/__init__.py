@@ -1,0 +1,21 @@
+"""One module per service; `SPECS` maps a service name to the function building its spec.
+
+To add a service (Redis, MLflow, Prefect ...): write `infra/services/<name>.py` with a
+`spec(settings) -> ServiceSpec`, add it here and to `infra.settings.KNOWN_SERVICES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from infra.services import broker, gcs, s3
+from infra.services.base import ServiceSpec
+from infra.settings import StackSettings
+
+SPECS: dict[str, Callable[[StackSettings], ServiceSpec]] = {
+    s3.NAME: s3.spec,
+    broker.NAME: broker.spec,
+    gcs.NAME: gcs.spec,
+}
+
+__all__ = ["SPECS", "ServiceSpec"]

@@ -1,0 +1,97 @@
+"""Settings of the embedded local stack (env prefix `BRAID_STACK_`, or `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from streaming.settings import KafkaSettings
+
+#: Every service the stack knows, in start order (a service starts after those it needs).
+KNOWN_SERVICES = ("s3", "broker", "gcs")
+
+
+class StackSettings(BaseSettings):
+    """Where the stack keeps its state, its ports and which services it runs."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_STACK_", env_file=".env", extra="ignore")
+
+    state_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    broker_port: int = 19092
+    s3_port: int = 19000
+    gcs_port: int = 19023
+    durable: bool = False
+    services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["broker", "gcs"])
+    s3_bucket: str = "tansu"
+    gcs_bucket: str = "braid"
+    gcs_project: str = "braid-local"
+    aws_access_key_id: str = "braid"
+    aws_secret_access_key: str = "braid-local-secret"
+    aws_region: str = "us-east-1"
+    health_timeout_s: float = 30.0
+    stop_timeout_s: float = 10.0
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _split_services(cls, value: object) -> object:
+        """Accept `broker,gcs` (env / CLI) as well as a list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(KNOWN_SERVICES))
+        if unknown:
+            raise ValueError(f"unknown services {unknown}; known: {list(KNOWN_SERVICES)}")
+        return value
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    def enabled_services(self) -> list[str]:
+        """The services to run, in start order; a durable broker brings its S3 server."""
+        wanted = set(self.services)
+        if self.durable and "broker" in wanted:
+            wanted.add("s3")
+        return [name for name in KNOWN_SERVICES if name in wanted]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.broker_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{self.host}:{self.s3_port}"
+
+    @property
+    def gcs_endpoint(self) -> str:
+        return f"http://{self.host}:{self.gcs_port}"
+
+    def local_kafka_settings(self) -> KafkaSettings:
+        """Plaintext settings for the stack's own broker, whatever `KAFKA_*` says."""
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol="",
+            sasl_mechanism="",
+            sasl_username="",
+            sasl_password="",
+            ssl_ca_location="",
+            ssl_certificate_location="",
+            ssl_key_location="",
+            extra={},
+        )
