@@ -1,9 +1,101 @@
-"""`braid stack ...` commands."""
+"""`braid up | down | status`: the embedded local stack (see infra/README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-app = typer.Typer(help="stack commands", no_args_is_help=True)
+from infra import stack
+from infra.processes import ServiceError
+from infra.settings import KNOWN_SERVICES, StackSettings
+
+console = Console()
+
+
+def _settings(state_dir: Path | None, **overrides: object) -> StackSettings:
+    """The running stack's recorded settings (else the environment's), plus the options given.
+
+    So `braid up --durable` then `braid up` means the same stack, not a memory broker.
+    """
+    try:
+        base = StackSettings() if state_dir is None else StackSettings(state_dir=state_dir)
+        base = stack.recorded_settings(base)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return StackSettings.model_validate({**base.model_dump(), **given})
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+STATE_DIR = typer.Option(
+    None, "--state-dir", help="Logs, PID files and data (env BRAID_STACK_STATE_DIR; default var/)."
+)
+
+
+def up(
+    durable: bool | None = typer.Option(
+        None, "--durable/--memory",
+        help="Broker on Tansu's S3 engine (local S3 server) instead of memory.",
+    ),
+    services: str | None = typer.Option(
+        None, "--services",
+        help=f"Comma-separated services among {', '.join(KNOWN_SERVICES)} "
+        "(env BRAID_STACK_SERVICES; default broker,gcs).",
+    ),
+    topics: bool = typer.Option(
+        True, "--topics/--no-topics", help="Create the catalogue's topics."
+    ),
+    state_dir: Path | None = STATE_DIR,
+) -> None:
+    """Start the local stack (idempotent), check its health, create the topics."""
+    settings = _settings(state_dir, durable=durable, services=services)
+    try:
+        started = stack.up(settings, create_topics=topics)
+    except ServiceError as exc:
+        console.print(f"[red]braid up failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    _print_status(settings)
+    console.print(f"started: {', '.join(started) or 'nothing (already up)'}")
+
+
+def down(state_dir: Path | None = STATE_DIR) -> None:
+    """Stop the local stack's services by their recorded PIDs, in reverse order."""
+    settings = _settings(state_dir)
+    stopped = stack.down(settings)
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+def status(state_dir: Path | None = STATE_DIR) -> None:
+    """Show each service (PID, health, port, log); exit 1 if any is down or unhealthy."""
+    settings = _settings(state_dir)
+    if not _print_status(settings):
+        raise typer.Exit(1)
+
+
+def _print_status(settings: StackSettings) -> bool:
+    """Print the status table; True if every service is alive and healthy."""
+    rows = stack.status(settings)
+    table = Table(title=f"braid stack ({settings.state_dir})")
+    for column in ("service", "pid", "alive", "healthy", "port", "uptime", "log"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.name,
+            str(row.pid or "-"),
+            "[green]yes[/green]" if row.alive else "[red]no[/red]",
+            "[green]yes[/green]" if row.healthy else "[red]no[/red]",
+            str(row.port),
+            f"{row.uptime_s:.0f}s" if row.uptime_s is not None else "-",
+            str(row.log),
+        )
+    console.print(table)
+    return bool(rows) and all(r.alive and r.healthy for r in rows)
 
 
 def register(root: typer.Typer) -> None:
-    """Add `up`, `down` and `status` to the root command (filled in by the infra work)."""
+    """Add `up`, `down` and `status` to the root command."""
+    root.command("up")(up)
+    root.command("down")(down)
+    root.command("status")(status)

@@ -45,7 +45,10 @@ def _save_state(settings: StackSettings) -> None:
 
 
 def recorded_settings(settings: StackSettings) -> StackSettings:
-    """The settings the last `up` used in this state dir (or `settings` if none)."""
+    """The settings of the stack `up` started in this state dir (or `settings` if none).
+
+    The record lives until `down`, so `status` and `down` see the ports and services in use.
+    """
     path = _state_path(settings)
     if not path.exists():
         return settings
@@ -74,6 +77,24 @@ def _specs(settings: StackSettings) -> list[ServiceSpec]:
     for name in enabled:
         visit(name, ())
     return ordered
+
+
+def _same_command(cmdline: list[str], argv: list[str]) -> bool:
+    """True if a process's command line runs `argv` (a script may appear after its interpreter)."""
+    head = len(cmdline) - len(argv) + 1
+    if head < 1 or cmdline[head:] != argv[1:]:
+        return False
+    return any(Path(part).name == Path(argv[0]).name for part in cmdline[:head])
+
+
+def _check_compatible(spec: ServiceSpec, settings: StackSettings) -> None:
+    """Refuse to adopt a running service whose command line differs from what `spec` says."""
+    proc = processes.running_process(settings.run_dir, spec.name)
+    if proc is not None and not _same_command(proc.cmdline(), spec.argv):
+        raise processes.ServiceError(
+            f"{spec.name} (pid {proc.pid}) runs with other settings ({' '.join(proc.cmdline())}); "
+            "run `braid down` first"
+        )
 
 
 def _ensure_service(spec: ServiceSpec, settings: StackSettings) -> bool:
@@ -107,6 +128,8 @@ def up(settings: StackSettings, *, create_topics: bool = True) -> list[str]:
     for directory in (settings.log_dir, settings.run_dir, settings.data_dir):
         directory.mkdir(parents=True, exist_ok=True)
     specs = _specs(settings)
+    for spec in specs:
+        _check_compatible(spec, settings)
     _save_state(settings)
     started = [spec.name for spec in specs if _ensure_service(spec, settings)]
     if create_topics and "broker" in settings.enabled_services():
@@ -131,6 +154,7 @@ def down(settings: StackSettings) -> list[str]:
         name for name in reversed(_known_names(settings))
         if processes.stop(settings.run_dir, name, timeout_s=settings.stop_timeout_s)
     ]
+    _state_path(settings).unlink(missing_ok=True)
     log.info("stack down", stopped=stopped)
     return stopped
 
