@@ -205,13 +205,14 @@ class KrakenWebSocketSource(TradeSource):
         if ws is not None:
             ws.close()
 
-    def subscribe_message(self) -> bytes:
+    def subscribe_message(self) -> str:
+        """The subscribe request, a text frame as Kraken expects."""
         if self.api_version == 2:
             params = {"channel": "trade", "symbol": self.pairs, "snapshot": self.snapshot}
-            return orjson.dumps({"method": "subscribe", "params": params})
+            return orjson.dumps({"method": "subscribe", "params": params}).decode()
         return orjson.dumps(
             {"event": "subscribe", "pair": self.pairs, "subscription": {"name": "trade"}}
-        )
+        ).decode()
 
     def backoff_s(self, attempt: int) -> float:
         """Full-jitter exponential backoff before reconnect attempt ``attempt`` (1-based)."""

@@ -81,12 +81,16 @@ V2_STATUS = json.dumps({"channel": "status", "type": "update", "data": [
 # ---------------------------------------------------------------- WebSocket server
 
 
+HOLD = "<hold the connection silently>"
+
+
 class KrakenWsServer:
     """Connection ``i`` gets ``scripts[i]`` after its first (subscribe) message.
 
     Every script but the last ends with an abrupt TCP drop (no close frame), as a lost
     connection would; after the last script the connection stays open until the client leaves.
-    Connections beyond the scripts get nothing and stay open.
+    Connections beyond the scripts get nothing and stay open. A :data:`HOLD` entry makes the
+    server go silent (no heartbeats) and keep the connection until the client closes it.
     """
 
     def __init__(self, scripts: Sequence[Sequence[str]]) -> None:
@@ -107,21 +111,36 @@ class KrakenWsServer:
         self._server.shutdown()
         self._thread.join(timeout=5)
 
+    def _record(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            raise AssertionError(f"client sent a binary frame: {message!r}; Kraken expects text")
+        self.received.append(message)
+
     def _handle(self, conn: ServerConnection) -> None:
         with self._lock:
             index = self.connections
             self.connections += 1
         try:
-            self.received.append(str(conn.recv(timeout=5)))
+            self._record(conn.recv(timeout=5))
             script = self.scripts[index] if index < len(self.scripts) else []
             for frame in script:
+                if frame == HOLD:
+                    self._drain(conn)
+                    return
                 conn.send(frame)
             if index < len(self.scripts) - 1:
                 conn.socket.shutdown(socket.SHUT_RDWR)  # a lost connection, not a clean close
                 return
-            while True:
-                self.received.append(str(conn.recv()))
+            self._drain(conn)
         except (ConnectionClosed, TimeoutError, OSError):
+            return
+
+    def _drain(self, conn: ServerConnection) -> None:
+        """Say nothing; record what the client sends until it leaves."""
+        try:
+            while True:
+                self._record(conn.recv())
+        except (ConnectionClosed, OSError):
             return
 
 
