@@ -1,0 +1,1 @@
+"""Pipelines: processors wired to topics, ready to run."""

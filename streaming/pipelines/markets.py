@@ -1,0 +1,172 @@
+"""The markets speed layer: trades -> candles -> technical indicators.
+
+`candle_processor` and `indicator_processor` build the two long-running processors;
+`run_trades_through_stream` pushes a table of trades through both on a real broker and reads
+the results back (the streaming half of the Lambda test and of the replay benchmark).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from features.indicators import INDICATOR_COLUMNS
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
+from features.windows import TumblingWindow, parse_duration_ms
+from streaming.partitioning import partition_for
+from streaming.processors.candles import CandleConfig, CandleOperator
+from streaming.processors.indicators import IndicatorConfig, IndicatorOperator
+from streaming.runtime.clients import make_producer
+from streaming.runtime.processor import ProcessorConfig, StreamProcessor
+from streaming.runtime.topic_reader import read_topic
+from streaming.settings import KafkaSettings, MarketsSettings, TopicSettings
+from streaming.topics import (
+    CANDLES,
+    CHECKPOINTS,
+    DEAD_LETTER,
+    INDICATORS,
+    TRADES,
+    TopicSpec,
+    ensure_topics,
+)
+
+
+@dataclass(frozen=True)
+class MarketsTopics:
+    """Topic names of one markets pipeline (a prefix isolates test runs on a shared broker)."""
+
+    trades: str = TRADES
+    candles: str = CANDLES
+    indicators: str = INDICATORS
+    dead_letter: str = DEAD_LETTER
+    checkpoints: str = CHECKPOINTS
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> MarketsTopics:
+        return cls(*(prefix + name for name in (TRADES, CANDLES, INDICATORS, DEAD_LETTER,
+                                                CHECKPOINTS)))
+
+    def specs(self, partitions: int) -> list[TopicSpec]:
+        return [
+            TopicSpec(self.trades, partitions),
+            TopicSpec(self.candles, partitions, cleanup_policy="compact,delete", retention_ms=-1),
+            TopicSpec(self.indicators, partitions, cleanup_policy="compact,delete",
+                      retention_ms=-1),
+            TopicSpec(self.dead_letter, 1),
+            TopicSpec(self.checkpoints, 1, cleanup_policy="compact", retention_ms=-1),
+        ]
+
+
+def windows_from(settings: MarketsSettings) -> tuple[TumblingWindow, ...]:
+    grace = parse_duration_ms(settings.grace)
+    return tuple(TumblingWindow(parse_duration_ms(d), grace) for d in settings.candle_durations)
+
+
+def candle_processor(
+    kafka: KafkaSettings,
+    windows: tuple[TumblingWindow, ...],
+    *,
+    topics: MarketsTopics = MarketsTopics(),
+    idle_timeout_ms: int = 10_000,
+    group: str = "braid-candles",
+    batch_size: int = 10_000,
+) -> StreamProcessor:
+    config = CandleConfig(windows, topics.candles, idle_timeout_ms)
+    return StreamProcessor(
+        kafka,
+        ProcessorConfig(group, (topics.trades,), batch_size=batch_size,
+                        dead_letter_topic=topics.dead_letter,
+                        checkpoint_topic=topics.checkpoints),
+        lambda partition: CandleOperator(config, partition),
+    )
+
+
+def indicator_processor(
+    kafka: KafkaSettings,
+    *,
+    topics: MarketsTopics = MarketsTopics(),
+    group: str = "braid-indicators",
+) -> StreamProcessor:
+    config = IndicatorConfig(topics.indicators)
+    return StreamProcessor(
+        kafka,
+        ProcessorConfig(group, (topics.candles,), dead_letter_topic=topics.dead_letter,
+                        checkpoint_topic=topics.checkpoints),
+        lambda partition: IndicatorOperator(config, partition),
+    )
+
+
+def produce_trades(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int) -> int:
+    """Produce trades (in row order) as wire JSON keyed by pair; returns the count."""
+    producer = make_producer(kafka)
+    rows = trades.to_pylist()
+    for row in rows:
+        pair = row["pair"]
+        value = orjson.dumps({"v": 1, **row})
+        while True:
+            try:
+                producer.produce(topic, key=pair, value=value,
+                                 partition=partition_for(pair, partitions))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("trades were not all delivered")
+    return len(rows)
+
+
+def read_candles(kafka: KafkaSettings, topic: str) -> pa.Table:
+    rows = [orjson.loads(v) for _, _, _, v in read_topic(kafka, topic) if v is not None]
+    return _latest_per_key(pa.Table.from_pylist(rows, schema=CANDLE_ARROW_SCHEMA))
+
+
+def read_indicators(kafka: KafkaSettings, topic: str) -> pa.Table:
+    rows = []
+    for _, _, _, value in read_topic(kafka, topic):
+        if value is None:
+            continue
+        row = orjson.loads(value)
+        for column in INDICATOR_COLUMNS:
+            if row[column] is None:
+                row[column] = np.nan  # null on the wire means "not warmed up"
+        rows.append(row)
+    return _latest_per_key(pa.Table.from_pylist(rows, schema=INDICATOR_ARROW_SCHEMA))
+
+
+def _latest_per_key(table: pa.Table) -> pa.Table:
+    """One row per (pair, window_ms, window_start_ms), the last written, sorted by key."""
+    if table.num_rows == 0:
+        return table
+    keys = table.select(["pair", "window_ms", "window_start_ms"]).to_pandas()
+    keys = keys.drop_duplicates(keep="last")
+    keys = keys.sort_values(["pair", "window_ms", "window_start_ms"], kind="stable")
+    return table.take(pa.array(keys.index.to_numpy()))  # NaN stays NaN (pandas would null it)
+
+
+def run_trades_through_stream(
+    trades: pa.Table,
+    kafka: KafkaSettings,
+    *,
+    durations: list[int],
+    grace_ms: int,
+    topic_prefix: str,
+    partitions: int = 4,
+    idle_timeout_ms: int = 1_000,
+) -> tuple[pa.Table, pa.Table]:
+    """Produce `trades` (row order = arrival order), run the candle then the indicator
+    processor until idle, and return (candles, indicators) as read back from the topics."""
+    topics = MarketsTopics.prefixed(topic_prefix)
+    ensure_topics(kafka, topics.specs(partitions), TopicSettings())
+    produce_trades(kafka, topics.trades, trades, partitions)
+    windows = tuple(TumblingWindow(d, grace_ms) for d in durations)
+    idle_s = idle_timeout_ms / 1000
+    candle_processor(kafka, windows, topics=topics, idle_timeout_ms=idle_timeout_ms,
+                     group=f"{topic_prefix}candles").run(max_idle_s=idle_s + 3,
+                                                         install_signals=False)
+    indicator_processor(kafka, topics=topics, group=f"{topic_prefix}indicators").run(
+        max_idle_s=3, install_signals=False)
+    return read_candles(kafka, topics.candles), read_indicators(kafka, topics.indicators)

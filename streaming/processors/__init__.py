@@ -1,0 +1,1 @@
+"""Processors: partition operators that run shared `features/` code on micro-batches."""

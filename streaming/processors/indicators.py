@@ -1,0 +1,139 @@
+"""The indicator operator: final candles -> technical indicators, per pair and duration.
+
+It keeps the last `MAX_WARMUP` candles of each (pair, duration) and, for each new candle, runs
+`features.indicators.compute_indicators` over that history, so every value sees exactly its
+indicator's fixed warm-up, as in the backfill. Offsets are committed only up to the oldest
+candle still held, so a restart rebuilds the history from the log; candles replayed from before
+the checkpointed offset refill the history without being emitted again. A candle whose window
+is not after the last one seen for its pair (a duplicate left by a restarted candle processor)
+is ignored: candles of one pair arrive in window order on one partition.
+
+On the wire an indicator that is not warmed up is `null` (JSON has no NaN); readers map it
+back to NaN. It is never 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from features.indicators import INDICATOR_COLUMNS, INPUT_COLUMNS, MAX_WARMUP, compute_indicators
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, record_key
+from streaming.runtime.operator import PartitionOperator, Snapshot
+from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
+
+_REQUIRED = tuple(CANDLE_ARROW_SCHEMA.names)
+
+
+@dataclass
+class _History:
+    """The latest candles of one (pair, duration), oldest first, with their offsets."""
+
+    window_start: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    values: dict[str, list[float]] = field(
+        default_factory=lambda: {c: [] for c in INPUT_COLUMNS}
+    )
+
+    def append(self, candle: dict[str, float | int | str], offset: int) -> None:
+        self.window_start.append(int(candle["window_start_ms"]))
+        self.offsets.append(offset)
+        for column in INPUT_COLUMNS:
+            self.values[column].append(float(candle[column]))
+
+    def trim(self, keep: int) -> None:
+        drop = len(self.window_start) - keep
+        if drop > 0:
+            del self.window_start[:drop], self.offsets[:drop]
+            for column in INPUT_COLUMNS:
+                del self.values[column][:drop]
+
+
+@dataclass
+class IndicatorConfig:
+    output_topic: str
+
+
+class IndicatorOperator(PartitionOperator):
+    def __init__(self, config: IndicatorConfig, partition: int) -> None:
+        self.config = config
+        self.partition = partition
+        self.histories: dict[tuple[str, int], _History] = {}
+        self.position: int | None = None
+        self.replay_until = 0
+
+    def process(self, batch: InputBatch, now_ms: int) -> Emission:
+        emission = Emission()
+        self.position = int(batch.offsets[-1]) + 1
+        fresh: dict[tuple[str, int], list[dict[str, float | int | str]]] = {}
+        for i, raw in enumerate(batch.values):
+            offset = int(batch.offsets[i])
+            candle, reason = _decode_candle(raw)
+            if candle is None:
+                emission.dead_letters.append(DeadLetter(
+                    reason or "decode", batch.topic, batch.partition, offset, batch.keys[i], raw))
+                continue
+            key = (str(candle["pair"]), int(candle["window_ms"]))
+            history = self.histories.setdefault(key, _History())
+            if history.window_start and int(candle["window_start_ms"]) <= history.window_start[-1]:
+                continue  # a duplicate of a candle already in the history
+            history.append(candle, offset)
+            if offset >= self.replay_until:
+                fresh.setdefault(key, []).append(candle)
+        for key, candles in fresh.items():
+            history = self.histories[key]
+            series = {c: np.asarray(v) for c, v in history.values.items()}
+            values = compute_indicators(series, start=len(history.window_start) - len(candles))
+            for j, candle in enumerate(candles):
+                emission.records.append(self._record(candle, values, j))
+            history.trim(MAX_WARMUP - 1)
+        for key in fresh.keys() ^ self.histories.keys():
+            self.histories[key].trim(MAX_WARMUP - 1)
+        return emission
+
+    def _record(
+        self, candle: dict[str, float | int | str], values: dict[str, np.ndarray], row: int
+    ) -> OutputRecord:
+        pair, size, start = str(candle["pair"]), int(candle["window_ms"]), int(
+            candle["window_start_ms"])
+        body: dict[str, object] = {
+            "pair": pair,
+            "window_ms": size,
+            "window_start_ms": start,
+            "window_end_ms": int(candle["window_end_ms"]),
+            "close": float(candle["close"]),
+        }
+        for column in INDICATOR_COLUMNS:
+            value = float(values[column][row])
+            body[column] = None if np.isnan(value) else value
+        return OutputRecord(self.config.output_topic, record_key(pair, size, start),
+                            orjson.dumps(body), pair)
+
+    def commit_offset(self, topic: str) -> int | None:
+        if self.position is None:
+            return None
+        oldest = [h.offsets[0] for h in self.histories.values() if h.offsets]
+        return min([self.position, *oldest])
+
+    def snapshot(self) -> Snapshot:
+        return {"version": 1, "next_offset": max(self.position or 0, self.replay_until)}
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.replay_until = int(snapshot["next_offset"])
+
+
+def _decode_candle(raw: bytes | None) -> tuple[dict[str, float | int | str] | None, str | None]:
+    if raw is None:
+        return None, "decode: empty message"
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return None, f"decode: not JSON ({exc.msg})"
+    if not isinstance(obj, dict):
+        return None, "decode: not a JSON object"
+    missing = [name for name in _REQUIRED if obj.get(name) is None]
+    if missing:
+        return None, f"schema: missing field {missing[0]}"
+    return obj, None

@@ -1,0 +1,1 @@
+"""The Kafka runtime: micro-batch consume, per-partition operators, checkpoints, dead letters."""

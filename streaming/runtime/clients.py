@@ -1,0 +1,40 @@
+"""librdkafka clients configured from `KafkaSettings`, with Braid's defaults."""
+
+from __future__ import annotations
+
+from confluent_kafka import Consumer, Producer
+
+from streaming.settings import KafkaSettings
+
+
+def make_producer(kafka: KafkaSettings, **overrides: str | int | bool) -> Producer:
+    """An idempotent producer: retries never duplicate or reorder a partition's messages."""
+    conf: dict[str, str | int | bool] = {
+        **kafka.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000,
+    }
+    conf.update(overrides)
+    return Producer(conf)
+
+
+def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: str | int | bool) -> Consumer:
+    """A consumer that never commits by itself; the processor commits what is safe to skip."""
+    conf: dict[str, str | int | bool] = {
+        **kafka.client_config(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": kafka.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, kafka.session_timeout_ms // 3),
+        # co-partitioned input topics must land on the same instance: range does that
+        "partition.assignment.strategy": "range",
+        "fetch.wait.max.ms": 50,
+        "queued.min.messages": 200_000,
+    }
+    conf.update(overrides)
+    return Consumer(conf)

@@ -1,0 +1,41 @@
+"""The operator interface: the state and logic of one partition (number) of a processor.
+
+The processor owns Kafka; an operator owns event time and windows. For each assigned partition
+number the processor builds one operator (co-partitioned input topics share it), restores it from
+its checkpoint, feeds it batches, asks it which offsets are safe to commit, and snapshots it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from streaming.runtime.records import Emission, InputBatch
+
+Snapshot = dict[str, Any]
+
+
+class PartitionOperator(ABC):
+    """Stateful logic for one partition number. Implementations must be deterministic: replaying
+    the same messages from the committed offsets after `restore` gives the same outputs."""
+
+    @abstractmethod
+    def process(self, batch: InputBatch, now_ms: int) -> Emission:
+        """Handle consecutive messages of one input topic-partition."""
+
+    def tick(self, now_ms: int) -> Emission:
+        """Called after every poll with the wall clock, so windows of quiet keys can close on
+        idleness. An emission with `closed_on_idle` makes the processor checkpoint at once."""
+        return Emission()
+
+    @abstractmethod
+    def commit_offset(self, topic: str) -> int | None:
+        """The offset a restart must resume `topic` from (None: nothing consumed yet)."""
+
+    @abstractmethod
+    def snapshot(self) -> Snapshot:
+        """JSON-serialisable state written to the checkpoint topic before offsets are committed."""
+
+    @abstractmethod
+    def restore(self, snapshot: Snapshot) -> None:
+        """Load a snapshot (called before any message of this partition is processed)."""

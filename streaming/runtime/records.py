@@ -1,0 +1,58 @@
+"""What flows through an operator: input batches, output records, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class InputBatch:
+    """Consecutive messages of one topic-partition, in offset order."""
+
+    topic: str
+    partition: int
+    offsets: np.ndarray  # int64
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """A record to produce. `partition_key` picks the partition (e.g. the pair), so all of one
+    pair's records stay in order on one partition whatever the message key is."""
+
+    topic: str
+    key: str
+    value: bytes
+    partition_key: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A rejected input message and why."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Emission:
+    """An operator's answer to a batch or an idle tick."""
+
+    records: list[OutputRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    closed_on_idle: bool = False  # the processor checkpoints at once after an idle close
+
+    def extend(self, other: Emission) -> None:
+        self.records.extend(other.records)
+        self.dead_letters.extend(other.dead_letters)
+        self.closed_on_idle |= other.closed_on_idle
