@@ -165,11 +165,13 @@ class RestState:
 
 
 class KrakenRestServer:
-    """``GET /0/public/Trades?pair=..&since=<ns>``: up to ``page_size`` rows after ``since``.
+    """``GET /0/public/Trades?pair=..&since=<ns>``: up to ``page_size`` rows from ``since`` on.
 
     ``last`` is the last served row's time in ns (a string, as Kraken sends it; past the end, the
     ``since`` asked for). ``six_field`` strips the trade id (older responses); ``rate_limit_at``
     answers the request of that index (0-based) with ``EGeneral:Too many requests`` once.
+    Trades *at* ``since`` are served again (a time cursor cannot split trades sharing a
+    timestamp otherwise; the recorded data has 182 such timestamps), so pages overlap.
     """
 
     def __init__(self, rows: Sequence[Sequence[Any]], *, result_key: str = "XBTUSDT",
@@ -202,7 +204,9 @@ class KrakenRestServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     def respond(self, path: str, query: dict[str, str]) -> dict[str, Any]:
         index = len(self.state.requests)
@@ -213,7 +217,7 @@ class KrakenRestServer:
             self.state.rate_limited += 1
             return {"error": [self.rate_limit_error]}
         since = int(query.get("since", "0"))
-        page = [r for r in self.rows if row_time_ns(r) > since][: self.page_size]
+        page = [r for r in self.rows if row_time_ns(r) >= since][: self.page_size]
         last = row_time_ns(page[-1]) if page else since
         return {"error": [], "result": {self.result_key: page, "last": str(last)}}
 
