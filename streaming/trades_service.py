@@ -1,0 +1,278 @@
+"""The trades service: pulls trades from a :class:`TradeSource` and publishes them to Kafka.
+
+Every row is validated with the rules of :class:`features.schemas.trade.Trade` (applied to whole
+columns at once). A valid trade goes to topic ``trades`` as the JSON of ``Trade.to_wire()``
+(``{"v": 1, "pair": ..., ...}``), keyed by its pair, on the partition Braid computes with
+:func:`streaming.partitioning.partition_for` (never the client's default partitioner). A row that
+fails goes to ``dead_letter`` as ``{"reason", "source", "row"}`` and is never sent to ``trades``.
+
+The producer is idempotent (no duplicates from its own retries), lingers ~5 ms and compresses
+with lz4. On exit, on SIGTERM and on Ctrl-C the source is closed and the producer flushed, so
+every trade read before the stop is delivered; the summary counts what the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+from confluent_kafka import KafkaError, Message, Producer
+from tqdm import tqdm
+
+from features.schemas.trade import (
+    ORDER_TYPES,
+    SIDES,
+    TRADE_FIELDS,
+    TRADE_SCHEMA_VERSION,
+    invalid_trade_reasons,
+)
+from streaming.partitioning import partition_for
+from streaming.settings import KafkaSettings, TopicSettings
+from streaming.sources.base import TradeSource
+from streaming.topics import DEAD_LETTER, TRADES, TopicSpec, catalogue, ensure_topics
+
+log = structlog.get_logger(__name__)
+
+MAX_PAIR_LENGTH = 32  # Trade.pair's max_length
+
+
+# ---------------------------------------------------------------- validation
+
+
+def invalid_reasons(table: pa.Table) -> np.ndarray:
+    """Per row, ``None`` if :class:`Trade` accepts it, else the first failing rule's reason.
+
+    The rules, in :class:`Trade`'s field order: every field present; pair 1-32 characters
+    without ``|``; price and volume finite and positive; side and order type from their sets;
+    trade id non-negative; timestamp positive.
+    """
+    n = table.num_rows
+    numeric = invalid_trade_reasons(
+        price=_floats(table["price"]),
+        volume=_floats(table["volume"]),
+        timestamp_ms=_ints(table["timestamp_ms"]),
+        trade_id=_ints(table["trade_id"]),
+    )
+
+    def numeric_rule(field: str) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([r is not None and r.startswith(field) for r in numeric], bool), numeric
+
+    pair = pc.fill_null(table["pair"], "")
+    length = np.asarray(pc.utf8_length(pair).to_numpy(zero_copy_only=False), dtype=np.int64)
+    rules: list[tuple[np.ndarray, str | np.ndarray]] = [
+        *((_np(pc.is_null(table[name])), f"{name} is missing") for name in TRADE_FIELDS),
+        (length == 0, "pair must not be empty"),
+        (length > MAX_PAIR_LENGTH, f"pair must be at most {MAX_PAIR_LENGTH} characters"),
+        (_np(pc.match_substring(pair, "|")), "pair must not contain '|', the key separator"),
+        numeric_rule("price"),
+        numeric_rule("volume"),
+        (~_np(pc.is_in(pc.fill_null(table["side"], ""), pa.array(SIDES))),
+         f"side must be one of {', '.join(SIDES)}"),
+        (~_np(pc.is_in(pc.fill_null(table["order_type"], ""), pa.array(ORDER_TYPES))),
+         f"order_type must be one of {', '.join(ORDER_TYPES)}"),
+        numeric_rule("trade_id"),
+        numeric_rule("timestamp_ms"),
+    ]
+    reasons = np.full(n, None, dtype=object)
+    for mask, reason in reversed(rules):  # the first failing rule wins
+        if mask.any():
+            reasons[mask] = reason[mask] if isinstance(reason, np.ndarray) else reason
+    return reasons
+
+
+def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, 1.0).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _ints(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, 1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def raw_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON can carry it: non-finite floats become ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return {k: repr(v) if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in row.items()}
+
+
+# ---------------------------------------------------------------- publishing
+
+
+@dataclass
+class PublishSummary:
+    """What a run did. ``sent``: trades the broker acknowledged; ``rejected``: dead letters."""
+
+    read: int = 0
+    sent: int = 0
+    rejected: int = 0
+    failed: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def trades_per_s(self) -> float:
+        return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def producer_config(kafka: KafkaSettings) -> dict[str, str | int]:
+    """The shared client config plus Braid's producer settings."""
+    return {
+        **kafka.client_config(),
+        "enable.idempotence": "true",
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+    }
+
+
+class TradesService:
+    """Publishes the trades of ``source`` (see the module docstring for the semantics)."""
+
+    def __init__(
+        self,
+        source: TradeSource,
+        kafka: KafkaSettings | None = None,
+        *,
+        topic_settings: TopicSettings | None = None,
+        trades_topic: str = TRADES,
+        dead_letter_topic: str = DEAD_LETTER,
+        progress: bool = True,
+        flush_timeout_s: float = 30.0,
+        producer_factory: Callable[[dict[str, str | int]], Producer] = Producer,
+    ) -> None:
+        self.source = source
+        self.kafka = kafka or KafkaSettings()
+        self.topic_settings = topic_settings or TopicSettings()
+        self.trades_topic = trades_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.progress = progress
+        self.flush_timeout_s = flush_timeout_s
+        self.producer_factory = producer_factory
+        self.summary = PublishSummary()
+        self._stop = threading.Event()
+        self._partitions: dict[str, int] = {}
+
+    def stop(self) -> None:
+        """Stop after the current batch (the SIGTERM handler calls this)."""
+        self._stop.set()
+        self.source.close()
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """The catalogue's ``trades`` and ``dead_letter`` specs, under this service's names."""
+        specs = {s.name: s for s in catalogue(self.topic_settings)}
+        return [
+            dataclasses.replace(specs[TRADES], name=self.trades_topic),
+            dataclasses.replace(specs[DEAD_LETTER], name=self.dead_letter_topic),
+        ]
+
+    def run(self, max_trades: int | None = None, total: int | None = None) -> PublishSummary:
+        """Publish until the source ends, ``max_trades`` rows were read, or a stop."""
+        ensure_topics(self.kafka, self.topic_specs(), self.topic_settings)
+        producer = self.producer_factory(producer_config(self.kafka))
+        metadata = producer.list_topics(timeout=10).topics
+        self._trade_partitions = len(metadata[self.trades_topic].partitions)
+        self._dead_letter_partitions = len(metadata[self.dead_letter_topic].partitions)
+        previous = self._install_sigterm()
+        started = time.perf_counter()
+        bar = tqdm(total=max_trades or total, unit="trade", disable=not self.progress,
+                   desc=f"{self.source.name} -> {self.trades_topic}")
+        try:
+            for batch in self.source.batches():
+                if max_trades is not None:
+                    batch = batch.slice(0, max_trades - self.summary.read)
+                self._publish(producer, batch)
+                bar.update(batch.num_rows)
+                producer.poll(0)
+                if self._stop.is_set() or (
+                    max_trades is not None and self.summary.read >= max_trades
+                ):
+                    break
+        finally:
+            self.source.close()
+            left = producer.flush(self.flush_timeout_s)
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.summary.elapsed_s = time.perf_counter() - started
+            if left:
+                log.error("messages not delivered at exit", undelivered=left)
+            log.info("published", source=self.source.name, read=self.summary.read,
+                     sent=self.summary.sent, rejected=self.summary.rejected,
+                     failed=self.summary.failed,
+                     trades_per_s=round(self.summary.trades_per_s))
+        return self.summary
+
+    def _publish(self, producer: Producer, batch: pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        self.summary.read += batch.num_rows
+        reasons = invalid_reasons(batch)
+        bad = np.flatnonzero(reasons != None)  # noqa: E711 - element-wise comparison
+        if len(bad):
+            rejected = batch.take(pa.array(bad)).to_pylist()
+            for row, reason in zip(rejected, reasons[bad], strict=True):
+                self._dead_letter(producer, row, str(reason))
+            batch = batch.filter(pa.array(reasons == None))  # noqa: E711
+        for row in batch.to_pylist():
+            pair = row["pair"]
+            partition = self._partitions.get(pair)
+            if partition is None:
+                partition = self._partitions[pair] = partition_for(pair, self._trade_partitions)
+            value = orjson.dumps({"v": TRADE_SCHEMA_VERSION, **row})
+            self._produce(producer, self.trades_topic, value, pair.encode(), partition,
+                          self._on_trade)
+
+    def _dead_letter(self, producer: Producer, row: dict[str, Any], reason: str) -> None:
+        log.warning("rejected trade", reason=reason, source=self.source.name)
+        key = str(row.get("pair") or "")
+        value = orjson.dumps({"reason": reason, "source": self.source.name, "row": raw_row(row)})
+        self._produce(producer, self.dead_letter_topic, value, key.encode(),
+                      partition_for(key, self._dead_letter_partitions), self._on_dead_letter)
+
+    def _produce(self, producer: Producer, topic: str, value: bytes, key: bytes,
+                 partition: int, callback: Callable[[KafkaError | None, Message], None]) -> None:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, partition=partition,
+                                 on_delivery=callback)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain
+                producer.poll(0.1)
+
+    def _on_trade(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.summary.sent += 1
+        else:
+            self.summary.failed += 1
+            log.error("trade not delivered", error=str(err), key=msg.key())
+
+    def _on_dead_letter(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.summary.rejected += 1
+        else:
+            self.summary.failed += 1
+            log.error("dead letter not delivered", error=str(err), key=msg.key())
+
+    def _install_sigterm(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            log.info("SIGTERM: flushing and stopping")
+            self.stop()
+
+        return signal.signal(signal.SIGTERM, on_sigterm)
