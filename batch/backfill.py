@@ -1,0 +1,255 @@
+"""The trades backfill: input files -> candles and indicators Delta tables, for a date range.
+
+Stages: read and validate the input, compute candles per pair (lateness as the stream), compute
+indicators per pair and duration (warm-up history from earlier input or the table), write the
+three tables (each one Delta commit replacing exactly the range's partitions), summarise.
+
+Range semantics: a backfill of `[start, end)` (UTC days) writes exactly the candle and indicator
+rows whose window starts in the range, for the given pairs and durations. Their values use every
+input trade (a window is computed from all its trades; trades before `start` give history and
+stream time), so the same inputs give the same rows whatever range is backfilled.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow as pa
+import structlog
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from tqdm import tqdm
+
+from batch import delta_log
+from batch.arrival_order import ArrivalOrder
+from batch.candles_job import candles_frame
+from batch.delta_store import write_table
+from batch.indicators_job import indicators_frame, tail_per_series
+from batch.object_storage import join
+from batch.rejected_rows import REJECTED_PARTITIONS, is_rejected, rejected_rows_frame
+from batch.trade_inputs import read_trade_files
+from features.indicators import MAX_WARMUP
+from features.windows import format_duration
+
+log = structlog.get_logger(__name__)
+
+DAY_MS = 86_400_000
+TABLE_PARTITIONS = ["pair", "window_ms", "day"]
+CANDLES_TABLE = "candles"
+INDICATORS_TABLE = "indicators"
+REJECTED_TABLE = "rejected_trades"
+
+
+@dataclass(frozen=True)
+class BackfillConfig:
+    inputs: list[str]
+    start: date
+    end: date  # exclusive
+    pairs: list[str]
+    output: str  # folder (local or gs://) holding the three tables
+    durations_ms: list[int] = field(default_factory=lambda: [60_000])
+    grace_ms: int = 5_000
+    arrival: ArrivalOrder = ArrivalOrder.EVENT_TIME
+    history_from_table: bool = True
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        if not self.pairs:
+            raise ValueError("at least one pair is needed")
+        if not self.durations_ms:
+            raise ValueError("at least one candle duration is needed")
+
+    @property
+    def start_ms(self) -> int:
+        return _day_ms(self.start)
+
+    @property
+    def end_ms(self) -> int:
+        return _day_ms(self.end)
+
+    @property
+    def days(self) -> list[str]:
+        count = (self.end - self.start).days
+        return [(self.start + timedelta(days=i)).isoformat() for i in range(count)]
+
+    def table(self, name: str) -> str:
+        return join(self.output, name)
+
+
+@dataclass
+class BackfillSummary:
+    run_id: str
+    trades_read: int = 0
+    trades_valid: int = 0
+    rejected_rows: int = 0
+    rejected_in_range: int = 0
+    late_trades: dict[str, int] = field(default_factory=dict)
+    candles_written: int = 0
+    indicator_rows_written: int = 0
+    table_versions: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+STAGES = ("read", "candles", "indicators", "write candles", "write indicators", "write rejected")
+
+
+def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary:
+    """Run one backfill; returns what it read, wrote and rejected, and the table versions."""
+    summary = BackfillSummary(run_id=uuid.uuid4().hex)
+    started = time.perf_counter()
+    bound = log.bind(run_id=summary.run_id, start=str(config.start), end=str(config.end))
+    bound.info("backfill started", inputs=config.inputs, pairs=config.pairs,
+               durations=[format_duration(d) for d in config.durations_ms],
+               output=config.output, arrival=config.arrival.value)
+    progress = tqdm(total=len(STAGES), desc="backfill", unit="stage",
+                    disable=not config.show_progress)
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        progress.set_postfix_str(name)
+        t0 = time.perf_counter()
+        yield
+        summary.stage_seconds[name] = round(time.perf_counter() - t0, 3)
+        bound.info("stage done", stage=name, seconds=summary.stage_seconds[name])
+        progress.update(1)
+
+    persisted: list[DataFrame] = []
+    try:
+        with stage("read"):
+            parsed = read_trade_files(spark, config.inputs).where(
+                F.col("pair").isin(config.pairs) | (is_rejected() & (F.col("pair") == ""))
+            )
+            parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(parsed)
+            counts = parsed.agg(
+                F.count(F.lit(1)).alias("rows"),
+                F.sum(is_rejected().cast("long")).alias("rejected"),
+            ).first()
+            assert counts is not None
+            summary.trades_read = int(counts["rows"] or 0)
+            summary.rejected_rows = int(counts["rejected"] or 0)
+            summary.trades_valid = summary.trades_read - summary.rejected_rows
+            valid = parsed.where(~is_rejected())
+
+        with stage("candles"):
+            candles = candles_frame(valid, config.durations_ms, config.grace_ms, config.arrival)
+            candles = candles.persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(candles)
+            per_duration = candles.groupBy("window_ms").agg(
+                F.sum("trade_count").alias("trades"),
+            ).collect()
+            for row in per_duration:
+                summary.late_trades[format_duration(int(row["window_ms"]))] = (
+                    summary.trades_valid - int(row["trades"])
+                )
+
+        with stage("indicators"):
+            history = _table_history(config) if config.history_from_table else {}
+            indicators = indicators_frame(candles, history, config.start_ms, config.end_ms)
+
+        replace = {
+            "pair": list(config.pairs),
+            "window_ms": [str(d) for d in config.durations_ms],
+            "day": config.days,
+        }
+        with stage("write candles"):
+            in_range = _in_range(candles, config).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(in_range)
+            summary.candles_written = in_range.count()
+            summary.table_versions[CANDLES_TABLE] = write_table(
+                in_range, config.table(CANDLES_TABLE), partition_by=TABLE_PARTITIONS,
+                replace=replace, run_id=summary.run_id,
+            )
+        with stage("write indicators"):
+            rows = _with_day(indicators).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(rows)
+            summary.indicator_rows_written = rows.count()
+            summary.table_versions[INDICATORS_TABLE] = write_table(
+                rows, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
+                replace=replace, run_id=summary.run_id,
+            )
+        with stage("write rejected"):
+            rejected = rejected_rows_frame(
+                parsed, start_ms=config.start_ms, end_ms=config.end_ms, start=config.start,
+                end=config.end, run_id=summary.run_id,
+            ).persist(StorageLevel.MEMORY_AND_DISK)
+            persisted.append(rejected)
+            summary.rejected_in_range = rejected.count()
+            summary.table_versions[REJECTED_TABLE] = write_table(
+                rejected, config.table(REJECTED_TABLE), partition_by=REJECTED_PARTITIONS,
+                replace={"range_start": [config.start.isoformat()],
+                         "range_end": [config.end.isoformat()]},
+                run_id=summary.run_id,
+            )
+    finally:
+        progress.close()
+        for frame in persisted:
+            frame.unpersist()
+    summary.seconds = round(time.perf_counter() - started, 3)
+    bound.info("backfill finished", **{k: v for k, v in summary.as_dict().items()
+                                       if k != "run_id"})
+    return summary
+
+
+def _in_range(frame: DataFrame, config: BackfillConfig) -> DataFrame:
+    start = F.col("window_start_ms")
+    return _with_day(frame.where((start >= F.lit(config.start_ms)) & (start < F.lit(config.end_ms))))
+
+
+def _with_day(frame: DataFrame) -> DataFrame:
+    """Adds `day`: the UTC date of the window start (a partition column)."""
+    return frame.withColumn(
+        "day", F.to_date(F.timestamp_millis(F.col("window_start_ms")))
+    )
+
+
+def _table_history(config: BackfillConfig) -> dict[tuple[str, int], pa.Table]:
+    """The last `MAX_WARMUP - 1` candles before `start` per pair and duration, from the table.
+
+    Looks back `2 * MAX_WARMUP` windows' worth of days (at least one day): enough unless the
+    pair had long gaps without trades.
+    """
+    uri = config.table(CANDLES_TABLE)
+    if not delta_log.table_exists(uri):
+        return {}
+    pieces = []
+    for size_ms in config.durations_ms:
+        lookback_days = max(1, math.ceil(2 * MAX_WARMUP * size_ms / DAY_MS))
+        days = [(config.start - timedelta(days=i)).isoformat()
+                for i in range(1, lookback_days + 1)]
+        pieces.append(delta_log.read_table(uri, filters=[
+            ("pair", "in", list(config.pairs)),
+            ("window_ms", "=", str(size_ms)),
+            ("day", "in", days),
+        ]))
+    history = pa.concat_tables(pieces, promote_options="default")
+    history = history.filter(pa.compute.less(history["window_start_ms"], config.start_ms))
+    return tail_per_series(history)
+
+
+def _day_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def parse_day(text: str) -> date:
+    """`YYYY-MM-DD` (UTC day)."""
+    return date.fromisoformat(text)
+
+
+def durations_from(texts: Sequence[str]) -> list[int]:
+    from features.windows import parse_duration_ms
+
+    return [parse_duration_ms(t) for t in texts]
