@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -110,3 +116,30 @@ def test_valid_trades_arrive_once_keyed_and_partitioned_and_invalid_ones_are_dea
         "side must be one of buy, sell, unknown",
     ]
     assert dead[1]["row"]["volume"] == "nan" and dead[2]["row"]["pair"] == "ETH|USD"
+
+
+def test_sigterm_stops_the_publish_command_after_flushing_every_read_trade(
+    kafka_settings: KafkaSettings, unique_topic_prefix: str
+) -> None:
+    braid = Path(sys.executable).parent / "braid"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers}
+    process = subprocess.Popen(
+        [str(braid), "trades", "publish", "--source", "synthetic", "--no-progress",
+         "--topic-prefix", unique_topic_prefix],  # endless: only SIGTERM ends it
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        time.sleep(4)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    match = re.search(r"sent ([\d,]+) trades, rejected 0, failed 0", output)
+    assert match, output
+    sent = int(match.group(1).replace(",", ""))
+    assert sent > 0
+    partitions = TopicSettings().market_partitions
+    messages = consume_all(kafka_settings, f"{unique_topic_prefix}trades", partitions, sent)
+    assert len(messages) == sent
