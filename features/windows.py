@@ -116,3 +116,54 @@ def late_mask(
     if closed_until is not None:
         late |= starts + window.size_ms <= closed_until[key_codes]
     return late
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """A per-record sliding event-time window: for a record at `t`, the records of the same key
+    with event time in the half-open interval `(t - size_ms, t]`.
+
+    The result for a record at `t` is final once its key's stream time reaches `t + grace_ms`:
+    every record of its window that is not late has arrived by then. A record is late (see
+    :func:`sliding_late_mask`) exactly when it would change a result already final, so any
+    arrival order within grace gives the same results.
+    """
+
+    size_ms: int
+    grace_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0 or self.grace_ms < 0:
+            raise ValueError("window size must be positive and grace non-negative")
+
+    @property
+    def label(self) -> str:
+        return format_duration(self.size_ms)
+
+    def final_until(self, stream_time_ms: np.ndarray) -> np.ndarray:
+        """Per key: results of records with event time <= this are final (stream time - grace);
+        keys with no stream time keep :data:`NO_STREAM_TIME`."""
+        st = np.asarray(stream_time_ms, dtype=np.int64)
+        return np.where(st == NO_STREAM_TIME, NO_STREAM_TIME, st - self.grace_ms)
+
+
+def sliding_late_mask(
+    window: SlidingWindow,
+    key_codes: np.ndarray,
+    timestamp_ms: np.ndarray,
+    initial_stream_time: np.ndarray,
+    emitted_until: np.ndarray | None = None,
+) -> np.ndarray:
+    """True where a record arrives after results it belongs to were final.
+
+    A record at `t` is late when `t + grace_ms <= ` its key's stream time just before it (the
+    result of a record at `t` was final already), or when `t <= emitted_until[key]` (results up
+    to there were emitted, e.g. on idleness). The same rule as :func:`late_mask` with the
+    window ending at the record itself.
+    """
+    ts = np.asarray(timestamp_ms, dtype=np.int64)
+    before = stream_time_before(key_codes, ts, initial_stream_time)
+    late = (before != NO_STREAM_TIME) & (ts + window.grace_ms <= before)
+    if emitted_until is not None:
+        late |= ts <= emitted_until[key_codes]
+    return late

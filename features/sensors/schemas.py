@@ -1,0 +1,172 @@
+"""Wire and column schemas of the sensors pipeline (schema version 1).
+
+- A **reading** (topics SX, SY, SZ; Kafka key = client) is the JSON object
+  `{"v": 1, "client": str, "timestamp_ms": int, "value": number}`. `timestamp_ms` is the event
+  time in epoch milliseconds (UTC). SX and SY values are categories: integers in
+  `0..CATEGORY_COUNT-1`; SZ values are any finite float.
+- A **feature row** (topics FA, FI, FD; key = client) is one window feature of one SZ reading:
+  `{"v": 1, "client", "feature", "timestamp_ms", "value", "bin", "edges_version", "window_ms",
+  "count"}`; `timestamp_ms` is the SZ reading's event time, `value` the raw feature, `bin` its
+  bucket under the bin edges `edges_version`, `count` the readings in the window. A row is
+  identified by (client, feature, timestamp_ms): a replay rewrites the same values.
+- A **prediction** (topic predictions.sensors; key = client): the 5-integer vector in
+  :data:`VECTOR_FIELDS` order, the probability, the alert decision and the model version, for the
+  event (of topic `trigger`) at `timestamp_ms`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SENSOR_SCHEMA_VERSION = 1
+CATEGORY_COUNT = 10  # SX and SY categories are 0..9
+BIN_COUNT = 10  # FA, FI, FD buckets are 0..9
+CATEGORICAL_SENSORS = ("SX", "SY")
+CONTINUOUS_SENSOR = "SZ"
+SENSORS = ("SX", "SY", "SZ")
+FEATURES = ("FA", "FI", "FD")
+VECTOR_FIELDS = ("SX", "SY", "FA", "FI", "FD")  # the model's input order
+MAX_CLIENT_LENGTH = 64
+
+Sensor = Literal["SX", "SY", "SZ"]
+FeatureName = Literal["FA", "FI", "FD"]
+
+# Nullable on purpose: a missing field decodes to null and is rejected by row, not by batch.
+READING_WIRE_SCHEMA = pa.schema([
+    pa.field("v", pa.int64()),
+    pa.field("client", pa.string()),
+    pa.field("timestamp_ms", pa.int64()),
+    pa.field("value", pa.float64()),
+])
+READING_ARROW_SCHEMA = pa.schema([
+    pa.field("client", pa.string(), nullable=False),
+    pa.field("timestamp_ms", pa.int64(), nullable=False),
+    pa.field("value", pa.float64(), nullable=False),
+])
+FEATURE_WIRE_SCHEMA = pa.schema([
+    pa.field("v", pa.int64()),
+    pa.field("client", pa.string()),
+    pa.field("feature", pa.string()),
+    pa.field("timestamp_ms", pa.int64()),
+    pa.field("value", pa.float64()),
+    pa.field("bin", pa.int64()),
+    pa.field("edges_version", pa.string()),
+    pa.field("window_ms", pa.int64()),
+    pa.field("count", pa.int64()),
+])
+FEATURE_ARROW_SCHEMA = pa.schema([f.with_nullable(False) for f in FEATURE_WIRE_SCHEMA
+                                  if f.name != "v"])
+# The offline store's wide row: one per SZ reading, all three features.
+FEATURE_TABLE_SCHEMA = pa.schema([
+    pa.field("client", pa.string(), nullable=False),
+    pa.field("timestamp_ms", pa.int64(), nullable=False),
+    pa.field("window_ms", pa.int64(), nullable=False),
+    pa.field("count", pa.int64(), nullable=False),
+    *(pa.field(name, pa.float64(), nullable=False) for name in FEATURES),
+    *(pa.field(f"{name}_bin", pa.int64(), nullable=False) for name in FEATURES),
+    pa.field("edges_version", pa.string(), nullable=False),
+])
+
+
+def _check_client(value: str) -> str:
+    if "|" in value:
+        raise ValueError("client must not contain '|', the key separator")
+    return value
+
+
+class SensorReading(BaseModel):
+    """One reading of one sensor of one client (the topic names the sensor)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client: str = Field(min_length=1, max_length=MAX_CLIENT_LENGTH)
+    timestamp_ms: int = Field(gt=0)
+    value: float = Field(allow_inf_nan=False)
+
+    @field_validator("client")
+    @classmethod
+    def _client_has_no_separator(cls, value: str) -> str:
+        return _check_client(value)
+
+    def to_wire(self, sensor: Sensor) -> dict[str, object]:
+        """The JSON object for topic `sensor` (categorical sensors carry an int)."""
+        value: float | int = self.value
+        if sensor in CATEGORICAL_SENSORS:
+            if not (float(self.value).is_integer() and 0 <= self.value < CATEGORY_COUNT):
+                raise ValueError(f"{sensor} value must be an integer in 0..{CATEGORY_COUNT - 1}")
+            value = int(self.value)
+        return {"v": SENSOR_SCHEMA_VERSION, "client": self.client,
+                "timestamp_ms": self.timestamp_ms, "value": value}
+
+
+class FeatureRow(BaseModel):
+    """One window feature of one SZ reading (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client: str = Field(min_length=1, max_length=MAX_CLIENT_LENGTH)
+    feature: FeatureName
+    timestamp_ms: int = Field(gt=0)
+    value: float = Field(allow_inf_nan=False)
+    bin: int = Field(ge=0, lt=BIN_COUNT)
+    edges_version: str = Field(min_length=1)
+    window_ms: int = Field(gt=0)
+    count: int = Field(ge=1)
+
+    @field_validator("client")
+    @classmethod
+    def _client_has_no_separator(cls, value: str) -> str:
+        return _check_client(value)
+
+
+class Prediction(BaseModel):
+    """One alert decision, as downstream teams consume it from predictions.sensors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: int = SENSOR_SCHEMA_VERSION
+    client: str
+    timestamp_ms: int  # event time of the triggering event
+    trigger: Literal["SX", "SY", "FA", "FI", "FD"]
+    vector: list[int]  # VECTOR_FIELDS order
+    probability: float = Field(ge=0.0, le=1.0)
+    alert: bool
+    threshold: float
+    model_version: str
+    edges_version: str
+
+
+def invalid_reading_reasons(
+    sensor: str,
+    version: np.ndarray,
+    client_length: np.ndarray,
+    client_has_bar: np.ndarray,
+    timestamp_ms: np.ndarray,
+    value: np.ndarray,
+) -> np.ndarray:
+    """Column-wise rules of :class:`SensorReading` for topic `sensor`.
+
+    Inputs have nulls already replaced (version -1, length 0, timestamp 0, value NaN). Returns an
+    object array: None for a valid row, else the first failing rule's reason.
+    """
+    reasons = np.full(len(value), None, dtype=object)
+    finite = np.isfinite(value)
+    checks: list[tuple[np.ndarray, str]] = [
+        (version != SENSOR_SCHEMA_VERSION, "schema: unsupported version"),
+        ((client_length == 0) | (client_length > MAX_CLIENT_LENGTH) | client_has_bar,
+         "schema: invalid client"),
+        (timestamp_ms <= 0, "invalid: timestamp_ms must be positive"),
+        (~finite, "invalid: value is not a finite number"),
+    ]
+    if sensor in CATEGORICAL_SENSORS:
+        safe = np.where(finite, value, 0.0)
+        bad = finite & ((np.floor(safe) != safe) | (safe < 0) | (safe >= CATEGORY_COUNT))
+        checks.append((bad, f"invalid: {sensor} must be an integer category in "
+                            f"0..{CATEGORY_COUNT - 1}"))
+    for mask, reason in reversed(checks):  # the first failing rule wins
+        reasons[mask] = reason
+    return reasons

@@ -1,0 +1,101 @@
+"""The candle definition, checked against hand computations and against itself split anyhow."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.candles import PARTIAL_COLUMNS, aggregate_trades, finalize, merge_partials
+from features.windows import TumblingWindow
+
+MINUTE = TumblingWindow(60_000)
+
+
+def _candles(ts, tid, price, volume, key=None):
+    key = np.zeros(len(ts), dtype=np.int64) if key is None else np.asarray(key)
+    return finalize(aggregate_trades(MINUTE, key, np.asarray(ts), np.asarray(tid),
+                                     np.asarray(price, float), np.asarray(volume, float)))
+
+
+def test_candle_of_three_trades_matches_hand_computation() -> None:
+    c = _candles([1_000, 2_000, 59_999], [1, 2, 3], [10.0, 12.0, 11.0], [1.0, 2.0, 1.0])
+    assert c["window_start_ms"].tolist() == [0]
+    assert (c["open"][0], c["high"][0], c["low"][0], c["close"][0]) == (10.0, 12.0, 10.0, 11.0)
+    assert c["volume"][0] == 4.0
+    assert c["vwap"][0] == (10 * 1 + 12 * 2 + 11 * 1) / 4
+    assert c["trade_count"][0] == 3
+
+
+def test_windows_are_half_open_and_epoch_aligned() -> None:
+    c = _candles([59_999, 60_000, 119_999, 120_000], [1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0],
+                 [1.0] * 4)
+    assert c["window_start_ms"].tolist() == [0, 60_000, 120_000]
+    assert c["trade_count"].tolist() == [1, 2, 1]
+
+
+def test_open_and_close_follow_time_then_trade_id_not_arrival() -> None:
+    # arrival order: id 7 (t=5) then id 3 (t=5) then id 1 (t=9): open is id 3, close is id 1
+    c = _candles([5, 5, 9], [7, 3, 1], [70.0, 30.0, 10.0], [1.0, 1.0, 1.0])
+    assert c["open"][0] == 30.0
+    assert c["close"][0] == 10.0
+
+
+def test_same_time_and_id_keeps_arrival_order() -> None:
+    c = _candles([5, 5], [1, 1], [1.0, 2.0], [1.0, 1.0])
+    assert (c["open"][0], c["close"][0]) == (1.0, 2.0)
+
+
+def test_pairs_are_aggregated_separately() -> None:
+    c = _candles([1, 2, 3], [1, 1, 2], [1.0, 100.0, 3.0], [1.0, 1.0, 1.0], key=[0, 1, 0])
+    assert c["key"].tolist() == [0, 1]
+    assert c["close"].tolist() == [3.0, 100.0]
+
+
+trades = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # pair
+        st.integers(0, 400_000),  # timestamp
+        st.integers(0, 5),  # trade id (ties on purpose)
+        st.floats(0.5, 1000, allow_nan=False),
+        st.floats(0.001, 10, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(trades, st.data())
+@settings(max_examples=200, deadline=None)
+def test_folding_micro_batches_equals_one_aggregation(rows, data) -> None:
+    k, ts, tid, p, v = (np.array(c) for c in zip(*rows, strict=True))
+    whole = aggregate_trades(MINUTE, k, ts, tid, p, v)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(rows)), max_size=4)))
+    state = aggregate_trades(MINUTE, k[:0], ts[:0], tid[:0], p[:0], v[:0])
+    for lo, hi in zip([0, *cuts], [*cuts, len(rows)], strict=True):
+        state = merge_partials(state, aggregate_trades(MINUTE, k[lo:hi], ts[lo:hi], tid[lo:hi],
+                                                       p[lo:hi], v[lo:hi]))
+    for name in PARTIAL_COLUMNS:
+        np.testing.assert_allclose(state[name], whole[name], rtol=1e-12, err_msg=name)
+
+
+@given(trades)
+@settings(max_examples=200, deadline=None)
+def test_candles_match_a_naive_loop(rows) -> None:
+    k, ts, tid, p, v = (np.array(c) for c in zip(*rows, strict=True))
+    got = finalize(aggregate_trades(MINUTE, k, ts, tid, p, v))
+    expected: dict[tuple[int, int], list[tuple[int, int, int, float, float]]] = {}
+    for arrival, (key, t, i, price, vol) in enumerate(rows):
+        expected.setdefault((key, t - t % 60_000), []).append((t, i, arrival, price, vol))
+    assert len(got["key"]) == len(expected)
+    for row, (key, start) in enumerate(sorted(expected)):
+        group = sorted(expected[(key, start)])
+        assert (got["key"][row], got["window_start_ms"][row]) == (key, start)
+        assert got["open"][row] == group[0][3]
+        assert got["close"][row] == group[-1][3]
+        assert got["high"][row] == max(g[3] for g in group)
+        assert got["low"][row] == min(g[3] for g in group)
+        assert np.isclose(got["volume"][row], sum(g[4] for g in group), rtol=1e-12)
+        vwap = sum(g[3] * g[4] for g in group) / sum(g[4] for g in group)
+        assert np.isclose(got["vwap"][row], vwap, rtol=1e-12)
+        assert got["trade_count"][row] == len(group)
