@@ -176,13 +176,36 @@ def start(
     proc = psutil.Process(popen.pid)
     try:
         record = PidRecord(
-            popen.pid, proc.cmdline(), proc.create_time(), start_ticks(popen.pid)
+            popen.pid, _exec_cmdline(proc), proc.create_time(), start_ticks(popen.pid)
         )
     except psutil.NoSuchProcess as exc:
         raise ServiceError(f"{name} exited at once\n{tail(logfile)}") from exc
     record.write(pid_path(run_dir, name))
     log.info("service started", service=name, pid=popen.pid, log=str(logfile))
     return proc
+
+
+def _exec_cmdline(proc: psutil.Process, timeout_s: float = 2.0) -> list[str]:
+    """The command line of a just-started process, once exec has filled it in.
+
+    Right after a vfork+exec, /proc/<pid>/cmdline can read empty for a moment.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cmdline = proc.cmdline()
+        if cmdline or time.monotonic() >= deadline:
+            return cmdline
+        time.sleep(0.01)
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until `procs` are dead (zombies count as dead); returns the survivors."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if _is_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _is_alive(p)]
+    return alive
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -245,6 +268,10 @@ def stop(run_dir: Path, name: str, *, timeout_s: float = 10.0) -> bool:
         own_group = os.getpgid(pid) == pid
     except ProcessLookupError:
         own_group = False
+    try:
+        children = proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
     _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while _is_alive(proc) and time.monotonic() < deadline:
@@ -261,6 +288,10 @@ def stop(run_dir: Path, name: str, *, timeout_s: float = 10.0) -> bool:
     if own_group:
         _kill_leftover_group(pid)
     _reap(pid)
+    # Children that left the group (their own setsid) are still ours: recorded before stopping.
+    for child in _wait_gone(children, timeout_s=5):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
     path.unlink(missing_ok=True)
     log.info("service stopped", service=name, pid=pid)
     return True

@@ -6,15 +6,14 @@
 - `gcs_emulator`: the GCS emulator with a bucket; sets `STORAGE_EMULATOR_HOST` and
   `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false` in `os.environ` for the session.
 
-A missing binary fails the fixture with a message naming it.
+A missing binary fails the fixture with a message naming it. Helpers (`free_port`,
+`DurableStack`, `GcsEmulator`, `unique_topic`) live in `infra.testing`.
 """
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
@@ -22,14 +21,8 @@ from infra import stack
 from infra.processes import ServiceError
 from infra.services import gcs
 from infra.settings import StackSettings
+from infra.testing import DurableStack, GcsEmulator, free_port
 from streaming.settings import KafkaSettings
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_stack(settings: StackSettings) -> None:
@@ -57,18 +50,6 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSe
         stack.down(settings)
 
 
-@dataclass
-class DurableStack:
-    """A durable broker (Tansu on moto S3) that tests can restart."""
-
-    settings: StackSettings
-    kafka_settings: KafkaSettings
-
-    def restart_broker(self) -> None:
-        """Stop the broker by PID and start it again; S3 (and the data) stays up."""
-        stack.restart_service(self.settings, "broker")
-
-
 @pytest.fixture(scope="session")
 def durable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DurableStack]:
     """moto S3 + Tansu on its S3 engine, on free ports, for the session."""
@@ -84,15 +65,6 @@ def durable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DurableS
         yield DurableStack(settings, settings.local_kafka_settings())
     finally:
         stack.down(settings)
-
-
-@dataclass(frozen=True)
-class GcsEmulator:
-    """The running GCS emulator: its endpoint URL and a bucket that exists."""
-
-    endpoint: str
-    bucket: str
-    project: str
 
 
 @pytest.fixture(scope="session")
@@ -117,11 +89,3 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
 def unique_topic_prefix() -> str:
     """A fresh prefix per test, so tests sharing one broker never see each other's topics."""
     return f"t{uuid.uuid4().hex[:10]}."
-
-
-def unique_topic(prefix: str, name: str) -> str:
-    """`name` under a test's prefix (a helper for tests building topic specs)."""
-    return f"{prefix}{name}"
-
-
-__all__ = ["DurableStack", "GcsEmulator", "free_port", "unique_topic"]

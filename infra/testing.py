@@ -1,0 +1,46 @@
+"""Helpers for tests that run the stack's services (used by tests/conftest.py's fixtures).
+
+No pytest here, so any test or script can import them.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from infra import stack
+from infra.settings import StackSettings
+from streaming.settings import KafkaSettings
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DurableStack:
+    """A durable broker (Tansu on moto S3) that tests can restart."""
+
+    settings: StackSettings
+    kafka_settings: KafkaSettings
+
+    def restart_broker(self) -> None:
+        """Stop the broker by PID and start it again; S3 (and the data) stays up."""
+        stack.restart_service(self.settings, "broker")
+
+
+@dataclass(frozen=True)
+class GcsEmulator:
+    """The running GCS emulator: its endpoint URL and a bucket that exists."""
+
+    endpoint: str
+    bucket: str
+    project: str
+
+
+def unique_topic(prefix: str, name: str) -> str:
+    """`name` under a test's prefix (see the `unique_topic_prefix` fixture)."""
+    return f"{prefix}{name}"
