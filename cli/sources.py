@@ -38,7 +38,7 @@ def to_ns(value: str | None) -> int | None:
 
 
 def source_options(
-    source: SourceName, *, pairs: list[str], files: list[Path], speedup: float | None,
+    source: SourceName, *, pairs: list[str], files: list[str], speedup: float | None,
     count: int | None, seed: int, since: str | None, until: str | None,
     state_file: Path | None, url: str | None, api_version: int, out_of_order: float,
     late: float,
@@ -50,6 +50,9 @@ def source_options(
     if source is SourceName.file:
         if not files:
             raise typer.BadParameter("--source file needs at least one --file")
+        missing = [f for f in files if "://" not in f and not Path(f).is_file()]
+        if missing:
+            raise typer.BadParameter(f"no such file: {', '.join(missing)}")
         if len(pairs) > 1:
             raise typer.BadParameter("--source file takes at most one --pair (for every CSV)")
         return {"files": files, "speedup": speedup, "pair": pairs[0] if pairs else None}
@@ -73,10 +76,10 @@ def publish(
         help="Pair, repeatable. synthetic: a subset of its 8 pairs; kraken-ws: pairs to "
              "subscribe (v2 names, e.g. BTC/USD); kraken-rest: the one pair to page; file: the "
              "pair of the CSVs when their names do not tell it.")] = None,
-    files: Annotated[list[Path] | None, typer.Option(
-        "--file", "-f", exists=True, dir_okay=False,
-        help="file: a Kraken trade CSV (any format) or trade Parquet; repeatable, merged by "
-             "event time.")] = None,
+    files: Annotated[list[str] | None, typer.Option(
+        "--file", "-f",
+        help="file: a Kraken trade CSV (any format) or trade Parquet, a local path or an "
+             "fsspec URL (gs://...); repeatable, merged by event time.")] = None,
     speedup: Annotated[float | None, typer.Option(
         help="file: replay at this multiple of event time (60 = a minute per second); "
              "default full speed.")] = None,

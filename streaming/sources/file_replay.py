@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
 
-from features.kraken_formats import read_trades_csv
+from features.kraken_formats import pair_from_filename, read_trades_csv
 from features.schemas.trade import TRADE_ARROW_SCHEMA
 from streaming.sources.base import TradeSource, conform
 
@@ -28,9 +29,17 @@ log = structlog.get_logger(__name__)
 def read_trade_file(path: str | Path, pair: str | None = None) -> pa.Table:
     """One file as trade columns: ``.parquet`` in the trade schema, else a Kraken CSV.
 
-    ``pair`` overrides the pair told by a CSV's file name (Parquet files carry their pair).
+    ``path`` is local or any fsspec URL (``gs://bucket/x.parquet`` through gcsfs, ``s3://``,
+    ``memory://``). ``pair`` overrides the pair told by a CSV's file name (Parquet files carry
+    their pair).
     """
     path = str(path)
+    if "://" in path:
+        fs, inner = fsspec.core.url_to_fs(path)
+        with fs.open(inner, "rb") as stream:
+            if path.endswith((".parquet", ".pq")):
+                return conform(pq.read_table(stream))
+            return read_trades_csv(stream, pair=pair or pair_from_filename(path))
     if path.endswith((".parquet", ".pq")):
         return conform(pq.read_table(path))
     return read_trades_csv(path, pair=pair)

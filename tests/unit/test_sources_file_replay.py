@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -100,3 +101,16 @@ def test_registry_builds_a_file_source_by_name(tmp_path: Path) -> None:
     f = write_2018_csv(tmp_path / "XBTUSD_r.csv", [(1.0, 1.0)])
     source = create_source("file", files=[f])
     assert isinstance(source, FileReplaySource) and source.name == "file"
+
+
+def test_files_are_read_from_fsspec_urls_too(tmp_path: Path) -> None:
+    local = write_2018_csv(tmp_path / "XBTUSD_remote.csv", [(5.0, 1.0), (6.0, 2.0)])
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/XBTUSD_remote.csv", local.read_bytes())
+    table = pa.table({"pair": ["ETH/USD"], "price": [2.0], "volume": [0.5], "side": ["sell"],
+                      "order_type": ["market"], "trade_id": [7], "timestamp_ms": [5_500]})
+    with fs.open("/bucket/eth.parquet", "wb") as f:
+        pq.write_table(table, f)
+    urls = ["memory://bucket/XBTUSD_remote.csv", "memory://bucket/eth.parquet"]
+    got = pa.concat_tables(FileReplaySource(files=urls).batches())
+    assert got["pair"].to_pylist() == ["XBT/USD", "ETH/USD", "XBT/USD"]
