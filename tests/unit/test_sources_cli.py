@@ -13,9 +13,11 @@ from cli.main import app
 from cli.sources import SourceName, source_options, to_ns
 
 runner = CliRunner()
-DEFAULTS: dict[str, Any] = {"pairs": [], "files": [], "speedup": None, "count": None, "seed": 0, "since": None,
-            "until": None, "state_file": None, "url": None, "api_version": 2,
-            "out_of_order": 0.0, "late": 0.0}
+DEFAULTS: dict[str, Any] = {
+    "pairs": [], "files": [], "speedup": None, "count": None, "seed": 0, "since": None,
+    "until": None, "state_file": None, "url": None, "api_version": 2, "out_of_order": 0.0,
+    "late": 0.0,
+}
 
 
 def test_help_names_every_source_and_option() -> None:
