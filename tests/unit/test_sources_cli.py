@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog
 import typer
 from typer.testing import CliRunner
 
@@ -21,7 +22,11 @@ DEFAULTS: dict[str, Any] = {
 
 
 def test_help_names_every_source_and_option() -> None:
-    result = runner.invoke(app, ["trades", "publish", "--help"], env={"COLUMNS": "200"})
+    try:
+        result = runner.invoke(app, ["trades", "publish", "--help"], env={"COLUMNS": "200"})
+    finally:
+        # The CLI configures structlog to print to the runner's stream, closed after the call.
+        structlog.reset_defaults()
     assert result.exit_code == 0
     for word in ("synthetic", "kraken-ws", "kraken-rest", "--speedup", "--since", "--seed",
                  "--state-file", "--topic-prefix"):
