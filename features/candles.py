@@ -5,10 +5,9 @@ close (last trade), volume, VWAP (sum of price x volume over volume) and trade c
 and "last" follow (timestamp_ms, trade_id), then arrival order, so ties resolve the same way
 in every engine.
 
-Aggregation is split in two so a stream can fold micro-batches: :func:`aggregate_trades` turns
-trades into partial candles (one per pair and window), :func:`merge_partials` folds partials of
-the same pair and window together. A batch engine calls `aggregate_trades` once over all trades;
-the result is the same candle (sums may differ in the last bits of a float, far below 1e-9).
+Both engines call :func:`aggregate_trades` over all the trades of a window (the stream keeps the
+trades of open windows and aggregates at close), and it sorts them canonically first, so a
+candle's every bit is the same whatever the arrival order, micro-batching or engine.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import numpy as np
 
 from features.windows import TumblingWindow
 
-# Columns of a partial candle (also the final candle's columns, with vwap added).
+# Columns of an aggregation (the final candle adds vwap).
 PARTIAL_COLUMNS = (
     "key",  # int: pair code
     "window_start_ms",
@@ -46,7 +45,7 @@ def aggregate_trades(
     price: np.ndarray,
     volume: np.ndarray,
 ) -> Columns:
-    """Partial candles of a batch of trades, sorted by (key, window_start_ms).
+    """One row per (key, window) of the trades, sorted by (key, window_start_ms).
 
     Input arrays are in arrival order; `key` holds non-negative ints (pair codes).
     """
@@ -78,56 +77,6 @@ def aggregate_trades(
         "notional": np.add.reduceat(p * v, first),
         "trade_count": np.diff(np.r_[first, n]).astype(np.int64),
     }
-
-
-def merge_partials(older: Columns, newer: Columns) -> Columns:
-    """Fold partial candles; rows of `newer` arrived after rows of `older` (ties keep order)."""
-    both = {name: np.concatenate([older[name], newer[name]]) for name in PARTIAL_COLUMNS}
-    n = len(both["key"])
-    if n == 0:
-        return both
-    arrival = np.arange(n)
-    order = np.lexsort((arrival, both["window_start_ms"], both["key"]))
-    rows = {name: col[order] for name, col in both.items()}
-    boundary = np.r_[
-        True,
-        (rows["key"][1:] != rows["key"][:-1])
-        | (rows["window_start_ms"][1:] != rows["window_start_ms"][:-1]),
-    ]
-    first = np.flatnonzero(boundary)
-    group = np.cumsum(boundary) - 1
-    # open: the partial whose first trade sorts first; close: whose last trade sorts last
-    open_pick = _pick(group, rows["first_ts"], rows["first_id"], first, smallest=True)
-    close_pick = _pick(group, rows["last_ts"], rows["last_id"], first, smallest=False)
-    return {
-        "key": rows["key"][first],
-        "window_start_ms": rows["window_start_ms"][first],
-        "first_ts": rows["first_ts"][open_pick],
-        "first_id": rows["first_id"][open_pick],
-        "open": rows["open"][open_pick],
-        "last_ts": rows["last_ts"][close_pick],
-        "last_id": rows["last_id"][close_pick],
-        "close": rows["close"][close_pick],
-        "high": np.maximum.reduceat(rows["high"], first),
-        "low": np.minimum.reduceat(rows["low"], first),
-        "volume": np.add.reduceat(rows["volume"], first),
-        "notional": np.add.reduceat(rows["notional"], first),
-        "trade_count": np.add.reduceat(rows["trade_count"], first),
-    }
-
-
-def _pick(
-    group: np.ndarray, ts: np.ndarray, tid: np.ndarray, first: np.ndarray, *, smallest: bool
-) -> np.ndarray:
-    """Index of the row per group with the smallest (or largest) (ts, id); ties: first (last)."""
-    n = len(group)
-    pos = np.arange(n)
-    if smallest:
-        order = np.lexsort((pos, tid, ts, group))
-        return order[first]  # first row of each group in the sorted order
-    order = np.lexsort((pos, tid, ts, group))
-    last = np.r_[first[1:] - 1, n - 1]
-    return order[last]
 
 
 def finalize(partials: Columns) -> Columns:

@@ -85,7 +85,7 @@ class BinEdges:
 # units per second.
 DEFAULT_EDGES = BinEdges(
     "config-v1",
-    {"FA": BinRange(0.0, 100.0), "FI": BinRange(0.0, 60_000.0), "FD": BinRange(-0.5, 0.5)},
+    {"FA": BinRange(0.0, 100.0), "FI": BinRange(0.0, 60_000.0), "FD": BinRange(-0.1, 0.1)},
 )
 
 

@@ -79,7 +79,10 @@ def validate_vectors(vectors: np.ndarray) -> np.ndarray:
     bad = ((arr < 0) | (arr >= VECTOR_LIMITS)).any(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        _ = [_check_element(i, int(x)) for i, x in enumerate(arr[row])]  # raises with detail
+        try:
+            _ = [_check_element(i, int(x)) for i, x in enumerate(arr[row])]
+        except InvalidVectorError as exc:
+            raise InvalidVectorError(f"row {row}: {exc}") from None
     return arr.astype(np.int64, copy=False)
 
 
@@ -146,8 +149,7 @@ class LogisticAlertModel:
         return cls.from_json(json.loads(path.read_text()))
 
 
-# A hand-set baseline (used until `braid sensors train-baseline` fits one): alerts grow with
-# extreme FD bins' distance from the middle would need a non-linear model; this one simply
-# weighs the SY alarm level and high FA / FD bins.
+# A hand-set baseline, used until `braid sensors train-baseline` fits one on simulated history:
+# the odds of an alert grow with the SY alarm level and with high FA and FD bins.
 DEFAULT_MODEL = LogisticAlertModel(
     "logistic-default-1", intercept=-6.0, coefficients=(0.0, 0.4, 0.3, 0.1, 0.3))

@@ -1,7 +1,10 @@
 """The candle operator: trades -> final OHLCV candles per pair, for every configured duration.
 
 Per partition it keeps, for each pair, the stream time (largest event time seen) and per
-duration the end of the last closed window, plus the partial candles of open windows. A window
+duration the end of the last closed window, plus the trades of open windows (memory is bounded by
+the open windows, not by trades seen). At close a candle is computed from its trades by
+`features.candles.aggregate_trades`, the batch engine's own call, so the value is bit-identical
+however the stream was split into micro-batches or restarted. A window
 closes when its pair's stream time reaches end + grace, or when the pair has been quiet for the
 idle timeout (wall clock) and the window is over by the wall clock. Only final candles are
 emitted. Lateness follows `features.windows` (per pair, in arrival order), so the batch engine
@@ -21,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.candles import Columns, aggregate_trades, finalize, merge_partials
+from features.candles import aggregate_trades, finalize
 from features.schemas.candle import record_key
 from features.windows import NO_STREAM_TIME, TumblingWindow, late_mask
 from streaming.processors.trade_decoding import decode_trades
@@ -38,20 +41,30 @@ class CandleConfig:
     idle_timeout_ms: int = 10_000
 
 
+_BUFFER_COLUMNS = ("key", "timestamp_ms", "trade_id", "price", "volume", "offset")
+
+
 @dataclass
-class _Open:
-    """Open windows of one duration: partial candle columns plus the earliest offset of each."""
+class _OpenTrades:
+    """Accepted trades of one duration's open windows, in arrival order, as column chunks."""
 
-    partials: Columns
-    min_offset: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    chunks: list[dict[str, np.ndarray]] = field(default_factory=list)
 
-    @classmethod
-    def empty(cls) -> _Open:
-        return cls(aggregate_trades(TumblingWindow(1), *(np.empty(0, dtype=np.int64),) * 4,
-                                    np.empty(0)))
+    def append(self, columns: dict[str, np.ndarray]) -> None:
+        self.chunks.append(columns)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        if len(self.chunks) != 1:
+            merged = {c: np.concatenate([ch[c] for ch in self.chunks]) for c in _BUFFER_COLUMNS}
+            self.chunks = [merged]
+        return self.chunks[0]
 
     def __len__(self) -> int:
-        return len(self.partials["key"])
+        return sum(len(ch["key"]) for ch in self.chunks)
+
+    def min_offset(self) -> int | None:
+        return min((int(ch["offset"].min()) for ch in self.chunks if len(ch["offset"])),
+                   default=None)
 
 
 class CandleOperator(PartitionOperator):
@@ -64,7 +77,7 @@ class CandleOperator(PartitionOperator):
         # wall clock of each pair's last trade; -1 until the first tick after a restore
         self.last_arrival_ms = np.empty(0, dtype=np.int64)
         self.closed_until = {w.size_ms: np.empty(0, dtype=np.int64) for w in config.windows}
-        self.open = {w.size_ms: _Open.empty() for w in config.windows}
+        self.open = {w.size_ms: _OpenTrades() for w in config.windows}
         self.position: int | None = None  # next offset to process, once consuming
         self.replay_until = 0  # offsets below this were processed before the last restart
 
@@ -128,22 +141,8 @@ class CandleOperator(PartitionOperator):
         self, window: TumblingWindow, codes: np.ndarray, ts: np.ndarray, tid: np.ndarray,
         price: np.ndarray, volume: np.ndarray, offsets: np.ndarray,
     ) -> None:
-        fresh = aggregate_trades(window, codes, ts, tid, price, volume)
-        # earliest offset of each (pair, window) in this batch, aligned with `fresh`'s rows
-        starts = window.start_of(ts)
-        order = np.lexsort((offsets, starts, codes))
-        boundary = np.r_[True, (codes[order][1:] != codes[order][:-1])
-                         | (starts[order][1:] != starts[order][:-1])]
-        fresh_min = offsets[order][boundary]
-        current = self.open[window.size_ms]
-        merged = merge_partials(current.partials, fresh)
-        both_keys = np.r_[current.partials["key"], fresh["key"]]
-        both_starts = np.r_[current.partials["window_start_ms"], fresh["window_start_ms"]]
-        both_min = np.r_[current.min_offset, fresh_min]
-        order = np.lexsort((both_starts, both_keys))
-        bk, bs = both_keys[order], both_starts[order]
-        first = np.flatnonzero(np.r_[True, (bk[1:] != bk[:-1]) | (bs[1:] != bs[:-1])])
-        self.open[window.size_ms] = _Open(merged, np.minimum.reduceat(both_min[order], first))
+        self.open[window.size_ms].append({"key": codes, "timestamp_ms": ts, "trade_id": tid,
+                                          "price": price, "volume": volume, "offset": offsets})
 
     def _close_by_stream_time(self) -> list[OutputRecord]:
         records: list[OutputRecord] = []
@@ -155,8 +154,9 @@ class CandleOperator(PartitionOperator):
                        out=closed)
             current = self.open[window.size_ms]
             if len(current):
-                ends = current.partials["window_start_ms"] + window.size_ms
-                records.extend(self._emit(window, ends <= closed[current.partials["key"]]))
+                trades = current.columns()
+                ends = window.start_of(trades["timestamp_ms"]) + window.size_ms
+                records.extend(self._emit(window, ends <= closed[trades["key"]]))
         return records
 
     def tick(self, now_ms: int) -> Emission:
@@ -168,8 +168,9 @@ class CandleOperator(PartitionOperator):
             current = self.open[window.size_ms]
             if not len(current):
                 continue
-            keys = current.partials["key"]
-            starts = current.partials["window_start_ms"]
+            trades = current.columns()
+            keys = trades["key"]
+            starts = window.start_of(trades["timestamp_ms"])
             due = quiet[keys] & (starts + window.size_ms + window.grace_ms <= now_ms)
             if due.any():
                 closed = self.closed_until[window.size_ms]
@@ -179,16 +180,15 @@ class CandleOperator(PartitionOperator):
         return emission
 
     def _emit(self, window: TumblingWindow, mask: np.ndarray) -> list[OutputRecord]:
-        """Finalize and remove the open windows in `mask`; records in (pair, window) order."""
+        """Compute and remove the windows of the buffered trades in `mask` (whole windows);
+        records in (pair, window) order."""
         if not mask.any():
             return []
-        current = self.open[window.size_ms]
-        done = {name: col[mask] for name, col in current.partials.items()}
-        self.open[window.size_ms] = _Open(
-            {name: col[~mask] for name, col in current.partials.items()},
-            current.min_offset[~mask],
-        )
-        candles = finalize(done)
+        trades = self.open[window.size_ms].columns()
+        self.open[window.size_ms] = _OpenTrades([{c: v[~mask] for c, v in trades.items()}])
+        candles = finalize(aggregate_trades(
+            window, trades["key"][mask], trades["timestamp_ms"][mask], trades["trade_id"][mask],
+            trades["price"][mask], trades["volume"][mask]))
         size = window.size_ms
         records = []
         for i in range(len(candles["key"])):
@@ -215,7 +215,7 @@ class CandleOperator(PartitionOperator):
     def commit_offset(self, topic: str) -> int | None:
         if self.position is None:
             return None
-        lows = [int(o.min_offset.min()) for o in self.open.values() if len(o)]
+        lows = [low for o in self.open.values() if (low := o.min_offset()) is not None]
         return min([self.position, *lows])
 
     def snapshot(self) -> Snapshot:

@@ -1,0 +1,88 @@
+"""Decode micro-batches of sensor readings (SX, SY, SZ) and feature rows (FA, FI, FD) into
+columns, rejecting bad messages with a reason (rules from `features.sensors.schemas`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.sensors.schemas import (
+    BIN_COUNT,
+    FEATURE_WIRE_SCHEMA,
+    MAX_CLIENT_LENGTH,
+    READING_WIRE_SCHEMA,
+    SENSOR_SCHEMA_VERSION,
+    invalid_reading_reasons,
+)
+from streaming.runtime.json_batch import decode_json_batch
+from streaming.runtime.records import InputBatch
+
+
+@dataclass
+class Decoded:
+    """The valid rows of a batch as columns (arrival order), their offsets, and every row's
+    reason (None = valid) aligned with the batch."""
+
+    table: pa.Table
+    offsets: np.ndarray
+    reasons: np.ndarray
+
+
+def _client_checks(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    length = pc.fill_null(pc.utf8_length(table["client"]), 0).to_numpy()
+    has_bar = pc.fill_null(pc.match_substring(table["client"], "|"), False).to_numpy(
+        zero_copy_only=False)
+    return length, has_bar
+
+
+def _filled(table: pa.Table, name: str, value: object) -> np.ndarray:
+    return pc.fill_null(table[name], value).to_numpy()
+
+
+def _keep(batch: InputBatch, table: pa.Table, reasons: np.ndarray,
+          columns: list[str]) -> Decoded:
+    valid = reasons == None  # noqa: E711 - elementwise
+    selected = table.select(columns)
+    if not valid.all():
+        selected = selected.filter(pa.array(valid))
+    return Decoded(selected, batch.offsets[valid], reasons)
+
+
+def decode_readings(batch: InputBatch, sensor: str) -> Decoded:
+    """Readings of topic `batch.topic` holding sensor `sensor` (SX, SY or SZ)."""
+    decoded = decode_json_batch(batch, READING_WIRE_SCHEMA)
+    table, reasons = decoded.table, decoded.reasons
+    length, has_bar = _client_checks(table)
+    rules = invalid_reading_reasons(
+        sensor, _filled(table, "v", -1), length, has_bar, _filled(table, "timestamp_ms", 0),
+        _filled(table, "value", np.nan))
+    reasons = np.where(reasons == None, rules, reasons)  # noqa: E711
+    return _keep(batch, table, reasons, ["client", "timestamp_ms", "value"])
+
+
+def decode_features(batch: InputBatch, feature: str) -> Decoded:
+    """Feature rows of topic `batch.topic`, which must all be feature `feature`."""
+    decoded = decode_json_batch(batch, FEATURE_WIRE_SCHEMA)
+    table, reasons = decoded.table, decoded.reasons
+    length, has_bar = _client_checks(table)
+    missing = np.zeros(table.num_rows, dtype=bool)
+    for name in FEATURE_WIRE_SCHEMA.names:
+        missing |= table[name].is_null().to_numpy(zero_copy_only=False)
+    names = pc.fill_null(table["feature"], "").to_numpy(zero_copy_only=False)
+    bins = _filled(table, "bin", -1)
+    checks = (
+        (missing, "schema: missing field"),
+        (_filled(table, "v", -1) != SENSOR_SCHEMA_VERSION, "schema: unsupported version"),
+        ((length == 0) | (length > MAX_CLIENT_LENGTH) | has_bar, "schema: invalid client"),
+        (names != feature, f"schema: feature is not {feature}"),
+        (_filled(table, "timestamp_ms", 0) <= 0, "invalid: timestamp_ms must be positive"),
+        ((bins < 0) | (bins >= BIN_COUNT), f"invalid: bin must be in 0..{BIN_COUNT - 1}"),
+    )
+    rules = np.full(table.num_rows, None, dtype=object)
+    for mask, reason in reversed(checks):
+        rules[mask] = reason
+    reasons = np.where(reasons == None, rules, reasons)  # noqa: E711
+    return _keep(batch, table, reasons, ["client", "timestamp_ms", "bin", "edges_version"])

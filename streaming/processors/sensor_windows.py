@@ -1,0 +1,215 @@
+"""The sensor window operator: SZ readings -> window features FA, FI, FD per reading.
+
+Per partition it keeps, for each client, the stream time (largest SZ event time seen), the
+emitted horizon (features of readings with event time <= it were emitted) and a buffer of the
+client's accepted readings with event time > horizon - window (all a future result can need).
+
+- A reading's features are emitted once its client's stream time reaches `t + grace`
+  (`features.windows.SlidingWindow`), or on idleness: a client quiet for `idle_timeout_ms` of
+  wall clock gets its pending readings with `t + grace <= now` emitted. Each feature row goes
+  to its topic (FA, FI, FD) keyed by client, identified by (client, feature, timestamp_ms).
+- A reading is late (dead letter) when `t + grace <= ` the client's stream time before it, or
+  `t <=` its emitted horizon: it could only change results already emitted. Any arrival order
+  within grace therefore gives the same features.
+- Commit offset: the earliest offset still in the buffer (else the next offset), so a restart
+  rebuilds the buffer from the log.
+
+Replay after a restart (the candle operator's pattern, adapted to sliding windows whose old
+readings are still context): the checkpoint holds stream times, horizons, the next offset, the
+commit offset it went with (`needed_from`) and the offsets rejected as late since then. Replayed
+messages (below the checkpointed next offset) are not judged again: those below `needed_from` or
+rejected before are skipped, the others go back into the buffer; no feature at or below a
+horizon is emitted twice, so the replay decides exactly as the first run did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from features.sensors.binning import BinEdges
+from features.sensors.schemas import FEATURES, SENSOR_SCHEMA_VERSION
+from features.sensors.window_math import sort_readings, window_features
+from features.windows import NO_STREAM_TIME, SlidingWindow, sliding_late_mask
+from streaming.processors.sensor_decoding import decode_readings
+from streaming.runtime.json_batch import dead_letters
+from streaming.runtime.key_codes import KeyCodes
+from streaming.runtime.operator import PartitionOperator, Snapshot
+from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
+
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SensorWindowConfig:
+    window: SlidingWindow
+    edges: BinEdges
+    output_topics: dict[str, str]  # feature name (FA, FI, FD) -> topic
+    idle_timeout_ms: int = 10_000
+
+
+class SensorWindowOperator(PartitionOperator):
+    def __init__(self, config: SensorWindowConfig, partition: int) -> None:
+        self.config = config
+        self.partition = partition
+        self.clients = KeyCodes()
+        self.stream_time = np.empty(0, dtype=np.int64)
+        self.emitted_until = np.empty(0, dtype=np.int64)
+        self.last_arrival_ms = np.empty(0, dtype=np.int64)  # -1 until the first tick
+        # the buffer, kept sorted by (client, timestamp, value)
+        self.buf_code = np.empty(0, dtype=np.int64)
+        self.buf_ts = np.empty(0, dtype=np.int64)
+        self.buf_value = np.empty(0, dtype=np.float64)
+        self.buf_offset = np.empty(0, dtype=np.int64)
+        self.position: int | None = None
+        self.replay_until = 0
+        self.needed_from = 0
+        self.late_offsets: set[int] = set()
+
+    def _grow(self, new: int) -> None:
+        if new:
+            fill = np.full(new, NO_STREAM_TIME, dtype=np.int64)
+            self.stream_time = np.r_[self.stream_time, fill]
+            self.emitted_until = np.r_[self.emitted_until, fill]
+            self.last_arrival_ms = np.r_[self.last_arrival_ms, np.full(new, -1, dtype=np.int64)]
+
+    # --- processing ------------------------------------------------------------------------
+    def process(self, batch: InputBatch, now_ms: int) -> Emission:
+        decoded = decode_readings(batch, "SZ")
+        emission = Emission(dead_letters=dead_letters(batch, decoded.reasons, self.replay_until))
+        self.position = int(batch.offsets[-1]) + 1
+        table = decoded.table
+        if table.num_rows == 0:
+            return emission
+        codes, new = self.clients.encode(table["client"].to_pylist())
+        self._grow(new)
+        ts = table["timestamp_ms"].to_numpy()
+        values = table["value"].to_numpy()
+        offsets = decoded.offsets
+        replayed = offsets < self.replay_until
+        skip = replayed & ((offsets < self.needed_from)
+                           | np.isin(offsets, np.fromiter(self.late_offsets, np.int64)))
+        fresh = ~replayed
+        late = np.zeros(len(ts), dtype=bool)
+        if fresh.any():
+            late[fresh] = sliding_late_mask(self.config.window, codes[fresh], ts[fresh],
+                                            self.stream_time, self.emitted_until)
+        if late.any():
+            emission.dead_letters.extend(self._late_letters(batch, offsets[late]))
+            self.late_offsets.update(int(o) for o in offsets[late])
+        accept = ~skip & ~late
+        self._append(codes[accept], ts[accept], values[accept], offsets[accept])
+        np.maximum.at(self.stream_time, codes, ts)
+        self.last_arrival_ms[np.unique(codes)] = now_ms
+        final_until = np.maximum(self.emitted_until, self.config.window.final_until(
+            self.stream_time))
+        emission.records.extend(self._emit(final_until))
+        return emission
+
+    def _late_letters(self, batch: InputBatch, offsets: np.ndarray) -> list[DeadLetter]:
+        reason = (f"late: beyond {self.config.window.grace_ms} ms grace for "
+                  f"{self.config.window.label} sliding windows")
+        rows = np.searchsorted(batch.offsets, offsets)
+        return [DeadLetter(reason, batch.topic, batch.partition, int(batch.offsets[i]),
+                           batch.keys[i], batch.values[i]) for i in rows]
+
+    def _append(self, codes: np.ndarray, ts: np.ndarray, values: np.ndarray,
+                offsets: np.ndarray) -> None:
+        if not len(codes):
+            return
+        code = np.r_[self.buf_code, codes]
+        t = np.r_[self.buf_ts, ts]
+        v = np.r_[self.buf_value, values]
+        o = np.r_[self.buf_offset, offsets]
+        order = sort_readings(code, t, v)
+        self.buf_code, self.buf_ts, self.buf_value, self.buf_offset = (
+            code[order], t[order], v[order], o[order])
+
+    def tick(self, now_ms: int) -> Emission:
+        """Emit pending readings of clients quiet for the idle timeout once `t + grace <= now`."""
+        self.last_arrival_ms[self.last_arrival_ms < 0] = now_ms
+        if not len(self.buf_ts):
+            return Emission()
+        quiet = now_ms - self.last_arrival_ms >= self.config.idle_timeout_ms
+        pending = ((self.buf_ts > self.emitted_until[self.buf_code]) & quiet[self.buf_code]
+                   & (self.buf_ts + self.config.window.grace_ms <= now_ms))
+        if not pending.any():
+            return Emission()
+        final_until = self.emitted_until.copy()
+        np.maximum.at(final_until, self.buf_code[pending], self.buf_ts[pending])
+        return Emission(records=self._emit(final_until), closed_on_idle=True)
+
+    def _emit(self, final_until: np.ndarray) -> list[OutputRecord]:
+        """Emit features of buffered readings in (horizon, final_until], advance the horizons
+        and drop readings no future result needs."""
+        code, ts = self.buf_code, self.buf_ts
+        records: list[OutputRecord] = []
+        if len(ts):
+            due = np.flatnonzero((ts > self.emitted_until[code]) & (ts <= final_until[code]))
+            if len(due):
+                records = self._records(due)
+        self.emitted_until = final_until
+        keep = ts > final_until[code] - self.config.window.size_ms
+        if not keep.all():
+            self.buf_code, self.buf_ts, self.buf_value, self.buf_offset = (
+                code[keep], ts[keep], self.buf_value[keep], self.buf_offset[keep])
+        return records
+
+    def _records(self, due: np.ndarray) -> list[OutputRecord]:
+        window = self.config.window
+        feats = window_features(self.buf_code, self.buf_ts, self.buf_value, due, window.size_ms)
+        edges = self.config.edges
+        columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
+        bins = {name: edges.bin(name, columns[name]) for name in FEATURES}
+        names = self.clients.names
+        records: list[OutputRecord] = []
+        for j, i in enumerate(due.tolist()):
+            client = names[int(self.buf_code[i])]
+            ts = int(self.buf_ts[i])
+            count = int(feats.count[j])
+            for name in FEATURES:
+                value = {
+                    "v": SENSOR_SCHEMA_VERSION, "client": client, "feature": name,
+                    "timestamp_ms": ts, "value": float(columns[name][j]),
+                    "bin": int(bins[name][j]), "edges_version": edges.version,
+                    "window_ms": window.size_ms, "count": count,
+                }
+                records.append(OutputRecord(self.config.output_topics[name], client,
+                                            orjson.dumps(value), client))
+        return records
+
+    # --- offsets and checkpoints -----------------------------------------------------------
+    def commit_offset(self, topic: str) -> int | None:
+        if self.position is None:
+            return None
+        if len(self.buf_offset):
+            return min(self.position, int(self.buf_offset.min()))
+        return self.position
+
+    def snapshot(self) -> Snapshot:
+        committed = self.commit_offset("")
+        needed = self.needed_from if committed is None else committed
+        self.late_offsets = {o for o in self.late_offsets if o >= needed}
+        return {
+            "version": SNAPSHOT_VERSION,
+            "next_offset": max(self.position or 0, self.replay_until),
+            "needed_from": needed,
+            "late_offsets": sorted(self.late_offsets),
+            "clients": self.clients.names,
+            "stream_time": self.stream_time.tolist(),
+            "emitted_until": self.emitted_until.tolist(),
+        }
+
+    def restore(self, snapshot: Snapshot) -> None:
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported sensor window snapshot: {snapshot.get('version')}")
+        for name in snapshot["clients"]:
+            self.clients.code(name)
+        self._grow(len(self.clients.names) - len(self.stream_time))
+        self.stream_time = np.asarray(snapshot["stream_time"], dtype=np.int64)
+        self.emitted_until = np.asarray(snapshot["emitted_until"], dtype=np.int64)
+        self.replay_until = int(snapshot["next_offset"])
+        self.needed_from = int(snapshot["needed_from"])
+        self.late_offsets = {int(o) for o in snapshot["late_offsets"]}
