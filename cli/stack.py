@@ -54,7 +54,8 @@ def up(
     try:
         started = stack.up(settings, create_topics=topics)
     except ServiceError as exc:
-        console.print(f"[red]braid up failed:[/red] {exc}")
+        console.print(f"[red]braid up failed:[/red] {exc}", markup=True, highlight=False)
+        console.print("`braid down` stops what did start.")
         raise typer.Exit(1) from exc
     _print_status(settings)
     console.print(f"started: {', '.join(started) or 'nothing (already up)'}")
@@ -63,14 +64,23 @@ def up(
 def down(state_dir: Path | None = STATE_DIR) -> None:
     """Stop the local stack's services by their recorded PIDs, in reverse order."""
     settings = _settings(state_dir)
-    stopped = stack.down(settings)
+    try:
+        stopped = stack.down(settings)
+    except ServiceError as exc:
+        console.print(f"[red]braid down failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
     console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 def status(state_dir: Path | None = STATE_DIR) -> None:
     """Show each service (PID, health, port, log); exit 1 if any is down or unhealthy."""
     settings = _settings(state_dir)
-    if not _print_status(settings):
+    try:
+        healthy = _print_status(settings)
+    except ServiceError as exc:
+        console.print(f"[red]braid status failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if not healthy:
         raise typer.Exit(1)
 
 

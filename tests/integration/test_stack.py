@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from infra import processes, stack
+from infra.services.base import venv_executable
 from infra.settings import StackSettings
 from infra.testing import DurableStack, free_port
 from streaming.settings import KafkaSettings
@@ -162,7 +163,10 @@ def test_durable_broker_keeps_every_message_across_a_restart(
     conf = _client_config(durable_stack.kafka_settings)
     topic = f"{unique_topic_prefix}durable"
     admin = AdminClient(conf)
-    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result()
+    configs = {"cleanup.policy": "compact,delete", "retention.ms": "-1"}
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=3, replication_factor=1, config=configs)]
+    )[topic].result()
 
     producer = Producer({**conf, "enable.idempotence": True, "linger.ms": 5})
     for i in range(1000):
@@ -176,6 +180,11 @@ def test_durable_broker_keeps_every_message_across_a_restart(
     assert _gone(broker_pid)
     assert _pid(durable_stack.settings, "s3") == s3_pid
 
+    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 3
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    reported = admin.describe_configs([resource])[resource].result()
+    assert {k: reported[k].value for k in configs if k in reported} == configs
+
     consumer = Consumer({**conf, "group.id": f"{topic}-reader", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
     seen: list[int] = []
@@ -188,6 +197,18 @@ def test_durable_broker_keeps_every_message_across_a_restart(
     finally:
         consumer.close()
     assert sorted(seen) == list(range(1000))
+
+
+def test_missing_binaries_fail_with_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-tansu"))
+    settings = StackSettings(state_dir=tmp_path / "var", services=["broker"])
+    with pytest.raises(processes.MissingBinaryError, match=r"Tansu.*CALF_TANSU_BIN"):
+        stack.up(settings)
+    with pytest.raises(processes.MissingBinaryError, match=r"no-such-emulator.*pip install x"):
+        venv_executable("no-such-emulator", "pip install x")
+    assert not list(tmp_path.glob("var/run/*.pid"))
 
 
 def _pid(settings: StackSettings, name: str) -> int:
