@@ -164,7 +164,9 @@ class TradesService:
         self.producer_factory = producer_factory
         self.summary = PublishSummary()
         self._stop = threading.Event()
-        self._partitions: dict[str, int] = {}
+        self._partitions: dict[str, int] = {}  # pair -> partition of the trades topic
+        self._trade_partitions = 0  # partition counts, read from the broker when run starts
+        self._dead_letter_partitions = 0
 
     def stop(self) -> None:
         """Stop after the current batch (the SIGTERM handler calls this)."""

@@ -133,21 +133,10 @@ class TradeDeduplicator:
 
 def trades_to_table(trades: Sequence[ParsedTrade]) -> pa.Table:
     """Parsed trades (ids filled in) as an Arrow table in the trade schema."""
-    pair, price, volume, side, order_type, trade_id, micros = (
-        list(column) for column in zip(*trades, strict=True)
-    ) if trades else ([], [], [], [], [], [], [])
-    return pa.table(
-        {
-            "pair": pair,
-            "price": price,
-            "volume": volume,
-            "side": side,
-            "order_type": order_type,
-            "trade_id": trade_id,
-            "timestamp_ms": [m // 1000 for m in micros],
-        },
-        schema=TRADE_ARROW_SCHEMA,
-    )
+    names = ("pair", "price", "volume", "side", "order_type", "trade_id", "micros")
+    columns: dict[str, list[Any]] = {name: [t[i] for t in trades] for i, name in enumerate(names)}
+    columns["timestamp_ms"] = [m // 1000 for m in columns.pop("micros")]  # floor, as files do
+    return pa.table(columns, schema=TRADE_ARROW_SCHEMA)
 
 
 class KrakenWebSocketSource(TradeSource):
