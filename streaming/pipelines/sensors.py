@@ -1,0 +1,220 @@
+"""The sensors speed layer: SX, SY, SZ -> window features FA, FI, FD -> join -> predictions.
+
+`window_processor` and `join_processor` build the two long-running processors (each one
+consumer group; run several instances to share the partitions). `run_sensors_through_stream`
+produces a table of events (row order = arrival order), runs both processors until idle on a
+real broker and reads the results back: the streaming half of the Lambda test, the end-to-end
+test and the benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import pyarrow as pa
+
+from features.sensors.binning import DEFAULT_EDGES, BinEdges
+from features.sensors.model import DEFAULT_MODEL, AlertModel
+from features.sensors.schemas import (
+    FEATURE_ARROW_SCHEMA,
+    FEATURE_TABLE_SCHEMA,
+    FEATURES,
+    SENSOR_SCHEMA_VERSION,
+    SENSORS,
+)
+from features.sensors.window_math import sensor_window
+from streaming.partitioning import partition_for
+from streaming.processors.sensor_join import SensorJoinConfig, SensorJoinOperator
+from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindowOperator
+from streaming.runtime.clients import make_producer
+from streaming.runtime.processor import ProcessorConfig, StreamProcessor
+from streaming.runtime.topic_reader import read_topic
+from streaming.settings import KafkaSettings, TopicSettings
+from streaming.topics import CHECKPOINTS, DEAD_LETTER, SENSOR_PREDICTIONS, TopicSpec, ensure_topics
+
+PREDICTION_SCHEMA = pa.schema([
+    pa.field("client", pa.string(), nullable=False),
+    pa.field("timestamp_ms", pa.int64(), nullable=False),
+    pa.field("trigger", pa.string(), nullable=False),
+    pa.field("vector", pa.list_(pa.int64()), nullable=False),
+    pa.field("probability", pa.float64(), nullable=False),
+    pa.field("alert", pa.bool_(), nullable=False),
+    pa.field("threshold", pa.float64(), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("edges_version", pa.string(), nullable=False),
+])
+
+
+@dataclass(frozen=True)
+class SensorTopics:
+    """Topic names of one sensors pipeline (a prefix isolates test runs on a shared broker)."""
+
+    SX: str = "SX"
+    SY: str = "SY"
+    SZ: str = "SZ"
+    FA: str = "FA"
+    FI: str = "FI"
+    FD: str = "FD"
+    predictions: str = SENSOR_PREDICTIONS
+    dead_letter: str = DEAD_LETTER
+    checkpoints: str = CHECKPOINTS
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> SensorTopics:
+        base = cls()
+        return cls(*(prefix + getattr(base, f) for f in cls.__dataclass_fields__))
+
+    def of(self, name: str) -> str:
+        """The topic of a sensor or feature name (SX ... FD)."""
+        return str(getattr(self, name))
+
+    def specs(self, partitions: int) -> list[TopicSpec]:
+        """Inputs, features and predictions co-partitioned with `partitions` partitions."""
+        data = [self.of(n) for n in (*SENSORS, *FEATURES)] + [self.predictions]
+        return [
+            *(TopicSpec(name, partitions) for name in data),
+            TopicSpec(self.dead_letter, 1),
+            TopicSpec(self.checkpoints, 1, cleanup_policy="compact", retention_ms=-1),
+        ]
+
+
+def window_processor(
+    kafka: KafkaSettings,
+    *,
+    grace_ms: int,
+    edges: BinEdges = DEFAULT_EDGES,
+    topics: SensorTopics = SensorTopics(),
+    idle_timeout_ms: int = 10_000,
+    group: str = "braid-sensor-windows",
+    batch_size: int = 10_000,
+) -> StreamProcessor:
+    config = SensorWindowConfig(sensor_window(grace_ms), edges,
+                                {name: topics.of(name) for name in FEATURES}, idle_timeout_ms)
+    return StreamProcessor(
+        kafka,
+        ProcessorConfig(group, (topics.SZ,), batch_size=batch_size,
+                        dead_letter_topic=topics.dead_letter, checkpoint_topic=topics.checkpoints),
+        lambda partition: SensorWindowOperator(config, partition),
+    )
+
+
+def join_processor(
+    kafka: KafkaSettings,
+    *,
+    model: AlertModel = DEFAULT_MODEL,
+    threshold: float = 0.5,
+    topics: SensorTopics = SensorTopics(),
+    group: str = "braid-sensor-join",
+    batch_size: int = 10_000,
+) -> StreamProcessor:
+    inputs = {topics.of(name): name for name in ("SX", "SY", *FEATURES)}
+    config = SensorJoinConfig(inputs, topics.predictions, model, threshold)
+    return StreamProcessor(
+        kafka,
+        ProcessorConfig(group, tuple(inputs), batch_size=batch_size,
+                        dead_letter_topic=topics.dead_letter, checkpoint_topic=topics.checkpoints),
+        lambda partition: SensorJoinOperator(config, partition),
+    )
+
+
+def reading_message(client: str, timestamp_ms: int, value: float, sensor: str) -> bytes:
+    """The wire JSON of a reading (categorical sensors as ints)."""
+    wire: float | int = int(value) if sensor in ("SX", "SY") else float(value)
+    return orjson.dumps({"v": SENSOR_SCHEMA_VERSION, "client": client,
+                         "timestamp_ms": int(timestamp_ms), "value": wire})
+
+
+def produce_events(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
+                   partitions: int) -> int:
+    """Produce simulator/replay events (columns sensor, client, timestamp_ms, value) in row
+    order, keyed by client, partition chosen by `partition_for`; returns the count."""
+    producer = make_producer(kafka)
+    names = {s: topics.of(s) for s in SENSORS}
+    columns = [events[c].to_pylist() for c in ("sensor", "client", "timestamp_ms", "value")]
+    for sensor, client, ts, value in zip(*columns, strict=True):
+        message = reading_message(client, ts, value, sensor)
+        while True:
+            try:
+                producer.produce(names[sensor], key=client, value=message,
+                                 partition=partition_for(client, partitions))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("sensor events were not all delivered")
+    return events.num_rows
+
+
+def read_feature_rows(kafka: KafkaSettings, topics: SensorTopics) -> pa.Table:
+    """Every feature row of FA, FI, FD, one per (client, feature, timestamp_ms): the last
+    written (a replay rewrites the same values)."""
+    latest: dict[tuple[str, str, int], dict[str, object]] = {}
+    for name in FEATURES:
+        for _, _, _, value in read_topic(kafka, topics.of(name)):
+            if value is not None:
+                row = orjson.loads(value)
+                row.pop("v")
+                latest[(row["client"], row["feature"], row["timestamp_ms"])] = row
+    rows = [latest[k] for k in sorted(latest)]
+    return pa.Table.from_pylist(rows, schema=FEATURE_ARROW_SCHEMA)
+
+
+def wide_features(rows: pa.Table) -> pa.Table:
+    """Feature rows (one per feature) -> one row per SZ reading (:data:`FEATURE_TABLE_SCHEMA`),
+    sorted by (client, timestamp_ms)."""
+    by_key: dict[tuple[str, int], dict[str, object]] = {}
+    for row in rows.to_pylist():
+        wide = by_key.setdefault((row["client"], row["timestamp_ms"]), {
+            "client": row["client"], "timestamp_ms": row["timestamp_ms"],
+            "window_ms": row["window_ms"], "count": row["count"],
+            "edges_version": row["edges_version"]})
+        wide[row["feature"]] = row["value"]
+        wide[f"{row['feature']}_bin"] = row["bin"]
+    return pa.Table.from_pylist([by_key[k] for k in sorted(by_key)], schema=FEATURE_TABLE_SCHEMA)
+
+
+def read_predictions(kafka: KafkaSettings, topic: str) -> pa.Table:
+    """Every prediction in partition/offset order (duplicates after a replay included)."""
+    rows = []
+    for _, _, _, value in read_topic(kafka, topic):
+        if value is not None:
+            row = orjson.loads(value)
+            row.pop("v")
+            rows.append(row)
+    return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+
+
+@dataclass
+class StreamResult:
+    features: pa.Table  # FEATURE_TABLE_SCHEMA, one row per emitted SZ reading
+    predictions: pa.Table  # PREDICTION_SCHEMA
+    topics: SensorTopics
+
+
+def run_sensors_through_stream(
+    events: pa.Table,
+    kafka: KafkaSettings,
+    *,
+    topic_prefix: str,
+    grace_ms: int,
+    partitions: int = 4,
+    idle_timeout_ms: int = 1_000,
+    edges: BinEdges = DEFAULT_EDGES,
+    model: AlertModel = DEFAULT_MODEL,
+    threshold: float = 0.5,
+) -> StreamResult:
+    """Produce `events` (row order = arrival order), run the window then the join processor
+    until idle, and return what they wrote."""
+    topics = SensorTopics.prefixed(topic_prefix)
+    ensure_topics(kafka, topics.specs(partitions), TopicSettings())
+    produce_events(kafka, topics, events, partitions)
+    idle_s = idle_timeout_ms / 1000
+    window_processor(kafka, grace_ms=grace_ms, edges=edges, topics=topics,
+                     idle_timeout_ms=idle_timeout_ms, group=f"{topic_prefix}windows").run(
+        max_idle_s=idle_s + 3, install_signals=False)
+    join_processor(kafka, model=model, threshold=threshold, topics=topics,
+                   group=f"{topic_prefix}join").run(max_idle_s=3, install_signals=False)
+    return StreamResult(wide_features(read_feature_rows(kafka, topics)),
+                        read_predictions(kafka, topics.predictions), topics)

@@ -1,0 +1,80 @@
+"""Decode a micro-batch of JSON messages into Arrow columns against a wire schema.
+
+Fast path: the whole batch through Arrow's JSON reader at once (C++). If that fails (a message
+that is not JSON, a wrong type, an unknown field, two objects in one message), each message is
+decoded on its own so exactly the bad ones get a reason and the rest go on. Field-level rules
+(ranges, versions) are the caller's: the schema's fields should be nullable, so a missing field
+decodes to null and can be rejected by row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from streaming.runtime.records import DeadLetter, InputBatch
+
+
+@dataclass
+class DecodedJson:
+    """All rows of a batch (undecodable ones as nulls) and a reason per row (None = decoded)."""
+
+    table: pa.Table
+    reasons: np.ndarray  # object: None or "decode: ..."
+
+
+def _read(data: bytes, schema: pa.Schema) -> pa.Table:
+    return pajson.read_json(
+        BytesIO(data),
+        read_options=pajson.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+        parse_options=pajson.ParseOptions(explicit_schema=schema,
+                                          unexpected_field_behavior="error"),
+    )
+
+
+def decode_json_batch(batch: InputBatch, schema: pa.Schema) -> DecodedJson:
+    values = batch.values
+    if values and not any(v is None or b"\n" in v for v in values):
+        try:
+            table = _read(b"\n".join(values), schema)  # type: ignore[arg-type]
+            if table.num_rows == len(values):
+                return DecodedJson(table, np.full(len(values), None, dtype=object))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    return _one_by_one(values, schema)
+
+
+def _one_by_one(values: list[bytes | None], schema: pa.Schema) -> DecodedJson:
+    rows: list[dict[str, object] | None] = []
+    reasons = np.full(len(values), None, dtype=object)
+    for i, raw in enumerate(values):
+        if raw is None or not raw.strip():
+            reasons[i] = "decode: empty message"
+        elif b"\n" in raw.strip():
+            reasons[i] = "decode: more than one line"
+        else:
+            try:
+                table = _read(raw, schema)
+                if table.num_rows == 1:
+                    rows.append(table.to_pylist()[0])
+                    continue
+                reasons[i] = "decode: not exactly one JSON object"
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                reasons[i] = f"decode: {str(exc).splitlines()[0][:200]}"
+        rows.append(None)
+    filled = [r if r is not None else dict.fromkeys(schema.names) for r in rows]
+    return DecodedJson(pa.Table.from_pylist(filled, schema=schema), reasons)
+
+
+def dead_letters(batch: InputBatch, reasons: np.ndarray, skip_below: int = -1) -> list[DeadLetter]:
+    """Dead letters for the rows with a reason (offsets below `skip_below` were sent before)."""
+    return [
+        DeadLetter(str(reasons[i]), batch.topic, batch.partition, int(batch.offsets[i]),
+                   batch.keys[i], batch.values[i])
+        for i in np.flatnonzero(reasons != None)  # noqa: E711 - elementwise
+        if int(batch.offsets[i]) >= skip_below
+    ]
