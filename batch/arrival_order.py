@@ -11,12 +11,12 @@ see the trades in the order the speed layer saw them:
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 
-class ArrivalOrder(str, Enum):
+class ArrivalOrder(StrEnum):
     EVENT_TIME = "event-time"
     FILE = "file"
 

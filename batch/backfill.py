@@ -1,8 +1,10 @@
 """The trades backfill: input files -> candles and indicators Delta tables, for a date range.
 
-Stages: read and validate the input, compute candles per pair (lateness as the stream), compute
-indicators per pair and duration (warm-up history from earlier input or the table), write the
-three tables (each one Delta commit replacing exactly the range's partitions), summarise.
+Stages: read each input file in one task and fold it into partial candles (after the stream's
+lateness rule), with its rejected rows and counts; merge partials into candles per pair and
+duration; compute indicators per pair and duration (warm-up history from earlier input or from
+the table); write the three tables (each one Delta commit replacing exactly the range's
+partitions); summarise.
 
 Range semantics: a backfill of `[start, end)` (UTC days) writes exactly the candle and indicator
 rows whose window starts in the range, for the given pairs and durations. Their values use every
@@ -21,20 +23,31 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import structlog
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 from tqdm import tqdm
 
 from batch import delta_log
 from batch.arrival_order import ArrivalOrder
 from batch.candles_job import candles_frame
 from batch.delta_store import write_table
+from batch.file_results import (
+    COUNT,
+    FILE_RESULT_SCHEMA,
+    FILE_SPANS_SCHEMA,
+    FileContext,
+    file_contexts,
+    file_results_function,
+    file_spans_function,
+)
 from batch.indicators_job import indicators_frame, tail_per_series
 from batch.object_storage import join
-from batch.rejected_rows import REJECTED_PARTITIONS, is_rejected, rejected_rows_frame
-from batch.trade_inputs import read_trade_files
+from batch.rejected_rows import REJECTED_PARTITIONS, rejected_rows_frame
+from batch.trade_inputs import read_file_bytes
 from features.indicators import MAX_WARMUP
 from features.windows import format_duration
 
@@ -127,66 +140,60 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
         progress.update(1)
 
     persisted: list[DataFrame] = []
+
+    def keep(frame: DataFrame) -> DataFrame:
+        persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
+        return persisted[-1]
+
+    replace = {
+        "pair": list(config.pairs),
+        "window_ms": [str(d) for d in config.durations_ms],
+        "day": config.days,
+    }
     try:
         with stage("read"):
-            parsed = read_trade_files(spark, config.inputs).where(
-                F.col("pair").isin(config.pairs) | (is_rejected() & (F.col("pair") == ""))
-            )
-            parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-            persisted.append(parsed)
-            counts = parsed.agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.sum(is_rejected().cast("long")).alias("rejected"),
-            ).first()
-            assert counts is not None
-            summary.trades_read = int(counts["rows"] or 0)
-            summary.rejected_rows = int(counts["rejected"] or 0)
-            summary.trades_valid = summary.trades_read - summary.rejected_rows
-            valid = parsed.where(~is_rejected())
+            files = read_file_bytes(spark, config.inputs)
+            contexts = _file_contexts(files, config)
+            results = keep(files.mapInArrow(
+                file_results_function(
+                    pairs=config.pairs, durations_ms=config.durations_ms,
+                    grace_ms=config.grace_ms, arrival=config.arrival, contexts=contexts,
+                ),
+                from_arrow_schema(FILE_RESULT_SCHEMA),
+            ))
+            _count_rows(results, summary)
 
         with stage("candles"):
-            candles = candles_frame(valid, config.durations_ms, config.grace_ms, config.arrival)
-            candles = candles.persist(StorageLevel.MEMORY_AND_DISK)
-            persisted.append(candles)
-            per_duration = candles.groupBy("window_ms").agg(
-                F.sum("trade_count").alias("trades"),
-            ).collect()
-            for row in per_duration:
+            candles = keep(candles_frame(results))
+            for row in candles.groupBy("window_ms").agg(F.sum("trade_count").alias("n")).collect():
                 summary.late_trades[format_duration(int(row["window_ms"]))] = (
-                    summary.trades_valid - int(row["trades"])
+                    summary.trades_valid - int(row["n"])
                 )
+            candles_in_range = keep(_in_range(candles, config))
+            summary.candles_written = candles_in_range.count()
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
-            indicators = indicators_frame(candles, history, config.start_ms, config.end_ms)
+            indicators = keep(_with_day(
+                indicators_frame(candles, history, config.start_ms, config.end_ms)
+            ))
+            summary.indicator_rows_written = indicators.count()
 
-        replace = {
-            "pair": list(config.pairs),
-            "window_ms": [str(d) for d in config.durations_ms],
-            "day": config.days,
-        }
         with stage("write candles"):
-            in_range = _in_range(candles, config).persist(StorageLevel.MEMORY_AND_DISK)
-            persisted.append(in_range)
-            summary.candles_written = in_range.count()
             summary.table_versions[CANDLES_TABLE] = write_table(
-                in_range, config.table(CANDLES_TABLE), partition_by=TABLE_PARTITIONS,
+                candles_in_range, config.table(CANDLES_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id,
             )
         with stage("write indicators"):
-            rows = _with_day(indicators).persist(StorageLevel.MEMORY_AND_DISK)
-            persisted.append(rows)
-            summary.indicator_rows_written = rows.count()
             summary.table_versions[INDICATORS_TABLE] = write_table(
-                rows, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
+                indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id,
             )
         with stage("write rejected"):
-            rejected = rejected_rows_frame(
-                parsed, start_ms=config.start_ms, end_ms=config.end_ms, start=config.start,
+            rejected = keep(rejected_rows_frame(
+                results, start_ms=config.start_ms, end_ms=config.end_ms, start=config.start,
                 end=config.end, run_id=summary.run_id,
-            ).persist(StorageLevel.MEMORY_AND_DISK)
-            persisted.append(rejected)
+            ))
             summary.rejected_in_range = rejected.count()
             summary.table_versions[REJECTED_TABLE] = write_table(
                 rejected, config.table(REJECTED_TABLE), partition_by=REJECTED_PARTITIONS,
@@ -204,9 +211,33 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     return summary
 
 
+def _file_contexts(files: DataFrame, config: BackfillConfig) -> dict[tuple[int, str], FileContext]:
+    """Per file and pair: stream time before the file and the other files' spans (a first pass;
+    skipped for a single file, which needs neither)."""
+    if len(config.inputs) == 1 and files.count() == 1:
+        return {}
+    rows = files.mapInArrow(file_spans_function(config.pairs), FILE_SPANS_SCHEMA).collect()
+    return file_contexts(
+        [(int(r["source_index"]), str(r["pair"]), int(r["min_timestamp_ms"]),
+          int(r["max_timestamp_ms"])) for r in rows],
+        config.arrival,
+    )
+
+
+def _count_rows(results: DataFrame, summary: BackfillSummary) -> None:
+    totals = results.where(F.col("kind") == COUNT).agg(
+        F.sum("rows_valid").alias("valid"), F.sum("rows_rejected").alias("rejected")
+    ).first()
+    assert totals is not None
+    summary.trades_valid = int(totals["valid"] or 0)
+    summary.rejected_rows = int(totals["rejected"] or 0)
+    summary.trades_read = summary.trades_valid + summary.rejected_rows
+
+
 def _in_range(frame: DataFrame, config: BackfillConfig) -> DataFrame:
     start = F.col("window_start_ms")
-    return _with_day(frame.where((start >= F.lit(config.start_ms)) & (start < F.lit(config.end_ms))))
+    in_range = (start >= F.lit(config.start_ms)) & (start < F.lit(config.end_ms))
+    return _with_day(frame.where(in_range))
 
 
 def _with_day(frame: DataFrame) -> DataFrame:
@@ -236,7 +267,7 @@ def _table_history(config: BackfillConfig) -> dict[tuple[str, int], pa.Table]:
             ("day", "in", days),
         ]))
     history = pa.concat_tables(pieces, promote_options="default")
-    history = history.filter(pa.compute.less(history["window_start_ms"], config.start_ms))
+    history = history.filter(pc.less(history["window_start_ms"], config.start_ms))
     return tail_per_series(history)
 
 

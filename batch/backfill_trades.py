@@ -24,8 +24,8 @@ if __package__ in (None, ""):
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from batch.arrival_order import ArrivalOrder  # noqa: E402
-from batch.backfill import BackfillConfig, durations_from, parse_day, run_backfill  # noqa: E402
+from batch.arrival_order import ArrivalOrder
+from batch.backfill import BackfillConfig, durations_from, parse_day, run_backfill
 
 
 def build_parser() -> argparse.ArgumentParser:

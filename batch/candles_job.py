@@ -1,40 +1,76 @@
-"""Candles of a backfill: per pair, the lateness rule then `features.candles`, every duration.
+"""Candles of a backfill: every window's non-late trades through `features.candles`.
 
-Spark groups the valid trades by pair (`applyInArrow`); :func:`candles_of_pair` runs on each
-group. It puts the pair's trades in arrival order, drops per duration the trades the speed layer
-would drop as late (`features.windows.late_mask`, same grace), and aggregates the rest with
-`features.candles.aggregate_trades` + `finalize`. A candle exists only for a window with at
-least one non-late trade, as in the stream.
+`batch.file_results` aggregates, inside each file's task, the windows only that file has trades
+for; :func:`candles_frame` adds the windows several files share, aggregated per pair and
+duration after a shuffle of just their trades. Each candle is `aggregate_trades` + `finalize`
+over all of its window's non-late trades, as in the stream. A candle exists only for a window
+with at least one non-late trade.
 
 All windows of the input are computed (also those outside the backfill range): the ones before
 the range are the indicators' history; the caller keeps only the range's rows for the table.
+:func:`candles_of_pair` is the same computation over one pair's whole trade table in one call
+(a reference for tests and small inputs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
 from batch.arrival_order import ArrivalOrder, arrival_permutation
+from batch.file_results import CANDLE, TRADE
 from features.candles import aggregate_trades, finalize
 from features.schemas.candle import CANDLE_ARROW_SCHEMA
 from features.windows import NO_STREAM_TIME, TumblingWindow, late_mask
 
-TRADE_INPUT_COLUMNS = (
-    "pair", "price", "volume", "trade_id", "timestamp_ms", "source_index", "row_index",
-)
+
+def candles_of_shared_windows(trades: pa.Table) -> pa.Table:
+    """Candles of one pair and duration from trades of windows several files share.
+
+    `trades` are rows of `FILE_RESULT_SCHEMA` (kind `trade`, already past the lateness rule).
+    Put in file order (`source_index`, `row_index`): for trades with equal (timestamp, trade id)
+    that is their arrival order in both arrival modes, which `aggregate_trades` keeps.
+    """
+    if trades.num_rows == 0:
+        return CANDLE_ARROW_SCHEMA.empty_table()
+    pair = trades["pair"][0].as_py()
+    size_ms = int(trades["window_ms"][0].as_py())
+    order = np.lexsort((trades["row_index"].to_numpy(), trades["source_index"].to_numpy()))
+    rows = trades.take(pa.array(order))
+    key = np.zeros(rows.num_rows, dtype=np.int64)
+    candles = finalize(aggregate_trades(
+        TumblingWindow(size_ms), key, rows["timestamp_ms"].to_numpy(), rows["trade_id"].to_numpy(),
+        rows["price"].to_numpy(), rows["trade_volume"].to_numpy(),
+    ))
+    return candle_table(pair, size_ms, candles)
+
+
+def candles_frame(file_results: DataFrame) -> DataFrame:
+    """All candles of the input (every pair and duration) from the per-file results."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    own = file_results.where(F.col("kind") == CANDLE).select(*CANDLE_ARROW_SCHEMA.names)
+    shared = (
+        file_results.where(F.col("kind") == TRADE)
+        .select("pair", "window_ms", "source_index", "row_index", "timestamp_ms", "trade_id",
+                "price", "trade_volume")
+        .groupBy("pair", "window_ms")
+        .applyInArrow(candles_of_shared_windows, from_arrow_schema(CANDLE_ARROW_SCHEMA))
+    )
+    return own.unionByName(shared)
 
 
 def candles_of_pair(
     trades: pa.Table, durations_ms: Sequence[int], grace_ms: int, arrival: ArrivalOrder
 ) -> pa.Table:
-    """One pair's candles for every duration (`CANDLE_ARROW_SCHEMA`), sorted by duration, window.
+    """One pair's candles for every duration from its whole trade table in one call.
 
-    `trades` holds one pair's valid trades in any row order with `source_index` and `row_index`
-    (file order), from which the arrival order is rebuilt.
+    `trades` holds one pair's valid trades with `source_index` and `row_index` (file order), in
+    any row order; the arrival order is rebuilt from them.
     """
     if trades.num_rows == 0:
         return CANDLE_ARROW_SCHEMA.empty_table()
@@ -78,30 +114,3 @@ def candle_table(pair: str, size_ms: int, candles: dict[str, np.ndarray]) -> pa.
         },
         schema=CANDLE_ARROW_SCHEMA,
     )
-
-
-def _grouped(
-    durations_ms: Sequence[int], grace_ms: int, arrival: ArrivalOrder
-) -> Callable[[pa.Table], pa.Table]:
-    durations = list(durations_ms)
-
-    def run(trades: pa.Table) -> pa.Table:
-        return candles_of_pair(trades, durations, grace_ms, arrival)
-
-    return run
-
-
-def candles_frame(
-    valid_trades: DataFrame, durations_ms: Sequence[int], grace_ms: int, arrival: ArrivalOrder
-) -> DataFrame:
-    """All candles of the input, every pair and duration, as a Spark DataFrame."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return (
-        valid_trades.select(*TRADE_INPUT_COLUMNS)
-        .groupBy("pair")
-        .applyInArrow(_grouped(durations_ms, grace_ms, arrival),
-                      from_arrow_schema(CANDLE_ARROW_SCHEMA))
-    )
-
-

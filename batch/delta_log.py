@@ -113,7 +113,7 @@ def commit_files(
                 mode="overwrite" if replace is not None else "append",
                 schema=delta_schema,
                 partition_by=partition_by,
-                partition_filters=filters or None,  # type: ignore[arg-type]
+                partition_filters=filters or None,
                 commit_properties=properties,
             )
         return int(deltalake.DeltaTable(local).version())
@@ -138,13 +138,13 @@ def read_table(
     uri = normalize_uri(uri)
     if not is_gcs(uri):
         table = deltalake.DeltaTable(uri, version=version)
-        return table.to_pyarrow_table(filters=filters)  # type: ignore[arg-type]
+        return table.to_pyarrow_table(filters=filters)
     fs = filesystem_for(uri)
     with local_table_uri(uri, for_commit=False) as local:
         table = deltalake.DeltaTable(local, version=version)
-        arrow_schema = pa.schema(table.schema().to_arrow())  # type: ignore[arg-type]
+        arrow_schema = pa.schema(table.schema().to_arrow())
         partitions = table.metadata().partition_columns
-        adds = pa.table(table.get_add_actions(flatten=True)).to_pylist()  # type: ignore[arg-type]
+        adds = pa.table(table.get_add_actions(flatten=True)).to_pylist()
     pieces: list[pa.Table] = []
     for add in adds:
         values = {col: add[f"partition.{col}"] for col in partitions}

@@ -92,7 +92,9 @@ def indicators_frame(
     )
 
 
-def tail_per_series(history: pa.Table, keep: int = MAX_WARMUP - 1) -> dict[tuple[str, int], pa.Table]:
+def tail_per_series(
+    history: pa.Table, keep: int = MAX_WARMUP - 1
+) -> dict[tuple[str, int], pa.Table]:
     """Split table candles by (pair, window_ms), keeping the last `keep` windows of each."""
     out: dict[tuple[str, int], pa.Table] = {}
     if history.num_rows == 0:
@@ -105,7 +107,7 @@ def tail_per_series(history: pa.Table, keep: int = MAX_WARMUP - 1) -> dict[tuple
     boundary = np.r_[True, (pairs[1:] != pairs[:-1]) | (windows[1:] != windows[:-1])]
     starts = np.flatnonzero(boundary)
     stops = np.r_[starts[1:], len(pairs)]
-    for begin, stop in zip(starts, stops, strict=True):
-        begin = max(int(begin), int(stop) - keep)
-        out[(str(pairs[begin]), int(windows[begin]))] = history.slice(begin, int(stop) - begin)
+    for first, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        begin = max(first, stop - keep)
+        out[(str(pairs[begin]), int(windows[begin]))] = history.slice(begin, stop - begin)
     return out

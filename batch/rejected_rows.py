@@ -13,8 +13,10 @@ from __future__ import annotations
 from datetime import date
 
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from batch.file_results import REJECTED
 
 REJECTED_ROWS_SCHEMA = pa.schema(
     [
@@ -32,23 +34,14 @@ REJECTED_ROWS_SCHEMA = pa.schema(
 REJECTED_PARTITIONS = ["range_start", "range_end"]
 
 
-def is_rejected() -> Column:
-    return F.col("reject_reason").isNotNull()
-
-
 def rejected_rows_frame(
-    parsed: DataFrame, *, start_ms: int, end_ms: int, start: date, end: date, run_id: str
+    file_results: DataFrame, *, start_ms: int, end_ms: int, start: date, end: date, run_id: str
 ) -> DataFrame:
-    """The range's rejected rows of `parsed` (rows of `PARSED_TRADE_SCHEMA`)."""
-    ts = F.col("timestamp_ms")
-    in_range = (ts <= 0) | ((ts >= F.lit(start_ms)) & (ts < F.lit(end_ms)))
-    return parsed.where(is_rejected() & in_range).select(
-        F.col("source"),
-        F.col("row_number"),
-        F.col("pair"),
-        F.when(ts > 0, ts).otherwise(F.lit(None).cast("long")).alias("timestamp_ms"),
-        F.col("reject_reason").alias("reason"),
-        F.col("raw"),
+    """The range's rejected rows among the per-file results (`batch.file_results`)."""
+    ts = F.col("timestamp_ms")  # null when the row's time is unknown
+    in_range = ts.isNull() | ((ts >= F.lit(start_ms)) & (ts < F.lit(end_ms)))
+    return file_results.where((F.col("kind") == REJECTED) & in_range).select(
+        "source", "row_number", "pair", "timestamp_ms", "reason", "raw",
         F.lit(run_id).alias("run_id"),
         F.lit(start).cast("date").alias("range_start"),
         F.lit(end).cast("date").alias("range_end"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from typing import Any
 
 import numpy as np
@@ -126,8 +125,8 @@ def _parse_csv(content: bytes, path: str) -> tuple[pa.Table, list[Reject]]:
         ok = pc.match_substring_regex(table[column], _NUMBER).to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(keep & ~ok):
             row = [table[n][int(i)].as_py() for n in names]
-            rejects.append((int(line_numbers[i]), f"unparseable {column}: {row[names.index(column)]!r}",
-                            ",".join(row)))
+            reason = f"unparseable {column}: {row[names.index(column)]!r}"
+            rejects.append((int(line_numbers[i]), reason, ",".join(row)))
         keep &= ok
     good = table.filter(pa.array(keep))
     buffer = io.BytesIO()
@@ -214,19 +213,24 @@ def trade_reject_reasons(trades: pa.Table) -> np.ndarray:
     for mask, reason in checks:
         hit = mask.to_numpy(zero_copy_only=False)
         if hit.any():
-            reasons[hit & np.equal(reasons, None)] = reason
+            reasons[hit & _is_none(reasons)] = reason
     return reasons
+
+
+def _is_none(values: np.ndarray) -> np.ndarray:
+    return np.array([v is None for v in values], dtype=bool) if len(values) else np.zeros(0, bool)
 
 
 def _assemble(trades: pa.Table, rejects: list[Reject], path: str, source_index: int) -> pa.Table:
     n = trades.num_rows
     reasons = trade_reject_reasons(trades) if n else np.empty(0, dtype=object)
-    invalid = ~np.equal(reasons, None)
+    invalid = ~_is_none(reasons)
     raw = np.full(n, None, dtype=object)
     if invalid.any():
         rows = trades.filter(pa.array(invalid)).to_pylist()
         raw[invalid] = [json.dumps(r, default=str) for r in rows]
-    source = np.where(invalid, path, None)
+    source = np.full(n, None, dtype=object)
+    source[invalid] = path
     parsed = trades.append_column(
         PARSED_TRADE_SCHEMA.field("source_index"), pa.array(np.full(n, source_index, np.int32))
     ).append_column(PARSED_TRADE_SCHEMA.field("row_index"), pa.array(np.arange(n, dtype=np.int64)))

@@ -1,8 +1,8 @@
-"""Input files (local or `gs://`) -> a Spark DataFrame of parsed trade rows.
+"""Input files (local or `gs://`) -> a Spark DataFrame of their bytes, one row per file.
 
-Each file is read whole by one task and parsed by `batch.trade_files.parse_trade_file` (Kraken
-CSVs through `features.kraken_formats`, so the derived trade ids and file order match the
-stream's file replay). The bytes come from:
+Each file is read whole, as one row, so one task parses it in file order
+(`batch.trade_files.parse_trade_file`: Kraken CSVs through `features.kraken_formats`, so derived
+trade ids match the stream's file replay). The bytes come from:
 - Spark's `binaryFile` source (Hadoop file systems): local files, and `gs://` on Dataproc
   through the GCS connector;
 - a small Python data source (`braid_trade_files`) reading through fsspec/gcsfs, for `gs://`
@@ -21,7 +21,6 @@ from pyspark.sql.types import StructType
 
 from batch.object_storage import expand_paths, filesystem_for, is_gcs, normalize_uri
 from batch.spark_session import gcs_connector_available
-from batch.trade_files import PARSED_TRADE_SCHEMA, parse_trade_file
 
 FILE_BYTES_SCHEMA = "source_index INT, path STRING, content BINARY"
 FILE_SOURCE_NAME = "braid_trade_files"
@@ -69,24 +68,13 @@ class _FileBytesReader(DataSourceReader):
         )
 
 
-def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        for index, path, content in zip(
-            batch["source_index"].to_pylist(), batch["path"].to_pylist(),
-            batch["content"].to_pylist(), strict=True,
-        ):
-            parsed = parse_trade_file(content, path, int(index))
-            yield from parsed.to_batches(max_chunksize=200_000)
-
-
-def read_trade_files(spark: SparkSession, patterns: Sequence[str]) -> DataFrame:
-    """Parsed rows (`batch.trade_files.PARSED_TRADE_SCHEMA`) of every file named by `patterns`.
+def read_file_bytes(spark: SparkSession, patterns: Sequence[str]) -> DataFrame:
+    """One row per input file (`source_index, path, content`), for `batch.file_results`.
 
     Patterns are files, folders or globs, local or `gs://`; `source_index` numbers the files in
     the order given (each pattern's matches sorted by name).
     """
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     files = list_input_files(spark, patterns)
     if not files:
@@ -105,7 +93,7 @@ def read_trade_files(spark: SparkSession, patterns: Sequence[str]) -> DataFrame:
     else:
         spark.dataSource.register(TradeFilesDataSource)
         raw = spark.read.format(FILE_SOURCE_NAME).option("paths", json.dumps(files)).load()
-    return raw.mapInArrow(_parse_batches, from_arrow_schema(PARSED_TRADE_SCHEMA))
+    return raw
 
 
 def list_input_files(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
@@ -122,7 +110,7 @@ def _hadoop_path(path: str) -> str:
 def _hadoop_list(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    conf = spark.sparkContext._jsc.hadoopConfiguration()  # type: ignore[union-attr]
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
     files: list[str] = []
     for pattern in patterns:
         path = jvm.org.apache.hadoop.fs.Path(pattern)

@@ -1,0 +1,306 @@
+"""Per input file, in one Spark task: parse, validate, apply lateness, aggregate candles.
+
+Trades stay in the Python worker that parsed them whenever possible. For each duration, a window
+whose trades can only come from this file (no other input file has trades of the same pair in
+the window's time span) becomes a final candle right here, through
+`features.candles.aggregate_trades` over all its trades. Trades of a window that other files
+may share are emitted as rows, and Spark aggregates them per window after a shuffle
+(`batch.candles_job`). Either way, each candle is `aggregate_trades` over all the window's
+non-late trades, exactly as the stream computes it. The file also yields its rejected rows and
+per-pair counts.
+
+Lateness (`features.windows.late_mask`) needs each pair's stream time before the file. In
+`EVENT_TIME` arrival order (files merged by event time) no trade is ever late. In `FILE` order
+a file's initial stream time for a pair is the largest event time of the pair in earlier files.
+Both facts come from a first, cheap pass over the files (:func:`file_spans_function`), from
+which the driver builds one :class:`FileContext` per file and pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch.arrival_order import ArrivalOrder, arrival_permutation
+from batch.trade_files import parse_trade_file
+from features.candles import aggregate_trades, finalize
+from features.schemas.candle import CANDLE_ARROW_SCHEMA
+from features.windows import NO_STREAM_TIME, TumblingWindow, late_mask
+
+CANDLE = "candle"
+TRADE = "trade"
+REJECTED = "rejected"
+COUNT = "count"
+
+FILE_RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string()),
+        # candles (CANDLE_ARROW_SCHEMA's columns, nullable here)
+        *(f.with_nullable(True) for f in CANDLE_ARROW_SCHEMA),
+        # trades of shared windows
+        pa.field("source_index", pa.int32()),
+        pa.field("row_index", pa.int64()),
+        pa.field("timestamp_ms", pa.int64()),  # also on rejected rows (null: unknown)
+        pa.field("trade_id", pa.int64()),
+        pa.field("price", pa.float64()),
+        pa.field("trade_volume", pa.float64()),
+        # rejected rows
+        pa.field("source", pa.string()),
+        pa.field("row_number", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("raw", pa.string()),
+        # counts
+        pa.field("rows_valid", pa.int64()),
+        pa.field("rows_rejected", pa.int64()),
+    ]
+)
+
+FILE_SPANS_SCHEMA = "source_index INT, pair STRING, min_timestamp_ms LONG, max_timestamp_ms LONG"
+
+
+@dataclass(frozen=True)
+class FileContext:
+    """What one file needs to know about the other files, for one pair."""
+
+    stream_time_before: int  # NO_STREAM_TIME in event-time order or for the first file
+    other_spans: tuple[tuple[int, int], ...]  # (min, max) event time of the pair in other files
+
+
+Contexts = Mapping[tuple[int, str], FileContext]
+
+
+def file_contexts(
+    spans: Sequence[tuple[int, str, int, int]], arrival: ArrivalOrder
+) -> dict[tuple[int, str], FileContext]:
+    """From (source_index, pair, min, max event time) per file: each file's context per pair.
+
+    Files arrive in `source_index` order (in `FILE` order; in event-time order nothing is late).
+    """
+    by_pair: dict[str, list[tuple[int, int, int]]] = {}
+    for index, pair, low, high in spans:
+        by_pair.setdefault(pair, []).append((index, int(low), int(high)))
+    out: dict[tuple[int, str], FileContext] = {}
+    for pair, files in by_pair.items():
+        files.sort()
+        running = NO_STREAM_TIME
+        for index, _low, high in files:
+            before = running if arrival is ArrivalOrder.FILE else NO_STREAM_TIME
+            others = tuple((lo, hi) for i, lo, hi in files if i != index)
+            out[(index, pair)] = FileContext(before, others)
+            running = max(running, high)
+    return out
+
+
+def file_results(
+    content: bytes,
+    path: str,
+    source_index: int,
+    *,
+    pairs: Sequence[str],
+    durations_ms: Sequence[int],
+    grace_ms: int,
+    arrival: ArrivalOrder,
+    contexts: Contexts,
+) -> pa.Table:
+    """One file's candles, shared-window trades, rejected rows and counts (`FILE_RESULT_SCHEMA`)."""
+    parsed = parse_trade_file(content, path, source_index)
+    wanted = pc.is_in(parsed["pair"], pa.array(list(pairs), pa.string()))
+    rejected_mask = pc.is_valid(parsed["reject_reason"])
+    keep_rejected = pc.and_(rejected_mask, pc.or_(wanted, pc.equal(parsed["pair"], "")))
+    trades = parsed.filter(pc.and_(wanted, pc.invert(rejected_mask)))
+    rejected = parsed.filter(keep_rejected)
+    pieces = [
+        *_candles_and_shared_trades(trades, source_index, durations_ms, grace_ms, arrival,
+                                    contexts),
+        _rejected(rejected),
+        _counts(trades, rejected),
+    ]
+    return pa.concat_tables([_conform(p) for p in pieces])
+
+
+def _candles_and_shared_trades(
+    trades: pa.Table,
+    source_index: int,
+    durations_ms: Sequence[int],
+    grace_ms: int,
+    arrival: ArrivalOrder,
+    contexts: Contexts,
+) -> list[pa.Table]:
+    if trades.num_rows == 0:
+        return []
+    order = arrival_permutation(
+        arrival, trades["source_index"].to_numpy(), trades["row_index"].to_numpy(),
+        trades["timestamp_ms"].to_numpy(),
+    )
+    trades = trades.take(pa.array(order))
+    encoded = pc.dictionary_encode(trades["pair"]).combine_chunks()
+    codes = encoded.indices.to_numpy().astype(np.int64)
+    names: list[str] = encoded.dictionary.to_pylist()
+    context = [contexts.get((source_index, n), FileContext(NO_STREAM_TIME, ())) for n in names]
+    initial = np.array([c.stream_time_before for c in context], dtype=np.int64)
+    ts = trades["timestamp_ms"].to_numpy()
+    tid = trades["trade_id"].to_numpy()
+    price = trades["price"].to_numpy()
+    volume = trades["volume"].to_numpy()
+    row_index = trades["row_index"].to_numpy()
+    pieces: list[pa.Table] = []
+    for size_ms in durations_ms:
+        window = TumblingWindow(size_ms, grace_ms)
+        on_time = (
+            np.ones(len(ts), dtype=bool)
+            if arrival is ArrivalOrder.EVENT_TIME
+            else ~late_mask(window, codes, ts, initial)
+        )
+        shared = _in_shared_window(window, codes, ts, context) & on_time
+        own = on_time & ~shared
+        candles = finalize(aggregate_trades(
+            window, codes[own], ts[own], tid[own], price[own], volume[own]
+        ))
+        pieces.append(_candle_rows(names, size_ms, candles))
+        if shared.any():
+            n = int(shared.sum())
+            pieces.append(pa.table({
+                "kind": pa.array([TRADE] * n, pa.string()),
+                "pair": pa.array([names[k] for k in codes[shared]], pa.string()),
+                "window_ms": pa.array(np.full(n, size_ms, dtype=np.int64)),
+                "window_start_ms": pa.array(window.start_of(ts[shared])),
+                "source_index": pa.array(np.full(n, source_index, dtype=np.int32)),
+                "row_index": pa.array(row_index[shared]),
+                "timestamp_ms": pa.array(ts[shared]),
+                "trade_id": pa.array(tid[shared]),
+                "price": pa.array(price[shared]),
+                "trade_volume": pa.array(volume[shared]),
+            }))
+    return pieces
+
+
+def _in_shared_window(
+    window: TumblingWindow, codes: np.ndarray, ts: np.ndarray, context: list[FileContext]
+) -> np.ndarray:
+    """True for trades whose window overlaps another file's event-time span of the same pair."""
+    shared = np.zeros(len(ts), dtype=bool)
+    starts = window.start_of(ts)
+    for code, ctx in enumerate(context):
+        if not ctx.other_spans:
+            continue
+        mine = codes == code
+        spans = np.array(ctx.other_spans, dtype=np.int64)
+        ws = np.unique(starts[mine])
+        overlap = ((ws[:, None] <= spans[None, :, 1])
+                   & (ws[:, None] + window.size_ms > spans[None, :, 0])).any(axis=1)
+        shared[mine] = np.isin(starts[mine], ws[overlap])
+    return shared
+
+
+def _candle_rows(names: list[str], size_ms: int, candles: dict[str, np.ndarray]) -> pa.Table:
+    n = len(candles["window_start_ms"])
+    starts = candles["window_start_ms"].astype(np.int64)
+    return pa.table({
+        "kind": pa.array([CANDLE] * n, pa.string()),
+        "pair": pa.array([names[k] for k in candles["key"]], pa.string()),
+        "window_ms": pa.array(np.full(n, size_ms, dtype=np.int64)),
+        "window_start_ms": pa.array(starts),
+        "window_end_ms": pa.array(starts + size_ms),
+        **{c: pa.array(candles[c]) for c in ("open", "high", "low", "close", "volume", "vwap")},
+        "trade_count": pa.array(candles["trade_count"].astype(np.int64)),
+    })
+
+
+def _rejected(rejected: pa.Table) -> pa.Table:
+    n = rejected.num_rows
+    ts = rejected["timestamp_ms"]
+    return pa.table({
+        "kind": pa.array([REJECTED] * n, pa.string()),
+        "pair": rejected["pair"],
+        "source_index": rejected["source_index"],
+        "source": rejected["source"],
+        "row_number": rejected["row_number"],
+        "timestamp_ms": pc.if_else(pc.greater(ts, 0), ts, pa.scalar(None, pa.int64())),
+        "reason": rejected["reject_reason"],
+        "raw": rejected["raw"],
+    })
+
+
+def _counts(trades: pa.Table, rejected: pa.Table) -> pa.Table:
+    counts: dict[str, list[int]] = {}
+    for slot, table in enumerate((trades, rejected)):
+        for row in table.group_by("pair").aggregate([("pair", "count")]).to_pylist():
+            counts.setdefault(row["pair"], [0, 0])[slot] = row["pair_count"]
+    names = sorted(counts)
+    return pa.table({
+        "kind": pa.array([COUNT] * len(names), pa.string()),
+        "pair": pa.array(names, pa.string()),
+        "rows_valid": pa.array([counts[p][0] for p in names], pa.int64()),
+        "rows_rejected": pa.array([counts[p][1] for p in names], pa.int64()),
+    })
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    n = table.num_rows
+    columns = [
+        table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(n, f.type)
+        for f in FILE_RESULT_SCHEMA
+    ]
+    return pa.Table.from_arrays(columns, schema=FILE_RESULT_SCHEMA)
+
+
+def file_results_function(
+    *,
+    pairs: Sequence[str],
+    durations_ms: Sequence[int],
+    grace_ms: int,
+    arrival: ArrivalOrder,
+    contexts: Contexts,
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The `mapInArrow` function over file-bytes rows (`source_index, path, content`)."""
+    pairs, durations, known = list(pairs), list(durations_ms), dict(contexts)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for index, path, content in _files(batch):
+                yield from file_results(
+                    content, path, index, pairs=pairs, durations_ms=durations,
+                    grace_ms=grace_ms, arrival=arrival, contexts=known,
+                ).to_batches()
+
+    return run
+
+
+def file_spans_function(
+    pairs: Sequence[str],
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """`mapInArrow` function: per file and pair, the event-time span of its valid trades."""
+    wanted = pa.array(list(pairs), pa.string())
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for index, path, content in _files(batch):
+                parsed = parse_trade_file(content, path, index)
+                valid = parsed.filter(
+                    pc.and_(pc.is_in(parsed["pair"], wanted), pc.is_null(parsed["reject_reason"]))
+                )
+                spans = valid.group_by("pair").aggregate(
+                    [("timestamp_ms", "min"), ("timestamp_ms", "max")]
+                )
+                if spans.num_rows:
+                    yield from pa.table({
+                        "source_index": pa.array([index] * spans.num_rows, pa.int32()),
+                        "pair": spans["pair"],
+                        "min_timestamp_ms": spans["timestamp_ms_min"],
+                        "max_timestamp_ms": spans["timestamp_ms_max"],
+                    }).to_batches()
+
+    return run
+
+
+def _files(batch: pa.RecordBatch) -> Iterator[tuple[int, str, bytes]]:
+    yield from zip(
+        (int(i) for i in batch["source_index"].to_pylist()),
+        batch["path"].to_pylist(),
+        batch["content"].to_pylist(),
+        strict=True,
+    )
