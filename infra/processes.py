@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -152,8 +153,13 @@ def start(
     log_dir: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    die_with_parent: bool = False,
 ) -> psutil.Process:
-    """Start `argv` in its own session, output appended to its log; record its PID file."""
+    """Start `argv` in its own session, output appended to its log; record its PID file.
+
+    `die_with_parent` (Linux, for test fixtures): the service gets SIGTERM when the process
+    that started it dies, even killed without cleanup, so no broker outlives a killed pytest.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     logfile = log_path(log_dir, name)
@@ -170,6 +176,7 @@ def start(
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=_parent_death_hook() if die_with_parent else None,
             )
         except FileNotFoundError as exc:
             raise MissingBinaryError(f"{name}: executable not found: {argv[0]}") from exc
@@ -183,6 +190,24 @@ def start(
     record.write(pid_path(run_dir, name))
     log.info("service started", service=name, pid=popen.pid, log=str(logfile))
     return proc
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM the child when its parent dies (else None).
+
+    prctl is looked up here, in the parent: the child only calls it (no dlopen after fork).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return hook
 
 
 def _exec_cmdline(proc: psutil.Process, timeout_s: float = 2.0) -> list[str]:

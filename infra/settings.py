@@ -34,6 +34,8 @@ class StackSettings(BaseSettings):
     aws_region: str = "us-east-1"
     health_timeout_s: float = 30.0
     stop_timeout_s: float = 10.0
+    #: Services get SIGTERM when the process that started them dies (Linux; test fixtures).
+    die_with_parent: bool = False
 
     @field_validator("services", mode="before")
     @classmethod

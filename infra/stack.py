@@ -110,7 +110,7 @@ def _ensure_service(spec: ServiceSpec, settings: StackSettings) -> bool:
             )
         proc = processes.start(
             spec.name, spec.argv, run_dir=settings.run_dir, log_dir=settings.log_dir,
-            env=spec.env, cwd=settings.data_dir,
+            env=spec.env, cwd=settings.data_dir, die_with_parent=settings.die_with_parent,
         )
     processes.wait_healthy(
         spec.name, spec.health, proc=proc, logfile=logfile, timeout_s=settings.health_timeout_s

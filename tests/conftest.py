@@ -38,6 +38,7 @@ def start_stack(settings: StackSettings) -> None:
 def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings]:
     """An in-memory Tansu broker for the session; no topics pre-created."""
     settings = StackSettings(
+        die_with_parent=True,
         state_dir=tmp_path_factory.mktemp("stack-memory"),
         broker_port=free_port(),
         services=["broker"],
@@ -54,6 +55,7 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSe
 def durable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DurableStack]:
     """moto S3 + Tansu on its S3 engine, on free ports, for the session."""
     settings = StackSettings(
+        die_with_parent=True,
         state_dir=tmp_path_factory.mktemp("stack-durable"),
         broker_port=free_port(),
         s3_port=free_port(),
@@ -71,6 +73,7 @@ def durable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DurableS
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulator]:
     """The in-memory GCS emulator with bucket `braid`; client env vars set for the session."""
     settings = StackSettings(
+        die_with_parent=True,
         state_dir=tmp_path_factory.mktemp("stack-gcs"),
         gcs_port=free_port(),
         services=["gcs"],
