@@ -1,0 +1,238 @@
+"""The window and join operators without a broker: emission rule, lateness, out-of-order
+property, restart from a checkpoint, join semantics and dead letters."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.sensors.binning import DEFAULT_EDGES
+from features.sensors.model import LogisticAlertModel
+from features.sensors.window_math import WINDOW_MS, sensor_window
+from streaming.pipelines.sensors import reading_message
+from streaming.processors.sensor_join import SensorJoinConfig, SensorJoinOperator
+from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindowOperator
+from streaming.runtime.records import Emission, InputBatch
+
+GRACE = 5_000
+T0 = 1_767_225_600_000
+FAR_FUTURE = 10**14
+
+
+def window_op(grace: int = GRACE) -> SensorWindowOperator:
+    config = SensorWindowConfig(sensor_window(grace), DEFAULT_EDGES,
+                                {"FA": "FA", "FI": "FI", "FD": "FD"}, idle_timeout_ms=1_000)
+    return SensorWindowOperator(config, 0)
+
+
+def batch(topic: str, rows: list[tuple[str, int, float]], first_offset: int = 0,
+          sensor: str = "SZ") -> InputBatch:
+    return InputBatch(topic, 0, np.arange(first_offset, first_offset + len(rows), dtype=np.int64),
+                      [c.encode() for c, _, _ in rows],
+                      [reading_message(c, t, v, sensor) for c, t, v in rows])
+
+
+def features_of(emission: Emission) -> dict[tuple[str, str, int], dict]:
+    out = {}
+    for record in emission.records:
+        row = orjson.loads(record.value)
+        out[(row["client"], row["feature"], row["timestamp_ms"])] = row
+    return out
+
+
+def run_all(rows, batch_size: int = 7, grace: int = GRACE):
+    op = window_op(grace)
+    emitted = Emission()
+    for start in range(0, len(rows), batch_size):
+        emitted.extend(op.process(batch("SZ", rows[start:start + batch_size], start), 0))
+    emitted.extend(op.tick(FAR_FUTURE))
+    return emitted
+
+
+def test_features_wait_until_stream_time_passes_event_time_plus_grace() -> None:
+    op = window_op()
+    out = op.process(batch("SZ", [("a", T0, 1.0), ("a", T0 + GRACE - 1, 2.0)]), 0)
+    assert out.records == []
+    out = op.process(batch("SZ", [("a", T0 + GRACE, 3.0)], 2), 0)
+    got = features_of(out)
+    assert sorted(got) == [("a", f, T0) for f in ("FA", "FD", "FI")]
+    assert got[("a", "FA", T0)]["value"] == 1.0 and got[("a", "FA", T0)]["count"] == 1
+    assert got[("a", "FA", T0)]["edges_version"] == DEFAULT_EDGES.version
+    assert {r.key for r in out.records} == {"a"} and {r.topic for r in out.records} == {
+        "FA", "FI", "FD"}
+
+
+def test_a_reading_beyond_grace_goes_to_the_dead_letter_topic_and_changes_nothing() -> None:
+    op = window_op()
+    op.process(batch("SZ", [("a", T0, 1.0), ("a", T0 + 60_000, 2.0)]), 0)
+    out = op.process(batch("SZ", [("a", T0 + 60_000 - GRACE, 100.0), ("b", T0, 5.0)], 2), 0)
+    assert [d.reason.split(":")[0] for d in out.dead_letters] == ["late"]
+    assert out.dead_letters[0].offset == 2
+    tail = features_of(op.tick(FAR_FUTURE))
+    assert tail[("a", "FA", T0 + 60_000)]["value"] == 1.5  # the late 100.0 is not in it
+
+
+def test_invalid_readings_go_to_the_dead_letter_topic_with_the_reason() -> None:
+    op = window_op()
+    bad = InputBatch("SZ", 0, np.arange(3), [b"a"] * 3, [
+        b"not json", orjson.dumps({"v": 1, "client": "a", "timestamp_ms": -5, "value": 1.0}),
+        orjson.dumps({"v": 1, "client": "a", "timestamp_ms": T0})])
+    out = op.process(bad, 0)
+    reasons = [d.reason for d in out.dead_letters]
+    assert reasons[0].startswith("decode:")
+    assert reasons[1] == "invalid: timestamp_ms must be positive"
+    assert reasons[2] == "invalid: value is not a finite number"  # missing value -> null
+
+
+def sz_series(seed: int, clients: int = 3, n: int = 80) -> list[tuple[str, int, float]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(clients):
+        ts = T0 + np.cumsum(rng.integers(1, 30_000, n))
+        vals = np.round(rng.normal(50, 10, n), 3)
+        rows += [(f"c{c}", int(t), float(v)) for t, v in zip(ts, vals, strict=True)]
+    return sorted(rows, key=lambda r: r[1])
+
+
+@given(st.integers(0, 10_000), st.integers(1, 40))
+@settings(max_examples=60, deadline=None)
+def test_out_of_order_within_grace_gives_the_same_features_as_ordered(seed, batch_size) -> None:
+    ordered = sz_series(seed)
+    rng = np.random.default_rng(seed + 1)
+    # each reading arrives up to grace - 1 ms after its event time: disorder within grace
+    arrival = np.array([t for _, t, _ in ordered]) + rng.integers(0, GRACE, len(ordered))
+    shuffled = [ordered[i] for i in np.argsort(arrival, kind="stable")]
+    a, b = run_all(ordered, batch_size), run_all(shuffled, batch_size)
+    assert not a.dead_letters and not b.dead_letters
+    fa, fb = features_of(a), features_of(b)
+    assert len(fa) == 3 * len(ordered)
+    assert fa == fb
+
+
+@given(st.integers(0, 10_000), st.integers(1, 200), st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_restart_from_a_checkpoint_gives_the_same_features(seed, cut, crash_before_commit) -> None:
+    rows = sz_series(seed, clients=2, n=60)
+    rng = np.random.default_rng(seed)
+    arrival = np.array([t for _, t, _ in rows]) + rng.integers(0, 3 * GRACE, len(rows))
+    rows = [rows[i] for i in np.argsort(arrival, kind="stable")]  # some will be late
+    cut = min(cut, len(rows) - 1)
+    expected = run_all(rows, batch_size=5)
+
+    first = window_op()
+    before = Emission()
+    for start in range(0, cut, 5):
+        before.extend(first.process(batch("SZ", rows[start:min(cut, start + 5)], start), 0))
+    committed_earlier = 0  # a kill -9 after the checkpoint, before the commit
+    snapshot = orjson.loads(orjson.dumps(first.snapshot()))
+    resume = committed_earlier if crash_before_commit else first.commit_offset("SZ")
+    second = window_op()
+    second.restore(snapshot)
+    after = Emission()
+    for start in range(resume, len(rows), 5):
+        after.extend(second.process(batch("SZ", rows[start:start + 5], start), 0))
+    after.extend(second.tick(FAR_FUTURE))
+
+    assert features_of(before) | features_of(after) == features_of(expected)
+    # features emitted twice (a replay) carry identical values: dict union would hide a change
+    both = features_of(before).keys() & features_of(after).keys()
+    assert all(features_of(before)[k] == features_of(after)[k] for k in both)
+    letters = {d.offset for d in before.dead_letters} | {d.offset for d in after.dead_letters}
+    assert letters == {d.offset for d in expected.dead_letters}
+
+
+def test_buffer_keeps_only_what_future_windows_need_and_commit_follows_it() -> None:
+    op = window_op(grace=0)
+    rows = [("a", T0 + i * 60_000, float(i)) for i in range(30)]
+    op.process(batch("SZ", rows), 0)
+    # emitted up to the last reading; readings older than (last - W) are dropped
+    assert op.buf_ts.min() > rows[-1][1] - WINDOW_MS
+    assert op.commit_offset("SZ") == 20
+
+
+# --- join ----------------------------------------------------------------------------------
+MODEL = LogisticAlertModel("test-1", intercept=-2.0, coefficients=(0.1, 0.2, 0.3, 0.4, 0.5))
+
+
+def join_op(threshold: float = 0.5) -> SensorJoinOperator:
+    topics = {"SX": "SX", "SY": "SY", "FA": "FA", "FI": "FI", "FD": "FD"}
+    return SensorJoinOperator(SensorJoinConfig(topics, "predictions", MODEL, threshold), 0)
+
+
+def feature_batch(name: str, rows: list[tuple[str, int, int]], first: int = 0) -> InputBatch:
+    values = [orjson.dumps({"v": 1, "client": c, "feature": name, "timestamp_ms": t,
+                            "value": 1.5, "bin": b, "edges_version": "e1",
+                            "window_ms": WINDOW_MS, "count": 1}) for c, t, b in rows]
+    return InputBatch(name, 0, np.arange(first, first + len(rows)), [b"x"] * len(rows), values)
+
+
+def predictions(emission: Emission) -> list[dict]:
+    return [orjson.loads(r.value) for r in emission.records]
+
+
+def fill(op: SensorJoinOperator, client: str = "a", t: int = T0) -> Emission:
+    out = Emission()
+    out.extend(op.process(batch("SX", [(client, t, 1)], sensor="SX"), 0))
+    out.extend(op.process(batch("SY", [(client, t, 2)], sensor="SY"), 0))
+    for name, b in (("FA", 3), ("FI", 4), ("FD", 5)):
+        out.extend(op.process(feature_batch(name, [(client, t, b)]), 0))
+    return out
+
+
+def test_a_prediction_comes_once_all_five_fields_are_known_and_carries_everything() -> None:
+    op = join_op()
+    out = predictions(fill(op))
+    assert len(out) == 1  # only the FD event completed the vector
+    p = out[0]
+    z = -2.0 + 0.1 * 1 + 0.2 * 2 + 0.3 * 3 + 0.4 * 4 + 0.5 * 5
+    assert p["vector"] == [1, 2, 3, 4, 5]
+    assert p["probability"] == pytest.approx(1 / (1 + np.exp(-z)))
+    assert p["alert"] is True and p["threshold"] == 0.5
+    assert (p["client"], p["timestamp_ms"], p["trigger"]) == ("a", T0, "FD")
+    assert (p["model_version"], p["edges_version"]) == ("test-1", "e1")
+
+
+def test_every_newer_event_triggers_a_prediction_with_its_value() -> None:
+    op = join_op(threshold=0.99)
+    fill(op)
+    out = predictions(op.process(batch("SX", [("a", T0 + 10, 7), ("a", T0 + 20, 8)], 1,
+                                       sensor="SX"), 0))
+    assert [p["vector"][0] for p in out] == [7, 8]
+    assert [p["alert"] for p in out] == [p["probability"] >= 0.99 for p in out]
+
+
+def test_a_late_event_does_not_overwrite_a_newer_value() -> None:
+    op = join_op()
+    fill(op)
+    op.process(batch("SY", [("a", T0 + 100, 9)], 1, sensor="SY"), 0)
+    stale = op.process(batch("SY", [("a", T0 + 50, 0)], 2, sensor="SY"), 0)
+    assert stale.records == [] and op.counts["stale"] == 1
+    out = predictions(op.process(feature_batch("FA", [("a", T0 + 200, 6)], 1), 0))
+    assert out[0]["vector"] == [1, 9, 6, 4, 5]
+
+
+def test_invalid_join_inputs_go_to_the_dead_letter_topic_with_the_reason() -> None:
+    op = join_op()
+    out = op.process(batch("SX", [("a", T0, 12), ("a", T0, 2.5)], sensor="SZ"), 0)
+    assert [d.reason for d in out.dead_letters] == [
+        "invalid: SX must be an integer category in 0..9"] * 2
+    out = op.process(feature_batch("FA", [("a", T0, 10)]), 0)
+    assert out.dead_letters[0].reason == "invalid: bin must be in 0..9"
+    out = op.process(feature_batch("FI", [("a", T0, 1)]).__class__(
+        "FA", 0, np.array([5]), [b"a"], [orjson.dumps({"v": 1, "client": "a"})]), 0)
+    assert out.dead_letters[0].reason == "schema: missing field"
+
+
+def test_join_restart_skips_what_the_checkpoint_already_holds() -> None:
+    op = join_op()
+    fill(op)
+    snap = orjson.loads(orjson.dumps(op.snapshot()))
+    again = join_op()
+    again.restore(snap)
+    # the SX message at offset 0 is replayed (its commit was lost): no new prediction
+    assert again.process(batch("SX", [("a", T0, 1)], sensor="SX"), 0).records == []
+    out = predictions(again.process(batch("SX", [("a", T0 + 1, 4)], 1, sensor="SX"), 0))
+    assert out[0]["vector"] == [4, 2, 3, 4, 5]
