@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -16,7 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 from infra import processes, stack
 from infra.services.base import venv_executable
 from infra.settings import StackSettings
-from infra.testing import DurableStack, free_port
+from infra.testing import DurableStack, GcsEmulator, free_port
 from streaming.settings import KafkaSettings
 from streaming.topics import catalogue
 
@@ -215,3 +216,14 @@ def _pid(settings: StackSettings, name: str) -> int:
     proc = processes.running_process(settings.run_dir, name)
     assert proc is not None, f"{name} is not running"
     return proc.pid
+
+
+def test_gcs_emulator_serves_its_bucket_to_gcsfs(gcs_emulator: GcsEmulator) -> None:
+    import gcsfs
+
+    assert os.environ["STORAGE_EMULATOR_HOST"] == gcs_emulator.endpoint
+    fs = gcsfs.GCSFileSystem(token="anon", project=gcs_emulator.project)
+    path = f"{gcs_emulator.bucket}/{uuid.uuid4().hex}/hello.txt"
+    with fs.open(path, "wb") as f:
+        f.write(b"braid")
+    assert fs.cat(path) == b"braid"
