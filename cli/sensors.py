@@ -1,5 +1,174 @@
-"""`braid sensors ...` commands."""
+"""`braid sensors ...`: the sensors pipeline's jobs (simulate, windows, join, archive, backfill,
+train-baseline, replay-skab), each with `--help`."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="sensors commands", no_args_is_help=True)
+from features.windows import parse_duration_ms
+from streaming.settings import KafkaSettings, TopicSettings
+from streaming.topics import ensure_topics
+
+app = typer.Typer(help="Sensors pipeline: SX, SY, SZ -> FA, FI, FD -> join -> predictions.",
+                  no_args_is_help=True)
+
+PREFIX = typer.Option("", help="Prefix for every topic name (isolates a run on a shared broker).")
+PARTITIONS = typer.Option(None, help="Partitions of the sensor topics. "
+                                     "[env BRAID_TOPIC_SENSOR_PARTITIONS, default 100]")
+
+
+def _topics(prefix: str, partitions: int | None = None):  # type: ignore[no-untyped-def]
+    from streaming.pipelines.sensors import SensorTopics
+
+    topics = SensorTopics.prefixed(prefix) if prefix else SensorTopics()
+    count = partitions or TopicSettings().sensor_partitions
+    ensure_topics(KafkaSettings(), topics.specs(count), TopicSettings())
+    return topics, count
+
+
+@app.command()
+def simulate(
+    clients: int = typer.Option(1_000, help="Number of simulated clients."),
+    minutes: int = typer.Option(60, help="Simulated event-time span in minutes."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same events)."),
+    disorder: str = typer.Option("0s", help="Max arrival delay (out-of-order input), e.g. 2s."),
+    output: str = typer.Option("", help="Write events to this Parquet file instead of Kafka."),
+    partitions: int = PARTITIONS,
+    topic_prefix: str = PREFIX,
+) -> None:
+    """Simulate clients' SX, SY, SZ readings with labelled incidents; produce them to Kafka."""
+    import pyarrow.parquet as pq
+
+    from streaming.pipelines.sensors import produce_events
+    from streaming.sources.sensors_simulator import SimulatorConfig, simulate
+
+    disorder_ms = 0 if disorder.strip() in ("0", "0s") else parse_duration_ms(disorder)
+    events = simulate(SimulatorConfig(clients=clients, duration_ms=minutes * 60_000, seed=seed,
+                                      disorder_ms=disorder_ms))
+    if output:
+        pq.write_table(events, output)
+        typer.echo(f"wrote {events.num_rows} events to {output}")
+        return
+    topics, count = _topics(topic_prefix, partitions)
+    typer.echo(f"produced {produce_events(KafkaSettings(), topics, events, count)} events")
+
+
+@app.command("replay-skab")
+def replay_skab(
+    data_dir: str = typer.Option("../shared/data/sensors/skab", help="SKAB folder."),
+    output: str = typer.Option("", help="Write events to this Parquet file instead of Kafka."),
+    partitions: int = PARTITIONS,
+    topic_prefix: str = PREFIX,
+) -> None:
+    """Replay the real SKAB pump series: each experiment file is a client."""
+    import pyarrow.parquet as pq
+    from streaming.sources.skab_replay import skab_events
+
+    from streaming.pipelines.sensors import produce_events
+
+    events = skab_events(Path(data_dir))
+    if output:
+        pq.write_table(events, output)
+        typer.echo(f"wrote {events.num_rows} events to {output}")
+        return
+    topics, count = _topics(topic_prefix, partitions)
+    typer.echo(f"produced {produce_events(KafkaSettings(), topics, events, count)} events")
+
+
+@app.command()
+def windows(
+    grace: str = typer.Option("5s", help="Grace for out-of-order SZ readings."),
+    edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
+    idle_timeout: str = typer.Option("10s", help="Emit a quiet client's pending features after "
+                                                 "this much wall-clock silence."),
+    group: str = typer.Option("braid-sensor-windows", help="Consumer group (share to scale out)."),
+    batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
+    partitions: int = PARTITIONS,
+    topic_prefix: str = PREFIX,
+) -> None:
+    """Consume SZ, emit window features to FA, FI, FD until SIGTERM."""
+    from features.sensors.binning import DEFAULT_EDGES, BinEdges
+    from streaming.pipelines.sensors import window_processor
+
+    topics, _ = _topics(topic_prefix, partitions)
+    window_processor(KafkaSettings(), grace_ms=_ms(grace),
+                     edges=BinEdges.load(Path(edges)) if edges else DEFAULT_EDGES, topics=topics,
+                     idle_timeout_ms=parse_duration_ms(idle_timeout), group=group,
+                     batch_size=batch_size).run()
+
+
+@app.command()
+def join(
+    model: str = typer.Option("", help="Model JSON from train-baseline (default: built-in)."),
+    threshold: float = typer.Option(0.5, help="Alert when probability >= threshold."),
+    group: str = typer.Option("braid-sensor-join", help="Consumer group (share to scale out)."),
+    batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
+    partitions: int = PARTITIONS,
+    topic_prefix: str = PREFIX,
+) -> None:
+    """Consume SX, SY, FA, FI, FD, emit alert predictions to predictions.sensors until SIGTERM."""
+    from features.sensors.model import DEFAULT_MODEL, LogisticAlertModel
+    from streaming.pipelines.sensors import join_processor
+
+    topics, _ = _topics(topic_prefix, partitions)
+    alert_model = LogisticAlertModel.load(Path(model)) if model else DEFAULT_MODEL
+    join_processor(KafkaSettings(), model=alert_model,
+                   threshold=threshold, topics=topics, group=group, batch_size=batch_size).run()
+
+
+@app.command()
+def archive(
+    root: str = typer.Option(..., help="Archive root: gs://bucket/prefix or a local folder."),
+    max_rows: int = typer.Option(50_000, help="Flush a topic-partition at this many messages."),
+    max_age: float = typer.Option(30.0, help="... or once its oldest message waited this (s)."),
+    group: str = typer.Option("braid-sensor-archive", help="Consumer group."),
+    partitions: int = PARTITIONS,
+    topic_prefix: str = PREFIX,
+) -> None:
+    """Copy SX, SY, SZ, FA, FI, FD to Parquet (partitioned by topic and date) until SIGTERM."""
+    from streaming.pipelines.sensors import archive_processor
+
+    topics, _ = _topics(topic_prefix, partitions)
+    archive_processor(KafkaSettings(), root, topics=topics, max_rows=max_rows,
+                      max_age_s=max_age, group=group).run()
+
+
+@app.command()
+def backfill(
+    archive_root: str = typer.Option(..., "--input", help="Archive root (gs:// or a folder)."),
+    output: str = typer.Option(..., help="Offline store Delta table (gs:// or a folder)."),
+    start: str = typer.Option(None, help="First date (YYYY-MM-DD, UTC), inclusive."),
+    end: str = typer.Option(None, help="Last date (YYYY-MM-DD, UTC), inclusive."),
+    grace: str = typer.Option("5s", help="The stream's grace (same lateness rule)."),
+    edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
+    topic_prefix: str = PREFIX,
+) -> None:
+    """Recompute FA, FI, FD from the archive with Spark and write the offline store."""
+    from batch.sensors_backfill import run_backfill
+
+    version = run_backfill(archive_root, output, start=start, end=end, grace_ms=_ms(grace),
+                           edges_path=edges or None, topic_prefix=topic_prefix)
+    typer.echo(f"offline store {output} at version {version}")
+
+
+@app.command("train-baseline")
+def train_baseline(
+    output: str = typer.Option("sensors_baseline.json", help="Where to write the model."),
+    clients: int = typer.Option(300, help="Simulated clients of history."),
+    minutes: int = typer.Option(240, help="Simulated minutes of history."),
+    seed: int = typer.Option(0, help="Simulation seed."),
+    version: str = typer.Option(None, help="Model version (default: derived from the data)."),
+) -> None:
+    """Fit the transparent logistic baseline on simulated history; store params + version."""
+    from training.sensors_baseline import train_on_simulation
+
+    model, report = train_on_simulation(clients=clients, minutes=minutes, seed=seed,
+                                        version=version)
+    model.save(Path(output))
+    typer.echo(f"model {model.version} -> {output}: {report}")
+
+
+def _ms(text: str) -> int:
+    return 0 if text.strip() in ("0", "0s", "0ms") else parse_duration_ms(text)

@@ -1,10 +1,10 @@
 """The sensors speed layer: SX, SY, SZ -> window features FA, FI, FD -> join -> predictions.
 
-`window_processor` and `join_processor` build the two long-running processors (each one
-consumer group; run several instances to share the partitions). `run_sensors_through_stream`
-produces a table of events (row order = arrival order), runs both processors until idle on a
-real broker and reads the results back: the streaming half of the Lambda test, the end-to-end
-test and the benchmarks.
+`window_processor`, `join_processor` and `archive_processor` build the long-running processors
+(each one consumer group; run several instances to share the partitions).
+`run_sensors_through_stream` produces a table of events (row order = arrival order), runs the
+window and join processors until idle on a real broker and reads the results back: the streaming
+half of the Lambda test, the end-to-end test and the benchmarks.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from features.sensors.model import DEFAULT_MODEL, AlertModel
 from features.sensors.schemas import (
     FEATURE_ARROW_SCHEMA,
     FEATURE_TABLE_SCHEMA,
+    FEATURE_WIRE_SCHEMA,
     FEATURES,
+    READING_WIRE_SCHEMA,
     SENSOR_SCHEMA_VERSION,
     SENSORS,
 )
@@ -31,6 +33,8 @@ from streaming.runtime.clients import make_producer
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
+from streaming.sinks.gcs_parquet_archive import ArchiveConfig, ArchiveOperator
+from streaming.sinks.object_store import open_store
 from streaming.topics import CHECKPOINTS, DEAD_LETTER, SENSOR_PREDICTIONS, TopicSpec, ensure_topics
 
 PREDICTION_SCHEMA = pa.schema([
@@ -218,3 +222,26 @@ def run_sensors_through_stream(
                    group=f"{topic_prefix}join").run(max_idle_s=3, install_signals=False)
     return StreamResult(wide_features(read_feature_rows(kafka, topics)),
                         read_predictions(kafka, topics.predictions), topics)
+
+
+def archive_processor(
+    kafka: KafkaSettings,
+    root: str,
+    *,
+    topics: SensorTopics = SensorTopics(),
+    max_rows: int = 50_000,
+    max_age_s: float = 30.0,
+    group: str = "braid-sensor-archive",
+    batch_size: int = 10_000,
+) -> StreamProcessor:
+    """Copies SX, SY, SZ, FA, FI, FD to Parquet under `root` (gs://bucket/prefix or a folder)."""
+    schemas = {topics.of(s): READING_WIRE_SCHEMA for s in SENSORS}
+    schemas |= {topics.of(f): FEATURE_WIRE_SCHEMA for f in FEATURES}
+    config = ArchiveConfig(schemas, max_rows=max_rows, max_age_s=max_age_s)
+    store = open_store(root)
+    return StreamProcessor(
+        kafka,
+        ProcessorConfig(group, tuple(schemas), batch_size=batch_size,
+                        dead_letter_topic=topics.dead_letter, checkpoint_topic=topics.checkpoints),
+        lambda partition: ArchiveOperator(config, store, partition),
+    )

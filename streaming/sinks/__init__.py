@@ -1,0 +1,1 @@
+"""Sinks: where processed streams leave Kafka (Parquet archives on GCS or local disk)."""
