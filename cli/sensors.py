@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from features.windows import parse_duration_ms
+from streaming.pipelines.sensors import SensorTopics
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.topics import ensure_topics
 
@@ -19,9 +20,7 @@ PARTITIONS = typer.Option(None, help="Partitions of the sensor topics. "
                                      "[env BRAID_TOPIC_SENSOR_PARTITIONS, default 100]")
 
 
-def _topics(prefix: str, partitions: int | None = None):  # type: ignore[no-untyped-def]
-    from streaming.pipelines.sensors import SensorTopics
-
+def _topics(prefix: str, partitions: int | None = None) -> tuple[SensorTopics, int]:
     topics = SensorTopics.prefixed(prefix) if prefix else SensorTopics()
     count = partitions or TopicSettings().sensor_partitions
     ensure_topics(KafkaSettings(), topics.specs(count), TopicSettings())
