@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 
 import deltalake
 import pyarrow as pa
@@ -138,7 +139,8 @@ def read_table(
     uri = normalize_uri(uri)
     if not is_gcs(uri):
         table = deltalake.DeltaTable(uri, version=version)
-        return table.to_pyarrow_table(filters=filters)
+        schema = pa.schema(table.schema().to_arrow())
+        return table.to_pyarrow_table(filters=_typed(schema, filters))
     fs = filesystem_for(uri)
     with local_table_uri(uri, for_commit=False) as local:
         table = deltalake.DeltaTable(local, version=version)
@@ -157,6 +159,30 @@ def read_table(
             piece = piece.append_column(field, pa.array([values[col]] * piece.num_rows, field.type))
         pieces.append(piece.select(arrow_schema.names).cast(arrow_schema))
     return pa.concat_tables(pieces) if pieces else arrow_schema.empty_table()
+
+
+def _typed(
+    schema: pa.Schema, filters: list[tuple[str, str, object]] | None
+) -> list[tuple[str, str, object]] | None:
+    """Filter values converted to the partition column's type (they may come as strings)."""
+    if not filters:
+        return filters
+
+    def convert(field: pa.Field, value: object) -> object:
+        if pa.types.is_integer(field.type):
+            return int(value)  # type: ignore[call-overload]
+        if pa.types.is_date(field.type) and isinstance(value, str):
+            return date.fromisoformat(value)
+        return value
+
+    out: list[tuple[str, str, object]] = []
+    for column, op, value in filters:
+        field = schema.field(column)
+        if op in ("in", "not in"):
+            out.append((column, op, [convert(field, v) for v in value]))  # type: ignore[attr-defined]
+        else:
+            out.append((column, op, convert(field, value)))
+    return out
 
 
 def _matches(value: object, op: str, target: object) -> bool:

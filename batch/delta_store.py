@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterCommitMessage
 from pyspark.sql.types import StructType
 
@@ -144,7 +144,7 @@ def write_table(
     if delta_spark_available(spark):
         return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
                                        run_id=run_id)
-    spark.dataSource.register(DeltaRsDataSource)
+    _register_once(spark)
     writer = (
         df.write.format(DATA_SOURCE_NAME)
         .mode("append")
@@ -160,6 +160,15 @@ def write_table(
         raise RuntimeError(f"no commit of run {run_id} found in {uri}")
     log.info("delta table written", table=uri, version=version, engine="delta-rs")
     return version
+
+
+_REGISTERED: set[int] = set()
+
+
+def _register_once(spark: SparkSession) -> None:
+    if id(spark) not in _REGISTERED:
+        spark.dataSource.register(DeltaRsDataSource)
+        _REGISTERED.add(id(spark))
 
 
 def _write_with_delta_spark(

@@ -91,9 +91,14 @@ def read_file_bytes(spark: SparkSession, patterns: Sequence[str]) -> DataFrame:
         for frame in frames[1:]:
             raw = raw.unionByName(frame)
     else:
-        spark.dataSource.register(TradeFilesDataSource)
+        if id(spark) not in _REGISTERED:
+            spark.dataSource.register(TradeFilesDataSource)
+            _REGISTERED.add(id(spark))
         raw = spark.read.format(FILE_SOURCE_NAME).option("paths", json.dumps(files)).load()
     return raw
+
+
+_REGISTERED: set[int] = set()
 
 
 def list_input_files(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
