@@ -121,8 +121,6 @@ class ArchiveOperator(PartitionOperator):
 
     def _rows(self, batch: InputBatch) -> pa.Table:
         decoded = decode_json_batch(batch, self.config.schemas[batch.topic]).table
-        if "v" in decoded.column_names:
-            decoded = decoded.drop_columns(["v"])
         keys = [k.decode("utf-8", "replace") if k is not None else None for k in batch.keys]
         meta = pa.table({
             "partition": pa.array(np.full(len(batch), batch.partition, dtype=np.int32)),

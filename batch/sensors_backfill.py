@@ -1,0 +1,218 @@
+"""spark-submit entry: recompute FA, FI, FD from the sensors Parquet archive into the offline store.
+
+    spark-submit batch/sensors_backfill.py --input gs://bucket/archive \
+        --output var/offline/sensor_features [--start 2026-01-01 --end 2026-01-02] \
+        [--grace 5s] [--edges edges.json] [--topic-prefix p.]
+
+Reads the archive the streaming sink writes (`streaming.sinks.gcs_parquet_archive`: objects
+`<root>/topic=<SZ topic>/date=<day>/part-<partition>-<first>-<last>.parquet`, local or `gs://`,
+through `batch.trade_inputs.read_file_bytes`: Hadoop on Dataproc, fsspec elsewhere), then per
+client, with the same `features/` code as the stream:
+
+1. drops readings the stream rejected as invalid (`features.sensors.schemas` rules);
+2. replays the stream's lateness rule (`features.windows.sliding_late_mask`) in the stream's
+   arrival order, which the archive keeps as (partition, offset): a client lives on one partition;
+3. computes FA, FI, FD (`features.sensors.window_math`) and bins them with the same versioned
+   edges (`features.sensors.binning`).
+
+Rows are written to a Delta table partitioned by `date` (UTC date of the SZ reading); a run
+replaces exactly the dates it covers. With --start/--end (end exclusive) the days before and
+after are read as context (a window reaches 10 minutes back; lateness looks at neighbours in
+arrival order). Like the markets backfill, a stream's idle closures (wall clock) are not
+replayed: on an archive where a client went quiet and then received readings older than its
+emitted horizon, those readings count as on time here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+
+if __package__ in (None, ""):
+    try:
+        import batch.trade_inputs  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import structlog
+
+from features.sensors.binning import DEFAULT_EDGES, BinEdges
+from features.sensors.schemas import FEATURE_TABLE_SCHEMA, FEATURES, invalid_reading_reasons
+from features.sensors.window_math import sort_readings, window_features
+from features.windows import NO_STREAM_TIME, SlidingWindow, parse_duration_ms, sliding_late_mask
+
+log = structlog.get_logger(__name__)
+
+READINGS_SCHEMA = pa.schema([
+    pa.field("client", pa.string(), nullable=False),
+    pa.field("partition", pa.int32(), nullable=False),
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("timestamp_ms", pa.int64(), nullable=False),
+    pa.field("value", pa.float64(), nullable=False),
+])
+OUTPUT_SCHEMA = FEATURE_TABLE_SCHEMA.append(pa.field("date", pa.string(), nullable=False))
+
+
+def valid_readings(archived: pa.Table) -> pa.Table:
+    """The archived SZ rows the stream accepted as readings (:data:`READINGS_SCHEMA`)."""
+    def filled(name: str, value: object) -> np.ndarray:
+        return pc.fill_null(archived[name], value).to_numpy(zero_copy_only=False)
+
+    client_length = pc.fill_null(pc.utf8_length(archived["client"]), 0).to_numpy()
+    has_bar = pc.fill_null(pc.match_substring(archived["client"], "|"), False).to_numpy(
+        zero_copy_only=False)
+    reasons = invalid_reading_reasons(
+        "SZ", filled("v", -1), client_length, has_bar,
+        filled("timestamp_ms", 0), filled("value", np.nan))
+    ok = pa.array(reasons == None)  # noqa: E711 - elementwise
+    return archived.filter(ok).select(READINGS_SCHEMA.names).cast(READINGS_SCHEMA)
+
+
+def client_features(readings: pa.Table, window: SlidingWindow, edges: BinEdges) -> pa.Table:
+    """One client's feature rows (:data:`OUTPUT_SCHEMA`) from its valid archived readings."""
+    arrival = np.lexsort((readings["offset"].to_numpy(), readings["partition"].to_numpy()))
+    ts = readings["timestamp_ms"].to_numpy()[arrival]
+    values = readings["value"].to_numpy()[arrival]
+    codes = np.zeros(len(ts), dtype=np.int64)
+    late = sliding_late_mask(window, codes, ts, np.array([NO_STREAM_TIME]))
+    ts, values, codes = ts[~late], values[~late], codes[~late]
+    order = sort_readings(codes, ts, values)
+    ts, values = ts[order], values[order]
+    feats = window_features(codes, ts, values, window_ms=window.size_ms)
+    columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
+    n = len(ts)
+    client = readings["client"][0].as_py() if readings.num_rows else ""
+    days = ts.astype("datetime64[ms]").astype("datetime64[D]").astype(str)
+    return pa.table({
+        "client": pa.array([client] * n, pa.string()),
+        "timestamp_ms": pa.array(ts, pa.int64()),
+        "window_ms": pa.array(np.full(n, window.size_ms), pa.int64()),
+        "count": pa.array(feats.count, pa.int64()),
+        **{name: pa.array(columns[name], pa.float64()) for name in FEATURES},
+        **{f"{name}_bin": pa.array(edges.bin(name, columns[name]), pa.int64())
+           for name in FEATURES},
+        "edges_version": pa.array([edges.version] * n, pa.string()),
+        "date": pa.array(days, pa.string()),
+    }, schema=OUTPUT_SCHEMA)
+
+
+def _parse_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """`mapInArrow`: archive objects (file bytes rows) -> valid readings."""
+    for batch in batches:
+        for content in batch.column("content").to_pylist():
+            table = valid_readings(pq.read_table(io.BytesIO(content)))
+            yield from table.to_batches()
+
+
+def _features_of_group(window: SlidingWindow, edges: BinEdges,
+                       days: set[str] | None) -> Callable[[pa.Table], pa.Table]:
+    def run(readings: pa.Table) -> pa.Table:
+        out = client_features(readings, window, edges)
+        if days is not None:
+            out = out.filter(pc.is_in(out["date"], pa.array(sorted(days))))
+        return out
+    return run
+
+
+def archive_files(root: str, topic: str, days: list[str] | None) -> list[str]:
+    """Archive objects of `topic` (for `days`, if given) under `root`."""
+    from batch.object_storage import expand_paths, join, normalize_uri
+
+    pattern = join(normalize_uri(root), f"topic={topic}", "date=*", "part-*.parquet")
+    try:
+        files = expand_paths([pattern])
+    except FileNotFoundError:
+        return []
+    if days is None:
+        return files
+    wanted = {f"date={d}" for d in days}
+    return [f for f in files if f.rsplit("/", 2)[-2] in wanted]
+
+
+def _days(start: date, end: date) -> list[str]:
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
+
+
+def run_backfill(
+    archive_root: str,
+    output: str,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    grace_ms: int = 5_000,
+    edges_path: str | None = None,
+    topic_prefix: str = "",
+    master: str | None = None,
+) -> int:
+    """Recompute the sensor features of [start, end) (all dates if not given) from the archive
+    and write them to the Delta table `output`; returns the committed table version."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from batch.delta_store import write_table
+    from batch.spark_session import spark_session
+    from batch.trade_inputs import read_file_bytes
+
+    edges = BinEdges.load(Path(edges_path)) if edges_path else DEFAULT_EDGES
+    window = SlidingWindow(10 * 60 * 1000, grace_ms)
+    days = None
+    read_days = None
+    if start or end:
+        if not (start and end):
+            raise ValueError("give both --start and --end, or neither")
+        first, last = date.fromisoformat(start), date.fromisoformat(end)
+        if last <= first:
+            raise ValueError(f"end {end} must be after start {start}")
+        days = _days(first, last)
+        read_days = _days(first - timedelta(days=1), last + timedelta(days=1))
+    files = archive_files(archive_root, f"{topic_prefix}SZ", read_days)
+    if not files:
+        raise FileNotFoundError(f"no archived SZ objects under {archive_root}")
+    spark = spark_session("braid-sensors-backfill", master=master)
+    run_id = uuid.uuid4().hex
+    readings = read_file_bytes(spark, files).mapInArrow(
+        _parse_files, from_arrow_schema(READINGS_SCHEMA))
+    features = readings.groupBy("client").applyInArrow(
+        _features_of_group(window, edges, set(days) if days else None),
+        from_arrow_schema(OUTPUT_SCHEMA)).persist()
+    written = days or sorted(r["date"] for r in features.select("date").distinct().collect())
+    version = write_table(features, output, partition_by=["date"], replace={"date": written},
+                          run_id=run_id)
+    log.info("sensor features backfilled", output=output, version=version, days=len(written),
+             files=len(files), run_id=run_id)
+    features.unpersist()
+    return version
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sensors_backfill.py", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--input", required=True, help="archive root (local or gs://)")
+    parser.add_argument("--output", required=True, help="Delta table (local or gs://)")
+    parser.add_argument("--start", help="first UTC day, YYYY-MM-DD (inclusive)")
+    parser.add_argument("--end", help="day after the last, YYYY-MM-DD (exclusive)")
+    parser.add_argument("--grace", default="5s", help="the stream's grace (5s)")
+    parser.add_argument("--edges", help="bin edges JSON (default: configured edges)")
+    parser.add_argument("--topic-prefix", default="", help="prefix of the archived topics")
+    parser.add_argument("--master", default=None, help="Spark master if spark-submit set none")
+    args = parser.parse_args(argv)
+    grace = 0 if args.grace in ("0", "0s") else parse_duration_ms(args.grace)
+    version = run_backfill(args.input, args.output, start=args.start, end=args.end,
+                           grace_ms=grace, edges_path=args.edges,
+                           topic_prefix=args.topic_prefix, master=args.master)
+    print(json.dumps({"output": args.output, "version": version}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
