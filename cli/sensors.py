@@ -161,11 +161,11 @@ def train_baseline(
     version: str = typer.Option(None, help="Model version (default: derived from the data)."),
 ) -> None:
     """Fit the transparent logistic baseline on simulated history; store params + version."""
-    from training.sensors_baseline import train_on_simulation
+    from training.sensors_baseline import save_model, train_on_simulation
 
     model, report = train_on_simulation(clients=clients, minutes=minutes, seed=seed,
                                         version=version)
-    model.save(Path(output))
+    save_model(Path(output), model, report)
     typer.echo(f"model {model.version} -> {output}: {report}")
 
 

@@ -1,0 +1,1 @@
+"""Braid's training layer: training sets, model fitting, evaluation and model files."""
