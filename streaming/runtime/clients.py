@@ -34,6 +34,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: str | int | 
         # co-partitioned input topics must land on the same instance: range does that
         "partition.assignment.strategy": "range",
         "fetch.wait.max.ms": 50,
+        "enable.partition.eof": True,  # the processor tells idleness from lag with it
         "queued.min.messages": 200_000,
     }
     conf.update(overrides)

@@ -24,7 +24,8 @@ class PartitionOperator(ABC):
         """Handle consecutive messages of one input topic-partition."""
 
     def tick(self, now_ms: int) -> Emission:
-        """Called after every poll with the wall clock, so windows of quiet keys can close on
+        """Called after a poll with the wall clock while this partition number is caught up
+        (every input topic consumed to its end), so windows of quiet keys can close on
         idleness. An emission with `closed_on_idle` makes the processor checkpoint at once."""
         return Emission()
 

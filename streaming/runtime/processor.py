@@ -71,6 +71,7 @@ class StreamProcessor:
         self._checkpoints = CheckpointStore(kafka, self._producer, config.checkpoint_topic)
         self._dead_letters = DeadLetterSink(self._producer, config.dead_letter_topic, config.name)
         self._operators: dict[int, PartitionOperator] = {}
+        self._at_end: set[tuple[str, int]] = set()  # (topic, partition) consumed to the end
         self._partition_counts: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
         self._assigned_at = time.monotonic()
@@ -134,8 +135,11 @@ class StreamProcessor:
             if operator is None:  # a message from a partition revoked meanwhile
                 continue
             emission.extend(operator.process(batch, int(now * 1000)))
-        for operator in self._operators.values():
-            emission.extend(operator.tick(int(now * 1000)))
+        for number, operator in self._operators.items():
+            # idleness means "nothing new at the end of the log", not "not consumed yet": a
+            # lagging consumer must not close windows that a caught-up one would keep open
+            if all((topic, number) in self._at_end for topic in self.config.input_topics):
+                emission.extend(operator.tick(int(now * 1000)))
         self._emit(emission)
         consumed = sum(len(b) for b in batches)
         if consumed:
@@ -155,10 +159,13 @@ class StreamProcessor:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_end.add((msg.topic(), msg.partition()))
+                else:
                     self._log.warning("consume error", error=str(err))
                 continue
             tp = (msg.topic(), msg.partition())
+            self._at_end.discard(tp)
             entry = groups.get(tp)
             if entry is None:
                 entry = groups[tp] = ([], [], [])
@@ -239,4 +246,5 @@ class StreamProcessor:
         self.checkpoint()
         for number in {tp.partition for tp in partitions}:
             self._operators.pop(number, None)
+        self._at_end -= {(tp.topic, tp.partition) for tp in partitions}
         self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}))

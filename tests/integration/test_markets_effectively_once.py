@@ -1,0 +1,139 @@
+"""kill -9 of the candle and indicator processors at arbitrary moments of a live stream, then
+restart: the output topics hold exactly the candles and indicators of an uninterrupted run
+(a duplicate with the identical value is allowed, a different value is not)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+
+from features.indicators import INDICATOR_COLUMNS
+from streaming.pipelines.markets import (
+    MarketsTopics,
+    produce_trades,
+    run_trades_through_stream,
+)
+from streaming.runtime.topic_reader import read_topic
+from streaming.settings import KafkaSettings, TopicSettings
+from streaming.sources.synthetic import SyntheticTradeSource
+from streaming.topics import ensure_topics
+from tests.support.processes import BraidProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTITIONS = 4
+GRACE_MS = 2_000
+
+
+def _trades() -> pa.Table:
+    source = SyntheticTradeSource(count=40_000, seed=11, pairs=["XBT/USD", "ETH/USD", "SOL/USD",
+                                                               "ADA/USD"],
+                                  out_of_order_fraction=0.05, max_disorder_ms=1_500,
+                                  late_fraction=0.002, late_min_ms=5_000, late_max_ms=30_000)
+    return pa.concat_tables(list(source.batches()))
+
+
+def _values_by_key(kafka: KafkaSettings, topic: str) -> dict[str, list[dict[str, object]]]:
+    out: dict[str, list[dict[str, object]]] = {}
+    for _, _, key, value in read_topic(kafka, topic):
+        assert key is not None and value is not None
+        out.setdefault(key.decode(), []).append(orjson.loads(value))
+    return out
+
+
+def _produce_slowly(kafka: KafkaSettings, topic: str, trades: pa.Table, seconds: float) -> None:
+    chunks = 40
+    size = -(-trades.num_rows // chunks)
+    for i in range(chunks):
+        produce_trades(kafka, topic, trades.slice(i * size, size), PARTITIONS)
+        time.sleep(seconds / chunks)
+
+
+def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
+    kafka_settings: KafkaSettings, unique_topic_prefix: str, tmp_path: Path
+) -> None:
+    trades = _trades()
+    reference_candles, reference_indicators = run_trades_through_stream(
+        trades, kafka_settings, durations=[60_000, 300_000], grace_ms=GRACE_MS,
+        topic_prefix=unique_topic_prefix + "ref.", partitions=PARTITIONS, idle_timeout_ms=3_000)
+    assert reference_candles.num_rows > 100 and reference_indicators.num_rows > 100
+
+    prefix = unique_topic_prefix + "run."
+    topics = MarketsTopics.prefixed(prefix)
+    ensure_topics(kafka_settings, topics.specs(PARTITIONS), TopicSettings())
+    common = ["--topic-prefix", prefix]
+    env = {"BRAID_TOPIC_MARKET_PARTITIONS": str(PARTITIONS)}
+    candles = BraidProcess(["markets", "candles", "-d", "60s", "-d", "5m", "--grace", "2s",
+                            "--idle-timeout", "3s", "--batch-size", "500", *common],
+                           kafka_settings, tmp_path / "candles.log", env).start()
+    indicators = BraidProcess(["markets", "indicators", *common], kafka_settings,
+                              tmp_path / "indicators.log", env).start()
+    producer = threading.Thread(target=_produce_slowly,
+                                args=(kafka_settings, topics.trades, trades, 40.0))
+    producer.start()
+    rng = random.Random(5)
+    try:
+        # kill each incarnation at a random moment after it got its partitions, mid-stream
+        for victim in (candles, indicators, candles, candles, indicators):
+            _wait_for_log(victim, '"event": "assigned"', victim.starts)
+            time.sleep(rng.uniform(0.3, 2.5))
+            victim.kill9()
+            victim.start()
+        producer.join()
+        _wait_until_quiet(kafka_settings, topics.indicators, quiet_s=12)
+    finally:
+        for process in (candles, indicators):
+            if process.alive():
+                process.terminate()
+    assert candles.starts == 4 and indicators.starts == 3
+    # the restarts really resumed from checkpoints (not from scratch)
+    assert candles.log_path.read_text().count('"restored": 4') >= 2
+    assert indicators.log_path.read_text().count('"restored": 4') >= 1
+
+    got_candles = _values_by_key(kafka_settings, topics.candles)
+    want_candles = {f"{r['pair']}|{r['window_ms']}|{r['window_start_ms']}": r
+                    for r in reference_candles.to_pylist()}
+    assert got_candles.keys() == want_candles.keys()
+    for key, values in got_candles.items():
+        assert all(v == want_candles[key] for v in values), key
+
+    got_indicators = _values_by_key(kafka_settings, topics.indicators)
+    want_indicators = {f"{r['pair']}|{r['window_ms']}|{r['window_start_ms']}": r
+                       for r in reference_indicators.to_pylist()}
+    assert got_indicators.keys() == want_indicators.keys()
+    for key, values in got_indicators.items():
+        want = want_indicators[key]
+        for value in values:
+            for column in INDICATOR_COLUMNS:  # null on the wire is NaN in the reference
+                expected = want[column]
+                assert (value[column] is None and np.isnan(expected)) or value[column] == expected
+            assert value["close"] == want["close"]
+
+
+def _wait_for_log(process: BraidProcess, needle: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while process.log_path.read_text().count(needle) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{process.args[:2]} never logged {needle} x{count}")
+        time.sleep(0.1)
+
+
+def _wait_until_quiet(kafka: KafkaSettings, topic: str, quiet_s: float) -> None:
+    """Wait until the topic stopped growing for `quiet_s` (idle windows closed and indicated)."""
+    last, since = -1, time.monotonic()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        count = len(read_topic(kafka, topic, settle_s=0.3))
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"{topic} kept growing")
