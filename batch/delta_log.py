@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
+from urllib.parse import unquote
 
 import deltalake
 import pyarrow as pa
@@ -152,7 +153,8 @@ def read_table(
         values = {col: add[f"partition.{col}"] for col in partitions}
         if filters and not all(_matches(values.get(c), op, v) for c, op, v in filters):
             continue
-        with fs.open(_bare(join(uri, add["path"])), "rb") as handle:
+        # add-action paths are URI-encoded relative paths (a `%2F` folder name is `%252F`)
+        with fs.open(_bare(join(uri, unquote(add["path"]))), "rb") as handle:
             piece = pq.read_table(handle)
         for col in partitions:
             field = arrow_schema.field(col)

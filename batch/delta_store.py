@@ -30,7 +30,14 @@ from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterComm
 from pyspark.sql.types import StructType
 
 from batch import delta_log
-from batch.object_storage import filesystem_for, is_gcs, join, normalize_uri
+from batch.object_storage import (
+    apply_storage_env,
+    filesystem_for,
+    is_gcs,
+    join,
+    normalize_uri,
+    storage_env,
+)
 from batch.spark_session import delta_spark_available
 
 log = structlog.get_logger(__name__)
@@ -69,9 +76,11 @@ class DeltaRsWriter(DataSourceArrowWriter):
         replace = options.get("replace")
         self.replace: dict[str, list[str]] | None = json.loads(replace) if replace else None
         self.run_id = options.get("run_id", uuid.uuid4().hex)
+        self.env: dict[str, str] = json.loads(options.get("storage_env", "{}"))
         self.arrow_schema = _without_nullability(to_arrow_schema(schema))
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> FilesWritten:
+        apply_storage_env(self.env)
         batches = list(iterator)
         if not batches:
             return FilesWritten()
@@ -111,6 +120,7 @@ class DeltaRsWriter(DataSourceArrowWriter):
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
         from deltalake.transaction import AddAction
 
+        apply_storage_env(self.env)
         adds = [
             AddAction(data_change=True, **add)
             for message in messages
@@ -151,6 +161,7 @@ def write_table(
         .option("path", uri)
         .option("partition_by", json.dumps(partition_by))
         .option("run_id", run_id)
+        .option("storage_env", json.dumps(storage_env()))
     )
     if replace is not None:
         writer = writer.option("replace", json.dumps(replace))

@@ -30,6 +30,25 @@ def normalize_uri(uri: str) -> str:
     return str(Path(uri).expanduser().resolve())
 
 
+STORAGE_ENV_KEYS = (
+    "STORAGE_EMULATOR_HOST",
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_PROJECT",
+)
+
+
+def storage_env() -> dict[str, str]:
+    """The driver's storage settings, to hand to Spark's Python workers (which may have been
+    started before they were set, e.g. in a test session)."""
+    return {key: os.environ[key] for key in STORAGE_ENV_KEYS if key in os.environ}
+
+
+def apply_storage_env(env: dict[str, str]) -> None:
+    """In a worker: adopt the driver's storage settings."""
+    os.environ.update(env)
+
+
 def filesystem_for(uri: str) -> fsspec.AbstractFileSystem:
     """The fsspec filesystem for `uri` (local or gcsfs; the emulator when configured)."""
     if not is_gcs(uri):

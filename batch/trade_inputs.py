@@ -19,7 +19,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.datasource import DataSource, DataSourceReader, InputPartition
 from pyspark.sql.types import StructType
 
-from batch.object_storage import expand_paths, filesystem_for, is_gcs, normalize_uri
+from batch.object_storage import (
+    apply_storage_env,
+    expand_paths,
+    filesystem_for,
+    is_gcs,
+    normalize_uri,
+    storage_env,
+)
 from batch.spark_session import gcs_connector_available
 
 FILE_BYTES_SCHEMA = "source_index INT, path STRING, content BINARY"
@@ -44,12 +51,15 @@ class TradeFilesDataSource(DataSource):
         return FILE_BYTES_SCHEMA
 
     def reader(self, schema: StructType) -> DataSourceReader:
-        return _FileBytesReader(json.loads(self.options["paths"]))
+        return _FileBytesReader(
+            json.loads(self.options["paths"]), json.loads(self.options.get("storage_env", "{}"))
+        )
 
 
 class _FileBytesReader(DataSourceReader):
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], env: dict[str, str]) -> None:
         self.paths = paths
+        self.env = env
 
     def partitions(self) -> Sequence[InputPartition]:
         return [_FilePartition(i, p) for i, p in enumerate(self.paths)]
@@ -57,6 +67,7 @@ class _FileBytesReader(DataSourceReader):
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, _FilePartition)
         path = partition.path
+        apply_storage_env(self.env)
         fs = filesystem_for(path)
         with fs.open(path[len("gs://") :] if is_gcs(path) else path, "rb") as handle:
             content = handle.read()
@@ -94,7 +105,12 @@ def read_file_bytes(spark: SparkSession, patterns: Sequence[str]) -> DataFrame:
         if id(spark) not in _REGISTERED:
             spark.dataSource.register(TradeFilesDataSource)
             _REGISTERED.add(id(spark))
-        raw = spark.read.format(FILE_SOURCE_NAME).option("paths", json.dumps(files)).load()
+        raw = (
+            spark.read.format(FILE_SOURCE_NAME)
+            .option("paths", json.dumps(files))
+            .option("storage_env", json.dumps(storage_env()))
+            .load()
+        )
     return raw
 
 

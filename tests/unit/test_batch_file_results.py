@@ -4,6 +4,7 @@ trades, with the stream's lateness rule, however the trades are split into files
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pyarrow as pa
@@ -124,7 +125,7 @@ def test_files_in_arrival_order_give_the_candles_of_one_pass_with_the_same_late_
 ) -> None:
     trades = generated_trades(2_000, seed=len(cuts))
     bounds = [0, *cuts, trades.num_rows]
-    files = [trades.slice(a, b - a) for a, b in zip(bounds, bounds[1:], strict=False)]
+    files = [trades.slice(a, b - a) for a, b in itertools.pairwise(bounds)]
     want = reference_candles(trades, ArrivalOrder.FILE)
     assert int(pc.sum(want["trade_count"]).as_py()) < len(DURATIONS) * trades.num_rows  # late
     assert_same_candles(batch_candles(files, ArrivalOrder.FILE), want)
