@@ -6,6 +6,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,7 +85,7 @@ def test_submit_stages_code_and_sends_the_request(monkeypatch: pytest.MonkeyPatc
     sent = []
 
     class RecordingJobClient:
-        def submit_job(self, request):  # type: ignore[no-untyped-def]
+        def submit_job(self, request: Any) -> Any:
             sent.append(request)
             return request.job
 
