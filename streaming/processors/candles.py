@@ -159,6 +159,9 @@ class CandleOperator(PartitionOperator):
                 records.extend(self._emit(window, ends <= closed[trades["key"]]))
         return records
 
+    def on_resume(self, now_ms: int) -> None:
+        np.maximum(self.last_arrival_ms, now_ms, out=self.last_arrival_ms)
+
     def tick(self, now_ms: int) -> Emission:
         """Close windows of pairs quiet for the idle timeout whose end + grace has passed."""
         emission = Emission()

@@ -16,14 +16,15 @@ def make_producer(kafka: KafkaSettings, **overrides: str | int | bool) -> Produc
         "linger.ms": 5,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
+        "reconnect.backoff.max.ms": 1_000,  # back within a second of a broker restart
     }
     conf.update(overrides)
     return Producer(conf)
 
 
-def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: str | int | bool) -> Consumer:
+def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> Consumer:
     """A consumer that never commits by itself; the processor commits what is safe to skip."""
-    conf: dict[str, str | int | bool] = {
+    conf: dict[str, object] = {
         **kafka.client_config(),
         "group.id": group_id,
         "enable.auto.commit": False,
@@ -35,6 +36,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: str | int | 
         "partition.assignment.strategy": "range",
         "fetch.wait.max.ms": 50,
         "enable.partition.eof": True,  # the processor tells idleness from lag with it
+        "reconnect.backoff.max.ms": 1_000,
         "queued.min.messages": 200_000,
     }
     conf.update(overrides)

@@ -29,6 +29,10 @@ class PartitionOperator(ABC):
         idleness. An emission with `closed_on_idle` makes the processor checkpoint at once."""
         return Emission()
 
+    def on_resume(self, now_ms: int) -> None:
+        """Called when this partition is caught up again after the processor lost the broker:
+        time spent blind must not count as quiet time. Default: nothing."""
+
     @abstractmethod
     def commit_offset(self, topic: str) -> int | None:
         """The offset a restart must resume `topic` from (None: nothing consumed yet)."""

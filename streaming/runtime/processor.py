@@ -27,7 +27,7 @@ from streaming.runtime.checkpoint import CheckpointStore, checkpoint_key
 from streaming.runtime.clients import make_consumer, make_producer
 from streaming.runtime.dead_letter import DeadLetterSink
 from streaming.runtime.operator import PartitionOperator
-from streaming.runtime.records import Emission, InputBatch
+from streaming.runtime.records import Emission, InputBatch, OutputBatch
 from streaming.settings import KafkaSettings
 from streaming.topics import CHECKPOINTS, DEAD_LETTER
 
@@ -67,11 +67,13 @@ class StreamProcessor:
         self.config = config
         self._factory = operator_factory
         self._producer = make_producer(kafka)
-        self._consumer = make_consumer(kafka, config.name, **config.consumer_overrides)
+        self._consumer = make_consumer(kafka, config.name, error_cb=self._on_client_error,
+                                       **config.consumer_overrides)
         self._checkpoints = CheckpointStore(kafka, self._producer, config.checkpoint_topic)
         self._dead_letters = DeadLetterSink(self._producer, config.dead_letter_topic, config.name)
         self._operators: dict[int, PartitionOperator] = {}
         self._at_end: set[tuple[str, int]] = set()  # (topic, partition) consumed to the end
+        self._blind: set[int] = set()  # partition numbers to resume after a broker outage
         self._partition_counts: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
         self._assigned_at = time.monotonic()
@@ -139,13 +141,16 @@ class StreamProcessor:
             # idleness means "nothing new at the end of the log", not "not consumed yet": a
             # lagging consumer must not close windows that a caught-up one would keep open
             if all((topic, number) in self._at_end for topic in self.config.input_topics):
+                if number in self._blind:
+                    self._blind.discard(number)
+                    operator.on_resume(int(now * 1000))
                 emission.extend(operator.tick(int(now * 1000)))
         self._emit(emission)
         consumed = sum(len(b) for b in batches)
         if consumed:
             self.stats.consumed += consumed
             self.stats.batches += 1
-        if consumed or emission.records or emission.dead_letters:
+        if consumed or emission.output_count or emission.dead_letters:
             self._dirty = True
         if emission.closed_on_idle or (
             time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s
@@ -177,6 +182,15 @@ class StreamProcessor:
             for (topic, partition), (offsets, keys, values) in groups.items()
         ]
 
+    def _on_client_error(self, error: KafkaError) -> None:
+        """librdkafka lost the broker (or similar): until the partitions are caught up again we
+        cannot tell a quiet key from one we cannot see."""
+        self._log.warning("kafka client error", error=str(error))
+        if error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                            KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT):
+            self._at_end.clear()
+            self._blind.update(self._operators)
+
     def _emit(self, emission: Emission) -> None:
         for record in emission.records:
             partition = partition_for(record.partition_key, self._partitions(record.topic))
@@ -189,10 +203,25 @@ class StreamProcessor:
                 except BufferError:  # local queue full: let librdkafka drain it
                     self._producer.poll(0.1)
             self._producer.poll(0)
+        for batch in emission.batches:
+            self._emit_batch(batch)
         if emission.dead_letters:
             self._dead_letters.send(emission.dead_letters)
-        self.stats.produced += len(emission.records)
+        self.stats.produced += emission.output_count
         self.stats.dead_letters += len(emission.dead_letters)
+
+    def _emit_batch(self, batch: OutputBatch) -> None:
+        count = self._partitions(batch.topic)
+        partitions = {k: partition_for(k, count) for k in set(batch.partition_keys)}
+        produce, topic = self._producer.produce, batch.topic
+        for key, value, pkey in zip(batch.keys, batch.values, batch.partition_keys, strict=True):
+            while True:
+                try:
+                    produce(topic, key=key, value=value, partition=partitions[pkey])
+                    break
+                except BufferError:  # local queue full: let librdkafka drain it
+                    self._producer.poll(0.1)
+        self._producer.poll(0)
 
     def _partitions(self, topic: str) -> int:
         count = self._partition_counts.get(topic)

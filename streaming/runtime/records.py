@@ -33,6 +33,20 @@ class OutputRecord:
 
 
 @dataclass(frozen=True)
+class OutputBatch:
+    """Records of one topic as columns: what a vectorized operator emits instead of many
+    :class:`OutputRecord` objects (same meaning, row by row; produced in row order)."""
+
+    topic: str
+    keys: list[str]
+    values: list[bytes]
+    partition_keys: list[str]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """A rejected input message and why."""
 
@@ -49,10 +63,16 @@ class Emission:
     """An operator's answer to a batch or an idle tick."""
 
     records: list[OutputRecord] = field(default_factory=list)
+    batches: list[OutputBatch] = field(default_factory=list)  # produced after `records`
     dead_letters: list[DeadLetter] = field(default_factory=list)
     closed_on_idle: bool = False  # the processor checkpoints at once after an idle close
 
+    @property
+    def output_count(self) -> int:
+        return len(self.records) + sum(len(b) for b in self.batches)
+
     def extend(self, other: Emission) -> None:
         self.records.extend(other.records)
+        self.batches.extend(other.batches)
         self.dead_letters.extend(other.dead_letters)
         self.closed_on_idle |= other.closed_on_idle

@@ -24,6 +24,7 @@ from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.synthetic import SyntheticTradeSource
 from streaming.topics import ensure_topics
+from infra.testing import DurableStack
 from tests.support.processes import BraidProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -137,3 +138,62 @@ def _wait_until_quiet(kafka: KafkaSettings, topic: str, quiet_s: float) -> None:
             return
         time.sleep(1)
     raise TimeoutError(f"{topic} kept growing")
+
+
+def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
+    durable_stack: DurableStack, unique_topic_prefix: str, tmp_path: Path
+) -> None:
+    """Tansu on its S3 engine is stopped and started (by PID) while trades flow; the producer
+    and both processors reconnect by themselves and the outputs equal an uninterrupted run.
+
+    The idle timeout is longer than the outage: a quiet pair closes its window on wall-clock
+    silence, and a producer that cannot reach the broker looks exactly like a quiet market."""
+    kafka = durable_stack.kafka_settings
+    trades = _trades().slice(0, 20_000)
+    reference_candles, reference_indicators = run_trades_through_stream(
+        trades, kafka, durations=[60_000], grace_ms=GRACE_MS,
+        topic_prefix=unique_topic_prefix + "ref.", partitions=PARTITIONS, idle_timeout_ms=3_000)
+
+    prefix = unique_topic_prefix + "run."
+    topics = MarketsTopics.prefixed(prefix)
+    ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
+    env = {"BRAID_TOPIC_MARKET_PARTITIONS": str(PARTITIONS)}
+    common = ["--topic-prefix", prefix]
+    candles = BraidProcess(["markets", "candles", "-d", "60s", "--grace", "2s",
+                            "--idle-timeout", "10s", "--batch-size", "500", *common],
+                           kafka, tmp_path / "candles.log", env).start()
+    indicators = BraidProcess(["markets", "indicators", *common], kafka,
+                              tmp_path / "indicators.log", env).start()
+    producer = threading.Thread(target=_produce_slowly, args=(kafka, topics.trades, trades, 20.0))
+    producer.start()
+    try:
+        _wait_for_log(candles, '"event": "assigned"', 1)
+        _wait_for_log(indicators, '"event": "assigned"', 1)
+        time.sleep(3)
+        durable_stack.restart_broker()
+        producer.join()
+        _wait_until_quiet(kafka, topics.indicators, quiet_s=15)
+        assert candles.alive() and indicators.alive(), "a processor died with the broker"
+    finally:
+        for process in (candles, indicators):
+            if process.alive():
+                process.terminate()
+
+    stored = read_topic(kafka, topics.trades)
+    assert len({(json_key(v)) for *_, v in stored}) == trades.num_rows  # every trade, once
+    got_candles = _values_by_key(kafka, topics.candles)
+    want_candles = {_key(r): r for r in reference_candles.to_pylist()}
+    assert got_candles.keys() == want_candles.keys()
+    assert all(v == want_candles[k] for k, vs in got_candles.items() for v in vs)
+    got_indicators = _values_by_key(kafka, topics.indicators)
+    assert got_indicators.keys() == {_key(r) for r in reference_indicators.to_pylist()}
+
+
+def _key(row: dict[str, object]) -> str:
+    return f"{row['pair']}|{row['window_ms']}|{row['window_start_ms']}"
+
+
+def json_key(value: bytes | None) -> tuple[object, object]:
+    assert value is not None
+    trade = orjson.loads(value)
+    return trade["pair"], trade["trade_id"]
