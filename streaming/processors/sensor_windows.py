@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import orjson
+import polars as pl
+import pyarrow as pa
 
 from features.sensors.binning import BinEdges
 from features.sensors.schemas import FEATURES, SENSOR_SCHEMA_VERSION
@@ -37,7 +38,7 @@ from streaming.processors.sensor_decoding import decode_readings
 from streaming.runtime.json_batch import dead_letters
 from streaming.runtime.key_codes import KeyCodes
 from streaming.runtime.operator import PartitionOperator, Snapshot
-from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
+from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputBatch
 
 SNAPSHOT_VERSION = 1
 
@@ -105,7 +106,7 @@ class SensorWindowOperator(PartitionOperator):
         self.last_arrival_ms[np.unique(codes)] = now_ms
         final_until = np.maximum(self.emitted_until, self.config.window.final_until(
             self.stream_time))
-        emission.records.extend(self._emit(final_until))
+        emission.batches.extend(self._emit(final_until))
         return emission
 
     def _late_letters(self, batch: InputBatch, offsets: np.ndarray) -> list[DeadLetter]:
@@ -139,13 +140,13 @@ class SensorWindowOperator(PartitionOperator):
             return Emission()
         final_until = self.emitted_until.copy()
         np.maximum.at(final_until, self.buf_code[pending], self.buf_ts[pending])
-        return Emission(records=self._emit(final_until), closed_on_idle=True)
+        return Emission(batches=self._emit(final_until), closed_on_idle=True)
 
-    def _emit(self, final_until: np.ndarray) -> list[OutputRecord]:
+    def _emit(self, final_until: np.ndarray) -> list[OutputBatch]:
         """Emit features of buffered readings in (horizon, final_until], advance the horizons
         and drop readings no future result needs."""
         code, ts = self.buf_code, self.buf_ts
-        records: list[OutputRecord] = []
+        records: list[OutputBatch] = []
         if len(ts):
             due = np.flatnonzero((ts > self.emitted_until[code]) & (ts <= final_until[code]))
             if len(due):
@@ -157,28 +158,33 @@ class SensorWindowOperator(PartitionOperator):
                 code[keep], ts[keep], self.buf_value[keep], self.buf_offset[keep])
         return records
 
-    def _records(self, due: np.ndarray) -> list[OutputRecord]:
+    def _records(self, due: np.ndarray) -> list[OutputBatch]:
+        """One batch per feature topic, rows in (client, event time) order, JSON encoded in one
+        vectorized pass (polars; floats in shortest round-trip form)."""
         window = self.config.window
         feats = window_features(self.buf_code, self.buf_ts, self.buf_value, due, window.size_ms)
         edges = self.config.edges
         columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
-        bins = {name: edges.bin(name, columns[name]) for name in FEATURES}
-        names = self.clients.names
-        records: list[OutputRecord] = []
-        for j, i in enumerate(due.tolist()):
-            client = names[int(self.buf_code[i])]
-            ts = int(self.buf_ts[i])
-            count = int(feats.count[j])
-            for name in FEATURES:
-                value = {
-                    "v": SENSOR_SCHEMA_VERSION, "client": client, "feature": name,
-                    "timestamp_ms": ts, "value": float(columns[name][j]),
-                    "bin": int(bins[name][j]), "edges_version": edges.version,
-                    "window_ms": window.size_ms, "count": count,
-                }
-                records.append(OutputRecord(self.config.output_topics[name], client,
-                                            orjson.dumps(value), client))
-        return records
+        names = np.asarray(self.clients.names, dtype=object)[self.buf_code[due]]
+        frame = pl.DataFrame({
+            "client": pl.Series(names, dtype=pl.String), "timestamp_ms": self.buf_ts[due],
+            "count": feats.count,
+            **{name: columns[name] for name in FEATURES},
+            **{f"{name}_bin": edges.bin(name, columns[name]) for name in FEATURES},
+        })
+        encoded = frame.select(*(pl.struct(
+            v=pl.lit(SENSOR_SCHEMA_VERSION, pl.Int64), client="client",
+            feature=pl.lit(name, pl.String), timestamp_ms="timestamp_ms", value=name,
+            bin=f"{name}_bin", edges_version=pl.lit(edges.version, pl.String),
+            window_ms=pl.lit(window.size_ms, pl.Int64), count="count",
+        ).struct.json_encode().alias(name) for name in FEATURES))
+        keys = frame["client"].to_list()
+        batches = [
+            OutputBatch(self.config.output_topics[name], keys,
+                        encoded[name].to_arrow().cast(pa.large_binary()).to_pylist(), keys)
+            for name in FEATURES
+        ]
+        return batches
 
     # --- offsets and checkpoints -----------------------------------------------------------
     def commit_offset(self, topic: str) -> int | None:
