@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import batch, markets, sensors, sources, stack
+from cli import batch, demo, markets, sensors, sources, stack
 from cli.logging_setup import configure_logging
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ def _main(
 
 # `braid up | down | status` live at the top level; the rest are groups.
 stack.register(app)
+app.command(name="demo")(demo.demo)
 app.add_typer(sources.app, name="trades", help="Publish trades from a source to Kafka.")
 app.add_typer(markets.app, name="markets", help="Markets processors: candles, indicators.")
 app.add_typer(batch.app, name="batch", help="Spark backfills and Dataproc submission.")
