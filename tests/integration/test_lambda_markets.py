@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +205,3 @@ def test_stream_and_backfill_give_identical_candles_and_indicators(
                      "indicators")
     assert not np.isnan(batch_outputs.indicators["sma_10"].to_numpy()).all()
 
-
-def test_range_days_used_by_the_backfill_cover_the_trades() -> None:
-    assert date(2018, 5, 8) < date(2018, 5, 23)
