@@ -26,83 +26,17 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 from confluent_kafka import KafkaError, Message, Producer
 from tqdm import tqdm
 
-from features.schemas.trade import (
-    ORDER_TYPES,
-    SIDES,
-    TRADE_FIELDS,
-    TRADE_SCHEMA_VERSION,
-    invalid_trade_reasons,
-)
+from features.schemas.trade import TRADE_SCHEMA_VERSION, invalid_trade_rows
 from streaming.partitioning import partition_for
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.base import TradeSource
 from streaming.topics import DEAD_LETTER, TRADES, TopicSpec, catalogue, ensure_topics
 
 log = structlog.get_logger(__name__)
-
-MAX_PAIR_LENGTH = 32  # Trade.pair's max_length
-
-
-# ---------------------------------------------------------------- validation
-
-
-def invalid_reasons(table: pa.Table) -> np.ndarray:
-    """Per row, ``None`` if :class:`Trade` accepts it, else the first failing rule's reason.
-
-    The rules, in :class:`Trade`'s field order: every field present; pair 1-32 characters
-    without ``|``; price and volume finite and positive; side and order type from their sets;
-    trade id non-negative; timestamp positive.
-    """
-    n = table.num_rows
-    numeric = invalid_trade_reasons(
-        price=_floats(table["price"]),
-        volume=_floats(table["volume"]),
-        timestamp_ms=_ints(table["timestamp_ms"]),
-        trade_id=_ints(table["trade_id"]),
-    )
-
-    def numeric_rule(field: str) -> tuple[np.ndarray, np.ndarray]:
-        return np.array([r is not None and r.startswith(field) for r in numeric], bool), numeric
-
-    pair = pc.fill_null(table["pair"], "")
-    length = np.asarray(pc.utf8_length(pair).to_numpy(zero_copy_only=False), dtype=np.int64)
-    rules: list[tuple[np.ndarray, str | np.ndarray]] = [
-        *((_np(pc.is_null(table[name])), f"{name} is missing") for name in TRADE_FIELDS),
-        (length == 0, "pair must not be empty"),
-        (length > MAX_PAIR_LENGTH, f"pair must be at most {MAX_PAIR_LENGTH} characters"),
-        (_np(pc.match_substring(pair, "|")), "pair must not contain '|', the key separator"),
-        numeric_rule("price"),
-        numeric_rule("volume"),
-        (~_np(pc.is_in(pc.fill_null(table["side"], ""), pa.array(SIDES))),
-         f"side must be one of {', '.join(SIDES)}"),
-        (~_np(pc.is_in(pc.fill_null(table["order_type"], ""), pa.array(ORDER_TYPES))),
-         f"order_type must be one of {', '.join(ORDER_TYPES)}"),
-        numeric_rule("trade_id"),
-        numeric_rule("timestamp_ms"),
-    ]
-    reasons = np.full(n, None, dtype=object)
-    for mask, reason in reversed(rules):  # the first failing rule wins
-        if mask.any():
-            reasons[mask] = reason[mask] if isinstance(reason, np.ndarray) else reason
-    return reasons
-
-
-def _np(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _floats(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.fill_null(column, 1.0).to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def _ints(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.fill_null(column, 1).to_numpy(zero_copy_only=False), dtype=np.int64)
-
 
 def raw_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row as JSON can carry it: non-finite floats become ``"nan"``, ``"inf"``, ``"-inf"``."""
@@ -222,7 +156,7 @@ class TradesService:
         if batch.num_rows == 0:
             return
         self.summary.read += batch.num_rows
-        reasons = invalid_reasons(batch)
+        reasons = invalid_trade_rows(batch)
         bad = np.flatnonzero(reasons != None)  # noqa: E711 - element-wise comparison
         if len(bad):
             rejected = batch.take(pa.array(bad)).to_pylist()

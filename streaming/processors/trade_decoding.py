@@ -16,13 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from features.schemas.trade import (
-    ORDER_TYPES,
-    SIDES,
-    TRADE_ARROW_SCHEMA,
-    TRADE_SCHEMA_VERSION,
-    invalid_trade_reasons,
-)
+from features.schemas.trade import TRADE_ARROW_SCHEMA, TRADE_SCHEMA_VERSION, invalid_trade_rows
 from streaming.runtime.records import DeadLetter, InputBatch
 
 # Nullable, so a missing field decodes to null and is rejected by row, not by batch.
@@ -68,35 +62,11 @@ def decode_trades(batch: InputBatch) -> DecodedTrades:
 
 
 def _row_reasons(table: pa.Table) -> np.ndarray:
-    """Per-row rejection reason (None if valid) for an Arrow-decoded batch."""
-    n = table.num_rows
-    reasons = np.full(n, None, dtype=object)
-    for name in reversed(WIRE_SCHEMA.names):
-        missing = table[name].is_null().to_numpy(zero_copy_only=False)
-        reasons[missing] = f"schema: missing field {name}"
-    ok = reasons == None  # noqa: E711 - elementwise
-    if not ok.any():
-        return reasons
-    fill = {"price": 0.0, "volume": 0.0, "timestamp_ms": 0, "trade_id": 0}
-    cols = {k: pc.fill_null(table[k], v).to_numpy() for k, v in fill.items()}
-    numeric = invalid_trade_reasons(cols["price"], cols["volume"], cols["timestamp_ms"],
-                                    cols["trade_id"])
+    """Per-row rejection reason (None if valid): the trade schema's rules, plus the version."""
+    rules = invalid_trade_rows(table)
+    reasons = np.where(rules == None, None, "invalid: " + rules.astype(str))  # noqa: E711
     version = pc.fill_null(table["v"], -1).to_numpy()
-    pair_len = pc.fill_null(pc.utf8_length(table["pair"]), 0).to_numpy()
-    has_bar = pc.fill_null(pc.match_substring(table["pair"], "|"), False).to_numpy(
-        zero_copy_only=False)
-    checks = (
-        (version != TRADE_SCHEMA_VERSION, "schema: unsupported version"),
-        ((pair_len == 0) | (pair_len > 32) | has_bar, "schema: invalid pair"),
-        (~pc.is_in(table["side"], pa.array(SIDES)).to_numpy(zero_copy_only=False),
-         "schema: invalid side"),
-        (~pc.is_in(table["order_type"], pa.array(ORDER_TYPES)).to_numpy(zero_copy_only=False),
-         "schema: invalid order_type"),
-        (numeric != None, None),  # noqa: E711
-    )
-    for mask, reason in reversed(checks):
-        hit = ok & mask
-        reasons[hit] = ("invalid: " + numeric[hit]) if reason is None else reason
+    reasons[version != TRADE_SCHEMA_VERSION] = "schema: unsupported version"
     return reasons
 
 

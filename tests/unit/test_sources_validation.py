@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from features.schemas.trade import TRADE_ARROW_SCHEMA, Trade
+from features.schemas.trade import invalid_trade_rows as invalid_reasons
 from streaming.sources.synthetic import SyntheticTradeSource
-from streaming.trades_service import invalid_reasons, raw_row
+from streaming.trades_service import raw_row
 
 GOOD: dict[str, Any] = {"pair": "XBT/USD", "price": 60_000.5, "volume": 0.25, "side": "buy",
                         "order_type": "limit", "trade_id": 42, "timestamp_ms": 1_700_000_000_000}

@@ -85,7 +85,7 @@ def test_reasons_name_the_problem() -> None:
     assert reasons == [
         "invalid: volume must be positive",
         "invalid: price must be positive",
-        "schema: missing field pair",
+        "invalid: pair is missing",
         "schema: unsupported version",
-        "schema: invalid side",
+        "invalid: side must be one of buy, sell, unknown",
     ]
