@@ -31,6 +31,7 @@ SENSORS = ("SX", "SY", "SZ")
 FEATURES = ("FA", "FI", "FD")
 VECTOR_FIELDS = ("SX", "SY", "FA", "FI", "FD")  # the model's input order
 MAX_CLIENT_LENGTH = 64
+MAX_TIMESTAMP_MS = 1 << 43  # exclusive: about the year 2248 (keeps sort keys in 64 bits)
 
 Sensor = Literal["SX", "SY", "SZ"]
 FeatureName = Literal["FA", "FI", "FD"]
@@ -84,7 +85,7 @@ class SensorReading(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     client: str = Field(min_length=1, max_length=MAX_CLIENT_LENGTH)
-    timestamp_ms: int = Field(gt=0)
+    timestamp_ms: int = Field(gt=0, lt=MAX_TIMESTAMP_MS)
     value: float = Field(allow_inf_nan=False)
 
     @field_validator("client")
@@ -160,6 +161,7 @@ def invalid_reading_reasons(
         ((client_length == 0) | (client_length > MAX_CLIENT_LENGTH) | client_has_bar,
          "schema: invalid client"),
         (timestamp_ms <= 0, "invalid: timestamp_ms must be positive"),
+        (timestamp_ms >= MAX_TIMESTAMP_MS, "invalid: timestamp_ms beyond the year 2248"),
         (~finite, "invalid: value is not a finite number"),
     ]
     if sensor in CATEGORICAL_SENSORS:

@@ -31,7 +31,15 @@ class Decoded:
     reasons: np.ndarray
 
 
+SMALL = 256  # below this many rows, plain Python beats Arrow compute's per-call overhead
+
+
 def _client_checks(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    if table.num_rows < SMALL:
+        clients = table["client"].to_pylist()
+        length = np.array([len(c) if c is not None else 0 for c in clients], dtype=np.int64)
+        has_bar = np.array([c is not None and "|" in c for c in clients], dtype=bool)
+        return length, has_bar
     length = pc.fill_null(pc.utf8_length(table["client"]), 0).to_numpy()
     has_bar = pc.fill_null(pc.match_substring(table["client"], "|"), False).to_numpy(
         zero_copy_only=False)
@@ -39,7 +47,10 @@ def _client_checks(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _filled(table: pa.Table, name: str, value: object) -> np.ndarray:
-    return pc.fill_null(table[name], value).to_numpy()
+    column = table[name]
+    if column.null_count == 0:
+        return column.to_numpy()
+    return pc.fill_null(column, value).to_numpy()
 
 
 def _keep(batch: InputBatch, table: pa.Table, reasons: np.ndarray,
@@ -70,8 +81,9 @@ def decode_features(batch: InputBatch, feature: str) -> Decoded:
     length, has_bar = _client_checks(table)
     missing = np.zeros(table.num_rows, dtype=bool)
     for name in FEATURE_WIRE_SCHEMA.names:
-        missing |= table[name].is_null().to_numpy(zero_copy_only=False)
-    names = pc.fill_null(table["feature"], "").to_numpy(zero_copy_only=False)
+        if table[name].null_count:
+            missing |= table[name].is_null().to_numpy(zero_copy_only=False)
+    names = np.array(table["feature"].to_pylist(), dtype=object)
     bins = _filled(table, "bin", -1)
     checks = (
         (missing, "schema: missing field"),

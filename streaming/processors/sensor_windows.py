@@ -12,7 +12,8 @@ client's accepted readings with event time > horizon - window (all a future resu
   `t <=` its emitted horizon: it could only change results already emitted. Any arrival order
   within grace therefore gives the same features.
 - Commit offset: the earliest offset still in the buffer (else the next offset), so a restart
-  rebuilds the buffer from the log.
+  rebuilds the buffer from the log. Readings no longer needed are dropped in bulk (at each
+  checkpoint, or once enough piled up), so the buffer stays sorted without a re-sort per batch.
 
 Replay after a restart (the candle operator's pattern, adapted to sliding windows whose old
 readings are still context): the checkpoint holds stream times, horizons, the next offset, the
@@ -27,12 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 import polars as pl
 import pyarrow as pa
 
 from features.sensors.binning import BinEdges
-from features.sensors.schemas import FEATURES, SENSOR_SCHEMA_VERSION
-from features.sensors.window_math import sort_readings, window_features
+from features.sensors.schemas import FEATURES, MAX_TIMESTAMP_MS, SENSOR_SCHEMA_VERSION
+from features.sensors.window_math import window_features
 from features.windows import NO_STREAM_TIME, SlidingWindow, sliding_late_mask
 from streaming.processors.sensor_decoding import decode_readings
 from streaming.runtime.json_batch import dead_letters
@@ -41,6 +43,20 @@ from streaming.runtime.operator import PartitionOperator, Snapshot
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputBatch
 
 SNAPSHOT_VERSION = 1
+SMALL_EMIT = 128  # below this many rows, orjson per row beats one polars pass
+KEY_SPAN = MAX_TIMESTAMP_MS  # buffer sort key: client code * KEY_SPAN + event time
+MAX_CLIENTS = np.iinfo(np.int64).max // KEY_SPAN - 1
+PRUNE_MIN = 4_096
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The concatenation of `arange(lo[i], hi[i])` over i (empty ranges allowed)."""
+    lengths = np.maximum(hi - lo, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
 
 
 @dataclass(frozen=True)
@@ -59,7 +75,9 @@ class SensorWindowOperator(PartitionOperator):
         self.stream_time = np.empty(0, dtype=np.int64)
         self.emitted_until = np.empty(0, dtype=np.int64)
         self.last_arrival_ms = np.empty(0, dtype=np.int64)  # -1 until the first tick
-        # the buffer, kept sorted by (client, timestamp, value)
+        # the buffer, kept sorted by (client, timestamp, value); key = client * KEY_SPAN + ts
+        self.buf_key = np.empty(0, dtype=np.int64)
+        self._stale = 0  # buffered readings no future result needs, not yet dropped
         self.buf_code = np.empty(0, dtype=np.int64)
         self.buf_ts = np.empty(0, dtype=np.int64)
         self.buf_value = np.empty(0, dtype=np.float64)
@@ -102,11 +120,14 @@ class SensorWindowOperator(PartitionOperator):
             self.late_offsets.update(int(o) for o in offsets[late])
         accept = ~skip & ~late
         self._append(codes[accept], ts[accept], values[accept], offsets[accept])
+        touched = np.unique(codes)
         np.maximum.at(self.stream_time, codes, ts)
-        self.last_arrival_ms[np.unique(codes)] = now_ms
-        final_until = np.maximum(self.emitted_until, self.config.window.final_until(
-            self.stream_time))
-        emission.batches.extend(self._emit(final_until))
+        self.last_arrival_ms[touched] = now_ms
+        final_until = self.emitted_until.copy()
+        final_until[touched] = np.maximum(
+            self.emitted_until[touched],
+            self.config.window.final_until(self.stream_time[touched]))
+        emission.batches.extend(self._emit(touched, final_until))
         return emission
 
     def _late_letters(self, batch: InputBatch, offsets: np.ndarray) -> list[DeadLetter]:
@@ -118,15 +139,35 @@ class SensorWindowOperator(PartitionOperator):
 
     def _append(self, codes: np.ndarray, ts: np.ndarray, values: np.ndarray,
                 offsets: np.ndarray) -> None:
+        """Merge accepted readings into the sorted buffer (no full re-sort: the buffer is large,
+        a batch small)."""
         if not len(codes):
             return
-        code = np.r_[self.buf_code, codes]
-        t = np.r_[self.buf_ts, ts]
-        v = np.r_[self.buf_value, values]
-        o = np.r_[self.buf_offset, offsets]
-        order = sort_readings(code, t, v)
-        self.buf_code, self.buf_ts, self.buf_value, self.buf_offset = (
-            code[order], t[order], v[order], o[order])
+        if int(codes.max()) >= MAX_CLIENTS:
+            raise OverflowError(f"more than {MAX_CLIENTS} clients in one partition")
+        key = codes * KEY_SPAN + ts
+        order = np.lexsort((values, key))
+        key, codes, ts, values, offsets = (key[order], codes[order], ts[order], values[order],
+                                           offsets[order])
+        pos = np.searchsorted(self.buf_key, key, side="left")
+        at = np.minimum(pos, len(self.buf_key) - 1)
+        ties = (len(self.buf_key) > 0) & (self.buf_key[at] == key) if len(self.buf_key) else (
+            np.zeros(len(key), dtype=bool))
+        if ties.any() or (np.diff(key) == 0).any():
+            # same client and event time: order by value, as the canonical order says
+            both = [np.r_[a, b] for a, b in ((self.buf_key, key), (self.buf_code, codes),
+                                             (self.buf_ts, ts), (self.buf_value, values),
+                                             (self.buf_offset, offsets))]
+            merged = np.lexsort((both[3], both[0]))
+            self.buf_key, self.buf_code = both[0][merged], both[1][merged]
+            self.buf_ts, self.buf_value = both[2][merged], both[3][merged]
+            self.buf_offset = both[4][merged]
+            return
+        self.buf_key = np.insert(self.buf_key, pos, key)
+        self.buf_code = np.insert(self.buf_code, pos, codes)
+        self.buf_ts = np.insert(self.buf_ts, pos, ts)
+        self.buf_value = np.insert(self.buf_value, pos, values)
+        self.buf_offset = np.insert(self.buf_offset, pos, offsets)
 
     def tick(self, now_ms: int) -> Emission:
         """Emit pending readings of clients quiet for the idle timeout once `t + grace <= now`."""
@@ -140,37 +181,64 @@ class SensorWindowOperator(PartitionOperator):
             return Emission()
         final_until = self.emitted_until.copy()
         np.maximum.at(final_until, self.buf_code[pending], self.buf_ts[pending])
-        return Emission(batches=self._emit(final_until), closed_on_idle=True)
+        touched = np.unique(self.buf_code[pending])
+        return Emission(batches=self._emit(touched, final_until, prune_all=True),
+                        closed_on_idle=True)
 
-    def _emit(self, final_until: np.ndarray) -> list[OutputBatch]:
-        """Emit features of buffered readings in (horizon, final_until], advance the horizons
-        and drop readings no future result needs."""
-        code, ts = self.buf_code, self.buf_ts
+    def _emit(self, touched: np.ndarray, final_until: np.ndarray,
+              prune_all: bool = False) -> list[OutputBatch]:
+        """Emit features of the `touched` clients' buffered readings in (horizon, final_until],
+        advance their horizons and drop readings no future result needs (in bulk, once enough
+        have piled up)."""
+        base = touched * KEY_SPAN
+        lo = np.searchsorted(self.buf_key, base, side="left")
+        hi = np.searchsorted(self.buf_key, base + KEY_SPAN, side="left")
+        rows = _ranges(lo, hi)  # the touched clients' rows, still sorted
         records: list[OutputBatch] = []
-        if len(ts):
-            due = np.flatnonzero((ts > self.emitted_until[code]) & (ts <= final_until[code]))
+        if len(rows):
+            sub_key = self.buf_key[rows]
+            due = _ranges(
+                np.searchsorted(sub_key, base + self.emitted_until[touched], side="right"),
+                np.searchsorted(sub_key, base + final_until[touched], side="right"))
             if len(due):
-                records = self._records(due)
+                records = self._records(rows, due)
         self.emitted_until = final_until
-        keep = ts > final_until[code] - self.config.window.size_ms
-        if not keep.all():
-            self.buf_code, self.buf_ts, self.buf_value, self.buf_offset = (
-                code[keep], ts[keep], self.buf_value[keep], self.buf_offset[keep])
+        cut = np.searchsorted(self.buf_key, base + final_until[touched]
+                              - self.config.window.size_ms, side="right")
+        drop = np.maximum(cut - lo, 0)
+        self._stale += int(drop.sum())
+        if self._stale and (prune_all or self._stale >= max(PRUNE_MIN, len(self.buf_key) // 16)):
+            self._prune()
         return records
 
-    def _records(self, due: np.ndarray) -> list[OutputBatch]:
-        """One batch per feature topic, rows in (client, event time) order, JSON encoded in one
-        vectorized pass (polars; floats in shortest round-trip form)."""
+    def _prune(self) -> None:
+        """Drop every buffered reading at or before its client's horizon - window."""
+        keep = self.buf_ts > self.emitted_until[self.buf_code] - self.config.window.size_ms
+        if not keep.all():
+            self.buf_key, self.buf_code = self.buf_key[keep], self.buf_code[keep]
+            self.buf_ts, self.buf_value = self.buf_ts[keep], self.buf_value[keep]
+            self.buf_offset = self.buf_offset[keep]
+        self._stale = 0
+
+    def _records(self, rows: np.ndarray, due: np.ndarray) -> list[OutputBatch]:
+        """Features of buffer rows `rows[due]` (`rows`: whole clients' sorted readings). One
+        batch per feature topic, rows in (client, event time) order; JSON encoded in one
+        vectorized pass (polars; floats in shortest round-trip form) or, for a few rows, orjson.
+        """
         window = self.config.window
-        feats = window_features(self.buf_code, self.buf_ts, self.buf_value, due, window.size_ms)
+        code, ts = self.buf_code[rows], self.buf_ts[rows]
+        feats = window_features(code, ts, self.buf_value[rows], due, window.size_ms)
         edges = self.config.edges
         columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
-        names = np.asarray(self.clients.names, dtype=object)[self.buf_code[due]]
+        names = np.asarray(self.clients.names, dtype=object)[code[due]]
+        bins = {name: edges.bin(name, columns[name]) for name in FEATURES}
+        if len(due) < SMALL_EMIT:
+            return self._small_records(names.tolist(), ts[due], feats.count, columns, bins)
         frame = pl.DataFrame({
-            "client": pl.Series(names, dtype=pl.String), "timestamp_ms": self.buf_ts[due],
+            "client": pl.Series(names, dtype=pl.String), "timestamp_ms": ts[due],
             "count": feats.count,
             **{name: columns[name] for name in FEATURES},
-            **{f"{name}_bin": edges.bin(name, columns[name]) for name in FEATURES},
+            **{f"{name}_bin": bins[name] for name in FEATURES},
         })
         encoded = frame.select(*(pl.struct(
             v=pl.lit(SENSOR_SCHEMA_VERSION, pl.Int64), client="client",
@@ -186,6 +254,26 @@ class SensorWindowOperator(PartitionOperator):
         ]
         return batches
 
+    def _small_records(self, clients: list[str], ts: np.ndarray, count: np.ndarray,
+                       columns: dict[str, np.ndarray], bins: dict[str, np.ndarray]
+                       ) -> list[OutputBatch]:
+        """The same rows as :meth:`_records`, encoded with orjson (cheaper for a few rows)."""
+        window, edges = self.config.window, self.config.edges
+        ts_list, count_list = ts.tolist(), count.tolist()
+        batches = []
+        for name in FEATURES:
+            values = [
+                orjson.dumps({"v": SENSOR_SCHEMA_VERSION, "client": c, "feature": name,
+                              "timestamp_ms": t, "value": x, "bin": b,
+                              "edges_version": edges.version, "window_ms": window.size_ms,
+                              "count": n})
+                for c, t, x, b, n in zip(clients, ts_list, columns[name].tolist(),
+                                         bins[name].tolist(), count_list, strict=True)
+            ]
+            batches.append(OutputBatch(self.config.output_topics[name], clients, values,
+                                       clients))
+        return batches
+
     # --- offsets and checkpoints -----------------------------------------------------------
     def commit_offset(self, topic: str) -> int | None:
         if self.position is None:
@@ -195,6 +283,10 @@ class SensorWindowOperator(PartitionOperator):
         return self.position
 
     def snapshot(self) -> Snapshot:
+        """Also drops buffered readings no future result needs, so the commit offset that the
+        processor asks for next is as far along as it can be."""
+        if self._stale:
+            self._prune()
         committed = self.commit_offset("")
         needed = self.needed_from if committed is None else committed
         self.late_offsets = {o for o in self.late_offsets if o >= needed}
