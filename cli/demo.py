@@ -107,7 +107,7 @@ def _show(kafka: KafkaSettings, topics: MarketsTopics) -> None:
             latest[str(candle["pair"])] = candle
     for pair, c in sorted(latest.items()):
         ind = indicators.get((pair, 60_000, c["window_start_ms"]), {})
-        start = datetime.fromtimestamp(int(c["window_start_ms"]) / 1000, UTC)  # type: ignore[call-overload]
+        start = datetime.fromtimestamp(int(str(c["window_start_ms"])) / 1000, UTC)
         table.add_row(pair, start.strftime("%m-%d %H:%M"), f"{c['close']:.4f}",
                       f"{c['volume']:.2f}", str(c["trade_count"]),
                       *(_fmt(ind.get(k)) for k in shown))
@@ -117,4 +117,4 @@ def _show(kafka: KafkaSettings, topics: MarketsTopics) -> None:
 
 
 def _fmt(value: object) -> str:
-    return "—" if value is None else f"{value:.4f}"  # type: ignore[str-format]
+    return "—" if value is None else f"{float(str(value)):.4f}"

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import talib
@@ -64,8 +65,8 @@ class IndicatorSpec:
     fixed_warmup: int | None = None
 
     @cached_property
-    def _function(self) -> abstract.Function:
-        return abstract.Function(self.function, **dict(self.params))
+    def _function(self) -> Any:  # talib.abstract.Function (untyped)
+        return abstract.Function(self.function, **dict(self.params))  # type: ignore[attr-defined]
 
     @property
     def inputs(self) -> tuple[str, ...]:

@@ -27,9 +27,9 @@ class KafkaSettings(BaseSettings):
     # Extra librdkafka properties as JSON, e.g. '{"client.rack": "a"}'
     extra: dict[str, str] = Field(default_factory=dict)
 
-    def client_config(self) -> dict[str, str | int]:
+    def client_config(self) -> dict[str, str | int | float | bool]:
         """Properties shared by producers, consumers and the admin client."""
-        conf: dict[str, str | int] = {"bootstrap.servers": self.bootstrap_servers}
+        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
         optional = {
             "security.protocol": self.security_protocol,
             "sasl.mechanism": self.sasl_mechanism,

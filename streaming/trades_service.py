@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from features.schemas.trade import TRADE_SCHEMA_VERSION, invalid_trade_rows
 from streaming.partitioning import partition_for
+from streaming.runtime.clients import producer_config
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.base import TradeSource
 from streaming.topics import DEAD_LETTER, TRADES, TopicSpec, catalogue, ensure_topics
@@ -62,17 +63,6 @@ class PublishSummary:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def producer_config(kafka: KafkaSettings) -> dict[str, str | int]:
-    """The shared client config plus Braid's producer settings."""
-    return {
-        **kafka.client_config(),
-        "enable.idempotence": "true",
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-    }
-
-
 class TradesService:
     """Publishes the trades of ``source`` (see the module docstring for the semantics)."""
 
@@ -86,7 +76,7 @@ class TradesService:
         dead_letter_topic: str = DEAD_LETTER,
         progress: bool = True,
         flush_timeout_s: float = 30.0,
-        producer_factory: Callable[[dict[str, str | int]], Producer] = Producer,
+        producer_factory: Callable[[dict[str, object]], Producer] = Producer,
     ) -> None:
         self.source = source
         self.kafka = kafka or KafkaSettings()

@@ -47,7 +47,7 @@ def decode_trades(batch: InputBatch) -> DecodedTrades:
         table = pajson.read_json(
             BytesIO(b"\n".join(values)),  # type: ignore[arg-type]
             read_options=pajson.ReadOptions(
-                use_threads=False, block_size=max(1 << 20, sum(map(len, values)) + 1)
+                use_threads=False, block_size=max(1 << 20, sum(len(v or b"") for v in values) + 1)
             ),
             parse_options=pajson.ParseOptions(
                 explicit_schema=WIRE_SCHEMA, unexpected_field_behavior="error"
@@ -64,7 +64,9 @@ def decode_trades(batch: InputBatch) -> DecodedTrades:
 def _row_reasons(table: pa.Table) -> np.ndarray:
     """Per-row rejection reason (None if valid): the trade schema's rules, plus the version."""
     rules = invalid_trade_rows(table)
-    reasons = np.where(rules == None, None, "invalid: " + rules.astype(str))  # noqa: E711
+    reasons = np.full(len(rules), None, dtype=object)
+    failed = rules != None  # noqa: E711
+    reasons[failed] = ["invalid: " + str(r) for r in rules[failed]]
     version = pc.fill_null(table["v"], -1).to_numpy()
     reasons[version != TRADE_SCHEMA_VERSION] = "schema: unsupported version"
     return reasons

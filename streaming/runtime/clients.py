@@ -7,9 +7,12 @@ from confluent_kafka import Consumer, Producer
 from streaming.settings import KafkaSettings
 
 
-def make_producer(kafka: KafkaSettings, **overrides: str | int | bool) -> Producer:
-    """An idempotent producer: retries never duplicate or reorder a partition's messages."""
-    conf: dict[str, str | int | bool] = {
+ClientConfig = dict[str, object]
+
+
+def producer_config(kafka: KafkaSettings, **overrides: object) -> ClientConfig:
+    """Braid's producer: idempotent, so retries never duplicate or reorder a partition."""
+    conf: ClientConfig = {
         **kafka.client_config(),
         "enable.idempotence": True,
         "acks": "all",
@@ -19,12 +22,16 @@ def make_producer(kafka: KafkaSettings, **overrides: str | int | bool) -> Produc
         "reconnect.backoff.max.ms": 1_000,  # back within a second of a broker restart
     }
     conf.update(overrides)
-    return Producer(conf)
+    return conf
+
+
+def make_producer(kafka: KafkaSettings, **overrides: object) -> Producer:
+    return Producer(producer_config(kafka, **overrides))
 
 
 def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> Consumer:
     """A consumer that never commits by itself; the processor commits what is safe to skip."""
-    conf: dict[str, object] = {
+    conf: ClientConfig = {
         **kafka.client_config(),
         "group.id": group_id,
         "enable.auto.commit": False,

@@ -165,16 +165,16 @@ class StreamProcessor:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    self._at_end.add((msg.topic(), msg.partition()))
+                    self._at_end.add((str(msg.topic()), int(msg.partition() or 0)))
                 else:
                     self._log.warning("consume error", error=str(err))
                 continue
-            tp = (msg.topic(), msg.partition())
+            tp = (str(msg.topic()), int(msg.partition() or 0))
             self._at_end.discard(tp)
             entry = groups.get(tp)
             if entry is None:
                 entry = groups[tp] = ([], [], [])
-            entry[0].append(msg.offset())
+            entry[0].append(int(msg.offset() or 0))
             entry[1].append(msg.key())
             entry[2].append(msg.value())
         return [
