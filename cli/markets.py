@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from features.windows import TumblingWindow, parse_duration_ms
@@ -12,26 +14,31 @@ from streaming.topics import ensure_topics
 app = typer.Typer(help="Markets processors: trades -> candles -> indicators.",
                   no_args_is_help=True)
 
-PREFIX = typer.Option("", help="Prefix for every topic name (isolates a run on a shared broker).")
+Prefix = Annotated[str, typer.Option(
+    help="Prefix for every topic name (isolates a run on a shared broker).")]
 
 
 def _topics(prefix: str) -> MarketsTopics:
     topics = MarketsTopics.prefixed(prefix) if prefix else MarketsTopics()
-    ensure_topics(KafkaSettings(), topics.specs(TopicSettings().market_partitions), TopicSettings())
+    settings = TopicSettings()
+    ensure_topics(KafkaSettings(), topics.specs(settings.market_partitions), settings)
     return topics
 
 
 @app.command()
 def candles(
-    durations: list[str] = typer.Option(
-        None, "--duration", "-d",
-        help="Candle duration, repeatable (e.g. -d 60s -d 5m). [env BRAID_CANDLE_DURATIONS]"),
-    grace: str = typer.Option(None, help="Grace period for out-of-order trades. [env BRAID_GRACE]"),
-    idle_timeout: str = typer.Option(
-        None, help="Close a quiet pair's windows after this much wall-clock silence."),
-    group: str = typer.Option("braid-candles", help="Consumer group (share it to scale out)."),
-    batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
-    topic_prefix: str = PREFIX,
+    durations: Annotated[list[str] | None, typer.Option(
+        "--duration", "-d",
+        help="Candle duration, repeatable (-d 60s -d 5m). [env BRAID_CANDLE_DURATIONS]")] = None,
+    grace: Annotated[str | None, typer.Option(
+        help="Grace period for out-of-order trades. [env BRAID_GRACE, default 5s]")] = None,
+    idle_timeout: Annotated[str | None, typer.Option(
+        help="Close a quiet pair's windows after this much wall-clock silence. "
+             "[env BRAID_IDLE_TIMEOUT, default 10s]")] = None,
+    group: Annotated[str, typer.Option(help="Consumer group (share it to scale out).")] = (
+        "braid-candles"),
+    batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 10_000,
+    topic_prefix: Prefix = "",
 ) -> None:
     """Consume `trades`, emit final OHLCV candles to `candles` until SIGTERM."""
     settings = MarketsSettings()
@@ -45,8 +52,9 @@ def candles(
 
 @app.command()
 def indicators(
-    group: str = typer.Option("braid-indicators", help="Consumer group (share it to scale out)."),
-    topic_prefix: str = PREFIX,
+    group: Annotated[str, typer.Option(help="Consumer group (share it to scale out).")] = (
+        "braid-indicators"),
+    topic_prefix: Prefix = "",
 ) -> None:
     """Consume `candles`, emit TA-Lib indicators to `technical_indicators` until SIGTERM."""
     indicator_processor(KafkaSettings(), topics=_topics(topic_prefix), group=group).run()

@@ -6,7 +6,6 @@ from confluent_kafka import Consumer, Producer
 
 from streaming.settings import KafkaSettings
 
-
 ClientConfig = dict[str, object]
 
 

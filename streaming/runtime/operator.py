@@ -29,7 +29,7 @@ class PartitionOperator(ABC):
         idleness. An emission with `closed_on_idle` makes the processor checkpoint at once."""
         return Emission()
 
-    def on_resume(self, now_ms: int) -> None:
+    def on_resume(self, now_ms: int) -> None:  # noqa: B027 - an optional hook
         """Called when this partition is caught up again after the processor lost the broker:
         time spent blind must not count as quiet time. Default: nothing."""
 

@@ -43,7 +43,8 @@ def read_topic(
                         pending.discard(msg.partition())
                         continue
                     raise RuntimeError(f"reading {topic}: {err}")
-                out.append((int(msg.partition() or 0), int(msg.offset() or 0), msg.key(), msg.value()))
+                where = (int(msg.partition() or 0), int(msg.offset() or 0))
+                out.append((*where, msg.key(), msg.value()))
                 last_message = time.monotonic()
             if not pending and time.monotonic() - last_message >= settle_s:
                 break
