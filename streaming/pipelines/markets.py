@@ -7,7 +7,7 @@ the results back (the streaming half of the Lambda test and of the replay benchm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import orjson
@@ -30,6 +30,7 @@ from streaming.topics import (
     INDICATORS,
     TRADES,
     TopicSpec,
+    catalogue,
     ensure_topics,
 )
 
@@ -50,13 +51,16 @@ class MarketsTopics:
                                                 CHECKPOINTS)))
 
     def specs(self, partitions: int) -> list[TopicSpec]:
+        """The catalogue's specs of these topics, renamed; keyed topics get `partitions`."""
+        names = dict(zip((TRADES, CANDLES, INDICATORS, DEAD_LETTER, CHECKPOINTS),
+                         (self.trades, self.candles, self.indicators, self.dead_letter,
+                          self.checkpoints), strict=True))
+        keyed = {TRADES, CANDLES, INDICATORS}
         return [
-            TopicSpec(self.trades, partitions),
-            TopicSpec(self.candles, partitions, cleanup_policy="compact,delete", retention_ms=-1),
-            TopicSpec(self.indicators, partitions, cleanup_policy="compact,delete",
-                      retention_ms=-1),
-            TopicSpec(self.dead_letter, 1),
-            TopicSpec(self.checkpoints, 1, cleanup_policy="compact", retention_ms=-1),
+            replace(spec, name=names[spec.name],
+                    partitions=partitions if spec.name in keyed else spec.partitions)
+            for spec in catalogue()
+            if spec.name in names
         ]
 
 
