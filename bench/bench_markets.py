@@ -1,0 +1,543 @@
+"""Benchmark of the markets speed layer on a local Tansu broker; prints a table and a summary.
+
+    .venv/bin/python bench/bench_markets.py [--trades 1000000] [--pairs 8] [--fresh-seconds 30]
+    .venv/bin/python bench/bench_markets.py --quick      # 100k trades, 10 s freshness
+
+Synthetic trades (`SyntheticTradeSource`, seeded) are produced first (setup, not measured) to an
+8-partition trades topic under a unique prefix. Then, one at a time, so each measured child is the
+only heavy process of the bench at that moment, child processes consume that topic from the
+beginning in their own consumer group:
+
+1. Braid's candle processor (60 s tumbling OHLCV + VWAP + count, grace 5 s), then Braid's
+   indicator processor over the candles it wrote; end to end = trades / (candle span +
+   indicator span), i.e. the two stages run back to back.
+2. Quix Streams 3.28.1 (bench/quix_ohlcv_app.py in bench/.venv-quix, created if missing): the
+   same 60 s tumbling OHLCV + count with Quix's built-in aggregations, .final(), to a topic.
+3. The ceiling: a bare confluent-kafka consume(10000) + orjson.loads per message loop.
+Throughput = messages after the first consumed batch / time from the first consumed message
+(the group join is excluded) to the last one handled (outputs flushed for Braid).
+4. Freshness: the candle processor runs live (1 s windows, grace 200 ms) while trades stamped
+   with the wall clock are produced at --rate trades/s; latency of each candle =
+   receive time - (window_end + grace). Run with the processor's default poll timeout and with
+   10 ms.
+5. Peak RSS of the candle processor child after 200k and after --trades trades.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+import pyarrow as pa  # noqa: E402
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition  # noqa: E402
+
+from features.windows import TumblingWindow  # noqa: E402
+from infra import stack  # noqa: E402
+from infra.settings import StackSettings  # noqa: E402
+from infra.testing import free_port  # noqa: E402
+from streaming.partitioning import partition_for  # noqa: E402
+from streaming.pipelines.markets import (  # noqa: E402
+    MarketsTopics,
+    candle_processor,
+    indicator_processor,
+    produce_trades,
+)
+from streaming.processors.candles import CandleConfig, CandleOperator  # noqa: E402
+from streaming.runtime.clients import make_consumer, make_producer  # noqa: E402
+from streaming.runtime.processor import ProcessorConfig, StreamProcessor  # noqa: E402
+from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
+from streaming.sources.synthetic import DEFAULT_PAIRS, SyntheticTradeSource  # noqa: E402
+from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
+
+PARTITIONS = 8
+SESSION_TIMEOUT_MS = 6_000
+QUIX_VERSION = "3.28.1"
+QUIX_VENV = REPO / "bench" / ".venv-quix"
+QUIX_APP = REPO / "bench" / "quix_ohlcv_app.py"
+MEMORY_SMALL = 200_000
+
+
+# --- timing of consumed messages ------------------------------------------------------------
+class _TimedConsumer:
+    """Wraps the processor's consumer: notes when the first real message was consumed."""
+
+    def __init__(self, inner: Consumer) -> None:
+        self._inner = inner
+        self.first: float | None = None
+        self.first_count = 0
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        messages = self._inner.consume(num_messages, timeout)
+        if self.first is None and messages:
+            real = sum(1 for m in messages if m.error() is None)
+            if real:
+                self.first = time.time()
+                self.first_count = real
+        return messages
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _timed(proc: StreamProcessor) -> _TimedConsumer:
+    timed = _TimedConsumer(proc._consumer)  # bench instrumentation only
+    proc._consumer = timed  # type: ignore[assignment]
+    return timed
+
+
+def _quiet_logs() -> None:
+    import logging
+
+    import structlog
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def _maxrss_kb() -> int:
+    """Peak RSS of this process image (VmHWM). Not ru_maxrss: Linux carries the parent's
+    high-water mark into a forked child across exec, so every child would report the parent's."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def _result(payload: dict[str, Any]) -> None:
+    print("RESULT " + json.dumps(payload), flush=True)
+
+
+def _drain(proc: StreamProcessor, expect: int, timed: _TimedConsumer,
+           limit_s: float) -> dict[str, Any]:
+    """step() until `expect` messages were consumed; flush and commit; return the timings."""
+    proc.start()
+    deadline = time.monotonic() + limit_s
+    baseline_rss = _maxrss_kb()
+    while proc.stats.consumed < expect and time.monotonic() < deadline:
+        proc.step()
+    proc.checkpoint()  # outputs flushed to the broker: part of the measured work
+    last = time.time()
+    stats = vars(proc.stats).copy()
+    proc.close()
+    return {**stats, "first": timed.first, "first_batch": timed.first_count, "last": last,
+            "maxrss_kb": _maxrss_kb(), "rss_before_consuming_kb": baseline_rss}
+
+
+# --- child processes ------------------------------------------------------------------------
+def child_candles(args: argparse.Namespace) -> None:
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap, session_timeout_ms=SESSION_TIMEOUT_MS)
+    topics = MarketsTopics.prefixed(args.prefix)
+    proc = candle_processor(kafka, (TumblingWindow(60_000, 5_000),), topics=topics,
+                            group=args.group, idle_timeout_ms=3_600_000)
+    _result(_drain(proc, args.expect, _timed(proc), args.limit_s))
+
+
+def child_indicators(args: argparse.Namespace) -> None:
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap, session_timeout_ms=SESSION_TIMEOUT_MS)
+    proc = indicator_processor(kafka, topics=MarketsTopics.prefixed(args.prefix),
+                               group=args.group)
+    _result(_drain(proc, args.expect, _timed(proc), args.limit_s))
+
+
+def child_ceiling(args: argparse.Namespace) -> None:
+    """Bare loop: the same client settings as the processor, consume(10000) + orjson.loads."""
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap, session_timeout_ms=SESSION_TIMEOUT_MS)
+    consumer = make_consumer(kafka, args.group)
+    consumer.subscribe([MarketsTopics.prefixed(args.prefix).trades])
+    consumed = 0
+    first: float | None = None
+    deadline = time.monotonic() + args.limit_s
+    loads = orjson.loads
+    while consumed < args.expect and time.monotonic() < deadline:
+        messages = consumer.consume(10_000, 0.1)
+        if first is None and any(m.error() is None for m in messages):
+            first = time.time()
+        n = 0
+        for msg in messages:
+            if msg.error() is None:
+                loads(msg.value())  # type: ignore[arg-type]
+                n += 1
+        consumed += n
+    last = time.time()
+    consumer.close()
+    _result({"consumed": consumed, "first": first, "last": last,
+             "maxrss_kb": _maxrss_kb()})
+
+
+def child_live(args: argparse.Namespace) -> None:
+    """The candle processor with 1 s windows, grace 200 ms, until SIGTERM; READY once assigned."""
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap, session_timeout_ms=SESSION_TIMEOUT_MS)
+    topics = MarketsTopics.prefixed(args.prefix)
+    windows = (TumblingWindow(1_000, 200),)
+    if args.poll_timeout_ms <= 0 and args.fetch_wait_ms <= 0:
+        proc = candle_processor(kafka, windows, topics=topics, group=args.group)
+    else:  # candle_processor() with the bench's overrides (it exposes neither setting)
+        defaults = ProcessorConfig("", ())
+        overrides: dict[str, str | int | bool] = (
+            {"fetch.wait.max.ms": args.fetch_wait_ms} if args.fetch_wait_ms > 0 else {})
+        config = CandleConfig(windows, topics.candles, 10_000)
+        proc = StreamProcessor(
+            kafka,
+            ProcessorConfig(args.group, (topics.trades,), batch_size=10_000,
+                            poll_timeout_s=(args.poll_timeout_ms / 1000 if args.poll_timeout_ms
+                                            > 0 else defaults.poll_timeout_s),
+                            dead_letter_topic=topics.dead_letter,
+                            checkpoint_topic=topics.checkpoints, consumer_overrides=overrides),
+            lambda partition: CandleOperator(config, partition),
+        )
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    proc.start()
+    ready = False
+    while not stopping:
+        proc.step()
+        if not ready and proc._consumer.assignment():
+            ready = True
+            print("READY", flush=True)
+    proc.close()
+    _result({**vars(proc.stats), "poll_timeout_s": proc.config.poll_timeout_s})
+
+
+# (label, poll timeout ms, consumer fetch.wait.max.ms); 0 = Braid's default
+FRESHNESS_VARIANTS = (
+    ("Braid defaults (poll timeout 100 ms, fetch.wait.max.ms 50)", 0, 0),
+    ("poll timeout 10 ms (bench override)", 10, 0),
+    ("poll timeout 10 ms + fetch.wait.max.ms 5 (bench override)", 10, 5),
+)
+
+
+CHILDREN = {"candles": child_candles, "indicators": child_indicators, "ceiling": child_ceiling,
+            "live": child_live}
+
+
+# --- parent helpers -------------------------------------------------------------------------
+def _spawn(argv: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "BRAID_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def _run_child(argv: list[str], timeout_s: float) -> dict[str, Any]:
+    proc = _spawn(argv)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    for line in out.splitlines():
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[len("RESULT "):]))
+    raise RuntimeError(f"child {argv[1:3]} gave no result (rc {proc.returncode}):\n"
+                       f"{out[-2000:]}\n{err[-3000:]}")
+
+
+def _braid_child(kind: str, kafka: KafkaSettings, prefix: str, expect: int,
+                 limit_s: float) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--child", kind, "--bootstrap", kafka.bootstrap_servers,
+            "--prefix", prefix, "--group", f"{prefix}{kind}-{uuid.uuid4().hex[:6]}",
+            "--expect", str(expect), "--limit-s", str(limit_s)]
+    return _run_child(argv, limit_s + 60)
+
+
+def _rate(r: dict[str, Any]) -> float:
+    """Messages per second, from the return of the first non-empty consume() (the processing
+    of that batch is inside the span; its fetch overlapped the group join) to the last handled."""
+    span = r["last"] - r["first"]
+    return r["consumed"] / span if span > 0 else float("nan")
+
+
+def _span(r: dict[str, Any]) -> float:
+    return float(r["last"] - r["first"])
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min, {os.cpu_count()} cores)"
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}  (load {os.getloadavg()[0]:.2f})", flush=True)
+
+
+def ensure_quix_venv() -> Path:
+    python = QUIX_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import quixstreams; print(quixstreams.__version__)"]
+    if python.exists():
+        done = subprocess.run(probe, capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() == QUIX_VERSION:
+            return python
+    _log(f"creating {QUIX_VENV} with quixstreams=={QUIX_VERSION}")
+    subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"],
+                   check=True)
+    return python
+
+
+def make_trades(count: int, pairs: int) -> pa.Table:
+    names = list(DEFAULT_PAIRS)[:pairs]
+    return pa.concat_tables(SyntheticTradeSource(count=count, pairs=names, seed=7).batches())
+
+
+def _candle_topic_spec(name: str) -> TopicSpec:
+    return TopicSpec(name, PARTITIONS, cleanup_policy="compact,delete", retention_ms=-1)
+
+
+# --- 4. freshness -----------------------------------------------------------------------------
+def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
+                    poll_timeout_ms: int, fetch_wait_ms: int) -> dict[str, Any]:
+    prefix = f"bm{uuid.uuid4().hex[:8]}."
+    topics = MarketsTopics.prefixed(prefix)
+    ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
+    grace_ms, size_ms = 200, 1_000
+    child = _spawn([sys.executable, __file__, "--child", "live", "--bootstrap",
+                    kafka.bootstrap_servers, "--prefix", prefix, "--group", f"{prefix}live",
+                    "--poll-timeout-ms", str(poll_timeout_ms), "--fetch-wait-ms",
+                    str(fetch_wait_ms)])
+    assert child.stdout is not None
+    started = time.monotonic()
+    while child.stdout.readline().strip() != "READY":
+        if child.poll() is not None or time.monotonic() - started > 60:
+            child.kill()
+            raise RuntimeError(f"live candle processor did not start: {child.stderr.read()}")  # type: ignore[union-attr]
+
+    received: list[tuple[float, int]] = []  # (receive wall ms, window_end_ms)
+    stop_reading = threading.Event()
+    reader = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"{prefix}rd",
+                       "enable.auto.commit": False, "fetch.wait.max.ms": 5,
+                       "fetch.error.backoff.ms": 5})
+    reader.assign([TopicPartition(topics.candles, p, OFFSET_BEGINNING)
+                   for p in range(PARTITIONS)])
+
+    def read() -> None:
+        while not stop_reading.is_set():
+            for msg in reader.consume(1_000, 0.02):
+                if msg.error() is None and msg.value() is not None:
+                    now_ms = time.time() * 1000
+                    received.append((now_ms, int(orjson.loads(msg.value())["window_end_ms"])))  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+
+    count = int(args.rate * args.fresh_seconds)
+    trades = make_trades(count, args.pairs)
+    pairs = trades["pair"].to_pylist()
+    rows = trades.drop_columns(["timestamp_ms"]).to_pylist()
+    producer = make_producer(kafka, **{"linger.ms": 0})  # the source's batching is not measured
+    begin = time.monotonic()
+    sent = 0
+    last_ts = 0
+    while sent < count:
+        due = min(count, int((time.monotonic() - begin) * args.rate) + 1)
+        while sent < due:
+            last_ts = int(time.time() * 1000)
+            row = rows[sent]
+            producer.produce(topics.trades, key=pairs[sent],
+                             value=orjson.dumps({"v": 1, **row, "timestamp_ms": last_ts}),
+                             partition=partition_for(pairs[sent], PARTITIONS))
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.001)
+    producer.flush(30)
+    produce_s = time.monotonic() - begin
+    time.sleep(1.5)  # every window closed by stream time is out by now
+    stop_reading.set()
+    thread.join()
+    reader.close()
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=60)
+
+    lat = np.array([recv - (end + grace_ms) for recv, end in received if end + grace_ms <= last_ts])
+    windows = len({end for _, end in received})
+    return {"label": label, "sent": sent, "produce_s": produce_s,
+            "rate": sent / produce_s, "candles": len(lat), "windows": windows,
+            "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "max": float(lat.max()) if len(lat) else float("nan"),
+            "size_ms": size_ms, "grace_ms": grace_ms}
+
+
+# --- main -------------------------------------------------------------------------------------
+def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
+    n = args.trades
+    limit = max(120.0, n / 5_000)
+    print(f"Braid markets benchmark: {n:,} synthetic trades over {args.pairs} pairs, "
+          f"{PARTITIONS} partitions, local in-memory Tansu at {kafka.bootstrap_servers}")
+    print(f"machine load at start: {_load()}")
+
+    quix_python = ensure_quix_venv()
+    prefix = f"bm{uuid.uuid4().hex[:8]}."
+    topics = MarketsTopics.prefixed(prefix)
+    quix_out = f"{prefix}quix_candles"
+    ensure_topics(kafka, [*topics.specs(PARTITIONS), _candle_topic_spec(quix_out)],
+                  TopicSettings())
+    t0 = time.monotonic()
+    trades = make_trades(n, args.pairs)
+    span_min = (trades["timestamp_ms"][-1].as_py() - trades["timestamp_ms"][0].as_py()) / 60_000
+    produce_trades(kafka, topics.trades, trades, PARTITIONS)
+    _log(f"setup: produced {n:,} trades ({span_min:,.0f} min of event time) in "
+         f"{time.monotonic() - t0:.1f} s")
+    del trades
+
+    rows: list[tuple[str, str, str]] = []
+    candles = _braid_child("candles", kafka, prefix, n, limit)
+    _log(f"candle processor: {_rate(candles):,.0f} trades/s, {candles['produced']:,} candles")
+    indicators = _braid_child("indicators", kafka, prefix, candles["produced"], limit)
+    _log(f"indicator processor: {_rate(indicators):,.0f} candles/s")
+    quix = _run_child([str(quix_python), str(QUIX_APP), "--bootstrap", kafka.bootstrap_servers,
+                       "--topic", topics.trades, "--output", quix_out,
+                       "--group", f"{prefix}quix", "--expect", str(n),
+                       "--session-timeout-ms", str(SESSION_TIMEOUT_MS)], limit * 10 + 120)
+    _log(f"quix: {_rate(quix):,.0f} trades/s")
+    ceiling = _braid_child("ceiling", kafka, prefix, n, limit)
+    _log(f"ceiling: {_rate(ceiling):,.0f} trades/s")
+    small = _braid_child("candles", kafka, prefix, min(MEMORY_SMALL, n), limit)
+    _log(f"memory run ({small['consumed']:,} trades) done")
+    fresh = []
+    for label, poll_ms, fetch_ms in FRESHNESS_VARIANTS:
+        fresh.append(bench_freshness(kafka, args, label, poll_ms, fetch_ms))
+        _log(f"freshness, {label}: p99 {fresh[-1]['p99']:.1f} ms")
+
+    braid = _rate(candles)
+    e2e = n / (_span(candles) + _span(indicators))
+    ratio_quix = braid / _rate(quix)
+    ratio_ceiling = braid / _rate(ceiling)
+    mb = 1024.0
+    rows = [
+        ("Braid candle processor (60 s, grace 5 s)", f"{braid:,.0f} trades/s",
+         f"{candles['consumed']:,} trades in {_span(candles):.2f} s -> {candles['produced']:,} "
+         f"candles, {candles['batches']} batches"),
+        ("Braid indicator processor", f"{_rate(indicators):,.0f} candles/s",
+         f"{indicators['consumed']:,} candles in {_span(indicators):.2f} s -> "
+         f"{indicators['produced']:,} indicator rows"),
+        ("Braid end to end (candles then indicators)", f"{e2e:,.0f} trades/s",
+         f"{n:,} trades / ({_span(candles):.2f} + {_span(indicators):.2f}) s"),
+        (f"Quix Streams {QUIX_VERSION} (same OHLCV + count)", f"{_rate(quix):,.0f} trades/s",
+         f"{quix['consumed']:,} trades in {_span(quix):.2f} s"),
+        ("Ceiling: consume(10000) + orjson.loads", f"{_rate(ceiling):,.0f} trades/s",
+         f"{ceiling['consumed']:,} trades in {_span(ceiling):.2f} s"),
+        ("Ratio Braid / Quix (target >= 5x)", f"{ratio_quix:.1f}x",
+         "PASS" if ratio_quix >= 5 else "FAIL"),
+        ("Ratio Braid / ceiling (target >= 0.5)", f"{ratio_ceiling:.2f}",
+         "PASS" if ratio_ceiling >= 0.5 else "FAIL"),
+    ]
+    for f in fresh:
+        rows.append((f"Freshness, {f['label']}",
+                     f"p50 {f['p50']:.1f} / p99 {f['p99']:.1f} / max {f['max']:.1f} ms",
+                     f"{f['candles']:,} candles, {f['windows']} window closes, "
+                     f"{f['sent']:,} trades at {f['rate']:,.0f}/s; target p99 < 50 ms: "
+                     f"{'PASS' if f['p99'] < 50 else 'FAIL'}"))
+    rows += [
+        (f"Peak RSS, candle child, {small['consumed']:,} trades",
+         f"{small['maxrss_kb'] / mb:,.0f} MiB",
+         f"{small['rss_before_consuming_kb'] / mb:,.0f} MiB before consuming"),
+        (f"Peak RSS, candle child, {candles['consumed']:,} trades",
+         f"{candles['maxrss_kb'] / mb:,.0f} MiB",
+         f"{candles['rss_before_consuming_kb'] / mb:,.0f} MiB before consuming"),
+        ("Peak RSS, ceiling child / Quix child",
+         f"{ceiling['maxrss_kb'] / mb:,.0f} / {quix['maxrss_kb'] / mb:,.0f} MiB",
+         f"{ceiling['consumed']:,} / {quix['consumed']:,} trades"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    print()
+    print(f"{'measure':<{width}}  {'value':>{vwidth}}  detail")
+    print("-" * (width + vwidth + 60))
+    for name, value, detail in rows:
+        print(f"{name:<{width}}  {value:>{vwidth}}  {detail}")
+    print()
+    f0 = fresh[0]
+    print("Freshness setup: candle processor live with 1 s tumbling windows and grace 200 ms "
+          f"({f0['windows']} window closes x {args.pairs} pairs per run); latency = candle "
+          "receive wall time - (window_end + grace). A pair's window closes when that pair's "
+          "stream time passes end + grace, i.e. on its next trade after that. Trades are produced "
+          "with linger.ms 0; the reader (in the bench process) uses fetch.wait.max.ms 5 and its "
+          "hop is included.")
+    print("Throughput = messages / (last handled - first consumed), the first batch's processing "
+          "included, the group join excluded; Braid's span ends after its outputs are flushed "
+          "and offsets committed. Each measured child ran alone (sequentially). Peak RSS = "
+          "VmHWM of the child process.")
+    print(f"machine load at end: {_load()}")
+    print()
+    print("=== SUMMARY (quote as is) ===")
+    print(f"Braid candle processor, 1 process, {n:,} trades / {args.pairs} pairs, 60 s windows: "
+          f"{braid:,.0f} trades/s")
+    print(f"Braid indicator processor: {_rate(indicators):,.0f} candles/s over "
+          f"{indicators['consumed']:,} candles; end to end trades -> candles -> indicators "
+          f"(back to back): {e2e:,.0f} trades/s")
+    print(f"Quix Streams {QUIX_VERSION}, same windows: {_rate(quix):,.0f} trades/s; "
+          f"Braid/Quix = {ratio_quix:.1f}x (target >= 5x)")
+    print(f"Bare consume + orjson.loads ceiling: {_rate(ceiling):,.0f} trades/s; "
+          f"Braid/ceiling = {ratio_ceiling:.2f} (target >= 0.5)")
+    for f in fresh:
+        print(f"Freshness at {f['rate']:,.0f} trades/s, 1 s windows, grace 200 ms ({f['label']}): "
+              f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms, max {f['max']:.1f} ms over "
+              f"{f['candles']:,} candles (target p99 < 50 ms)")
+    print(f"Peak RSS of the candle processor: {small['maxrss_kb'] / mb:,.0f} MiB at "
+          f"{small['consumed']:,} trades, {candles['maxrss_kb'] / mb:,.0f} MiB at "
+          f"{candles['consumed']:,} trades")
+    print(f"Machine load (1/5/15 min) at end: {_load()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trades", type=int, default=1_000_000, help="trades to produce")
+    parser.add_argument("--pairs", type=int, default=8, choices=range(1, len(DEFAULT_PAIRS) + 1),
+                        metavar="1-8", help="number of pairs (default 8)")
+    parser.add_argument("--rate", type=float, default=5_000.0,
+                        help="freshness: trades/s produced live (default 5000)")
+    parser.add_argument("--fresh-seconds", type=float, default=30.0,
+                        help="freshness: seconds of live production per run (default 30)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 100k trades, 10 s of freshness")
+    # child-process plumbing (not for direct use)
+    parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--limit-s", type=float, default=600.0, help=argparse.SUPPRESS)
+    parser.add_argument("--poll-timeout-ms", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--fetch-wait-ms", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _quiet_logs()
+        CHILDREN[args.child](args)
+        return
+    if args.quick:
+        args.trades, args.fresh_seconds = 100_000, 10.0
+    _quiet_logs()
+    with tempfile.TemporaryDirectory(prefix="bench-markets-") as tmp:
+        settings = StackSettings(die_with_parent=True, state_dir=Path(tmp),
+                                 broker_port=free_port(), services=["broker"], durable=False)
+        stack.up(settings, create_topics=False)
+        try:
+            kafka = settings.local_kafka_settings()
+            kafka.session_timeout_ms = SESSION_TIMEOUT_MS
+            run(kafka, args)
+        finally:
+            stack.down(settings)
+
+
+if __name__ == "__main__":
+    main()
