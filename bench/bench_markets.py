@@ -209,13 +209,21 @@ def child_live(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, stop)
     proc.start()
     ready = False
+    steps: list[float] = []  # seconds per step() once assigned (a checkpoint runs inside one)
     while not stopping:
+        t0 = time.perf_counter()
         proc.step()
-        if not ready and proc._consumer.assignment():
+        if ready:
+            steps.append(time.perf_counter() - t0)
+        elif proc._consumer.assignment():
             ready = True
             print("READY", flush=True)
     proc.close()
-    _result({**vars(proc.stats), "poll_timeout_s": proc.config.poll_timeout_s})
+    ms = np.asarray(steps) * 1000
+    _result({**vars(proc.stats), "poll_timeout_s": proc.config.poll_timeout_s,
+             "step_p50_ms": float(np.percentile(ms, 50)) if len(ms) else 0.0,
+             "step_p99_ms": float(np.percentile(ms, 99)) if len(ms) else 0.0,
+             "step_max_ms": float(ms.max()) if len(ms) else 0.0, "steps": len(ms)})
 
 
 # (label, poll timeout ms, consumer fetch.wait.max.ms); 0 = Braid's default
@@ -364,7 +372,9 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     thread.join()
     reader.close()
     child.send_signal(signal.SIGTERM)
-    child.communicate(timeout=60)
+    out, _ = child.communicate(timeout=60)
+    live = next((json.loads(line[len("RESULT "):]) for line in out.splitlines()
+                 if line.startswith("RESULT ")), {})
 
     lat = np.array([recv - (end + grace_ms) for recv, end in received if end + grace_ms <= last_ts])
     windows = len({end for _, end in received})
@@ -373,7 +383,10 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
             "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
             "max": float(lat.max()) if len(lat) else float("nan"),
-            "size_ms": size_ms, "grace_ms": grace_ms}
+            "size_ms": size_ms, "grace_ms": grace_ms, "load": os.getloadavg()[0],
+            "step_p50_ms": live.get("step_p50_ms", float("nan")),
+            "step_p99_ms": live.get("step_p99_ms", float("nan")),
+            "step_max_ms": live.get("step_max_ms", float("nan"))}
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -444,7 +457,9 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
         rows.append((f"Freshness, {f['label']}",
                      f"p50 {f['p50']:.1f} / p99 {f['p99']:.1f} / max {f['max']:.1f} ms",
                      f"{f['candles']:,} candles, {f['windows']} window closes, "
-                     f"{f['sent']:,} trades at {f['rate']:,.0f}/s; target p99 < 50 ms: "
+                     f"{f['sent']:,} trades at {f['rate']:,.0f}/s; processor step() p50 "
+                     f"{f['step_p50_ms']:.1f} / p99 {f['step_p99_ms']:.1f} / max "
+                     f"{f['step_max_ms']:.1f} ms; load {f['load']:.1f}; target p99 < 50 ms: "
                      f"{'PASS' if f['p99'] < 50 else 'FAIL'}"))
     rows += [
         (f"Peak RSS, candle child, {small['consumed']:,} trades",
