@@ -28,13 +28,12 @@ import structlog
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import from_arrow_schema
 from tqdm import tqdm
 
 from batch import delta_log
 from batch.arrival_order import ArrivalOrder
 from batch.candles_job import candles_frame
-from batch.delta_store import write_table
+from batch.delta_store import write_table_counted
 from batch.file_results import (
     COUNT,
     FILE_RESULT_SCHEMA,
@@ -47,7 +46,7 @@ from batch.file_results import (
 from batch.indicators_job import indicators_frame, tail_per_series
 from batch.object_storage import join
 from batch.rejected_rows import REJECTED_PARTITIONS, rejected_rows_frame
-from batch.trade_inputs import read_file_bytes
+from batch.trade_inputs import InputFiles, input_files
 from features.indicators import MAX_WARMUP
 from features.windows import format_duration
 
@@ -72,6 +71,7 @@ class BackfillConfig:
     arrival: ArrivalOrder = ArrivalOrder.EVENT_TIME
     history_from_table: bool = True
     show_progress: bool = True
+    file_reader: str = "auto"  # auto | python | hadoop (see batch.trade_inputs.input_files)
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -117,6 +117,7 @@ class BackfillSummary:
 
 
 STAGES = ("read", "candles", "indicators", "write candles", "write indicators", "write rejected")
+"""Spark evaluates lazily: indicators are computed during "write indicators"."""
 
 
 def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary:
@@ -152,55 +153,63 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     }
     try:
         with stage("read"):
-            files = read_file_bytes(spark, config.inputs)
-            contexts = _file_contexts(files, config)
-            results = keep(files.mapInArrow(
+            files = input_files(spark, config.inputs, config.file_reader)
+            contexts = _file_contexts(spark, files, config)
+            results = keep(files.map_files(
+                spark,
                 file_results_function(
                     pairs=config.pairs, durations_ms=config.durations_ms,
                     grace_ms=config.grace_ms, arrival=config.arrival, contexts=contexts,
                 ),
-                from_arrow_schema(FILE_RESULT_SCHEMA),
+                FILE_RESULT_SCHEMA,
             ))
             _count_rows(results, summary)
 
         with stage("candles"):
             candles = keep(candles_frame(results))
-            for row in candles.groupBy("window_ms").agg(F.sum("trade_count").alias("n")).collect():
+            in_range = (F.col("window_start_ms") >= F.lit(config.start_ms)) & (
+                F.col("window_start_ms") < F.lit(config.end_ms)
+            )
+            for row in candles.groupBy("window_ms").agg(
+                F.sum("trade_count").alias("trades")
+            ).collect():
                 summary.late_trades[format_duration(int(row["window_ms"]))] = (
-                    summary.trades_valid - int(row["n"])
+                    summary.trades_valid - int(row["trades"])
                 )
-            candles_in_range = keep(_in_range(candles, config))
-            summary.candles_written = candles_in_range.count()
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
-            indicators = keep(_with_day(
+            indicators = _with_day(
                 indicators_frame(candles, history, config.start_ms, config.end_ms)
-            ))
-            summary.indicator_rows_written = indicators.count()
+            )
 
         with stage("write candles"):
-            summary.table_versions[CANDLES_TABLE] = write_table(
-                candles_in_range, config.table(CANDLES_TABLE), partition_by=TABLE_PARTITIONS,
-                replace=replace, run_id=summary.run_id,
+            written = write_table_counted(
+                _with_day(candles.where(in_range)), config.table(CANDLES_TABLE),
+                partition_by=TABLE_PARTITIONS, replace=replace, run_id=summary.run_id,
             )
+            summary.table_versions[CANDLES_TABLE] = written.version
+            summary.candles_written = written.rows
         with stage("write indicators"):
-            summary.table_versions[INDICATORS_TABLE] = write_table(
+            written = write_table_counted(
                 indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id,
             )
+            summary.table_versions[INDICATORS_TABLE] = written.version
+            summary.indicator_rows_written = written.rows
         with stage("write rejected"):
-            rejected = keep(rejected_rows_frame(
+            rejected = rejected_rows_frame(
                 results, start_ms=config.start_ms, end_ms=config.end_ms, start=config.start,
                 end=config.end, run_id=summary.run_id,
-            ))
-            summary.rejected_in_range = rejected.count()
-            summary.table_versions[REJECTED_TABLE] = write_table(
+            )
+            written = write_table_counted(
                 rejected, config.table(REJECTED_TABLE), partition_by=REJECTED_PARTITIONS,
                 replace={"range_start": [config.start.isoformat()],
                          "range_end": [config.end.isoformat()]},
                 run_id=summary.run_id,
             )
+            summary.table_versions[REJECTED_TABLE] = written.version
+            summary.rejected_in_range = written.rows
     finally:
         progress.close()
         for frame in persisted:
@@ -211,12 +220,14 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     return summary
 
 
-def _file_contexts(files: DataFrame, config: BackfillConfig) -> dict[tuple[int, str], FileContext]:
+def _file_contexts(
+    spark: SparkSession, files: InputFiles, config: BackfillConfig
+) -> dict[tuple[int, str], FileContext]:
     """Per file and pair: stream time before the file and the other files' spans (a first pass;
     skipped for a single file, which needs neither)."""
-    if len(config.inputs) == 1 and files.count() == 1:
+    if len(files.paths) == 1:
         return {}
-    rows = files.mapInArrow(file_spans_function(config.pairs), FILE_SPANS_SCHEMA).collect()
+    rows = files.map_files(spark, file_spans_function(config.pairs), FILE_SPANS_SCHEMA).collect()
     return file_contexts(
         [(int(r["source_index"]), str(r["pair"]), int(r["min_timestamp_ms"]),
           int(r["max_timestamp_ms"])) for r in rows],
@@ -232,12 +243,6 @@ def _count_rows(results: DataFrame, summary: BackfillSummary) -> None:
     summary.trades_valid = int(totals["valid"] or 0)
     summary.rejected_rows = int(totals["rejected"] or 0)
     summary.trades_read = summary.trades_valid + summary.rejected_rows
-
-
-def _in_range(frame: DataFrame, config: BackfillConfig) -> DataFrame:
-    start = F.col("window_start_ms")
-    in_range = (start >= F.lit(config.start_ms)) & (start < F.lit(config.end_ms))
-    return _with_day(frame.where(in_range))
 
 
 def _with_day(frame: DataFrame) -> DataFrame:

@@ -11,6 +11,7 @@ at a time (the orchestrator's job).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -98,7 +99,10 @@ def commit_files(
     """
     from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
-    properties = CommitProperties(custom_metadata={"braid_run_id": run_id})
+    rows = sum(int(json.loads(add.stats).get("numRecords", 0)) for add in adds)
+    properties = CommitProperties(
+        custom_metadata={"braid_run_id": run_id, "braid_rows": str(rows)}
+    )
     delta_schema = deltalake.Schema.from_arrow(schema)
     exists = table_exists(uri)
     with local_table_uri(uri, for_commit=True) as local:
@@ -121,13 +125,19 @@ def commit_files(
         return int(deltalake.DeltaTable(local).version())
 
 
-def version_of_run(uri: str, run_id: str) -> int | None:
-    """The table version committed by run `run_id` (from the commit's custom metadata)."""
+def commit_of_run(uri: str, run_id: str) -> tuple[int, int] | None:
+    """(version, rows added) of the commit of run `run_id` (from its custom metadata)."""
     with local_table_uri(uri, for_commit=False) as local:
         for entry in deltalake.DeltaTable(local).history(50):
             if entry.get("braid_run_id") == run_id:
-                return int(entry["version"])
+                return int(entry["version"]), int(entry.get("braid_rows", -1))
     return None
+
+
+def version_of_run(uri: str, run_id: str) -> int | None:
+    """The table version committed by run `run_id`."""
+    found = commit_of_run(uri, run_id)
+    return None if found is None else found[0]
 
 
 def read_table(

@@ -140,6 +140,12 @@ class DeltaRsWriter(DataSourceArrowWriter):
         """Files of a failed write stay unreferenced (no commit): `VACUUM` removes them."""
 
 
+@dataclass(frozen=True)
+class TableWrite:
+    version: int  # the table version this write committed
+    rows: int  # rows it added
+
+
 def write_table(
     df: DataFrame,
     uri: str,
@@ -149,11 +155,27 @@ def write_table(
     run_id: str,
 ) -> int:
     """Write `df` to the Delta table at `uri`; returns the version this write committed."""
+    return write_table_counted(
+        df, uri, partition_by=partition_by, replace=replace, run_id=run_id
+    ).version
+
+
+def write_table_counted(
+    df: DataFrame,
+    uri: str,
+    *,
+    partition_by: list[str],
+    replace: dict[str, list[str]] | None,
+    run_id: str,
+) -> TableWrite:
+    """Write `df` to the Delta table at `uri` (one commit); returns its version and row count,
+    so callers need no separate count of `df`."""
     uri = normalize_uri(uri)
     spark = df.sparkSession
     if delta_spark_available(spark):
         return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
                                        run_id=run_id)
+    df = df.repartition(*partition_by) if partition_by else df
     _register_once(spark)
     writer = (
         df.write.format(DATA_SOURCE_NAME)
@@ -166,11 +188,12 @@ def write_table(
     if replace is not None:
         writer = writer.option("replace", json.dumps(replace))
     writer.save()
-    version = delta_log.version_of_run(uri, run_id)
-    if version is None:
+    found = delta_log.commit_of_run(uri, run_id)
+    if found is None:
         raise RuntimeError(f"no commit of run {run_id} found in {uri}")
-    log.info("delta table written", table=uri, version=version, engine="delta-rs")
-    return version
+    version, rows = found
+    log.info("delta table written", table=uri, version=version, rows=rows, engine="delta-rs")
+    return TableWrite(version, rows)
 
 
 _REGISTERED: set[int] = set()
@@ -189,7 +212,7 @@ def _write_with_delta_spark(
     partition_by: list[str],
     replace: dict[str, list[str]] | None,
     run_id: str,
-) -> int:
+) -> TableWrite:
     """The delta-spark route (Dataproc): `replaceWhere` over the same partitions."""
     spark = df.sparkSession
     target = uri if is_gcs(uri) or uri.startswith("file:") else f"file://{uri}"
@@ -203,15 +226,16 @@ def _write_with_delta_spark(
     else:
         writer = writer.mode("append")
     writer.save(target)
-    rows = (
+    commit = (
         spark.sql(f"DESCRIBE HISTORY delta.`{target}` LIMIT 50")
         .where(f"userMetadata = '{run_id}'")
-        .select("version")
+        .select("version", "operationMetrics")
         .collect()
-    )
-    version = int(rows[0]["version"])
-    log.info("delta table written", table=uri, version=version, engine="delta-spark")
-    return version
+    )[0]
+    version = int(commit["version"])
+    rows = int((commit["operationMetrics"] or {}).get("numOutputRows", -1))
+    log.info("delta table written", table=uri, version=version, rows=rows, engine="delta-spark")
+    return TableWrite(version, rows)
 
 
 def _sql_literal(value: str) -> str:

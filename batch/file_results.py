@@ -18,7 +18,7 @@ which the driver builds one :class:`FileContext` per file and pair.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +58,6 @@ FILE_RESULT_SCHEMA = pa.schema(
         pa.field("rows_rejected", pa.int64()),
     ]
 )
-
-FILE_SPANS_SCHEMA = "source_index INT, pair STRING, min_timestamp_ms LONG, max_timestamp_ms LONG"
 
 
 @dataclass(frozen=True)
@@ -136,17 +134,22 @@ def _candles_and_shared_trades(
         arrival, trades["source_index"].to_numpy(), trades["row_index"].to_numpy(),
         trades["timestamp_ms"].to_numpy(),
     )
-    trades = trades.take(pa.array(order))
+    in_order = bool(np.all(order[1:] > order[:-1]))  # files are usually already in order
+
+    def column(name: str) -> np.ndarray:
+        values = trades[name].to_numpy()
+        return values if in_order else values[order]
+
     encoded = pc.dictionary_encode(trades["pair"]).combine_chunks()
-    codes = encoded.indices.to_numpy().astype(np.int64)
+    codes = column_of(encoded.indices.to_numpy().astype(np.int64), order, in_order)
     names: list[str] = encoded.dictionary.to_pylist()
     context = [contexts.get((source_index, n), FileContext(NO_STREAM_TIME, ())) for n in names]
     initial = np.array([c.stream_time_before for c in context], dtype=np.int64)
-    ts = trades["timestamp_ms"].to_numpy()
-    tid = trades["trade_id"].to_numpy()
-    price = trades["price"].to_numpy()
-    volume = trades["volume"].to_numpy()
-    row_index = trades["row_index"].to_numpy()
+    ts = column("timestamp_ms")
+    tid = column("trade_id")
+    price = column("price")
+    volume = column("volume")
+    row_index = column("row_index")
     pieces: list[pa.Table] = []
     for size_ms in durations_ms:
         window = TumblingWindow(size_ms, grace_ms)
@@ -176,6 +179,10 @@ def _candles_and_shared_trades(
                 "trade_volume": pa.array(volume[shared]),
             }))
     return pieces
+
+
+def column_of(values: np.ndarray, order: np.ndarray, in_order: bool) -> np.ndarray:
+    return values if in_order else values[order]
 
 
 def _in_shared_window(
@@ -255,52 +262,43 @@ def file_results_function(
     grace_ms: int,
     arrival: ArrivalOrder,
     contexts: Contexts,
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """The `mapInArrow` function over file-bytes rows (`source_index, path, content`)."""
+) -> Callable[[bytes, str, int], pa.Table]:
+    """`file_results` with the job's parameters bound: the function mapped over input files."""
     pairs, durations, known = list(pairs), list(durations_ms), dict(contexts)
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for index, path, content in _files(batch):
-                yield from file_results(
-                    content, path, index, pairs=pairs, durations_ms=durations,
-                    grace_ms=grace_ms, arrival=arrival, contexts=known,
-                ).to_batches()
+    def run(content: bytes, path: str, source_index: int) -> pa.Table:
+        return file_results(
+            content, path, source_index, pairs=pairs, durations_ms=durations,
+            grace_ms=grace_ms, arrival=arrival, contexts=known,
+        )
 
     return run
 
 
-def file_spans_function(
-    pairs: Sequence[str],
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """`mapInArrow` function: per file and pair, the event-time span of its valid trades."""
+FILE_SPANS_SCHEMA = pa.schema([
+    pa.field("source_index", pa.int32()),
+    pa.field("pair", pa.string()),
+    pa.field("min_timestamp_ms", pa.int64()),
+    pa.field("max_timestamp_ms", pa.int64()),
+])
+
+
+def file_spans_function(pairs: Sequence[str]) -> Callable[[bytes, str, int], pa.Table]:
+    """The function mapped over input files for the first pass: per pair, the event-time span
+    of the file's valid trades (`FILE_SPANS_SCHEMA`)."""
     wanted = pa.array(list(pairs), pa.string())
 
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for index, path, content in _files(batch):
-                parsed = parse_trade_file(content, path, index)
-                valid = parsed.filter(
-                    pc.and_(pc.is_in(parsed["pair"], wanted), pc.is_null(parsed["reject_reason"]))
-                )
-                spans = valid.group_by("pair").aggregate(
-                    [("timestamp_ms", "min"), ("timestamp_ms", "max")]
-                )
-                if spans.num_rows:
-                    yield from pa.table({
-                        "source_index": pa.array([index] * spans.num_rows, pa.int32()),
-                        "pair": spans["pair"],
-                        "min_timestamp_ms": spans["timestamp_ms_min"],
-                        "max_timestamp_ms": spans["timestamp_ms_max"],
-                    }).to_batches()
+    def run(content: bytes, path: str, source_index: int) -> pa.Table:
+        parsed = parse_trade_file(content, path, source_index)
+        valid = parsed.filter(
+            pc.and_(pc.is_in(parsed["pair"], wanted), pc.is_null(parsed["reject_reason"]))
+        )
+        spans = valid.group_by("pair").aggregate([("timestamp_ms", "min"), ("timestamp_ms", "max")])
+        return pa.table({
+            "source_index": pa.array([source_index] * spans.num_rows, pa.int32()),
+            "pair": spans["pair"],
+            "min_timestamp_ms": spans["timestamp_ms_min"],
+            "max_timestamp_ms": spans["timestamp_ms_max"],
+        }, schema=FILE_SPANS_SCHEMA)
 
     return run
-
-
-def _files(batch: pa.RecordBatch) -> Iterator[tuple[int, str, bytes]]:
-    yield from zip(
-        (int(i) for i in batch["source_index"].to_pylist()),
-        batch["path"].to_pylist(),
-        batch["content"].to_pylist(),
-        strict=True,
-    )

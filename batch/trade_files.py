@@ -218,28 +218,32 @@ def trade_reject_reasons(trades: pa.Table) -> np.ndarray:
 
 
 def _is_none(values: np.ndarray) -> np.ndarray:
-    return np.array([v is None for v in values], dtype=bool) if len(values) else np.zeros(0, bool)
+    """True where an object array of reasons (non-empty strings or None) holds None."""
+    return ~values.astype(bool)
 
 
 def _assemble(trades: pa.Table, rejects: list[Reject], path: str, source_index: int) -> pa.Table:
     n = trades.num_rows
     reasons = trade_reject_reasons(trades) if n else np.empty(0, dtype=object)
     invalid = ~_is_none(reasons)
-    raw = np.full(n, None, dtype=object)
     if invalid.any():
+        raw_text = np.full(n, None, dtype=object)
         rows = trades.filter(pa.array(invalid)).to_pylist()
-        raw[invalid] = [json.dumps(r, default=str) for r in rows]
-    source = np.full(n, None, dtype=object)
-    source[invalid] = path
+        raw_text[invalid] = [json.dumps(r, default=str) for r in rows]
+        source_text = np.full(n, None, dtype=object)
+        source_text[invalid] = path
+        raw, source = pa.array(raw_text, pa.string()), pa.array(source_text, pa.string())
+        reason_column = pa.array(reasons, pa.string())
+    else:  # the common case: no per-row Python work
+        raw = source = reason_column = pa.nulls(n, pa.string())
     parsed = trades.append_column(
         PARSED_TRADE_SCHEMA.field("source_index"), pa.array(np.full(n, source_index, np.int32))
     ).append_column(PARSED_TRADE_SCHEMA.field("row_index"), pa.array(np.arange(n, dtype=np.int64)))
     parsed = (
-        parsed.append_column(PARSED_TRADE_SCHEMA.field("reject_reason"),
-                             pa.array(reasons, pa.string()))
-        .append_column(PARSED_TRADE_SCHEMA.field("source"), pa.array(source, pa.string()))
+        parsed.append_column(PARSED_TRADE_SCHEMA.field("reject_reason"), reason_column)
+        .append_column(PARSED_TRADE_SCHEMA.field("source"), source)
         .append_column(PARSED_TRADE_SCHEMA.field("row_number"), pa.nulls(n, pa.int64()))
-        .append_column(PARSED_TRADE_SCHEMA.field("raw"), pa.array(raw, pa.string()))
+        .append_column(PARSED_TRADE_SCHEMA.field("raw"), raw)
     )
     if not rejects:
         return parsed

@@ -1,18 +1,22 @@
-"""Input files (local or `gs://`) -> a Spark DataFrame of their bytes, one row per file.
+"""Input files (local or `gs://`), each read whole by one Spark task and mapped by a function.
 
-Each file is read whole, as one row, so one task parses it in file order
+One task per file keeps a file's rows in file order for the parser
 (`batch.trade_files.parse_trade_file`: Kraken CSVs through `features.kraken_formats`, so derived
-trade ids match the stream's file replay). The bytes come from:
-- Spark's `binaryFile` source (Hadoop file systems): local files, and `gs://` on Dataproc
-  through the GCS connector;
-- a small Python data source (`braid_trade_files`) reading through fsspec/gcsfs, for `gs://`
-  where no GCS connector is installed (here, and against the GCS emulator).
+trade ids match the stream's file replay), and lets the task reduce the file to small results
+(`batch.file_results`) before anything crosses into the JVM. The bytes come from:
+- a Python data source (`braid_trade_files`) reading through fsspec: local files, and `gs://`
+  through gcsfs where no GCS connector is installed (here, and against the GCS emulator); the
+  function runs inside the reader, so the bytes never leave the Python worker;
+- Spark's `binaryFile` source (Hadoop file systems) then `mapInArrow`: `gs://` on Dataproc
+  through the GCS connector.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -29,8 +33,10 @@ from batch.object_storage import (
 )
 from batch.spark_session import gcs_connector_available
 
-FILE_BYTES_SCHEMA = "source_index INT, path STRING, content BINARY"
 FILE_SOURCE_NAME = "braid_trade_files"
+
+FileFunction = Callable[[bytes, str, int], pa.Table]
+"""(content, path, source_index) -> result rows of one file."""
 
 
 class _FilePartition(InputPartition):
@@ -41,77 +47,140 @@ class _FilePartition(InputPartition):
 
 
 class TradeFilesDataSource(DataSource):
-    """`spark.read.format("braid_trade_files").option("paths", json_list)`: one row per file."""
+    """`spark.read.format("braid_trade_files")`: a function applied to each file, one task per
+    file, reading through fsspec (gcsfs for `gs://`). Options: `paths` (JSON list), `schema`
+    (DDL), `function` (cloudpickled, base64), `storage_env` (JSON)."""
 
     @classmethod
     def name(cls) -> str:
         return FILE_SOURCE_NAME
 
     def schema(self) -> str:
-        return FILE_BYTES_SCHEMA
+        return self.options["schema"]
 
     def reader(self, schema: StructType) -> DataSourceReader:
-        return _FileBytesReader(
-            json.loads(self.options["paths"]), json.loads(self.options.get("storage_env", "{}"))
+        return _FileReader(
+            json.loads(self.options["paths"]),
+            self.options["function"],
+            json.loads(self.options.get("storage_env", "{}")),
         )
 
 
-class _FileBytesReader(DataSourceReader):
-    def __init__(self, paths: list[str], env: dict[str, str]) -> None:
+class _FileReader(DataSourceReader):
+    def __init__(self, paths: list[str], function: str, env: dict[str, str]) -> None:
         self.paths = paths
+        self.function = function
         self.env = env
 
     def partitions(self) -> Sequence[InputPartition]:
         return [_FilePartition(i, p) for i, p in enumerate(self.paths)]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        from pyspark import cloudpickle
+
         assert isinstance(partition, _FilePartition)
-        path = partition.path
         apply_storage_env(self.env)
+        function: FileFunction = cloudpickle.loads(base64.b64decode(self.function))
+        path = partition.path
         fs = filesystem_for(path)
         with fs.open(path[len("gs://") :] if is_gcs(path) else path, "rb") as handle:
             content = handle.read()
-        yield pa.RecordBatch.from_pydict(
-            {"source_index": [partition.source_index], "path": [path], "content": [content]},
-            schema=pa.schema(
-                [("source_index", pa.int32()), ("path", pa.string()), ("content", pa.binary())]
-            ),
-        )
+        yield from function(content, path, partition.source_index).to_batches()
 
 
-def read_file_bytes(spark: SparkSession, patterns: Sequence[str]) -> DataFrame:
-    """One row per input file (`source_index, path, content`), for `batch.file_results`.
+@dataclass(frozen=True)
+class InputFiles:
+    """The backfill's input files, in arrival order of files (`source_index`)."""
 
-    Patterns are files, folders or globs, local or `gs://`; `source_index` numbers the files in
-    the order given (each pattern's matches sorted by name).
-    """
-    from pyspark.sql import functions as F
+    paths: list[str]
+    through_hadoop: bool  # Spark's binaryFile (Hadoop FS) instead of fsspec in Python
 
-    files = list_input_files(spark, patterns)
-    if not files:
-        raise FileNotFoundError(f"no input files in {list(patterns)}")
-    through_hadoop = all(not is_gcs(f) for f in files) or gcs_connector_available(spark)
-    if through_hadoop:
-        frames = [
-            spark.read.format("binaryFile").load(_hadoop_path(path))
-            .select(F.lit(index).cast("int").alias("source_index"), F.lit(path).alias("path"),
-                    "content")
-            for index, path in enumerate(files)
-        ]
-        raw = frames[0]
-        for frame in frames[1:]:
-            raw = raw.unionByName(frame)
-    else:
+    def map_files(
+        self, spark: SparkSession, function: FileFunction, schema: pa.Schema
+    ) -> DataFrame:
+        """`function` applied to every file's bytes, one Spark task per file."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        spark_schema = from_arrow_schema(schema)
+        if self.through_hadoop:
+            return _map_through_binary_file(spark, self.paths, function, spark_schema)
         if id(spark) not in _REGISTERED:
             spark.dataSource.register(TradeFilesDataSource)
             _REGISTERED.add(id(spark))
-        raw = (
+        from pyspark import cloudpickle
+
+        return (
             spark.read.format(FILE_SOURCE_NAME)
-            .option("paths", json.dumps(files))
+            .schema(spark_schema)
+            .option("schema", spark_schema.simpleString())
+            .option("paths", json.dumps(self.paths))
+            .option("function", base64.b64encode(cloudpickle.dumps(function)).decode())
             .option("storage_env", json.dumps(storage_env()))
             .load()
         )
-    return raw
+
+
+FILE_BYTES_SCHEMA = pa.schema(
+    [("source_index", pa.int32()), ("path", pa.string()), ("content", pa.binary())]
+)
+
+
+def _file_bytes(content: bytes, path: str, source_index: int) -> pa.Table:
+    return pa.table({"source_index": [source_index], "path": [path], "content": [content]},
+                    schema=FILE_BYTES_SCHEMA)
+
+
+def read_file_bytes(spark: SparkSession, patterns: Sequence[str]) -> DataFrame:
+    """One row per input file (`source_index, path, content`), for jobs that `mapInArrow` over
+    whole files themselves (the sensors backfill). The trades backfill uses `map_files`, which
+    avoids moving the bytes through the JVM."""
+    return input_files(spark, patterns).map_files(spark, _file_bytes, FILE_BYTES_SCHEMA)
+
+
+def input_files(
+    spark: SparkSession, patterns: Sequence[str], reader: str = "auto"
+) -> InputFiles:
+    """The files of `patterns` (files, folders or globs, local or `gs://`), numbered in the order
+    given (each pattern's matches sorted by name).
+
+    `reader`: `auto` reads `gs://` through Hadoop when the GCS connector is installed
+    (Dataproc) and everything else through fsspec in Python; `hadoop` / `python` force one.
+    """
+    files = list_input_files(spark, patterns)
+    if not files:
+        raise FileNotFoundError(f"no input files in {list(patterns)}")
+    if reader == "auto":
+        hadoop = any(is_gcs(f) for f in files) and gcs_connector_available(spark)
+    else:
+        hadoop = reader == "hadoop"
+    return InputFiles(files, hadoop)
+
+
+def _map_through_binary_file(
+    spark: SparkSession, paths: list[str], function: FileFunction, schema: StructType
+) -> DataFrame:
+    index_of = {_hadoop_path(p): i for i, p in enumerate(paths)}
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for path, content in zip(batch["path"].to_pylist(), batch["content"].to_pylist(),
+                                     strict=True):
+                index = index_of[_same_form(path, index_of)]
+                yield from function(content, path, index).to_batches()
+
+    raw = spark.read.format("binaryFile").load([_hadoop_path(p) for p in paths])
+    return raw.select("path", "content").mapInArrow(run, schema)
+
+
+def _same_form(path: str, known: dict[str, int]) -> str:
+    """binaryFile reports `file:/x` for `file:///x`: find the listed form of `path`."""
+    if path in known:
+        return path
+    if path.startswith("file:"):
+        bare = "file://" + "/" + path[len("file:") :].lstrip("/")
+        if bare in known:
+            return bare
+    raise KeyError(f"{path} is not one of the input files")
 
 
 _REGISTERED: set[int] = set()
@@ -125,7 +194,7 @@ def list_input_files(spark: SparkSession, patterns: Sequence[str]) -> list[str]:
 
 
 def _hadoop_path(path: str) -> str:
-    return path if is_gcs(path) else f"file://{path}"
+    return path if is_gcs(path) else f"file://{path}"  # an absolute path: file:///x
 
 
 def _hadoop_list(spark: SparkSession, patterns: Sequence[str]) -> list[str]:

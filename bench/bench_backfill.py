@@ -1,0 +1,195 @@
+"""Benchmark of the Spark trades backfill; prints its figures.
+
+    .venv/bin/python bench/bench_backfill.py [--sizes 1000000 10000000] [--pairs 4]
+        [--rate 50] [--durations 1m 1h] [--stream-size 1000000] [--no-stream]
+
+1. **Backfill throughput** on `local[2]`, end to end: read Parquet trade files, validate, candles,
+   indicators, three Delta commits (`batch.backfill.run_backfill`), for each size. Trades are
+   generated with numpy at a fixed `--rate` (trades/s per pair, so the candle count grows with the
+   trade count), split by time into `--files` Parquet files, and written under a temporary folder
+   first (not timed). A small warm-up run (not timed) starts Spark's Python workers.
+   Figures: seconds, trades/s, seconds per stage, and how time grows from the smallest to the
+   largest size (1.0 = linear).
+2. **Stream replay** of the same history (the first `--stream-size` trades of the smallest size)
+   through the speed layer (`streaming.pipelines.markets.run_trades_through_stream` against a
+   local in-memory Tansu broker started here), timed in the same run: the batch/stream speed
+   ratio, per trade. See :func:`stream_replay_seconds` (the hook).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from batch.backfill import BackfillConfig, run_backfill  # noqa: E402
+from batch.spark_session import spark_session  # noqa: E402
+from features.schemas.trade import TRADE_ARROW_SCHEMA  # noqa: E402
+from features.windows import parse_duration_ms  # noqa: E402
+
+START_MS = 1_700_006_400_000  # 2023-11-15T00:00:00Z
+PAIRS = ["XBT/USD", "ETH/USD", "SOL/USD", "XRP/USD", "ADA/USD", "DOT/USD", "LTC/USD", "XBT/EUR"]
+BASE_PRICE = [60_000.0, 3_000.0, 150.0, 0.55, 0.45, 7.0, 80.0, 55_000.0]
+
+
+def generate_trades(count: int, pairs: int, rate_per_pair: float, seed: int = 0) -> pa.Table:
+    """`count` trades over `pairs` pairs in event-time order, `rate_per_pair` trades/s each."""
+    rng = np.random.default_rng(seed)
+    total_rate = rate_per_pair * pairs
+    gaps_ms = rng.exponential(1000.0 / total_rate, count)
+    ts = START_MS + np.floor(np.cumsum(gaps_ms)).astype(np.int64)
+    codes = rng.integers(0, pairs, count)
+    price = np.empty(count)
+    trade_id = np.empty(count, dtype=np.int64)
+    for code in range(pairs):
+        mine = codes == code
+        n = int(mine.sum())
+        price[mine] = BASE_PRICE[code] * np.exp(np.cumsum(rng.normal(0, 2e-4, n)))
+        trade_id[mine] = np.arange(1, n + 1)
+    names = np.array(PAIRS[:pairs], dtype=object)
+    return pa.table(
+        {
+            "pair": pa.array(names[codes], pa.string()),
+            "price": pa.array(np.round(price, 6)),
+            "volume": pa.array(rng.lognormal(-1.0, 1.0, count)),
+            "side": pa.array(np.where(rng.random(count) < 0.5, "buy", "sell"), pa.string()),
+            "order_type": pa.array(np.where(rng.random(count) < 0.4, "market", "limit"),
+                                   pa.string()),
+            "trade_id": pa.array(trade_id),
+            "timestamp_ms": pa.array(ts),
+        },
+        schema=TRADE_ARROW_SCHEMA,
+    )
+
+
+def write_files(trades: pa.Table, folder: Path, files: int) -> list[str]:
+    """Split by time (as daily or hourly archives are) into `files` Parquet files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, trades.num_rows, files + 1).astype(int)
+    paths = []
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        path = folder / f"trades-{i:04d}.parquet"
+        pq.write_table(trades.slice(int(lo), int(hi - lo)), path, compression="zstd")
+        paths.append(str(path))
+    return paths
+
+
+def day_range(trades: pa.Table) -> tuple[date, date]:
+    ts = trades["timestamp_ms"].to_numpy()
+    first = datetime.fromtimestamp(int(ts.min()) / 1000, UTC).date()
+    last = datetime.fromtimestamp(int(ts.max()) / 1000, UTC).date()
+    return first, last + timedelta(days=1)
+
+
+def run_batch(spark, files: list[str], trades: pa.Table, pairs: list[str],  # type: ignore[no-untyped-def]
+              durations: list[int], output: Path) -> dict[str, object]:
+    start, end = day_range(trades)
+    t0 = time.perf_counter()
+    summary = run_backfill(spark, BackfillConfig(
+        inputs=files, start=start, end=end, pairs=pairs, output=str(output),
+        durations_ms=durations, show_progress=False,
+    ))
+    seconds = time.perf_counter() - t0
+    return {
+        "trades": trades.num_rows,
+        "seconds": round(seconds, 2),
+        "trades_per_s": round(trades.num_rows / seconds),
+        "candles": summary.candles_written,
+        "indicator_rows": summary.indicator_rows_written,
+        "stage_seconds": summary.stage_seconds,
+        "table_versions": summary.table_versions,
+    }
+
+
+def stream_replay_seconds(trades: pa.Table, durations: list[int], grace_ms: int = 5_000) -> float:
+    """The hook for the streaming comparison: seconds to push `trades` (row order = arrival)
+    through the speed layer (produce, candle processor, indicator processor, until idle) on a
+    local in-memory Tansu broker. The broker's start and stop are not timed."""
+    from infra import stack
+    from infra.settings import StackSettings
+    from infra.testing import free_port
+    from streaming.pipelines.markets import run_trades_through_stream
+
+    state = Path(tempfile.mkdtemp(prefix="braid-bench-stack-"))
+    settings = StackSettings(state_dir=state, broker_port=free_port(), services=["broker"],
+                             durable=False)
+    stack.up(settings, create_topics=False)
+    try:
+        t0 = time.perf_counter()
+        run_trades_through_stream(trades, settings.local_kafka_settings(), durations=durations,
+                                  grace_ms=grace_ms, topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
+        return time.perf_counter() - t0
+    finally:
+        stack.down(settings)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=50.0, help="trades/s per pair")
+    parser.add_argument("--files", type=int, default=8, help="Parquet files per size")
+    parser.add_argument("--durations", nargs="+", default=["1m", "1h"])
+    parser.add_argument("--stream-size", type=int, default=1_000_000)
+    parser.add_argument("--no-stream", action="store_true", help="skip the stream replay")
+    parser.add_argument("--workdir", default=None, help="where inputs and tables go (temp)")
+    args = parser.parse_args()
+
+    from batch.logging_setup import configure_job_logging
+
+    configure_job_logging("WARNING")
+    durations = [parse_duration_ms(d) for d in args.durations]
+    pairs = PAIRS[: args.pairs]
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="braid-bench-backfill-"))
+    spark = spark_session("braid-bench-backfill", master="local[2]", shuffle_partitions=4)
+    print(f"backfill benchmark: local[2], {args.pairs} pairs at {args.rate:g} trades/s each, "
+          f"durations {args.durations}, {args.files} Parquet files per size; work dir {work}")
+
+    warm = generate_trades(50_000, args.pairs, args.rate, seed=99)
+    run_batch(spark, write_files(warm, work / "warm", 2), warm, pairs, durations, work / "t-warm")
+
+    results = []
+    for size in args.sizes:
+        trades = generate_trades(size, args.pairs, args.rate, seed=size % 1000)
+        files = write_files(trades, work / f"in-{size}", args.files)
+        result = run_batch(spark, files, trades, pairs, durations, work / f"t-{size}")
+        results.append(result)
+        print(f"  {size:>11,} trades: {result['seconds']:>7.2f} s  "
+              f"{result['trades_per_s']:>10,} trades/s  candles {result['candles']:,}  "
+              f"stages {json.dumps(result['stage_seconds'])}")
+        del trades
+    if len(results) > 1:
+        small, large = results[0], results[-1]
+        size_ratio = int(large["trades"]) / int(small["trades"])  # type: ignore[call-overload]
+        time_ratio = float(large["seconds"]) / float(small["seconds"])  # type: ignore[arg-type]
+        print(f"  time grows x{time_ratio:.2f} for x{size_ratio:.0f} trades "
+              f"(scaling exponent {np.log(time_ratio) / np.log(size_ratio):.2f}; 1.00 = linear)")
+    if not args.no_stream:
+        stream_trades = generate_trades(args.stream_size, args.pairs, args.rate,
+                                        seed=args.sizes[0] % 1000).slice(0, args.stream_size)
+        files = write_files(stream_trades, work / "in-stream", args.files)
+        batch = run_batch(spark, files, stream_trades, pairs, durations, work / "t-stream")
+        seconds = stream_replay_seconds(stream_trades, durations)
+        print(f"  stream replay of the same {args.stream_size:,} trades: {seconds:.2f} s "
+              f"({args.stream_size / seconds:,.0f} trades/s); batch {batch['seconds']} s "
+              f"-> batch is {seconds / float(batch['seconds']):.1f}x faster")  # type: ignore[arg-type]
+    shutil.rmtree(work, ignore_errors=True)
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
