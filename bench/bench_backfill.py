@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -34,6 +35,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from pyspark.sql import SparkSession  # noqa: E402
 
 from batch.backfill import BackfillConfig, run_backfill  # noqa: E402
 from batch.spark_session import spark_session  # noqa: E402
@@ -80,7 +82,7 @@ def write_files(trades: pa.Table, folder: Path, files: int) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, trades.num_rows, files + 1).astype(int)
     paths = []
-    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         path = folder / f"trades-{i:04d}.parquet"
         pq.write_table(trades.slice(int(lo), int(hi - lo)), path, compression="zstd")
         paths.append(str(path))
@@ -94,7 +96,7 @@ def day_range(trades: pa.Table) -> tuple[date, date]:
     return first, last + timedelta(days=1)
 
 
-def run_batch(spark, files: list[str], trades: pa.Table, pairs: list[str],  # type: ignore[no-untyped-def]
+def run_batch(spark: SparkSession, files: list[str], trades: pa.Table, pairs: list[str],
               durations: list[int], output: Path) -> dict[str, object]:
     start, end = day_range(trades)
     t0 = time.perf_counter()
