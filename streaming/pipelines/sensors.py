@@ -92,13 +92,16 @@ def window_processor(
     idle_timeout_ms: int = 10_000,
     group: str = "braid-sensor-windows",
     batch_size: int = 10_000,
+    poll_timeout_s: float = 0.1,
+    consumer_overrides: dict[str, str | int | bool] | None = None,
 ) -> StreamProcessor:
     config = SensorWindowConfig(sensor_window(grace_ms), edges,
                                 {name: topics.of(name) for name in FEATURES}, idle_timeout_ms)
     return StreamProcessor(
         kafka,
-        ProcessorConfig(group, (topics.SZ,), batch_size=batch_size,
-                        dead_letter_topic=topics.dead_letter, checkpoint_topic=topics.checkpoints),
+        ProcessorConfig(group, (topics.SZ,), batch_size=batch_size, poll_timeout_s=poll_timeout_s,
+                        dead_letter_topic=topics.dead_letter, checkpoint_topic=topics.checkpoints,
+                        consumer_overrides=consumer_overrides or {}),
         lambda partition: SensorWindowOperator(config, partition),
     )
 
@@ -111,13 +114,17 @@ def join_processor(
     topics: SensorTopics = SensorTopics(),
     group: str = "braid-sensor-join",
     batch_size: int = 10_000,
+    poll_timeout_s: float = 0.1,
+    consumer_overrides: dict[str, str | int | bool] | None = None,
 ) -> StreamProcessor:
     inputs = {topics.of(name): name for name in ("SX", "SY", *FEATURES)}
     config = SensorJoinConfig(inputs, topics.predictions, model, threshold)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, tuple(inputs), batch_size=batch_size,
-                        dead_letter_topic=topics.dead_letter, checkpoint_topic=topics.checkpoints),
+                        poll_timeout_s=poll_timeout_s, dead_letter_topic=topics.dead_letter,
+                        checkpoint_topic=topics.checkpoints,
+                        consumer_overrides=consumer_overrides or {}),
         lambda partition: SensorJoinOperator(config, partition),
     )
 
