@@ -21,29 +21,31 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 
 from batch.arrival_order import ArrivalOrder, arrival_permutation
-from batch.file_results import CANDLE, TRADE
+from batch.file_results import CANDLE, TRADE, decode_trades
 from features.candles import aggregate_trades, finalize
 from features.schemas.candle import CANDLE_ARROW_SCHEMA
 from features.windows import NO_STREAM_TIME, TumblingWindow, late_mask
 
 
-def candles_of_shared_windows(trades: pa.Table) -> pa.Table:
-    """Candles of one pair and duration from trades of windows several files share.
+def candles_of_shared_windows(rows: pa.Table) -> pa.Table:
+    """Candles of one pair and duration from the trades of windows several files share.
 
-    `trades` are rows of `FILE_RESULT_SCHEMA` (kind `trade`, already past the lateness rule).
-    Put in file order (`source_index`, `row_index`): for trades with equal (timestamp, trade id)
-    that is their arrival order in both arrival modes, which `aggregate_trades` keeps.
+    `rows` are `FILE_RESULT_SCHEMA` rows of kind `trade`, each carrying one file's trades of
+    those windows (already past the lateness rule). The trades are put in file order
+    (`source_index`, `row_index`): for trades with equal (timestamp, trade id) that is their
+    arrival order in both arrival modes, which `aggregate_trades` keeps.
     """
-    if trades.num_rows == 0:
+    if rows.num_rows == 0:
         return CANDLE_ARROW_SCHEMA.empty_table()
-    pair = trades["pair"][0].as_py()
-    size_ms = int(trades["window_ms"][0].as_py())
+    pair = rows["pair"][0].as_py()
+    size_ms = int(rows["window_ms"][0].as_py())
+    trades = pa.concat_tables([decode_trades(b) for b in rows["shared_trades"].to_pylist()])
     order = np.lexsort((trades["row_index"].to_numpy(), trades["source_index"].to_numpy()))
-    rows = trades.take(pa.array(order))
-    key = np.zeros(rows.num_rows, dtype=np.int64)
+    trades = trades.take(pa.array(order))
+    key = np.zeros(trades.num_rows, dtype=np.int64)
     candles = finalize(aggregate_trades(
-        TumblingWindow(size_ms), key, rows["timestamp_ms"].to_numpy(), rows["trade_id"].to_numpy(),
-        rows["price"].to_numpy(), rows["trade_volume"].to_numpy(),
+        TumblingWindow(size_ms), key, trades["timestamp_ms"].to_numpy(),
+        trades["trade_id"].to_numpy(), trades["price"].to_numpy(), trades["volume"].to_numpy(),
     ))
     return candle_table(pair, size_ms, candles)
 
@@ -56,8 +58,7 @@ def candles_frame(file_results: DataFrame) -> DataFrame:
     own = file_results.where(F.col("kind") == CANDLE).select(*CANDLE_ARROW_SCHEMA.names)
     shared = (
         file_results.where(F.col("kind") == TRADE)
-        .select("pair", "window_ms", "source_index", "row_index", "timestamp_ms", "trade_id",
-                "price", "trade_volume")
+        .select("pair", "window_ms", "source_index", "shared_trades")
         .groupBy("pair", "window_ms")
         .applyInArrow(candles_of_shared_windows, from_arrow_schema(CANDLE_ARROW_SCHEMA))
     )

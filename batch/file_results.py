@@ -41,13 +41,12 @@ FILE_RESULT_SCHEMA = pa.schema(
         pa.field("kind", pa.string()),
         # candles (CANDLE_ARROW_SCHEMA's columns, nullable here)
         *(f.with_nullable(True) for f in CANDLE_ARROW_SCHEMA),
-        # trades of shared windows
+        # trades of shared windows: one row per (pair, duration) of a file, the trades as an
+        # Arrow IPC stream (SHARED_TRADE_SCHEMA), so millions of trades cross the shuffle as a
+        # few binary values instead of millions of rows
         pa.field("source_index", pa.int32()),
-        pa.field("row_index", pa.int64()),
-        pa.field("timestamp_ms", pa.int64()),  # also on rejected rows (null: unknown)
-        pa.field("trade_id", pa.int64()),
-        pa.field("price", pa.float64()),
-        pa.field("trade_volume", pa.float64()),
+        pa.field("shared_trades", pa.binary()),
+        pa.field("timestamp_ms", pa.int64()),  # rejected rows (null: unknown)
         # rejected rows
         pa.field("source", pa.string()),
         pa.field("row_number", pa.int64()),
@@ -164,19 +163,25 @@ def _candles_and_shared_trades(
             window, codes[own], ts[own], tid[own], price[own], volume[own]
         ))
         pieces.append(_candle_rows(names, size_ms, candles))
-        if shared.any():
-            n = int(shared.sum())
+        blobs, blob_pairs = [], []
+        for code in np.unique(codes[shared]):
+            mine = shared & (codes == code)
+            blobs.append(encode_trades(pa.table({
+                "source_index": pa.array(np.full(int(mine.sum()), source_index, np.int32)),
+                "row_index": pa.array(row_index[mine]),
+                "timestamp_ms": pa.array(ts[mine]),
+                "trade_id": pa.array(tid[mine]),
+                "price": pa.array(price[mine]),
+                "volume": pa.array(volume[mine]),
+            }, schema=SHARED_TRADE_SCHEMA)))
+            blob_pairs.append(names[int(code)])
+        if blobs:
             pieces.append(pa.table({
-                "kind": pa.array([TRADE] * n, pa.string()),
-                "pair": pa.array([names[k] for k in codes[shared]], pa.string()),
-                "window_ms": pa.array(np.full(n, size_ms, dtype=np.int64)),
-                "window_start_ms": pa.array(window.start_of(ts[shared])),
-                "source_index": pa.array(np.full(n, source_index, dtype=np.int32)),
-                "row_index": pa.array(row_index[shared]),
-                "timestamp_ms": pa.array(ts[shared]),
-                "trade_id": pa.array(tid[shared]),
-                "price": pa.array(price[shared]),
-                "trade_volume": pa.array(volume[shared]),
+                "kind": pa.array([TRADE] * len(blobs), pa.string()),
+                "pair": pa.array(blob_pairs, pa.string()),
+                "window_ms": pa.array(np.full(len(blobs), size_ms, dtype=np.int64)),
+                "source_index": pa.array(np.full(len(blobs), source_index, dtype=np.int32)),
+                "shared_trades": pa.array(blobs, pa.binary()),
             }))
     return pieces
 
@@ -273,6 +278,28 @@ def file_results_function(
         )
 
     return run
+
+
+SHARED_TRADE_SCHEMA = pa.schema([
+    pa.field("source_index", pa.int32()),
+    pa.field("row_index", pa.int64()),
+    pa.field("timestamp_ms", pa.int64()),
+    pa.field("trade_id", pa.int64()),
+    pa.field("price", pa.float64()),
+    pa.field("volume", pa.float64()),
+])
+
+
+def encode_trades(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def decode_trades(blob: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
 
 
 FILE_SPANS_SCHEMA = pa.schema([
