@@ -178,10 +178,11 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     def read() -> None:
         while not stop.is_set():
             for msg in consumer.consume(10_000, 0.01):
-                if msg.error() is not None or msg.value() is None:
+                value = msg.value()
+                if msg.error() is not None or value is None:
                     continue
                 arrived = time.time() * 1000
-                p = orjson.loads(msg.value())
+                p = orjson.loads(value)
                 if p["trigger"] not in ("FA", "FI", "FD"):
                     continue
                 key = (p["client"], p["timestamp_ms"])
