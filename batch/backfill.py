@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -37,11 +37,11 @@ from batch.delta_store import write_table_counted
 from batch.file_results import (
     COUNT,
     FILE_RESULT_SCHEMA,
-    FILE_SPANS_SCHEMA,
+    SPAN,
     FileContext,
     file_contexts,
     file_results_function,
-    file_spans_function,
+    optimistic_pass_is_exact,
 )
 from batch.indicators_job import indicators_frame, tail_per_series
 from batch.object_storage import join
@@ -154,15 +154,7 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     try:
         with stage("read"):
             files = input_files(spark, config.inputs, config.file_reader)
-            contexts = _file_contexts(spark, files, config)
-            results = keep(files.map_files(
-                spark,
-                file_results_function(
-                    pairs=config.pairs, durations_ms=config.durations_ms,
-                    grace_ms=config.grace_ms, arrival=config.arrival, contexts=contexts,
-                ),
-                FILE_RESULT_SCHEMA,
-            ))
+            results = _file_results(spark, files, config, keep, bound)
             _count_rows(results, summary)
 
         with stage("candles"):
@@ -220,19 +212,39 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     return summary
 
 
-def _file_contexts(
-    spark: SparkSession, files: InputFiles, config: BackfillConfig
-) -> dict[tuple[int, str], FileContext]:
-    """Per file and pair: stream time before the file and the other files' spans (a first pass;
-    skipped for a single file, which needs neither)."""
+def _file_results(
+    spark: SparkSession,
+    files: InputFiles,
+    config: BackfillConfig,
+    keep: Callable[[DataFrame], DataFrame],
+    log_: structlog.typing.FilteringBoundLogger,
+) -> DataFrame:
+    """Every file's results, in one pass when the files follow each other in time (checked on
+    the spans they report), else in a second pass that knows every file's span."""
+
+    def mapped(contexts: dict[tuple[int, str], FileContext] | None) -> DataFrame:
+        return keep(files.map_files(
+            spark,
+            file_results_function(
+                pairs=config.pairs, durations_ms=config.durations_ms, grace_ms=config.grace_ms,
+                arrival=config.arrival, contexts=contexts,
+            ),
+            FILE_RESULT_SCHEMA,
+        ))
+
     if len(files.paths) == 1:
-        return {}
-    rows = files.map_files(spark, file_spans_function(config.pairs), FILE_SPANS_SCHEMA).collect()
-    return file_contexts(
-        [(int(r["source_index"]), str(r["pair"]), int(r["min_timestamp_ms"]),
-          int(r["max_timestamp_ms"])) for r in rows],
-        config.arrival,
-    )
+        return mapped({})  # nothing to share, nothing before it
+    results = mapped(None)
+    spans = [
+        (int(r["source_index"]), str(r["pair"]), int(r["span_min_ms"]), int(r["span_max_ms"]),
+         int(r["span_first_ms"]))
+        for r in results.where(F.col("kind") == SPAN).collect()
+    ]
+    if optimistic_pass_is_exact(spans, config.durations_ms, config.arrival):
+        return results
+    log_.info("input files overlap in time: second pass with every file's span")
+    results.unpersist()
+    return mapped(file_contexts([s[:4] for s in spans], config.arrival))
 
 
 def _count_rows(results: DataFrame, summary: BackfillSummary) -> None:

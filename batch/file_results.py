@@ -35,6 +35,7 @@ CANDLE = "candle"
 TRADE = "trade"
 REJECTED = "rejected"
 COUNT = "count"
+SPAN = "span"
 
 FILE_RESULT_SCHEMA = pa.schema(
     [
@@ -55,6 +56,10 @@ FILE_RESULT_SCHEMA = pa.schema(
         # counts
         pa.field("rows_valid", pa.int64()),
         pa.field("rows_rejected", pa.int64()),
+        # spans, per pair: event-time min and max, and the first-arrived trade's event time
+        pa.field("span_min_ms", pa.int64()),
+        pa.field("span_max_ms", pa.int64()),
+        pa.field("span_first_ms", pa.int64()),
     ]
 )
 
@@ -101,9 +106,17 @@ def file_results(
     durations_ms: Sequence[int],
     grace_ms: int,
     arrival: ArrivalOrder,
-    contexts: Contexts,
+    contexts: Contexts | None,
 ) -> pa.Table:
-    """One file's candles, shared-window trades, rejected rows and counts (`FILE_RESULT_SCHEMA`)."""
+    """One file's candles, shared-window trades, rejected rows, counts and spans
+    (`FILE_RESULT_SCHEMA`).
+
+    With `contexts` (from a first pass), windows overlapping another file's span are shared and
+    lateness starts from the stream time before the file: exact for any files. With `None`
+    (optimistic, one pass), the windows of each pair's first and last trade are shared and
+    lateness starts afresh: exact when :func:`optimistic_pass_is_exact` says so for the spans
+    all files reported (files that follow each other in time, the usual case).
+    """
     parsed = parse_trade_file(content, path, source_index)
     wanted = pc.is_in(parsed["pair"], pa.array(list(pairs), pa.string()))
     rejected_mask = pc.is_valid(parsed["reject_reason"])
@@ -115,6 +128,7 @@ def file_results(
                                     contexts),
         _rejected(rejected),
         _counts(trades, rejected),
+        _spans(trades, source_index, arrival),
     ]
     return pa.concat_tables([_conform(p) for p in pieces])
 
@@ -125,7 +139,7 @@ def _candles_and_shared_trades(
     durations_ms: Sequence[int],
     grace_ms: int,
     arrival: ArrivalOrder,
-    contexts: Contexts,
+    contexts: Contexts | None,
 ) -> list[pa.Table]:
     if trades.num_rows == 0:
         return []
@@ -142,7 +156,8 @@ def _candles_and_shared_trades(
     encoded = pc.dictionary_encode(trades["pair"]).combine_chunks()
     codes = column_of(encoded.indices.to_numpy().astype(np.int64), order, in_order)
     names: list[str] = encoded.dictionary.to_pylist()
-    context = [contexts.get((source_index, n), FileContext(NO_STREAM_TIME, ())) for n in names]
+    context = [(contexts or {}).get((source_index, n), FileContext(NO_STREAM_TIME, ()))
+               for n in names]
     initial = np.array([c.stream_time_before for c in context], dtype=np.int64)
     ts = column("timestamp_ms")
     tid = column("trade_id")
@@ -157,7 +172,10 @@ def _candles_and_shared_trades(
             if arrival is ArrivalOrder.EVENT_TIME
             else ~late_mask(window, codes, ts, initial)
         )
-        shared = _in_shared_window(window, codes, ts, context) & on_time
+        shared = on_time & (
+            _in_boundary_window(window, codes, ts) if contexts is None
+            else _in_shared_window(window, codes, ts, context)
+        )
         own = on_time & ~shared
         candles = finalize(aggregate_trades(
             window, codes[own], ts[own], tid[own], price[own], volume[own]
@@ -188,6 +206,77 @@ def _candles_and_shared_trades(
 
 def column_of(values: np.ndarray, order: np.ndarray, in_order: bool) -> np.ndarray:
     return values if in_order else values[order]
+
+
+def _in_boundary_window(window: TumblingWindow, codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """True for trades in the window of their pair's first or last trade (by event time)."""
+    starts = window.start_of(ts)
+    shared = np.zeros(len(ts), dtype=bool)
+    for code in np.unique(codes):
+        mine = codes == code
+        edges = window.start_of(np.array([ts[mine].min(), ts[mine].max()]))
+        shared |= mine & np.isin(starts, edges)
+    return shared
+
+
+def _spans(trades: pa.Table, source_index: int, arrival: ArrivalOrder) -> pa.Table:
+    """Per pair: min and max event time, and the event time of the first trade to arrive."""
+    if trades.num_rows == 0:
+        return pa.table({"kind": pa.array([], pa.string())})
+    order = arrival_permutation(
+        arrival, trades["source_index"].to_numpy(), trades["row_index"].to_numpy(),
+        trades["timestamp_ms"].to_numpy(),
+    )
+    spans = trades.group_by("pair").aggregate([("timestamp_ms", "min"), ("timestamp_ms", "max")])
+    pair_of = trades["pair"].to_numpy(zero_copy_only=False)[order]
+    ts = trades["timestamp_ms"].to_numpy()[order]
+    _, first_index = np.unique(pair_of, return_index=True)
+    first_arrival = dict(zip(pair_of[first_index].tolist(), ts[first_index].tolist(),
+                             strict=True))
+    names = spans["pair"].to_pylist()
+    return pa.table({
+        "kind": pa.array([SPAN] * len(names), pa.string()),
+        "pair": spans["pair"],
+        "source_index": pa.array(np.full(len(names), source_index, dtype=np.int32)),
+        "span_min_ms": spans["timestamp_ms_min"],
+        "span_max_ms": spans["timestamp_ms_max"],
+        "span_first_ms": pa.array([first_arrival[n] for n in names], pa.int64()),
+    })
+
+
+def optimistic_pass_is_exact(
+    spans: Sequence[tuple[int, str, int, int, int]],
+    durations_ms: Sequence[int],
+    arrival: ArrivalOrder,
+) -> bool:
+    """Whether the one-pass results (`contexts=None`) equal the exact two-pass ones.
+
+    `spans`: (source_index, pair, min, max, first-arrived event time) per file and pair.
+    Exact when (1) no file's trades share a window with another file except the windows of its
+    first and last trade (no other file's span reaches between them), and (2) in `FILE` order,
+    each file's first trade of a pair is no earlier than the pair's trades in earlier files (so
+    their stream time cannot make any of this file's trades late).
+    """
+    by_pair: dict[str, list[tuple[int, int, int, int]]] = {}
+    for index, pair, low, high, first in spans:
+        by_pair.setdefault(pair, []).append((index, int(low), int(high), int(first)))
+    for files in by_pair.values():
+        files.sort()
+        running = NO_STREAM_TIME
+        for _, _low, high, first in files:
+            if arrival is ArrivalOrder.FILE and running != NO_STREAM_TIME and first < running:
+                return False
+            running = max(running, high)
+        for size in durations_ms:
+            for index, low, high, _ in files:
+                inner_lo = low - low % size + size  # end of the first trade's window
+                inner_hi = high - high % size  # start of the last trade's window
+                if inner_lo >= inner_hi:
+                    continue
+                for other, o_low, o_high, _ in files:
+                    if other != index and o_low < inner_hi and o_high >= inner_lo:
+                        return False
+    return True
 
 
 def _in_shared_window(
@@ -266,10 +355,11 @@ def file_results_function(
     durations_ms: Sequence[int],
     grace_ms: int,
     arrival: ArrivalOrder,
-    contexts: Contexts,
+    contexts: Contexts | None,
 ) -> Callable[[bytes, str, int], pa.Table]:
     """`file_results` with the job's parameters bound: the function mapped over input files."""
-    pairs, durations, known = list(pairs), list(durations_ms), dict(contexts)
+    pairs, durations = list(pairs), list(durations_ms)
+    known = None if contexts is None else dict(contexts)
 
     def run(content: bytes, path: str, source_index: int) -> pa.Table:
         return file_results(

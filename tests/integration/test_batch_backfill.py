@@ -239,3 +239,31 @@ def test_bad_rows_are_counted_and_recorded_with_reasons_without_failing(
     candles = candles_of(tmp_path / "out")
     assert candles["trade_count"].to_pylist() == [2, 1]
     assert summary.table_versions == {"candles": 0, "indicators": 0, "rejected_trades": 0}
+
+
+@needs_data
+def test_csv_through_either_reader_and_the_same_trades_as_json_lines_give_the_same_tables(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    import json
+
+    from features.kraken_formats import read_trades_csv
+
+    lines = XBT.read_text().splitlines()
+    day = [lines[0]] + [ln for ln in lines[1:]
+                        if 1525910400 <= float(ln.split(",")[0]) < 1525996800]  # 2018-05-10
+    csv = tmp_path / XBT.name
+    csv.write_text("\n".join(day) + "\n")
+    archive = tmp_path / "trades-2018-05-10.jsonl"
+    archive.write_text("".join(json.dumps({"v": 1, **row}) + "\n"
+                               for row in read_trades_csv(str(csv)).to_pylist()))
+    outputs = {}
+    for name, inputs, reader in (("python", [csv], "python"), ("hadoop", [csv], "hadoop"),
+                                 ("jsonl", [archive], "auto")):
+        backfill(spark, inputs, "2018-05-10", "2018-05-11", tmp_path / name, pairs=["XBT/USD"],
+                 durations=[60_000, 3_600_000], file_reader=reader)
+        outputs[name] = (candles_of(tmp_path / name), indicators_of(tmp_path / name))
+    for name in ("hadoop", "jsonl"):
+        assert outputs[name][0].equals(outputs["python"][0]), name
+        assert_tables_equal(outputs[name][1], outputs["python"][1], ["close", *INDICATOR_COLUMNS])
+    assert outputs["python"][0].num_rows > 1_000

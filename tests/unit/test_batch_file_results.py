@@ -18,9 +18,12 @@ from batch.file_results import (
     CANDLE,
     COUNT,
     FILE_RESULT_SCHEMA,
+    SPAN,
     TRADE,
+    FileContext,
     file_contexts,
     file_results,
+    optimistic_pass_is_exact,
 )
 from batch.trade_files import parse_trade_file
 from features.schemas.candle import CANDLE_ARROW_SCHEMA
@@ -63,7 +66,7 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 
 def batch_candles(files: list[pa.Table], arrival: ArrivalOrder) -> pa.Table:
-    """What the Spark job computes, without Spark: per-file results, then shared windows."""
+    """What the Spark job computes in its exact (two-pass) mode, without Spark."""
     contents = [parquet_bytes(f) for f in files]
     spans = []
     for index, content in enumerate(contents):
@@ -73,12 +76,30 @@ def batch_candles(files: list[pa.Table], arrival: ArrivalOrder) -> pa.Table:
         ).to_pylist():
             spans.append((index, row["pair"], row["timestamp_ms_min"], row["timestamp_ms_max"]))
     contexts = file_contexts(spans, arrival)
+    return candles_from_results(run_files(contents, arrival, contexts))
+
+
+def run_files(contents: list[bytes], arrival: ArrivalOrder,
+              contexts: dict[tuple[int, str], FileContext] | None) -> pa.Table:
     results = pa.concat_tables([
         file_results(c, f"f{i}.parquet", i, pairs=["XBT/USD", "ETH/USD"], durations_ms=DURATIONS,
                      grace_ms=GRACE, arrival=arrival, contexts=contexts)
         for i, c in enumerate(contents)
     ])
     assert results.schema == FILE_RESULT_SCHEMA
+    return results
+
+
+def optimistic_candles(files: list[pa.Table], arrival: ArrivalOrder) -> tuple[pa.Table, bool]:
+    """The one-pass mode: candles, and whether the spans say they are exact."""
+    results = run_files([parquet_bytes(f) for f in files], arrival, None)
+    spans = results.filter(pc.equal(results["kind"], SPAN)).select(
+        ["source_index", "pair", "span_min_ms", "span_max_ms", "span_first_ms"]).to_pylist()
+    exact = optimistic_pass_is_exact([tuple(r.values()) for r in spans], DURATIONS, arrival)
+    return candles_from_results(results), exact
+
+
+def candles_from_results(results: pa.Table) -> pa.Table:
     own = results.filter(pc.equal(results["kind"], CANDLE)).select(CANDLE_ARROW_SCHEMA.names)
     shared = results.filter(pc.equal(results["kind"], TRADE))
     pieces = [own.cast(CANDLE_ARROW_SCHEMA)]
@@ -164,3 +185,43 @@ def test_counts_cover_valid_and_rejected_rows_per_pair() -> None:
     counts = results.filter(pc.equal(results["kind"], COUNT))
     assert pc.sum(counts["rows_valid"]).as_py() == 299
     assert pc.sum(counts["rows_rejected"]).as_py() == 1
+
+
+def test_one_pass_over_files_that_follow_each_other_in_time_is_exact_and_says_so() -> None:
+    trades = generated_trades(3_000, seed=5)
+    order = np.argsort(trades["timestamp_ms"].to_numpy(), kind="stable")
+    in_time = trades.take(pa.array(order))  # archives split by time, no disorder
+    files = [in_time.slice(0, 1_000), in_time.slice(1_000, 1_200), in_time.slice(2_200)]
+    for arrival in ArrivalOrder:
+        got, exact = optimistic_candles(files, arrival)
+        assert exact, arrival
+        assert_same_candles(got, reference_candles(in_time, arrival))
+
+
+def test_one_pass_over_interleaved_or_late_files_is_flagged_for_the_exact_pass() -> None:
+    trades = generated_trades(2_000, seed=6)
+    interleaved = [trades.filter(pa.array(np.arange(2_000) % 2 == k)) for k in (0, 1)]
+    assert not optimistic_candles(interleaved, ArrivalOrder.EVENT_TIME)[1]
+    split = [trades.slice(0, 1_000), trades.slice(1_000)]
+    got, exact = optimistic_candles(split, ArrivalOrder.FILE)
+    if exact:
+        assert_same_candles(got, reference_candles(trades, ArrivalOrder.FILE))
+
+
+def test_spans_decide_when_one_pass_is_exact() -> None:
+    minute = [60_000]
+    # two files one after the other, meeting inside one window: fine
+    assert optimistic_pass_is_exact(
+        [(0, "P", 0, 90_000, 0), (1, "P", 100_000, 300_000, 100_000)], minute, ArrivalOrder.FILE)
+    # the second file reaches into the first file's middle windows
+    assert not optimistic_pass_is_exact(
+        [(0, "P", 0, 300_000, 0), (1, "P", 100_000, 400_000, 100_000)], minute,
+        ArrivalOrder.EVENT_TIME)
+    # in file order, the second file's first trade is older than the first file's newest
+    late_start = [(0, "P", 0, 90_000, 0), (1, "P", 95_000, 300_000, 95_000),
+                  (2, "P", 80_000, 100_000, 80_000)]
+    assert not optimistic_pass_is_exact(late_start, minute, ArrivalOrder.FILE)
+    # other pairs do not interfere
+    assert optimistic_pass_is_exact(
+        [(0, "P", 0, 300_000, 0), (1, "Q", 100_000, 400_000, 100_000)], minute,
+        ArrivalOrder.FILE)
