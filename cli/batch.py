@@ -64,7 +64,7 @@ def submit_dataproc(
     project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
     region: str = typer.Option(..., help="Dataproc region, e.g. europe-west1."),
     cluster: str = typer.Option(..., help="Dataproc cluster name."),
-    staging: str = typer.Option(..., help="gs://bucket[/prefix] for the job's code."),
+    staging: str = typer.Option(..., help="gs://bucket or gs://bucket/prefix for the job code."),
     inputs: list[str] = INPUTS,
     start: str = START,
     end: str = END,
