@@ -385,12 +385,17 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     to_emit = np.array([made - due for _, due, made in closed])  # trade hop + processing
     to_recv = np.array([recv - made for recv, _, made in closed])  # candle hop to the reader
     windows = len({end for _, end, _ in received})
+    by_due = [recv - due for recv, due, _ in sorted(closed, key=lambda c: c[1])]
+    half = len(by_due) // 2  # does the latency drift over the run (a processor falling behind)?
+    first_half = float(np.percentile(by_due[:half], 50)) if half else float("nan")
+    second_half = float(np.percentile(by_due[half:], 50)) if half else float("nan")
     return {"label": label, "sent": sent, "produce_s": produce_s,
             "rate": sent / produce_s, "candles": len(lat), "windows": windows,
             "p50": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "p99": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
             "max": float(lat.max()) if len(lat) else float("nan"),
             "size_ms": size_ms, "grace_ms": grace_ms, "load": os.getloadavg()[0],
+            "p50_first_half": first_half, "p50_second_half": second_half,
             "emit_p50": float(np.percentile(to_emit, 50)) if len(lat) else float("nan"),
             "emit_p99": float(np.percentile(to_emit, 99)) if len(lat) else float("nan"),
             "recv_p50": float(np.percentile(to_recv, 50)) if len(lat) else float("nan"),
@@ -468,7 +473,9 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
         rows.append((f"Freshness, {f['label']}",
                      f"p50 {f['p50']:.1f} / p99 {f['p99']:.1f} / max {f['max']:.1f} ms",
                      f"{f['candles']:,} candles, {f['windows']} window closes, "
-                     f"{f['sent']:,} trades at {f['rate']:,.0f}/s; split: due -> produced by "
+                     f"{f['sent']:,} trades at {f['rate']:,.0f}/s; p50 first half of the run "
+                     f"{f['p50_first_half']:.1f} ms, second half {f['p50_second_half']:.1f} "
+                     f"ms; split: due -> produced by "
                      f"the processor p50 {f['emit_p50']:.1f} / p99 {f['emit_p99']:.1f} ms, "
                      f"produced -> received p50 {f['recv_p50']:.1f} / p99 {f['recv_p99']:.1f} "
                      f"ms; processor step() p50 "
