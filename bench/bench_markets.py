@@ -353,7 +353,8 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     trades = make_trades(count, args.pairs)
     pairs = trades["pair"].to_pylist()
     rows = trades.drop_columns(["timestamp_ms"]).to_pylist()
-    producer = make_producer(kafka, **{"linger.ms": 0})  # the source's batching is not measured
+    producer = (make_producer(kafka) if args.source_linger_ms < 0
+                else make_producer(kafka, **{"linger.ms": args.source_linger_ms}))
     begin = time.monotonic()
     sent = 0
     last_ts = 0
@@ -502,12 +503,14 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
         print(f"{name:<{width}}  {value:>{vwidth}}  {detail}")
     print()
     f0 = fresh[0]
+    source = ("Braid's defaults, linger.ms 5" if args.source_linger_ms < 0
+              else f"linger.ms {args.source_linger_ms}")
     print("Freshness setup: candle processor live with 1 s tumbling windows and grace 200 ms "
           f"({f0['windows']} window closes x {args.pairs} pairs per run); latency = candle "
           "receive wall time - (window_end + grace). A pair's window closes when that pair's "
           "stream time passes end + grace, i.e. on its next trade after that. Trades are produced "
-          "with linger.ms 0; the reader (in the bench process) uses fetch.wait.max.ms 5 and its "
-          "hop is included.")
+          f"by make_producer ({source}); "
+          "the reader (in the bench process) uses fetch.wait.max.ms 5 and its hop is included.")
     print("Throughput = messages / (last handled - first consumed), the first batch's processing "
           "included, the group join excluded; Braid's span ends after its outputs are flushed "
           "and offsets committed. Each measured child ran alone (sequentially). Peak RSS = "
@@ -546,6 +549,9 @@ def main() -> None:
     parser.add_argument("--fresh-seconds", type=float, default=None,
                         help="freshness: seconds of live production per run (default 30; 10 "
                              "with --quick)")
+    parser.add_argument("--source-linger-ms", type=int, default=-1,
+                        help="freshness: linger.ms of the bench's trade producer (default: "
+                             "Braid's make_producer setting)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 100k trades, 10 s of freshness (explicit values win)")
     # child-process plumbing (not for direct use)
