@@ -27,8 +27,16 @@ from features.sensors.schemas import (
 )
 from features.sensors.window_math import sensor_window
 from streaming.partitioning import partition_for
-from streaming.processors.sensor_join import SensorJoinConfig, SensorJoinOperator
-from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindowOperator
+from streaming.processors.sensor_join import (
+    SensorJoinConfig,
+    SensorJoinGroup,
+    SensorJoinOperator,
+)
+from streaming.processors.sensor_windows import (
+    SensorWindowConfig,
+    SensorWindowGroup,
+    SensorWindowOperator,
+)
 from streaming.runtime.clients import make_producer
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.topic_reader import read_topic
@@ -97,12 +105,13 @@ def window_processor(
 ) -> StreamProcessor:
     config = SensorWindowConfig(sensor_window(grace_ms), edges,
                                 {name: topics.of(name) for name in FEATURES}, idle_timeout_ms)
+    shared = SensorWindowGroup(config)  # the partitions' operators share it (vectorized)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, (topics.SZ,), batch_size=batch_size, poll_timeout_s=poll_timeout_s,
                         dead_letter_topic=topics.dead_letter, checkpoint_topic=topics.checkpoints,
                         consumer_overrides=consumer_overrides or {}),
-        lambda partition: SensorWindowOperator(config, partition),
+        lambda partition: SensorWindowOperator(config, partition, shared),
     )
 
 
@@ -119,13 +128,14 @@ def join_processor(
 ) -> StreamProcessor:
     inputs = {topics.of(name): name for name in ("SX", "SY", *FEATURES)}
     config = SensorJoinConfig(inputs, topics.predictions, model, threshold)
+    shared = SensorJoinGroup(config)  # the partitions' operators share it (vectorized)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, tuple(inputs), batch_size=batch_size,
                         poll_timeout_s=poll_timeout_s, dead_letter_topic=topics.dead_letter,
                         checkpoint_topic=topics.checkpoints,
                         consumer_overrides=consumer_overrides or {}),
-        lambda partition: SensorJoinOperator(config, partition),
+        lambda partition: SensorJoinOperator(config, partition, shared),
     )
 
 

@@ -14,15 +14,18 @@ that time:
 - invalid events (undecodable, schema, SX/SY outside 0..9, bins outside 0..9) go to the
   dead-letter topic with the reason.
 
-State is small (five values per client), so the checkpoint holds all of it with the next offset
-of every topic; the commit offset is the next offset, and replayed messages (below the
-checkpointed offsets, already reflected in the state) are skipped.
+State is small (five values per client), so a partition's checkpoint holds all of it with the
+next offset of every topic; the commit offset is the next offset, and replayed messages (below
+the checkpointed offsets, already reflected in the state) are skipped. The operators of one
+processor share a :class:`SensorJoinGroup`: one poll's batches of every partition are joined in
+one vectorized pass per topic.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -37,10 +40,9 @@ from features.sensors.schemas import (
 )
 from features.windows import NO_STREAM_TIME, stream_time_before
 from streaming.processors.sensor_decoding import decode_features, decode_readings
-from streaming.runtime.json_batch import dead_letters
 from streaming.runtime.key_codes import KeyCodes
 from streaming.runtime.operator import PartitionOperator, Snapshot
-from streaming.runtime.records import Emission, InputBatch, OutputRecord
+from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
 SNAPSHOT_VERSION = 1
 NO_VERSION = -1
@@ -60,19 +62,45 @@ class SensorJoinConfig:
             raise ValueError(f"alert threshold must be in [0, 1], got {self.threshold}")
 
 
-class SensorJoinOperator(PartitionOperator):
-    def __init__(self, config: SensorJoinConfig, partition: int) -> None:
+@dataclass
+class _Partition:
+    """Per input topic of one partition: the next offset, and the checkpointed one below which
+    messages are replays already reflected in the state."""
+
+    position: dict[str, int] = field(default_factory=dict)
+    replay_until: dict[str, int] = field(default_factory=dict)
+
+
+class SensorJoinGroup:
+    """The state of every partition one processor owns (clients never span partitions), so
+    one poll's batches of every partition are joined in one vectorized pass per topic."""
+
+    def __init__(self, config: SensorJoinConfig) -> None:
         self.config = config
-        self.partition = partition
         self.clients = KeyCodes()
+        self.client_partition = np.empty(0, dtype=np.int64)
         n = len(VECTOR_FIELDS)
         self.field_ts = np.empty((n, 0), dtype=np.int64)
         self.field_value = np.empty((n, 0), dtype=np.int64)
         self.edges_versions: list[str] = []
         self.field_edges = np.empty((len(FEATURES), 0), dtype=np.int64)  # codes into the list
-        self.position: dict[str, int] = {}
-        self.replay_until: dict[str, int] = {}
+        self.partitions: dict[int, _Partition] = {}
         self.counts: Counter[str] = Counter()
+
+    def open(self, partition: int) -> None:
+        """Start a partition afresh (assignment): forget anything held for it."""
+        self.close(partition)
+        self.partitions[partition] = _Partition()
+
+    def close(self, partition: int) -> None:
+        """Forget a partition's clients (revocation)."""
+        self.partitions.pop(partition, None)
+        mine = self.client_partition == partition
+        if mine.any():
+            self.field_ts[:, mine] = NO_STREAM_TIME
+            self.field_value[:, mine] = 0
+            self.field_edges[:, mine] = NO_VERSION
+            self.client_partition[mine] = -1
 
     def _grow(self, new: int) -> None:
         if new:
@@ -81,28 +109,54 @@ class SensorJoinOperator(PartitionOperator):
             self.field_value = np.c_[self.field_value, np.zeros((n, new), dtype=np.int64)]
             self.field_edges = np.c_[self.field_edges,
                                      np.full((len(FEATURES), new), NO_VERSION)]
+            self.client_partition = np.r_[self.client_partition, np.full(new, -1, np.int64)]
 
     def _version_code(self, version: str) -> int:
         if version not in self.edges_versions:
             self.edges_versions.append(version)
         return self.edges_versions.index(version)
 
-    def process(self, batch: InputBatch, now_ms: int) -> Emission:
-        field = self.config.input_topics[batch.topic]
-        replay_until = self.replay_until.get(batch.topic, 0)
-        decoded = (decode_readings(batch, field) if field in CATEGORICAL_SENSORS
-                   else decode_features(batch, field))
-        emission = Emission(dead_letters=dead_letters(batch, decoded.reasons, replay_until))
-        self.position[batch.topic] = int(batch.offsets[-1]) + 1
-        fresh = decoded.offsets >= replay_until
+    def process_many(self, work: Sequence[tuple[int, InputBatch]], now_ms: int) -> Emission:
+        """One poll's batches (partition, batch): per topic, all partitions in one pass."""
+        emission = Emission()
+        by_topic: dict[str, list[tuple[int, InputBatch]]] = {}
+        for partition, batch in work:
+            if len(batch):
+                by_topic.setdefault(batch.topic, []).append((partition, batch))
+        for topic, batches in by_topic.items():
+            emission.extend(self._process_topic(topic, batches))
+        return emission
+
+    def _process_topic(self, topic: str, work: list[tuple[int, InputBatch]]) -> Emission:
+        field_name = self.config.input_topics[topic]
+        merged = InputBatch(topic, -1, np.concatenate([b.offsets for _, b in work]),
+                            [k for _, b in work for k in b.keys],
+                            [v for _, b in work for v in b.values])
+        row_partition = np.repeat([p for p, _ in work], [len(b) for _, b in work])
+        replay = np.zeros(max(self.partitions) + 1, dtype=np.int64)
+        for p, state in self.partitions.items():
+            replay[p] = state.replay_until.get(topic, 0)
+        for p, b in work:
+            self.partitions[p].position[topic] = int(b.offsets[-1]) + 1
+        decoded = (decode_readings(merged, field_name) if field_name in CATEGORICAL_SENSORS
+                   else decode_features(merged, field_name))
+        bad = np.flatnonzero(decoded.reasons != None)  # noqa: E711 - elementwise
+        emission = Emission(dead_letters=[
+            DeadLetter(str(decoded.reasons[i]), topic, int(row_partition[i]),
+                       int(merged.offsets[i]), merged.keys[i], merged.values[i])
+            for i in bad if merged.offsets[i] >= replay[row_partition[i]]])
+        valid = decoded.reasons == None  # noqa: E711 - elementwise
+        part = row_partition[valid]
+        fresh = decoded.offsets >= replay[part]
         table = decoded.table.filter(pa.array(fresh)) if not fresh.all() else decoded.table
         if table.num_rows == 0:
             return emission
         codes, new = self.clients.encode(table["client"].to_pylist())
         self._grow(new)
-        f = VECTOR_FIELDS.index(field)
+        self.client_partition[codes] = part[fresh]
+        f = VECTOR_FIELDS.index(field_name)
         ts = table["timestamp_ms"].to_numpy()
-        if field in CATEGORICAL_SENSORS:
+        if field_name in CATEGORICAL_SENSORS:
             values = table["value"].to_numpy().astype(np.int64)
             versions = None
         else:
@@ -120,18 +174,18 @@ class SensorJoinOperator(PartitionOperator):
         known[:, f] = True
         edges = self.field_edges[:, codes].T.copy()
         if versions is not None:
-            edges[:, FEATURES.index(field)] = versions[live]
+            edges[:, FEATURES.index(field_name)] = versions[live]
         # the new held values: each client's last live event (its latest event time)
         last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]
         self.field_ts[f, codes[last]] = ts[last]
         self.field_value[f, codes[last]] = values[last]
         if versions is not None:
-            self.field_edges[FEATURES.index(field), codes[last]] = versions[live][last]
+            self.field_edges[FEATURES.index(field_name), codes[last]] = versions[live][last]
         complete = known.all(axis=1)
         self.counts["incomplete"] += int((~complete).sum())
         if complete.any():
             emission.records.extend(self._predictions(
-                field, codes[complete], ts[complete], vectors[complete], edges[complete]))
+                field_name, codes[complete], ts[complete], vectors[complete], edges[complete]))
         return emission
 
     def _predictions(self, trigger: str, codes: np.ndarray, ts: np.ndarray,
@@ -162,31 +216,82 @@ class SensorJoinOperator(PartitionOperator):
             return versions[0]
         return ",".join(f"{n}={v}" for n, v in zip(FEATURES, versions, strict=True))
 
-    # --- offsets and checkpoints -----------------------------------------------------------
-    def commit_offset(self, topic: str) -> int | None:
-        return self.position.get(topic)
+    # --- offsets and checkpoints -------------------------------------------------------------
+    def commit_offset(self, partition: int, topic: str) -> int | None:
+        return self.partitions[partition].position.get(topic)
 
-    def snapshot(self) -> Snapshot:
-        topics = set(self.position) | set(self.replay_until)
+    def snapshot(self, partition: int) -> Snapshot:
+        state = self.partitions[partition]
+        topics = set(state.position) | set(state.replay_until)
+        mine = np.flatnonzero(self.client_partition == partition)
         return {
             "version": SNAPSHOT_VERSION,
-            "next_offsets": {t: max(self.position.get(t, 0), self.replay_until.get(t, 0))
+            "next_offsets": {t: max(state.position.get(t, 0), state.replay_until.get(t, 0))
                              for t in sorted(topics)},
-            "clients": self.clients.names,
-            "field_ts": self.field_ts.tolist(),
-            "field_value": self.field_value.tolist(),
+            "clients": [self.clients.names[i] for i in mine.tolist()],
+            "field_ts": self.field_ts[:, mine].tolist(),
+            "field_value": self.field_value[:, mine].tolist(),
             "edges_versions": self.edges_versions,
-            "field_edges": self.field_edges.tolist(),
+            "field_edges": self.field_edges[:, mine].tolist(),
         }
 
-    def restore(self, snapshot: Snapshot) -> None:
+    def restore(self, partition: int, snapshot: Snapshot) -> None:
         if snapshot.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported sensor join snapshot: {snapshot.get('version')}")
-        for name in snapshot["clients"]:
-            self.clients.code(name)
-        n = len(self.clients.names)
-        self.field_ts = np.asarray(snapshot["field_ts"], dtype=np.int64).reshape(-1, n)
-        self.field_value = np.asarray(snapshot["field_value"], dtype=np.int64).reshape(-1, n)
-        self.edges_versions = list(snapshot["edges_versions"])
-        self.field_edges = np.asarray(snapshot["field_edges"], dtype=np.int64).reshape(-1, n)
-        self.replay_until = {t: int(o) for t, o in snapshot["next_offsets"].items()}
+        codes, new = self.clients.encode(list(snapshot["clients"]))
+        self._grow(new)
+        n = len(codes)
+        self.client_partition[codes] = partition
+        self.field_ts[:, codes] = np.asarray(snapshot["field_ts"], dtype=np.int64).reshape(-1, n)
+        self.field_value[:, codes] = np.asarray(snapshot["field_value"],
+                                                dtype=np.int64).reshape(-1, n)
+        saved = list(snapshot["edges_versions"])
+        mapping = np.array([self._version_code(v) for v in saved] + [NO_VERSION],
+                           dtype=np.int64)
+        edges = np.asarray(snapshot["field_edges"], dtype=np.int64).reshape(-1, n)
+        self.field_edges[:, codes] = mapping[edges]  # NO_VERSION (-1) maps to the last entry
+        state = self.partitions.setdefault(partition, _Partition())
+        state.replay_until = {t: int(o) for t, o in snapshot["next_offsets"].items()}
+
+
+class SensorJoinOperator(PartitionOperator):
+    """One partition's handle on a :class:`SensorJoinGroup` (a private one if none given)."""
+
+    def __init__(self, config: SensorJoinConfig, partition: int,
+                 group: SensorJoinGroup | None = None) -> None:
+        self.config = config
+        self.partition = partition
+        self.group = group if group is not None else SensorJoinGroup(config)
+        self.group.open(partition)
+
+    @property
+    def counts(self) -> Counter[str]:
+        return self.group.counts
+
+    @classmethod
+    def process_many(cls, work: Sequence[tuple[PartitionOperator, InputBatch]],
+                     now_ms: int) -> Emission:
+        emission = Emission()
+        by_group: dict[int, tuple[SensorJoinGroup, list[tuple[int, InputBatch]]]] = {}
+        for operator, batch in work:
+            assert isinstance(operator, SensorJoinOperator)
+            entry = by_group.setdefault(id(operator.group), (operator.group, []))
+            entry[1].append((operator.partition, batch))
+        for group, batches in by_group.values():
+            emission.extend(group.process_many(batches, now_ms))
+        return emission
+
+    def process(self, batch: InputBatch, now_ms: int) -> Emission:
+        return self.group.process_many([(self.partition, batch)], now_ms)
+
+    def close(self) -> None:
+        self.group.close(self.partition)
+
+    def commit_offset(self, topic: str) -> int | None:
+        return self.group.commit_offset(self.partition, topic)
+
+    def snapshot(self) -> Snapshot:
+        return self.group.snapshot(self.partition)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.group.restore(self.partition, snapshot)

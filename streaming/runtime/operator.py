@@ -8,6 +8,7 @@ its checkpoint, feeds it batches, asks it which offsets are safe to commit, and 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from streaming.runtime.records import Emission, InputBatch
@@ -22,6 +23,30 @@ class PartitionOperator(ABC):
     @abstractmethod
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
         """Handle consecutive messages of one input topic-partition."""
+
+    @classmethod
+    def process_many(cls, work: Sequence[tuple[PartitionOperator, InputBatch]],
+                     now_ms: int) -> Emission:
+        """One poll's batches for this class's operators, in poll order. Operators that share
+        state across partitions override it to handle every partition in one vectorized pass
+        (the cost of a poll then does not grow with the partition count). Default: `process`
+        batch by batch."""
+        emission = Emission()
+        for operator, batch in work:
+            emission.extend(operator.process(batch, now_ms))
+        return emission
+
+    @classmethod
+    def tick_many(cls, operators: Sequence[PartitionOperator], now_ms: int) -> Emission:
+        """`tick` for several caught-up operators of this class at once. Default: one by one."""
+        emission = Emission()
+        for operator in operators:
+            emission.extend(operator.tick(now_ms))
+        return emission
+
+    def close(self) -> None:  # noqa: B027 - an optional hook
+        """Called once the partition is revoked (after its last checkpoint): release shared
+        state held for it. Default: nothing."""
 
     def tick(self, now_ms: int) -> Emission:
         """Called after a poll with the wall clock while this partition number is caught up

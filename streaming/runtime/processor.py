@@ -132,11 +132,15 @@ class StreamProcessor:
         now = time.time()
         emission = Emission()
         batches = self._split(messages)
+        work: dict[type[PartitionOperator], list[tuple[PartitionOperator, InputBatch]]] = {}
         for batch in batches:
             operator = self._operators.get(batch.partition)
             if operator is None:  # a message from a partition revoked meanwhile
                 continue
-            emission.extend(operator.process(batch, int(now * 1000)))
+            work.setdefault(type(operator), []).append((operator, batch))
+        for kind, pairs in work.items():  # one call per operator class: see process_many
+            emission.extend(kind.process_many(pairs, int(now * 1000)))
+        idle: dict[type[PartitionOperator], list[PartitionOperator]] = {}
         for number, operator in self._operators.items():
             # idleness means "nothing new at the end of the log", not "not consumed yet": a
             # lagging consumer must not close windows that a caught-up one would keep open
@@ -144,7 +148,9 @@ class StreamProcessor:
                 if number in self._blind:
                     self._blind.discard(number)
                     operator.on_resume(int(now * 1000))
-                emission.extend(operator.tick(int(now * 1000)))
+                idle.setdefault(type(operator), []).append(operator)
+        for kind, operators in idle.items():
+            emission.extend(kind.tick_many(operators, int(now * 1000)))
         self._emit(emission)
         consumed = sum(len(b) for b in batches)
         if consumed:
@@ -274,6 +280,8 @@ class StreamProcessor:
         self._dirty = True
         self.checkpoint()
         for number in {tp.partition for tp in partitions}:
-            self._operators.pop(number, None)
+            operator = self._operators.pop(number, None)
+            if operator is not None:
+                operator.close()
         self._at_end -= {(tp.topic, tp.partition) for tp in partitions}
         self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}))

@@ -13,8 +13,16 @@ from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel
 from features.sensors.window_math import WINDOW_MS, sensor_window
 from streaming.pipelines.sensors import reading_message
-from streaming.processors.sensor_join import SensorJoinConfig, SensorJoinOperator
-from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindowOperator
+from streaming.processors.sensor_join import (
+    SensorJoinConfig,
+    SensorJoinGroup,
+    SensorJoinOperator,
+)
+from streaming.processors.sensor_windows import (
+    SensorWindowConfig,
+    SensorWindowGroup,
+    SensorWindowOperator,
+)
 from streaming.runtime.records import Emission, InputBatch
 
 GRACE = 5_000
@@ -262,3 +270,64 @@ def test_readings_sharing_a_timestamp_give_the_same_features_in_any_order(rows, 
     a, b = run_all(ordered, size, grace=big_grace), run_all(shuffled, size, grace=big_grace)
     assert features_of(a) == features_of(b)
     assert len({(c, t) for c, t, _ in readings}) * 3 == len(features_of(a))
+
+
+def test_partitions_sharing_a_group_give_what_separate_operators_give() -> None:
+    """process_many handles every partition's batch in one pass; results, dead letters,
+    commit offsets and snapshots are per partition as if each had its own operator."""
+    config = SensorWindowConfig(sensor_window(GRACE), DEFAULT_EDGES,
+                                {"FA": "FA", "FI": "FI", "FD": "FD"}, idle_timeout_ms=1_000)
+    group = SensorWindowGroup(config)
+    shared = [SensorWindowOperator(config, p, group) for p in (0, 1)]
+    alone = [SensorWindowOperator(config, p) for p in (0, 1)]
+    rows = {0: [r for r in sz_series(5) if r[0] in ("c0", "c1")],
+            1: [r for r in sz_series(6) if r[0] == "c2"]}
+    rows[1].insert(40, ("c2", T0, 1.0))  # late on partition 1
+    got, want = Emission(), Emission()
+    for start in range(0, 200, 9):
+        pairs = []
+        for p in (0, 1):
+            chunk = rows[p][start:start + 9]
+            if chunk:
+                b = batch("SZ", chunk, start)
+                b.partition = p
+                pairs.append((shared[p], b))
+                want.extend(alone[p].process(b, 0))
+        got.extend(SensorWindowOperator.process_many(pairs, 0))
+    assert features_of(got) == features_of(want)
+    assert sorted((d.partition, d.offset) for d in got.dead_letters) == sorted(
+        (d.partition, d.offset) for d in want.dead_letters) == [(1, 40)]
+    for p in (0, 1):  # the processor snapshots, then asks for the commit offset
+        assert shared[p].snapshot() == alone[p].snapshot()
+        assert shared[p].commit_offset("SZ") == alone[p].commit_offset("SZ")
+    shared[1].close()  # revoked: partition 1's clients are forgotten, partition 0 untouched
+    assert shared[0].snapshot() == alone[0].snapshot()
+    assert set(group.partitions) == {0}
+
+
+def test_join_partitions_sharing_a_group_keep_their_own_state_and_checkpoints() -> None:
+    topics = {"SX": "SX", "SY": "SY", "FA": "FA", "FI": "FI", "FD": "FD"}
+    config = SensorJoinConfig(topics, "predictions", MODEL, 0.5)
+    group = SensorJoinGroup(config)
+    ops = [SensorJoinOperator(config, p, group) for p in (0, 1)]
+    alone = join_op()
+    pairs = []
+    for client, p in (("a", 0), ("b", 1)):
+        for sensor, value in (("SX", 1), ("SY", 2)):
+            b = batch(sensor, [(client, T0, value)], sensor=sensor)
+            b.partition = p
+            pairs.append((ops[p], b))
+        for name, bin_ in (("FA", 3), ("FI", 4), ("FD", 5)):
+            b = feature_batch(name, [(client, T0, bin_)])
+            b.partition = p
+            pairs.append((ops[p], b))
+    out = predictions(SensorJoinOperator.process_many(pairs, 0))
+    assert sorted((p["client"], p["vector"]) for p in out) == [("a", [1, 2, 3, 4, 5]),
+                                                               ("b", [1, 2, 3, 4, 5])]
+    fill(alone)
+    assert ops[0].snapshot() == alone.snapshot()  # partition 0 holds only client a
+    ops[1].close()
+    again = SensorJoinOperator(config, 1, group)
+    again.restore(orjson.loads(orjson.dumps(ops[0].snapshot()) .replace(b'"a"', b'"b"')))
+    assert predictions(again.process(batch("SX", [("b", T0 + 5, 7)], 9, sensor="SX"), 0))[0][
+        "vector"] == [7, 2, 3, 4, 5]
