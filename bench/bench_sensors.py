@@ -14,6 +14,9 @@
    so end-to-end latency is g plus the figures printed. The processors run with a 10 ms poll
    timeout and `fetch.wait.max.ms` 5 (the defaults, 100 ms and 50 ms, favour throughput).
 
+3. **Broker floor**: one bare produce -> consume hop with the same client settings, since an SZ
+   reading crosses three hops (SZ -> window processor -> FA/FI/FD -> join -> predictions).
+
 A local in-memory Tansu broker is started and stopped by the benchmark (`infra.stack`).
 """
 
@@ -51,7 +54,7 @@ from streaming.pipelines.sensors import (  # noqa: E402
 from streaming.runtime.clients import make_producer  # noqa: E402
 from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streaming.sources.sensors_simulator import SimulatorConfig, simulate  # noqa: E402
-from streaming.topics import ensure_topics  # noqa: E402
+from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
 
 PARTITIONS = 100
 
@@ -239,6 +242,44 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace) -> None:
           f"max {full.max():.1f} ms")
 
 
+def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace) -> None:
+    """The floor under any end-to-end latency: one bare produce -> consume hop on this broker,
+    same client settings as the latency run (linger 1 ms, fetch.wait.max.ms 5)."""
+    topic = f"hop{uuid.uuid4().hex[:6]}"
+    ensure_topics(kafka, [TopicSpec(topic, PARTITIONS)], TopicSettings())
+    consumer = Consumer({**kafka.client_config(), "group.id": f"{topic}-reader",
+                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5,
+                         "session.timeout.ms": kafka.session_timeout_ms})
+    consumer.subscribe([topic])
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for msg in consumer.consume(1_000, 0.01):
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    latencies.append(time.time() * 1000 - float(value))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(6)  # group join
+    producer = make_producer(kafka, **{"linger.ms": 1})
+    for i in range(args.hop_messages):
+        producer.produce(topic, value=str(time.time() * 1000).encode(), partition=i % PARTITIONS)
+        producer.poll(0)
+        time.sleep(0.001)
+    producer.flush(30)
+    time.sleep(2)
+    stop.set()
+    reader.join(10)
+    consumer.close()
+    hops = np.array(latencies)
+    print(f"bare broker hop (produce -> consume, ~1,000 msg/s, {len(hops):,} messages): "
+          f"p50 {np.percentile(hops, 50):.1f} ms, p99 {np.percentile(hops, 99):.1f} ms, "
+          f"max {hops.max():.1f} ms (SZ -> prediction crosses three such hops)")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ("_windows", "_run"):
         p = argparse.ArgumentParser()
@@ -261,6 +302,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--latency-clients", type=int, default=10_000)
+    parser.add_argument("--hop-messages", type=int, default=3_000)
     parser.add_argument("--skip", choices=["throughput", "latency"], default=None)
     args = parser.parse_args()
     settings = StackSettings(state_dir=Path(tempfile.mkdtemp(prefix="braid-bench-")),
@@ -272,6 +314,7 @@ def main() -> None:
         if args.skip != "throughput":
             bench_throughput(kafka, args)
         if args.skip != "latency":
+            bench_broker_hop(kafka, args)
             args.clients = args.latency_clients
             bench_latency(kafka, args)
     finally:
