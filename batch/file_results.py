@@ -128,7 +128,6 @@ def file_results(
                                     contexts),
         _rejected(rejected),
         _counts(trades, rejected),
-        _spans(trades, source_index, arrival),
     ]
     return pa.concat_tables([_conform(p) for p in pieces])
 
@@ -164,7 +163,7 @@ def _candles_and_shared_trades(
     price = column("price")
     volume = column("volume")
     row_index = column("row_index")
-    pieces: list[pa.Table] = []
+    pieces: list[pa.Table] = [_spans(names, codes, ts, source_index)]
     for size_ms in durations_ms:
         window = TumblingWindow(size_ms, grace_ms)
         on_time = (
@@ -219,28 +218,21 @@ def _in_boundary_window(window: TumblingWindow, codes: np.ndarray, ts: np.ndarra
     return shared
 
 
-def _spans(trades: pa.Table, source_index: int, arrival: ArrivalOrder) -> pa.Table:
-    """Per pair: min and max event time, and the event time of the first trade to arrive."""
-    if trades.num_rows == 0:
-        return pa.table({"kind": pa.array([], pa.string())})
-    order = arrival_permutation(
-        arrival, trades["source_index"].to_numpy(), trades["row_index"].to_numpy(),
-        trades["timestamp_ms"].to_numpy(),
-    )
-    spans = trades.group_by("pair").aggregate([("timestamp_ms", "min"), ("timestamp_ms", "max")])
-    pair_of = trades["pair"].to_numpy(zero_copy_only=False)[order]
-    ts = trades["timestamp_ms"].to_numpy()[order]
-    _, first_index = np.unique(pair_of, return_index=True)
-    first_arrival = dict(zip(pair_of[first_index].tolist(), ts[first_index].tolist(),
-                             strict=True))
-    names = spans["pair"].to_pylist()
+def _spans(names: list[str], codes: np.ndarray, ts: np.ndarray, source_index: int) -> pa.Table:
+    """Per pair: min and max event time, and the event time of the first trade to arrive
+    (`codes` and `ts` in arrival order)."""
+    present, first_index = np.unique(codes, return_index=True)
+    lows = np.full(len(names), np.iinfo(np.int64).max, dtype=np.int64)
+    highs = np.full(len(names), np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(lows, codes, ts)
+    np.maximum.at(highs, codes, ts)
     return pa.table({
-        "kind": pa.array([SPAN] * len(names), pa.string()),
-        "pair": spans["pair"],
-        "source_index": pa.array(np.full(len(names), source_index, dtype=np.int32)),
-        "span_min_ms": spans["timestamp_ms_min"],
-        "span_max_ms": spans["timestamp_ms_max"],
-        "span_first_ms": pa.array([first_arrival[n] for n in names], pa.int64()),
+        "kind": pa.array([SPAN] * len(present), pa.string()),
+        "pair": pa.array([names[int(c)] for c in present], pa.string()),
+        "source_index": pa.array(np.full(len(present), source_index, dtype=np.int32)),
+        "span_min_ms": pa.array(lows[present]),
+        "span_max_ms": pa.array(highs[present]),
+        "span_first_ms": pa.array(ts[first_index]),
     })
 
 
