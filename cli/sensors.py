@@ -63,9 +63,9 @@ def replay_skab(
 ) -> None:
     """Replay the real SKAB pump series: each experiment file is a client."""
     import pyarrow.parquet as pq
-    from streaming.sources.skab_replay import skab_events
 
     from streaming.pipelines.sensors import produce_events
+    from streaming.sources.skab_replay import skab_events
 
     events = skab_events(Path(data_dir))
     if output:
@@ -139,7 +139,7 @@ def backfill(
     archive_root: str = typer.Option(..., "--input", help="Archive root (gs:// or a folder)."),
     output: str = typer.Option(..., help="Offline store Delta table (gs:// or a folder)."),
     start: str = typer.Option(None, help="First date (YYYY-MM-DD, UTC), inclusive."),
-    end: str = typer.Option(None, help="Last date (YYYY-MM-DD, UTC), inclusive."),
+    end: str = typer.Option(None, help="Day after the last date (YYYY-MM-DD, UTC), exclusive."),
     grace: str = typer.Option("5s", help="The stream's grace (same lateness rule)."),
     edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
     topic_prefix: str = PREFIX,
