@@ -56,7 +56,8 @@ def simulate(
 
 @app.command("replay-skab")
 def replay_skab(
-    data_dir: str = typer.Option("../shared/data/sensors/skab", help="SKAB folder."),
+    data_dir: str = typer.Option("", help="SKAB folder (default: ../shared/data/sensors/skab "
+                                          "next to the repository)."),
     output: str = typer.Option("", help="Write events to this Parquet file instead of Kafka."),
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
@@ -65,9 +66,9 @@ def replay_skab(
     import pyarrow.parquet as pq
 
     from streaming.pipelines.sensors import produce_events
-    from streaming.sources.skab_replay import skab_events
+    from streaming.sources.skab_replay import DEFAULT_DIR, skab_events
 
-    events = skab_events(Path(data_dir))
+    events = skab_events(Path(data_dir) if data_dir else DEFAULT_DIR)
     if output:
         pq.write_table(events, output)
         typer.echo(f"wrote {events.num_rows} events to {output}")
