@@ -241,6 +241,10 @@ class SensorJoinGroup:
         codes, new = self.clients.encode(list(snapshot["clients"]))
         self._grow(new)
         n = len(codes)
+        state = self.partitions.setdefault(partition, _Partition())
+        state.replay_until = {t: int(o) for t, o in snapshot["next_offsets"].items()}
+        if n == 0:  # a partition that had seen offsets but no client yet
+            return
         self.client_partition[codes] = partition
         self.field_ts[:, codes] = np.asarray(snapshot["field_ts"], dtype=np.int64).reshape(-1, n)
         self.field_value[:, codes] = np.asarray(snapshot["field_value"],
@@ -250,8 +254,6 @@ class SensorJoinGroup:
                            dtype=np.int64)
         edges = np.asarray(snapshot["field_edges"], dtype=np.int64).reshape(-1, n)
         self.field_edges[:, codes] = mapping[edges]  # NO_VERSION (-1) maps to the last entry
-        state = self.partitions.setdefault(partition, _Partition())
-        state.replay_until = {t: int(o) for t, o in snapshot["next_offsets"].items()}
 
 
 class SensorJoinOperator(PartitionOperator):

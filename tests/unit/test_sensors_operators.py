@@ -331,3 +331,12 @@ def test_join_partitions_sharing_a_group_keep_their_own_state_and_checkpoints() 
     again.restore(orjson.loads(orjson.dumps(ops[0].snapshot()) .replace(b'"a"', b'"b"')))
     assert predictions(again.process(batch("SX", [("b", T0 + 5, 7)], 9, sensor="SX"), 0))[0][
         "vector"] == [7, 2, 3, 4, 5]
+
+
+def test_checkpoints_of_partitions_without_clients_restore() -> None:
+    for make in (join_op, window_op):
+        op = make()
+        snap = orjson.loads(orjson.dumps(op.snapshot()))
+        again = make()
+        again.restore(snap)
+        assert again.snapshot() == snap
