@@ -77,13 +77,17 @@ def candle_processor(
     idle_timeout_ms: int = 10_000,
     group: str = "braid-candles",
     batch_size: int = 10_000,
+    poll_timeout_s: float = 0.1,
+    consumer_overrides: dict[str, str | int | bool] | None = None,
 ) -> StreamProcessor:
     config = CandleConfig(windows, topics.candles, idle_timeout_ms)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, (topics.trades,), batch_size=batch_size,
+                        poll_timeout_s=poll_timeout_s,
                         dead_letter_topic=topics.dead_letter,
-                        checkpoint_topic=topics.checkpoints),
+                        checkpoint_topic=topics.checkpoints,
+                        consumer_overrides=consumer_overrides or {}),
         lambda partition: CandleOperator(config, partition),
     )
 

@@ -118,7 +118,7 @@ class StreamProcessor:
     def close(self) -> None:
         """Flush, checkpoint and commit, then leave the group."""
         try:
-            self.checkpoint()
+            self.checkpoint(final=True)
         finally:
             self._consumer.close()
             self._producer.flush(30)
@@ -128,7 +128,7 @@ class StreamProcessor:
     # --- one iteration ---------------------------------------------------------------------
     def step(self) -> int:
         """Consume one micro-batch and handle it; returns the number of messages consumed."""
-        messages = self._consumer.consume(self.config.batch_size, self.config.poll_timeout_s)
+        messages = self._poll()
         now = time.time()
         emission = Emission()
         batches = self._split(messages)
@@ -164,9 +164,21 @@ class StreamProcessor:
             self.checkpoint()
         return consumed
 
+    def _poll(self) -> list[Message]:
+        """What is already fetched, up to a batch; if nothing, wait for the first message (up
+        to the poll timeout) and take what arrived with it. A live stream is handled as soon
+        as it arrives instead of after a fixed wait; a backlog still comes in full batches."""
+        messages = self._consumer.consume(self.config.batch_size, 0)
+        if messages:
+            return messages
+        first = self._consumer.poll(self.config.poll_timeout_s)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(self.config.batch_size - 1, 0)]
+
     def _split(self, messages: Sequence[Message]) -> list[InputBatch]:
         """Group a consumed list into per-topic-partition batches, keeping offset order."""
-        groups: dict[tuple[str, int], tuple[list[int], list[bytes | None], list[bytes | None]]] = {}
+        groups: dict[tuple[str, int], list[Message]] = {}
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -176,16 +188,16 @@ class StreamProcessor:
                     self._log.warning("consume error", error=str(err))
                 continue
             tp = (str(msg.topic()), int(msg.partition() or 0))
-            self._at_end.discard(tp)
-            entry = groups.get(tp)
-            if entry is None:
-                entry = groups[tp] = ([], [], [])
-            entry[0].append(int(msg.offset() or 0))
-            entry[1].append(msg.key())
-            entry[2].append(msg.value())
+            group = groups.get(tp)
+            if group is None:
+                group = groups[tp] = []
+                self._at_end.discard(tp)
+            group.append(msg)
         return [
-            InputBatch(topic, partition, np.asarray(offsets, dtype=np.int64), keys, values)
-            for (topic, partition), (offsets, keys, values) in groups.items()
+            InputBatch(topic, partition,
+                       np.fromiter((m.offset() for m in group), np.int64, len(group)),
+                       [m.key() for m in group], [m.value() for m in group])
+            for (topic, partition), group in groups.items()
         ]
 
     def _on_client_error(self, error: KafkaError) -> None:
@@ -239,7 +251,7 @@ class StreamProcessor:
         return count
 
     # --- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, final: bool = False) -> None:
         """Make outputs durable, write operator snapshots, then commit safe offsets."""
         self._last_checkpoint = time.monotonic()
         if not self._operators or not self._dirty:
@@ -255,7 +267,9 @@ class StreamProcessor:
                     offsets.append(TopicPartition(topic, partition, offset))
         self._flush()
         if offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            # the checkpoint is durable: the commit may complete later (an older commit only
+            # means a longer replay), except when leaving, where it must be done
+            self._consumer.commit(offsets=offsets, asynchronous=not final)
         self.stats.checkpoints += 1
         self._dirty = False
 
@@ -278,7 +292,7 @@ class StreamProcessor:
 
     def _on_revoke(self, consumer: object, partitions: list[TopicPartition]) -> None:
         self._dirty = True
-        self.checkpoint()
+        self.checkpoint(final=True)  # the next owner resumes from these offsets
         for number in {tp.partition for tp in partitions}:
             operator = self._operators.pop(number, None)
             if operator is not None:
