@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
@@ -37,6 +37,7 @@ from batch.delta_store import write_table_counted
 from batch.file_results import (
     COUNT,
     FILE_RESULT_SCHEMA,
+    LATE,
     SPAN,
     FileContext,
     file_contexts,
@@ -154,20 +155,14 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     try:
         with stage("read"):
             files = input_files(spark, config.inputs, config.file_reader)
-            results = _file_results(spark, files, config, keep, bound)
-            _count_rows(results, summary)
+            results, facts = _file_results(spark, files, config, keep, bound)
+            _summarise_facts(facts, config.durations_ms, summary)
 
         with stage("candles"):
             candles = keep(candles_frame(results))
             in_range = (F.col("window_start_ms") >= F.lit(config.start_ms)) & (
                 F.col("window_start_ms") < F.lit(config.end_ms)
             )
-            for row in candles.groupBy("window_ms").agg(
-                F.sum("trade_count").alias("trades")
-            ).collect():
-                summary.late_trades[format_duration(int(row["window_ms"]))] = (
-                    summary.trades_valid - int(row["trades"])
-                )
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
@@ -218,9 +213,10 @@ def _file_results(
     config: BackfillConfig,
     keep: Callable[[DataFrame], DataFrame],
     log_: structlog.typing.FilteringBoundLogger,
-) -> DataFrame:
+) -> tuple[DataFrame, list[Row]]:
     """Every file's results, in one pass when the files follow each other in time (checked on
-    the spans they report), else in a second pass that knows every file's span."""
+    the spans they report), else in a second pass that knows every file's span; with the small
+    facts rows (spans, counts, late counts), collected in the same Spark job."""
 
     def mapped(contexts: dict[tuple[int, str], FileContext] | None) -> DataFrame:
         return keep(files.map_files(
@@ -232,29 +228,42 @@ def _file_results(
             FILE_RESULT_SCHEMA,
         ))
 
+    def facts(results: DataFrame) -> list[Row]:
+        return results.where(F.col("kind").isin(SPAN, COUNT, LATE)).select(
+            "kind", "pair", "source_index", "window_ms", "span_min_ms", "span_max_ms",
+            "span_first_ms", "rows_valid", "rows_rejected", "rows_late",
+        ).collect()
+
     if len(files.paths) == 1:
-        return mapped({})  # nothing to share, nothing before it
+        results = mapped({})  # nothing to share, nothing before it
+        return results, facts(results)
     results = mapped(None)
+    rows = facts(results)
     spans = [
         (int(r["source_index"]), str(r["pair"]), int(r["span_min_ms"]), int(r["span_max_ms"]),
          int(r["span_first_ms"]))
-        for r in results.where(F.col("kind") == SPAN).collect()
+        for r in rows if r["kind"] == SPAN
     ]
     if optimistic_pass_is_exact(spans, config.durations_ms, config.arrival):
-        return results
+        return results, rows
     log_.info("input files overlap in time: second pass with every file's span")
     results.unpersist()
-    return mapped(file_contexts([s[:4] for s in spans], config.arrival))
+    results = mapped(file_contexts([s[:4] for s in spans], config.arrival))
+    return results, facts(results)
 
 
-def _count_rows(results: DataFrame, summary: BackfillSummary) -> None:
-    totals = results.where(F.col("kind") == COUNT).agg(
-        F.sum("rows_valid").alias("valid"), F.sum("rows_rejected").alias("rejected")
-    ).first()
-    assert totals is not None
-    summary.trades_valid = int(totals["valid"] or 0)
-    summary.rejected_rows = int(totals["rejected"] or 0)
+def _summarise_facts(
+    rows: list[Row], durations_ms: Sequence[int], summary: BackfillSummary
+) -> None:
+    """Rows read, valid, rejected, and late per duration, from the files' facts rows."""
+    summary.trades_valid = sum(int(r["rows_valid"]) for r in rows if r["kind"] == COUNT)
+    summary.rejected_rows = sum(int(r["rows_rejected"]) for r in rows if r["kind"] == COUNT)
     summary.trades_read = summary.trades_valid + summary.rejected_rows
+    late: dict[int, int] = {}
+    for r in rows:
+        if r["kind"] == LATE:
+            late[int(r["window_ms"])] = late.get(int(r["window_ms"]), 0) + int(r["rows_late"])
+    summary.late_trades = {format_duration(size): late.get(size, 0) for size in durations_ms}
 
 
 def _with_day(frame: DataFrame) -> DataFrame:

@@ -36,6 +36,7 @@ TRADE = "trade"
 REJECTED = "rejected"
 COUNT = "count"
 SPAN = "span"
+LATE = "late"
 
 FILE_RESULT_SCHEMA = pa.schema(
     [
@@ -56,6 +57,7 @@ FILE_RESULT_SCHEMA = pa.schema(
         # counts
         pa.field("rows_valid", pa.int64()),
         pa.field("rows_rejected", pa.int64()),
+        pa.field("rows_late", pa.int64()),  # kind `late`: per pair and window_ms
         # spans, per pair: event-time min and max, and the first-arrived trade's event time
         pa.field("span_min_ms", pa.int64()),
         pa.field("span_max_ms", pa.int64()),
@@ -171,6 +173,13 @@ def _candles_and_shared_trades(
             if arrival is ArrivalOrder.EVENT_TIME
             else ~late_mask(window, codes, ts, initial)
         )
+        late_per_pair = np.bincount(codes[~on_time], minlength=len(names))
+        pieces.append(pa.table({
+            "kind": pa.array([LATE] * len(names), pa.string()),
+            "pair": pa.array(names, pa.string()),
+            "window_ms": pa.array(np.full(len(names), size_ms, dtype=np.int64)),
+            "rows_late": pa.array(late_per_pair.astype(np.int64)),
+        }))
         shared = on_time & (
             _in_boundary_window(window, codes, ts) if contexts is None
             else _in_shared_window(window, codes, ts, context)
