@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):
     try:
@@ -47,7 +48,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 
-from features.sensors.binning import DEFAULT_EDGES, BinEdges
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+from features.sensors.binning import DEFAULT_EDGES, BinEdges, BinRange
 from features.sensors.schemas import FEATURE_TABLE_SCHEMA, FEATURES, invalid_reading_reasons
 from features.sensors.window_math import sort_readings, window_features
 from features.windows import NO_STREAM_TIME, SlidingWindow, parse_duration_ms, sliding_late_mask
@@ -154,9 +158,15 @@ def run_backfill(
     edges_path: str | None = None,
     topic_prefix: str = "",
     master: str | None = None,
+    learn_edges_to: str | None = None,
+    learned_version: str | None = None,
 ) -> int:
     """Recompute the sensor features of [start, end) (all dates if not given) from the archive
-    and write them to the Delta table `output`; returns the committed table version."""
+    and write them to the Delta table `output`; returns the committed table version.
+
+    With `learn_edges_to`, also learns bin edges from the recomputed raw FA, FI, FD
+    (:func:`learn_edges_from`) and saves them there as version `learned_version`, for the
+    stream (`braid sensors windows --edges`) and the next backfill (`--edges`)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from batch.delta_store import write_table
@@ -190,8 +200,30 @@ def run_backfill(
                           run_id=run_id)
     log.info("sensor features backfilled", output=output, version=version, days=len(written),
              files=len(files), run_id=run_id)
+    if learn_edges_to:
+        learned = learn_edges_from(features, learned_version or f"learned-{run_id[:10]}")
+        learned.save(Path(learn_edges_to))
+        log.info("bin edges learned", path=learn_edges_to, version=learned.version)
     features.unpersist()
     return version
+
+
+def learn_edges_from(features: DataFrame, version: str, tail: float = 0.005) -> BinEdges:
+    """Uniform bin ranges between the `tail` and `1 - tail` quantiles of the raw FA, FI, FD of
+    a backfill (Spark's exact `percentile`, linear interpolation like
+    `features.sensors.binning.learn_edges`)."""
+    from pyspark.sql import functions as F
+
+    row = features.select(*(
+        F.percentile(F.col(name), F.array(F.lit(tail), F.lit(1 - tail))).alias(name)
+        for name in FEATURES)).first()
+    if row is None or any(row[name] is None for name in FEATURES):
+        raise ValueError("no feature values to learn bin edges from")
+    ranges = {}
+    for name in FEATURES:
+        low, high = (float(x) for x in row[name])
+        ranges[name] = BinRange(low, high if high > low else low + 1.0)
+    return BinEdges(version, ranges)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,11 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--edges", help="bin edges JSON (default: configured edges)")
     parser.add_argument("--topic-prefix", default="", help="prefix of the archived topics")
     parser.add_argument("--master", default=None, help="Spark master if spark-submit set none")
+    parser.add_argument("--learn-edges", default=None,
+                        help="also learn bin edges from the recomputed features; JSON path")
+    parser.add_argument("--edges-version", default=None, help="version of the learned edges")
     args = parser.parse_args(argv)
     grace = 0 if args.grace in ("0", "0s") else parse_duration_ms(args.grace)
     version = run_backfill(args.input, args.output, start=args.start, end=args.end,
                            grace_ms=grace, edges_path=args.edges,
-                           topic_prefix=args.topic_prefix, master=args.master)
+                           topic_prefix=args.topic_prefix, master=args.master,
+                           learn_edges_to=args.learn_edges, learned_version=args.edges_version)
     print(json.dumps({"output": args.output, "version": version}))
     return 0
 

@@ -143,13 +143,18 @@ def backfill(
     end: str = typer.Option(None, help="Day after the last date (YYYY-MM-DD, UTC), exclusive."),
     grace: str = typer.Option("5s", help="The stream's grace (same lateness rule)."),
     edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
+    learn_edges: str = typer.Option("", help="Also learn bin edges from the recomputed "
+                                             "features and save them to this JSON file."),
+    edges_version: str = typer.Option("", help="Version of the learned edges."),
     topic_prefix: str = PREFIX,
 ) -> None:
     """Recompute FA, FI, FD from the archive with Spark and write the offline store."""
     from batch.sensors_backfill import run_backfill
 
     version = run_backfill(archive_root, output, start=start, end=end, grace_ms=_ms(grace),
-                           edges_path=edges or None, topic_prefix=topic_prefix)
+                           edges_path=edges or None, topic_prefix=topic_prefix,
+                           learn_edges_to=learn_edges or None,
+                           learned_version=edges_version or None)
     typer.echo(f"offline store {output} at version {version}")
 
 

@@ -10,6 +10,7 @@ import pytest
 from deltalake import DeltaTable
 
 from batch.sensors_backfill import run_backfill
+from features.sensors.binning import BinEdges, learn_edges
 from features.sensors.schemas import FEATURES
 from streaming.pipelines.sensors import archive_processor, run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
@@ -53,6 +54,14 @@ def test_stream_and_spark_backfill_agree_value_for_value(
                                    atol=1e-9)
         assert np.array_equal(batch[name].to_numpy(), online[name].to_numpy())  # bit for bit
 
-    # idempotent: a second run replaces its dates instead of appending
-    run_backfill(root, table_uri, grace_ms=GRACE_MS, topic_prefix=unique_topic_prefix)
+    # idempotent: a second run replaces its dates instead of appending; it also learns edges
+    edges_path = tmp_path / "edges.json"
+    run_backfill(root, table_uri, grace_ms=GRACE_MS, topic_prefix=unique_topic_prefix,
+                 learn_edges_to=str(edges_path), learned_version="learned-test")
     assert DeltaTable(table_uri).to_pyarrow_table().num_rows == online.num_rows
+    learned = BinEdges.load(edges_path)
+    expected = learn_edges("learned-test", *(online[f].to_numpy() for f in FEATURES))
+    assert learned.version == "learned-test"
+    for name in FEATURES:
+        assert learned.ranges[name].low == pytest.approx(expected.ranges[name].low, rel=1e-9)
+        assert learned.ranges[name].high == pytest.approx(expected.ranges[name].high, rel=1e-9)
