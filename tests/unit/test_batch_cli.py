@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from batch.arrival_order import ArrivalOrder
@@ -13,6 +15,15 @@ from batch.backfill_trades import build_parser, config_from_args
 from cli.main import app
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _keep_logging_config() -> Iterator[None]:
+    """`braid` configures structlog to print to the stderr CliRunner swaps in and then closes:
+    restore the previous configuration so later tests do not log into a closed file."""
+    config = structlog.get_config()
+    yield
+    structlog.configure(**config)
 
 
 @pytest.mark.parametrize("command", ["backfill", "submit-dataproc"])
