@@ -15,7 +15,11 @@
    timeout and `fetch.wait.max.ms` 5 (the defaults, 100 ms and 50 ms, favour throughput).
 
 3. **Broker floor**: one bare produce -> consume hop with the same client settings, since an SZ
-   reading crosses three hops (SZ -> window processor -> FA/FI/FD -> join -> predictions).
+   reading crosses three hops (SZ -> window processor -> FA/FI/FD -> join -> predictions). Both
+   the hop and the latency run are measured twice: with the runtime's idempotent producer
+   (`streaming.runtime.clients`), and, as an experiment, without idempotence (acks=all, one
+   request in flight: no reordering; a retry may duplicate, which deterministic keys absorb):
+   on Tansu the idempotent producer shows ~500 ms stalls at p99.
 
 A local in-memory Tansu broker is started and stopped by the benchmark (`infra.stack`).
 """
@@ -23,6 +27,7 @@ A local in-memory Tansu broker is started and stopped by the benchmark (`infra.s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -101,9 +106,17 @@ def worker_windows(args: argparse.Namespace) -> None:
                       "batches": proc.stats.batches}))
 
 
+NO_IDEMPOTENCE: dict[str, str | int | bool] = {
+    "enable.idempotence": False, "acks": "all", "max.in.flight.requests.per.connection": 1}
+
+
 def worker_processor(args: argparse.Namespace) -> None:
     """Run the window or join processor until SIGTERM (latency benchmark)."""
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap)
+    if args.no_idempotence:  # bench experiment: the runtime's producer without idempotence
+        import streaming.runtime.processor as processor_module
+
+        processor_module.make_producer = functools.partial(make_producer, **NO_IDEMPOTENCE)
     topics = SensorTopics.prefixed(args.prefix)
     low_latency: dict[str, str | int | bool] = {"fetch.wait.max.ms": 5}
     if args.kind == "windows":
@@ -155,7 +168,8 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
               f"{sum(s['produced'] for s in stats):,}")
 
 
-def bench_latency(kafka: KafkaSettings, args: argparse.Namespace) -> None:
+def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
+                  no_idempotence: bool = False) -> None:
     prefix = f"l{uuid.uuid4().hex[:6]}."
     topics = SensorTopics.prefixed(prefix)
     ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
@@ -165,8 +179,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     for sensor in ("SX", "SY"):
         _produce(kafka, topics.of(sensor), clients, [now] * len(clients),
                  rng.integers(0, 10, len(clients)).astype(float).tolist(), sensor)
+    extra = ["--no-idempotence"] if no_idempotence else []
     procs = [_spawn("_run", kind, "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
-                    "--group", f"{prefix}{kind}", "--batch-size", "2000")
+                    "--group", f"{prefix}{kind}", "--batch-size", "2000", *extra)
              for kind in ("windows", "join")]
     consumer = Consumer({**kafka.client_config(), "group.id": f"{prefix}reader",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -197,7 +212,8 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     time.sleep(12)  # group joins (window, join, reader)
-    producer = make_producer(kafka, **{"linger.ms": 1})
+    producer = make_producer(kafka, **{"linger.ms": 1, **(NO_IDEMPOTENCE if no_idempotence
+                                                          else {})})
     sent: dict[tuple[str, int], float] = {}
     tick = 0.01
     per_tick = max(1, int(args.rate * tick))
@@ -234,7 +250,10 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     consumer.close()
     firsts = np.array([first[k] - sent[k] for k in sent if k in first])
     full = np.array([done[k] - sent[k] for k in sent if k in done])
-    print(f"latency at {len(sent) / elapsed:,.0f} SZ events/s offered for {elapsed:.0f} s "
+    label = "producers without idempotence (acks=all, 1 in flight)" if no_idempotence else (
+        "runtime defaults (idempotent producers)")
+    print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
+          f"{elapsed:.0f} s "
           f"({len(sent):,} readings, {len(firsts):,} with a prediction, grace 0): "
           f"SZ -> first prediction p50 {np.percentile(firsts, 50):.1f} ms, "
           f"p99 {np.percentile(firsts, 99):.1f} ms; SZ -> all three (FA, FI, FD) joined "
@@ -242,7 +261,8 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace) -> None:
           f"max {full.max():.1f} ms")
 
 
-def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace) -> None:
+def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace,
+                     producer_conf: dict[str, str | int | bool]) -> None:
     """The floor under any end-to-end latency: one bare produce -> consume hop on this broker,
     same client settings as the latency run (linger 1 ms, fetch.wait.max.ms 5)."""
     topic = f"hop{uuid.uuid4().hex[:6]}"
@@ -264,7 +284,7 @@ def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     time.sleep(6)  # group join
-    producer = make_producer(kafka, **{"linger.ms": 1})
+    producer = make_producer(kafka, **{"linger.ms": 1, **producer_conf})
     for i in range(args.hop_messages):
         producer.produce(topic, value=str(time.time() * 1000).encode(), partition=i % PARTITIONS)
         producer.poll(0)
@@ -275,7 +295,8 @@ def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     reader.join(10)
     consumer.close()
     hops = np.array(latencies)
-    print(f"bare broker hop (produce -> consume, ~1,000 msg/s, {len(hops):,} messages): "
+    label = "without idempotence" if producer_conf else "idempotent producer, Braid's default"
+    print(f"bare broker hop, {label} (produce -> consume, ~1,000 msg/s, {len(hops):,} msgs): "
           f"p50 {np.percentile(hops, 50):.1f} ms, p99 {np.percentile(hops, 99):.1f} ms, "
           f"max {hops.max():.1f} ms (SZ -> prediction crosses three such hops)")
 
@@ -292,6 +313,7 @@ def main() -> None:
         p.add_argument("--grace-ms", type=int, default=0)
         p.add_argument("--batch-size", type=int, default=10_000)
         p.add_argument("--idle-s", type=float, default=4.0)
+        p.add_argument("--no-idempotence", action="store_true")
         a = p.parse_args()
         (worker_windows if a.mode == "_windows" else worker_processor)(a)
         return
@@ -314,9 +336,11 @@ def main() -> None:
         if args.skip != "throughput":
             bench_throughput(kafka, args)
         if args.skip != "latency":
-            bench_broker_hop(kafka, args)
+            bench_broker_hop(kafka, args, {})
+            bench_broker_hop(kafka, args, NO_IDEMPOTENCE)
             args.clients = args.latency_clients
             bench_latency(kafka, args)
+            bench_latency(kafka, args, no_idempotence=True)
     finally:
         stack.down(settings)
 
