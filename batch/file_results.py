@@ -12,8 +12,9 @@ per-pair counts.
 Lateness (`features.windows.late_mask`) needs each pair's stream time before the file. In
 `EVENT_TIME` arrival order (files merged by event time) no trade is ever late. In `FILE` order
 a file's initial stream time for a pair is the largest event time of the pair in earlier files.
-Both facts come from a first, cheap pass over the files (:func:`file_spans_function`), from
-which the driver builds one :class:`FileContext` per file and pair.
+The first pass assumes files follow each other in time (`contexts=None`); every file reports its
+spans, and when :func:`optimistic_pass_is_exact` says the assumption fails, the driver builds one
+:class:`FileContext` per file and pair from those spans for an exact second pass.
 """
 
 from __future__ import annotations
@@ -391,32 +392,3 @@ def encode_trades(table: pa.Table) -> bytes:
 
 def decode_trades(blob: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
-
-
-FILE_SPANS_SCHEMA = pa.schema([
-    pa.field("source_index", pa.int32()),
-    pa.field("pair", pa.string()),
-    pa.field("min_timestamp_ms", pa.int64()),
-    pa.field("max_timestamp_ms", pa.int64()),
-])
-
-
-def file_spans_function(pairs: Sequence[str]) -> Callable[[bytes, str, int], pa.Table]:
-    """The function mapped over input files for the first pass: per pair, the event-time span
-    of the file's valid trades (`FILE_SPANS_SCHEMA`)."""
-    wanted = pa.array(list(pairs), pa.string())
-
-    def run(content: bytes, path: str, source_index: int) -> pa.Table:
-        parsed = parse_trade_file(content, path, source_index)
-        valid = parsed.filter(
-            pc.and_(pc.is_in(parsed["pair"], wanted), pc.is_null(parsed["reject_reason"]))
-        )
-        spans = valid.group_by("pair").aggregate([("timestamp_ms", "min"), ("timestamp_ms", "max")])
-        return pa.table({
-            "source_index": pa.array([source_index] * spans.num_rows, pa.int32()),
-            "pair": spans["pair"],
-            "min_timestamp_ms": spans["timestamp_ms_min"],
-            "max_timestamp_ms": spans["timestamp_ms_max"],
-        }, schema=FILE_SPANS_SCHEMA)
-
-    return run
