@@ -187,7 +187,8 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "session.timeout.ms": kafka.session_timeout_ms,
                          "fetch.wait.max.ms": 5})
-    consumer.subscribe([topics.predictions])
+    consumer.subscribe([topics.predictions, topics.FD])
+    features_at: dict[tuple[str, int], float] = {}  # when the reading's FD row was readable
     first: dict[tuple[str, int], float] = {}
     count: dict[tuple[str, int], int] = {}
     done: dict[tuple[str, int], float] = {}
@@ -201,6 +202,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
                     continue
                 arrived = time.time() * 1000
                 p = orjson.loads(value)
+                if msg.topic() == topics.FD:
+                    features_at.setdefault((p["client"], p["timestamp_ms"]), arrived)
+                    continue
                 if p["trigger"] not in ("FA", "FI", "FD"):
                     continue
                 key = (p["client"], p["timestamp_ms"])
@@ -250,6 +254,8 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
     consumer.close()
     firsts = np.array([first[k] - sent[k] for k in sent if k in first])
     full = np.array([done[k] - sent[k] for k in sent if k in done])
+    hop1 = np.array([features_at[k] - sent[k] for k in sent if k in features_at])
+    hop2 = np.array([first[k] - features_at[k] for k in sent if k in first and k in features_at])
     label = "producers without idempotence (acks=all, 1 in flight)" if no_idempotence else (
         "runtime defaults (idempotent producers)")
     print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
@@ -258,7 +264,10 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
           f"SZ -> first prediction p50 {np.percentile(firsts, 50):.1f} ms, "
           f"p99 {np.percentile(firsts, 99):.1f} ms; SZ -> all three (FA, FI, FD) joined "
           f"p50 {np.percentile(full, 50):.1f} ms, p99 {np.percentile(full, 99):.1f} ms, "
-          f"max {full.max():.1f} ms")
+          f"max {full.max():.1f} ms. Split: SZ -> FD row readable p50 "
+          f"{np.percentile(hop1, 50):.1f} / p99 {np.percentile(hop1, 99):.1f} ms; FD row -> "
+          f"first prediction p50 {np.percentile(hop2, 50):.1f} / p99 "
+          f"{np.percentile(hop2, 99):.1f} ms")
 
 
 def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace,
