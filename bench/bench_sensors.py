@@ -27,7 +27,6 @@ A local in-memory Tansu broker is started and stopped by the benchmark (`infra.s
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -44,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
-from confluent_kafka import Consumer  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
 
 from infra import stack  # noqa: E402
 from infra.settings import StackSettings  # noqa: E402
@@ -116,7 +115,10 @@ def worker_processor(args: argparse.Namespace) -> None:
     if args.no_idempotence:  # bench experiment: the runtime's producer without idempotence
         import streaming.runtime.processor as processor_module
 
-        processor_module.make_producer = functools.partial(make_producer, **NO_IDEMPOTENCE)
+        def producer(settings: KafkaSettings, **overrides: str | int | bool) -> Producer:
+            return make_producer(settings, **{**NO_IDEMPOTENCE, **overrides})
+
+        processor_module.make_producer = producer
     topics = SensorTopics.prefixed(args.prefix)
     low_latency: dict[str, str | int | bool] = {"fetch.wait.max.ms": 5}
     if args.kind == "windows":
