@@ -115,7 +115,7 @@ def worker_processor(args: argparse.Namespace) -> None:
     if args.no_idempotence:  # bench experiment: the runtime's producer without idempotence
         import streaming.runtime.processor as processor_module
 
-        def producer(settings: KafkaSettings, **overrides: str | int | bool) -> Producer:
+        def producer(settings: KafkaSettings, **overrides: object) -> Producer:
             return make_producer(settings, **{**NO_IDEMPOTENCE, **overrides})
 
         processor_module.make_producer = producer
