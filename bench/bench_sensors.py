@@ -115,8 +115,8 @@ def worker_processor(args: argparse.Namespace) -> None:
     if args.no_idempotence:  # bench experiment: the runtime's producer without idempotence
         import streaming.runtime.processor as processor_module
 
-        def producer(settings: KafkaSettings, **overrides: object) -> Producer:
-            return make_producer(settings, **{**NO_IDEMPOTENCE, **overrides})
+        def producer(kafka: KafkaSettings, **overrides: object) -> Producer:
+            return make_producer(kafka, **{**NO_IDEMPOTENCE, **overrides})
 
         processor_module.make_producer = producer
     topics = SensorTopics.prefixed(args.prefix)
