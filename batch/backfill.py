@@ -33,7 +33,7 @@ from tqdm import tqdm
 from batch import delta_log
 from batch.arrival_order import ArrivalOrder
 from batch.candles_job import candles_frame
-from batch.delta_store import write_table_counted
+from batch.delta_store import empty_commit, write_table_counted
 from batch.file_results import (
     COUNT,
     FILE_RESULT_SCHEMA,
@@ -46,7 +46,8 @@ from batch.file_results import (
 )
 from batch.indicators_job import indicators_frame, tail_per_series
 from batch.object_storage import join
-from batch.rejected_rows import REJECTED_PARTITIONS, rejected_rows_frame
+from batch.rejected_rows import REJECTED_PARTITIONS, REJECTED_ROWS_SCHEMA, rejected_rows_frame
+from batch.spark_session import delta_spark_available
 from batch.trade_inputs import InputFiles, input_files
 from features.indicators import MAX_WARMUP
 from features.windows import format_duration
@@ -189,12 +190,20 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
                 results, start_ms=config.start_ms, end_ms=config.end_ms, start=config.start,
                 end=config.end, run_id=summary.run_id,
             )
-            written = write_table_counted(
-                rejected, config.table(REJECTED_TABLE), partition_by=REJECTED_PARTITIONS,
-                replace={"range_start": [config.start.isoformat()],
-                         "range_end": [config.end.isoformat()]},
-                run_id=summary.run_id,
-            )
+            range_partition = {"range_start": [config.start.isoformat()],
+                               "range_end": [config.end.isoformat()]}
+            if summary.rejected_rows == 0 and not delta_spark_available(spark):
+                # nothing to write: one commit that only clears the range, no Spark job
+                written = empty_commit(
+                    config.table(REJECTED_TABLE), REJECTED_ROWS_SCHEMA,
+                    partition_by=REJECTED_PARTITIONS, replace=range_partition,
+                    run_id=summary.run_id,
+                )
+            else:
+                written = write_table_counted(
+                    rejected, config.table(REJECTED_TABLE), partition_by=REJECTED_PARTITIONS,
+                    replace=range_partition, run_id=summary.run_id,
+                )
             summary.table_versions[REJECTED_TABLE] = written.version
             summary.rejected_in_range = written.rows
     finally:

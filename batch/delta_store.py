@@ -196,6 +196,24 @@ def write_table_counted(
     return TableWrite(version, rows)
 
 
+def empty_commit(
+    uri: str,
+    schema: pa.Schema,
+    *,
+    partition_by: list[str],
+    replace: dict[str, list[str]],
+    run_id: str,
+) -> TableWrite:
+    """Replace partitions with nothing (delta-rs, from the driver): what writing an empty
+    DataFrame would commit, without a Spark job. Creates the table when absent."""
+    version = delta_log.commit_files(
+        normalize_uri(uri), schema=_without_nullability(schema), partition_by=partition_by,
+        adds=[], replace=replace, run_id=run_id,
+    )
+    log.info("delta table written", table=uri, version=version, rows=0, engine="delta-rs")
+    return TableWrite(version, 0)
+
+
 _REGISTERED: set[int] = set()
 
 

@@ -223,6 +223,12 @@ def test_bad_rows_are_counted_and_recorded_with_reasons_without_failing(
         "1525910405.6,9301.0,2.0,s,l,\n"
         "1525910470.0,9302.0,0.5,b,l,\n"
     )
+    clean = tmp_path / "XBTUSD_kraken_clean.csv"
+    clean.write_text("time,price,volume,buy_or_sell,market_or_limit,misc\n"
+                     "1525824000.5,9200.0,1.0,b,m,\n")
+    first = backfill(spark, [clean], "2018-05-09", "2018-05-10", tmp_path / "out",
+                     pairs=["XBT/USD"], durations=[60_000])
+    assert first.rejected_in_range == 0 and first.table_versions["rejected_trades"] == 0
     summary = backfill(spark, [csv], "2018-05-10", "2018-05-11", tmp_path / "out",
                        pairs=["XBT/USD"], durations=[60_000])
     assert summary.trades_read == 7
@@ -236,9 +242,9 @@ def test_bad_rows_are_counted_and_recorded_with_reasons_without_failing(
     assert set(rejected["source"].str.rsplit("/", n=1).str[-1]) == {csv.name}
     assert rejected.loc[rejected["reason"].str.startswith("unparseable"), "row_number"].tolist() \
         == [6]
-    candles = candles_of(tmp_path / "out")
+    candles = only_days(candles_of(tmp_path / "out"), "2018-05-10", "2018-05-11")
     assert candles["trade_count"].to_pylist() == [2, 1]
-    assert summary.table_versions == {"candles": 0, "indicators": 0, "rejected_trades": 0}
+    assert summary.table_versions == {"candles": 1, "indicators": 1, "rejected_trades": 1}
 
 
 @needs_data
