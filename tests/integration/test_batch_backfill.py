@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -35,7 +35,7 @@ def spark() -> Iterator[SparkSession]:
     yield spark_session("braid-tests", master="local[2]", shuffle_partitions=4)
 
 
-def backfill(spark: SparkSession, inputs: list[Path | str], start: str, end: str,
+def backfill(spark: SparkSession, inputs: Sequence[Path | str], start: str, end: str,
              output: Path | str, *, pairs: list[str], durations: list[int],
              **options: object) -> BackfillSummary:
     config = BackfillConfig(
