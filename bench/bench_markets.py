@@ -18,8 +18,8 @@ Throughput = messages / time from the return of the first non-empty consume() (t
 is excluded) to the last message handled (for Braid: outputs flushed, offsets committed).
 4. Freshness: the candle processor runs live (1 s windows, grace 200 ms) while trades stamped
    with the wall clock are produced at --rate trades/s; latency of each candle =
-   receive time - (window_end + grace). Run three times: Braid's defaults, poll timeout 10 ms,
-   and poll timeout 10 ms + consumer fetch.wait.max.ms 5 (bench overrides).
+   receive time - (window_end + grace). Run twice: with Braid's default idempotent producers
+   and with producers without idempotence (KAFKA_ENABLE_IDEMPOTENCE=false).
 5. Peak RSS (VmHWM) of the candle processor child after 200k and after --trades trades.
 The machine load average is printed at the start, after each step and at the end.
 """
@@ -59,9 +59,8 @@ from streaming.pipelines.markets import (  # noqa: E402
     indicator_processor,
     produce_trades,
 )
-from streaming.processors.candles import CandleConfig, CandleOperator  # noqa: E402
 from streaming.runtime.clients import make_consumer, make_producer  # noqa: E402
-from streaming.runtime.processor import ProcessorConfig, StreamProcessor  # noqa: E402
+from streaming.runtime.processor import StreamProcessor  # noqa: E402
 from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streaming.sources.synthetic import DEFAULT_PAIRS, SyntheticTradeSource  # noqa: E402
 from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
@@ -185,22 +184,8 @@ def child_live(args: argparse.Namespace) -> None:
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap, session_timeout_ms=SESSION_TIMEOUT_MS)
     topics = MarketsTopics.prefixed(args.prefix)
     windows = (TumblingWindow(1_000, 200),)
-    if args.poll_timeout_ms <= 0 and args.fetch_wait_ms <= 0:
-        proc = candle_processor(kafka, windows, topics=topics, group=args.group)
-    else:  # candle_processor() with the bench's overrides (it exposes neither setting)
-        defaults = ProcessorConfig("", ())
-        overrides: dict[str, str | int | bool] = (
-            {"fetch.wait.max.ms": args.fetch_wait_ms} if args.fetch_wait_ms > 0 else {})
-        config = CandleConfig(windows, topics.candles, 10_000)
-        proc = StreamProcessor(
-            kafka,
-            ProcessorConfig(args.group, (topics.trades,), batch_size=10_000,
-                            poll_timeout_s=(args.poll_timeout_ms / 1000 if args.poll_timeout_ms
-                                            > 0 else defaults.poll_timeout_s),
-                            dead_letter_topic=topics.dead_letter,
-                            checkpoint_topic=topics.checkpoints, consumer_overrides=overrides),
-            lambda partition: CandleOperator(config, partition),
-        )
+    kafka = kafka.model_copy(update={"enable_idempotence": not args.no_idempotence})
+    proc = candle_processor(kafka, windows, topics=topics, group=args.group)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -227,11 +212,10 @@ def child_live(args: argparse.Namespace) -> None:
              "step_max_ms": float(ms.max()) if len(ms) else 0.0, "steps": len(ms)})
 
 
-# (label, poll timeout ms, consumer fetch.wait.max.ms); 0 = Braid's default
+# (label, producers idempotent): Tansu stalls idempotent produce requests (see README)
 FRESHNESS_VARIANTS = (
-    ("Braid defaults (poll timeout 100 ms, fetch.wait.max.ms 50)", 0, 0),
-    ("poll timeout 10 ms (bench override)", 10, 0),
-    ("poll timeout 10 ms + fetch.wait.max.ms 5 (bench override)", 10, 5),
+    ("Braid defaults (idempotent producers)", True),
+    ("KAFKA_ENABLE_IDEMPOTENCE=false (one request in flight)", False),
 )
 
 
@@ -313,15 +297,14 @@ def _candle_topic_spec(name: str) -> TopicSpec:
 
 # --- 4. freshness -----------------------------------------------------------------------------
 def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
-                    poll_timeout_ms: int, fetch_wait_ms: int) -> dict[str, Any]:
+                    idempotent: bool) -> dict[str, Any]:
     prefix = f"bm{uuid.uuid4().hex[:8]}."
     topics = MarketsTopics.prefixed(prefix)
     ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
     grace_ms, size_ms = 200, 1_000
     child = _spawn([sys.executable, __file__, "--child", "live", "--bootstrap",
                     kafka.bootstrap_servers, "--prefix", prefix, "--group", f"{prefix}live",
-                    "--poll-timeout-ms", str(poll_timeout_ms), "--fetch-wait-ms",
-                    str(fetch_wait_ms)])
+                    *([] if idempotent else ["--no-idempotence"])])
     assert child.stdout is not None
     started = time.monotonic()
     while child.stdout.readline().strip() != "READY":
@@ -353,8 +336,9 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     trades = make_trades(count, args.pairs)
     pairs = trades["pair"].to_pylist()
     rows = trades.drop_columns(["timestamp_ms"]).to_pylist()
-    producer = (make_producer(kafka) if args.source_linger_ms < 0
-                else make_producer(kafka, **{"linger.ms": args.source_linger_ms}))
+    source_kafka = kafka.model_copy(update={"enable_idempotence": idempotent})
+    producer = (make_producer(source_kafka) if args.source_linger_ms < 0
+                else make_producer(source_kafka, **{"linger.ms": args.source_linger_ms}))
     begin = time.monotonic()
     sent = 0
     last_ts = 0
@@ -443,8 +427,8 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     small = _braid_child("candles", kafka, prefix, min(MEMORY_SMALL, n), limit)
     _log(f"memory run ({small['consumed']:,} trades) done")
     fresh = []
-    for label, poll_ms, fetch_ms in FRESHNESS_VARIANTS:
-        fresh.append(bench_freshness(kafka, args, label, poll_ms, fetch_ms))
+    for label, idempotent in FRESHNESS_VARIANTS:
+        fresh.append(bench_freshness(kafka, args, label, idempotent))
         _log(f"freshness, {label}: p99 {fresh[-1]['p99']:.1f} ms")
 
     braid = _rate(candles)
@@ -561,8 +545,7 @@ def main() -> None:
     parser.add_argument("--group", help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--limit-s", type=float, default=600.0, help=argparse.SUPPRESS)
-    parser.add_argument("--poll-timeout-ms", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--fetch-wait-ms", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--no-idempotence", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _quiet_logs()

@@ -13,13 +13,15 @@ def producer_config(kafka: KafkaSettings, **overrides: object) -> ClientConfig:
     """Braid's producer: idempotent, so retries never duplicate or reorder a partition."""
     conf: ClientConfig = {
         **kafka.client_config(),
-        "enable.idempotence": True,
+        "enable.idempotence": kafka.enable_idempotence,
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
         "reconnect.backoff.max.ms": 1_000,  # back within a second of a broker restart
     }
+    if not kafka.enable_idempotence:
+        conf["max.in.flight.requests.per.connection"] = 1  # retries keep the order
     conf.update(overrides)
     return conf
 
