@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="event-time: files merged by event time, as the file replay "
                         "streams them; file: files in turn, rows in file order (an archive of "
                         "the trades topic)")
+    parser.add_argument("--file-reader", choices=["auto", "python", "hadoop"], default="auto",
+                        help="auto: gs:// through the GCS connector where installed (Dataproc), "
+                        "else fsspec/gcsfs in Python; python or hadoop force one")
     parser.add_argument("--no-history-from-table", action="store_true",
                         help="do not read earlier candles from the table for indicator warm-up")
     parser.add_argument("--master", default=None,
@@ -76,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         arrival=ArrivalOrder(args.arrival_order),
         history_from_table=not args.no_history_from_table,
         show_progress=not args.no_progress,
+        file_reader=args.file_reader,
     )
 
 

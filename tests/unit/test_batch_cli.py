@@ -53,7 +53,7 @@ def test_spark_submit_arguments_become_a_backfill_config() -> None:
     args = build_parser().parse_args([
         "--input", "a.csv", "b.csv", "--start", "2018-05-08", "--end", "2018-05-10",
         "--pairs", "XBT/USD,ETH/USD", "--output", "var/offline", "--durations", "1m", "1h",
-        "--grace", "10s", "--arrival-order", "file",
+        "--grace", "10s", "--arrival-order", "file", "--file-reader", "hadoop",
     ])
     config = config_from_args(args)
     assert config.inputs == ["a.csv", "b.csv"]
@@ -62,6 +62,7 @@ def test_spark_submit_arguments_become_a_backfill_config() -> None:
     assert config.durations_ms == [60_000, 3_600_000]
     assert config.grace_ms == 10_000
     assert config.arrival is ArrivalOrder.FILE
+    assert config.file_reader == "hadoop"
     assert config.days == ["2018-05-08", "2018-05-09"]
 
 
