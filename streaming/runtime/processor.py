@@ -43,6 +43,7 @@ class ProcessorConfig:
     batch_size: int = 10_000
     poll_timeout_s: float = 0.1
     checkpoint_interval_s: float = 1.0
+    max_checkpoint_delay_s: float = 5.0  # then a checkpoint flushes (blocks) if it must
     dead_letter_topic: str = DEAD_LETTER
     checkpoint_topic: str = CHECKPOINTS
     consumer_overrides: dict[str, str | int | bool] = field(default_factory=dict)
@@ -76,6 +77,7 @@ class StreamProcessor:
         self._blind: set[int] = set()  # partition numbers to resume after a broker outage
         self._partition_counts: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
+        self._pending_commit: list[TopicPartition] | None = None
         self._assigned_at = time.monotonic()
         self._dirty = False
         self._stopping = False
@@ -158,10 +160,10 @@ class StreamProcessor:
             self.stats.batches += 1
         if consumed or emission.output_count or emission.dead_letters:
             self._dirty = True
-        if emission.closed_on_idle or (
-            time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s
-        ):
+        if emission.closed_on_idle:
             self.checkpoint()
+        else:
+            self._checkpoint_when_delivered()
         return consumed
 
     def _poll(self) -> list[Message]:
@@ -252,11 +254,42 @@ class StreamProcessor:
 
     # --- checkpoints -----------------------------------------------------------------------
     def checkpoint(self, *, final: bool = False) -> None:
-        """Make outputs durable, write operator snapshots, then commit safe offsets."""
+        """Make outputs durable, write operator snapshots, then commit safe offsets (blocking)."""
         self._last_checkpoint = time.monotonic()
+        if self._pending_commit is not None:  # an earlier checkpoint still awaits delivery
+            self._flush()
+            self._commit(self._pending_commit, final=final)
         if not self._operators or not self._dirty:
             return
         self._flush()
+        offsets = self._write_snapshots()
+        self._flush()
+        self._commit(offsets, final=final)
+
+    def _checkpoint_when_delivered(self) -> None:
+        """The same protocol without blocking the loop: snapshots are written at a moment when
+        every earlier output is already acknowledged (nothing in flight), and the offsets are
+        committed once the snapshots are acknowledged in turn. Under a continuous output
+        stream that moment may not come: after `max_checkpoint_delay_s` it flushes."""
+        now = time.monotonic()
+        self._producer.poll(0)  # serve delivery reports, so the in-flight count is current
+        idle_producer = len(self._producer) == 0
+        if self._pending_commit is not None:
+            if idle_producer:
+                self._commit(self._pending_commit, final=False)
+            elif now - self._last_checkpoint >= self.config.max_checkpoint_delay_s:
+                self.checkpoint()
+            return
+        if not self._dirty or now - self._last_checkpoint < self.config.checkpoint_interval_s:
+            return
+        if idle_producer and self._operators:
+            self._last_checkpoint = now
+            self._pending_commit = self._write_snapshots()
+        elif now - self._last_checkpoint >= self.config.max_checkpoint_delay_s:
+            self.checkpoint()
+
+    def _write_snapshots(self) -> list[TopicPartition]:
+        """Queue every operator's snapshot; returns the offsets they make safe to commit."""
         offsets: list[TopicPartition] = []
         for partition, operator in self._operators.items():
             key = checkpoint_key(self.config.name, self.config.input_topics, partition)
@@ -265,13 +298,18 @@ class StreamProcessor:
                 offset = operator.commit_offset(topic)
                 if offset is not None:
                     offsets.append(TopicPartition(topic, partition, offset))
-        self._flush()
-        if offsets:
-            # the checkpoint is durable: the commit may complete later (an older commit only
-            # means a longer replay), except when leaving, where it must be done
-            self._consumer.commit(offsets=offsets, asynchronous=not final)
-        self.stats.checkpoints += 1
         self._dirty = False
+        self.stats.checkpoints += 1
+        return offsets
+
+    def _commit(self, offsets: list[TopicPartition], *, final: bool) -> None:
+        """Commit offsets whose snapshots are acknowledged. Asynchronous while running (an
+        older commit only means a longer replay); synchronous when leaving."""
+        self._pending_commit = None
+        if offsets and final:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        elif offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
 
     def _flush(self) -> None:
         remaining = self._producer.flush(30)
