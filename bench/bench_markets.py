@@ -361,7 +361,7 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     reader.close()
     child.send_signal(signal.SIGTERM)
     out, _ = child.communicate(timeout=60)
-    live = next((json.loads(line[len("RESULT "):]) for line in out.splitlines()
+    live: dict[str, Any] = next((json.loads(line[len("RESULT "):]) for line in out.splitlines()
                  if line.startswith("RESULT ")), {})
 
     closed = [(recv, end + grace_ms, made) for recv, end, made in received

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from features.indicators import INDICATOR_COLUMNS
+from infra.testing import DurableStack
 from streaming.pipelines.markets import (
     MarketsTopics,
     produce_trades,
@@ -24,7 +25,6 @@ from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.synthetic import SyntheticTradeSource
 from streaming.topics import ensure_topics
-from infra.testing import DurableStack
 from tests.support.processes import BraidProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
