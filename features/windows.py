@@ -41,8 +41,8 @@ def format_duration(ms: int) -> str:
 
 
 @dataclass(frozen=True)
-class TumblingWindow:
-    """A tumbling event-time window of `size_ms`, accepting records up to `grace_ms` late."""
+class EventTimeWindow:
+    """A window of `size_ms` of event time whose results wait `grace_ms` for late records."""
 
     size_ms: int
     grace_ms: int = 0
@@ -54,6 +54,11 @@ class TumblingWindow:
     @property
     def label(self) -> str:
         return format_duration(self.size_ms)
+
+
+@dataclass(frozen=True)
+class TumblingWindow(EventTimeWindow):
+    """A tumbling event-time window of `size_ms`, accepting records up to `grace_ms` late."""
 
     def start_of(self, timestamp_ms: np.ndarray) -> np.ndarray:
         ts = np.asarray(timestamp_ms, dtype=np.int64)
@@ -119,7 +124,7 @@ def late_mask(
 
 
 @dataclass(frozen=True)
-class SlidingWindow:
+class SlidingWindow(EventTimeWindow):
     """A per-record sliding event-time window: for a record at `t`, the records of the same key
     with event time in the half-open interval `(t - size_ms, t]`.
 
@@ -128,17 +133,6 @@ class SlidingWindow:
     :func:`sliding_late_mask`) exactly when it would change a result already final, so any
     arrival order within grace gives the same results.
     """
-
-    size_ms: int
-    grace_ms: int = 0
-
-    def __post_init__(self) -> None:
-        if self.size_ms <= 0 or self.grace_ms < 0:
-            raise ValueError("window size must be positive and grace non-negative")
-
-    @property
-    def label(self) -> str:
-        return format_duration(self.size_ms)
 
     def final_until(self, stream_time_ms: np.ndarray) -> np.ndarray:
         """Per key: results of records with event time <= this are final (stream time - grace);

@@ -83,7 +83,7 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
     try:
         # kill each incarnation at a random moment after it got its partitions, mid-stream
         for victim in (candles, indicators, candles, candles, indicators):
-            _wait_for_log(victim, '"event": "assigned"', victim.starts)
+            victim.wait_for_log('"event": "assigned"', victim.starts)
             time.sleep(rng.uniform(0.3, 2.5))
             victim.kill9()
             victim.start()
@@ -116,14 +116,6 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
                 expected = want[column]
                 assert (value[column] is None and np.isnan(expected)) or value[column] == expected
             assert value["close"] == want["close"]
-
-
-def _wait_for_log(process: BraidProcess, needle: str, count: int) -> None:
-    deadline = time.monotonic() + 60
-    while process.log_path.read_text().count(needle) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{process.args[:2]} never logged {needle} x{count}")
-        time.sleep(0.1)
 
 
 def _wait_until_quiet(kafka: KafkaSettings, topic: str, quiet_s: float) -> None:
@@ -167,8 +159,8 @@ def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
     producer = threading.Thread(target=_produce_slowly, args=(kafka, topics.trades, trades, 20.0))
     producer.start()
     try:
-        _wait_for_log(candles, '"event": "assigned"', 1)
-        _wait_for_log(indicators, '"event": "assigned"', 1)
+        candles.wait_for_log('"event": "assigned"', 1)
+        indicators.wait_for_log('"event": "assigned"', 1)
         time.sleep(3)
         durable_stack.restart_broker()
         producer.join()

@@ -41,14 +41,6 @@ def _rows(kafka: KafkaSettings, topic: str) -> list[dict]:
     return [orjson.loads(v) for _, _, _, v in read_topic(kafka, topic) if v is not None]
 
 
-def _wait_for_log(process: BraidProcess, needle: str, count: int) -> None:
-    deadline = time.monotonic() + 60
-    while process.log_path.read_text().count(needle) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{process.args[:2]} never logged {needle} x{count}")
-        time.sleep(0.1)
-
-
 def _wait_for(kafka: KafkaSettings, topics: SensorTopics, want: int) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -85,7 +77,7 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
     rng = random.Random(3)
     try:
         for victim in (windows, join, windows, join, windows):
-            _wait_for_log(victim, '"event": "assigned"', victim.starts)
+            victim.wait_for_log('"event": "assigned"', victim.starts)
             time.sleep(rng.uniform(0.5, 2.5))
             victim.kill9()
             victim.start()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from streaming.settings import KafkaSettings
@@ -46,6 +47,15 @@ class BraidProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout_s)
+
+    def wait_for_log(self, needle: str, count: int, timeout_s: float = 60) -> None:
+        """Wait until the log holds `needle` at least `count` times (e.g. one "assigned" per
+        start: this incarnation got its partitions)."""
+        deadline = time.monotonic() + timeout_s
+        while self.log_path.read_text().count(needle) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.args[:2]} never logged {needle} x{count}")
+            time.sleep(0.1)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
