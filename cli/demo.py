@@ -32,7 +32,7 @@ console = Console(width=120)
 
 
 def demo(
-    trades: int = typer.Option(200_000, help="Synthetic trades to publish."),
+    trades: int = typer.Option(1_000_000, help="Synthetic trades to publish."),
     seed: int = typer.Option(7, help="Seed of the synthetic generator."),
     idle_timeout: str = typer.Option("3s", help="Close quiet pairs' windows after this."),
     topic_prefix: str = typer.Option("demo.", help="Prefix of the demo's topics."),
