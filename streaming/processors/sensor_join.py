@@ -41,7 +41,7 @@ from features.sensors.schemas import (
 from features.windows import NO_STREAM_TIME, stream_time_before
 from streaming.processors.sensor_decoding import decode_features, decode_readings
 from streaming.runtime.key_codes import KeyCodes
-from streaming.runtime.operator import PartitionOperator, Snapshot
+from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
 SNAPSHOT_VERSION = 1
@@ -273,15 +273,7 @@ class SensorJoinOperator(PartitionOperator):
     @classmethod
     def process_many(cls, work: Sequence[tuple[PartitionOperator, InputBatch]],
                      now_ms: int) -> Emission:
-        emission = Emission()
-        by_group: dict[int, tuple[SensorJoinGroup, list[tuple[int, InputBatch]]]] = {}
-        for operator, batch in work:
-            assert isinstance(operator, SensorJoinOperator)
-            entry = by_group.setdefault(id(operator.group), (operator.group, []))
-            entry[1].append((operator.partition, batch))
-        for group, batches in by_group.values():
-            emission.extend(group.process_many(batches, now_ms))
-        return emission
+        return process_by_group(work, now_ms)
 
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
         return self.group.process_many([(self.partition, batch)], now_ms)

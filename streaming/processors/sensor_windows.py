@@ -45,7 +45,7 @@ from features.sensors.window_math import window_features
 from features.windows import NO_STREAM_TIME, SlidingWindow, sliding_late_mask
 from streaming.processors.sensor_decoding import decode_readings
 from streaming.runtime.key_codes import KeyCodes
-from streaming.runtime.operator import PartitionOperator, Snapshot
+from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputBatch
 
 SNAPSHOT_VERSION = 1
@@ -412,15 +412,7 @@ class SensorWindowOperator(PartitionOperator):
     @classmethod
     def process_many(cls, work: Sequence[tuple[PartitionOperator, InputBatch]],
                      now_ms: int) -> Emission:
-        emission = Emission()
-        by_group: dict[int, tuple[SensorWindowGroup, list[tuple[int, InputBatch]]]] = {}
-        for operator, batch in work:
-            assert isinstance(operator, SensorWindowOperator)
-            entry = by_group.setdefault(id(operator.group), (operator.group, []))
-            entry[1].append((operator.partition, batch))
-        for group, batches in by_group.values():
-            emission.extend(group.process_many(batches, now_ms))
-        return emission
+        return process_by_group(work, now_ms)
 
     @classmethod
     def tick_many(cls, operators: Sequence[PartitionOperator], now_ms: int) -> Emission:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from streaming.runtime.records import Emission, InputBatch
 
@@ -69,3 +69,31 @@ class PartitionOperator(ABC):
     @abstractmethod
     def restore(self, snapshot: Snapshot) -> None:
         """Load a snapshot (called before any message of this partition is processed)."""
+
+
+class SharedGroup(Protocol):
+    """State shared by the operators of several partitions, processed in one vectorized pass."""
+
+    def process_many(self, batches: list[tuple[int, InputBatch]], now_ms: int) -> Emission: ...
+
+
+class GroupMember(Protocol):
+    partition: int
+
+    @property
+    def group(self) -> SharedGroup: ...
+
+
+def process_by_group(work: Sequence[tuple[PartitionOperator, InputBatch]],
+                     now_ms: int) -> Emission:
+    """`process_many` for operators that delegate to a shared group (`operator.group`): one call
+    per group with its (partition, batch) pairs, in poll order."""
+    emission = Emission()
+    by_group: dict[int, tuple[SharedGroup, list[tuple[int, InputBatch]]]] = {}
+    for operator, batch in work:
+        member: GroupMember = operator  # type: ignore[assignment]
+        entry = by_group.setdefault(id(member.group), (member.group, []))
+        entry[1].append((member.partition, batch))
+    for group, batches in by_group.values():
+        emission.extend(group.process_many(batches, now_ms))
+    return emission

@@ -35,7 +35,7 @@ class ObjectStore(Protocol):
 class GcsStore:
     def __init__(self, uri: str) -> None:
         from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage  # type: ignore[attr-defined]
+        from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
 
         bucket, _, prefix = uri[len(GCS_SCHEME):].partition("/")
         self.uri = uri.rstrip("/")
