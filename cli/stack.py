@@ -59,6 +59,11 @@ def up(
         raise typer.Exit(1) from exc
     _print_status(settings)
     console.print(f"started: {', '.join(started) or 'nothing (already up)'}")
+    recorded = stack.recorded_settings(settings)
+    if recorded.durable:
+        console.print(f"durable broker: run processors with KAFKA_FETCH_WAIT_MAX_MS="
+                      f"{recorded.local_kafka_settings().fetch_wait_max_ms} (Tansu's S3 engine "
+                      "gives up on slower reads)")
 
 
 def down(state_dir: Path | None = STATE_DIR) -> None:

@@ -96,4 +96,6 @@ class StackSettings(BaseSettings):
             ssl_certificate_location="",
             ssl_key_location="",
             extra={},
+            # Tansu's S3 engine gives up on reads that do not finish within the fetch wait
+            fetch_wait_max_ms=500 if self.durable else 10,
         )

@@ -42,9 +42,8 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> C
         "heartbeat.interval.ms": max(500, kafka.session_timeout_ms // 3),
         # co-partitioned input topics must land on the same instance: range does that
         "partition.assignment.strategy": "range",
-        # a broker may hold an empty fetch this long even when data arrives meanwhile (Tansu
-        # does): it bounds the latency of every hop
-        "fetch.wait.max.ms": 10,
+        # see KafkaSettings.fetch_wait_max_ms (latency per hop on Tansu vs its CPU and S3 reads)
+        "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         "enable.partition.eof": True,  # the processor tells idleness from lag with it
         "reconnect.backoff.max.ms": 1_000,
         "queued.min.messages": 200_000,

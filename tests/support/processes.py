@@ -29,6 +29,7 @@ class BraidProcess:
     def start(self) -> BraidProcess:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
                "KAFKA_SESSION_TIMEOUT_MS": str(self.kafka.session_timeout_ms),
+               "KAFKA_FETCH_WAIT_MAX_MS": str(self.kafka.fetch_wait_max_ms),
                "BRAID_LOG_JSON": "1", "PYTHONPATH": str(REPO), **self.extra_env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", *self.args], cwd=REPO,
