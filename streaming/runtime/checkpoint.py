@@ -1,8 +1,8 @@
 """Operator checkpoints on a compacted topic, keyed `group|topics|partition`.
 
 Kafka's offset-commit metadata could carry this state, but some brokers (Tansu) drop it; a topic
-works everywhere. The processor writes a checkpoint (and flushes it) before committing offsets,
-so a checkpoint is never older than the committed offsets it goes with.
+works everywhere. The processor writes a checkpoint (and awaits its acknowledgement) before
+committing offsets, so a checkpoint is never older than the committed offsets it goes with.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streaming.runtime.deliveries import DeliveryCallback
 from streaming.settings import KafkaSettings
 
 MARKER_PREFIX = "__braid_read_marker__|"
@@ -29,9 +30,11 @@ class CheckpointStore:
         self._producer = producer
         self.topic = topic
 
-    def write(self, key: str, state: dict[str, Any]) -> None:
-        """Queue a checkpoint; the caller flushes the producer before committing offsets."""
-        self._producer.produce(self.topic, key=key, value=orjson.dumps(state))
+    def write(self, key: str, state: dict[str, Any],
+              on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue a checkpoint; the caller awaits its acknowledgement before committing offsets."""
+        self._producer.produce(self.topic, key=key, value=orjson.dumps(state),
+                               on_delivery=on_delivery)
 
     def load(self, keys: set[str], timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
         """The latest checkpoint for each of `keys`.

@@ -9,6 +9,7 @@ from collections import Counter
 import orjson
 from confluent_kafka import Producer
 
+from streaming.runtime.deliveries import Deliveries
 from streaming.runtime.records import DeadLetter
 
 
@@ -30,7 +31,9 @@ class DeadLetterSink:
         self.processor = processor
         self.counts: Counter[str] = Counter()
 
-    def send(self, letters: list[DeadLetter]) -> None:
+    def send(self, letters: list[DeadLetter], deliveries: Deliveries | None = None) -> None:
+        """Queue `letters`; each one's acknowledgement is awaited through `deliveries` (their
+        partitions are the partitioner's choice, so every letter is tracked)."""
         now = int(time.time() * 1000)
         for letter in letters:
             self.counts[letter.reason.split(":")[0]] += 1
@@ -48,5 +51,6 @@ class DeadLetterSink:
                 self.topic,
                 key=f"{letter.topic}|{letter.partition}|{letter.offset}",
                 value=orjson.dumps(body),
+                on_delivery=deliveries.track() if deliveries is not None else None,
             )
-            self._producer.poll(0)
+        self._producer.poll(0)

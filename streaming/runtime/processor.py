@@ -2,21 +2,29 @@
 
 Effectively-once without broker transactions:
 1. outputs are keyed deterministically, so producing one twice writes the same value twice;
-2. at each checkpoint the producer is flushed (outputs and dead letters are durable), then every
-   operator's snapshot is written to the checkpoint topic and flushed, then offsets are committed
-   up to what each operator no longer needs (the earliest message of a still-open window);
+2. a checkpoint takes every operator's snapshot and the offsets it makes safe to commit (up to
+   what each operator no longer needs, e.g. the earliest message of a still-open window); the
+   snapshots are written to the checkpoint topic only once every output and dead letter produced
+   before them is acknowledged, and the offsets are committed only once the snapshots are;
 3. on (re)assignment an operator is restored from its checkpoint and the consumer resumes at the
    committed offset, so open windows are rebuilt from the log and decisions replay identically.
 A `kill -9` at any point therefore leaves at worst duplicate outputs with identical values.
+
+While running, a checkpoint never blocks the loop: it advances as acknowledgements arrive
+(`streaming.runtime.deliveries`) and processing goes on meanwhile; outputs produced after a
+snapshot was taken belong to the next checkpoint. On close and on revocation it blocks (flush).
+A delivery that fails stops the processor before anything after it is committed: a restart
+replays from the last commit, so nothing is lost.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import numpy as np
 import structlog
@@ -26,6 +34,7 @@ from streaming.partitioning import partition_for
 from streaming.runtime.checkpoint import CheckpointStore, checkpoint_key
 from streaming.runtime.clients import make_consumer, make_producer
 from streaming.runtime.dead_letter import DeadLetterSink
+from streaming.runtime.deliveries import Deliveries, DeliveryCallback
 from streaming.runtime.operator import PartitionOperator
 from streaming.runtime.records import Emission, InputBatch, OutputBatch
 from streaming.settings import KafkaSettings
@@ -43,7 +52,7 @@ class ProcessorConfig:
     batch_size: int = 10_000
     poll_timeout_s: float = 0.1
     checkpoint_interval_s: float = 1.0
-    max_checkpoint_delay_s: float = 5.0  # then a checkpoint flushes (blocks) if it must
+    slow_checkpoint_warning_s: float = 30.0  # log when acknowledgements take longer
     dead_letter_topic: str = DEAD_LETTER
     checkpoint_topic: str = CHECKPOINTS
     consumer_overrides: dict[str, str | int | bool] = field(default_factory=dict)
@@ -58,6 +67,19 @@ class ProcessorStats:
     batches: int = 0
 
 
+@dataclass
+class PendingCheckpoint:
+    """A checkpoint taken but not yet committed: waiting for its outputs' acknowledgements,
+    then for its snapshots' own."""
+
+    outputs: Deliveries
+    snapshots: dict[str, dict[str, Any]]
+    offsets: list[TopicPartition]
+    taken_at: float
+    written: Deliveries | None = None
+    warned: bool = False
+
+
 class StreamProcessor:
     """Runs one consumer group member. Call :meth:`run` (blocks) or :meth:`step` (one batch)."""
 
@@ -67,7 +89,9 @@ class StreamProcessor:
         self.kafka = kafka
         self.config = config
         self._factory = operator_factory
-        self._producer = make_producer(kafka)
+        # delivery never times out: a broker outage holds outputs back instead of losing them
+        self._producer = make_producer(kafka, **{"message.timeout.ms": 0},
+                                       error_cb=self._on_producer_error)
         self._consumer = make_consumer(kafka, config.name, error_cb=self._on_client_error,
                                        **config.consumer_overrides)
         self._checkpoints = CheckpointStore(kafka, self._producer, config.checkpoint_topic)
@@ -77,7 +101,10 @@ class StreamProcessor:
         self._blind: set[int] = set()  # partition numbers to resume after a broker outage
         self._partition_counts: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
-        self._pending_commit: list[TopicPartition] | None = None
+        self._outputs = Deliveries()  # what the next checkpoint waits for
+        self._pending: PendingCheckpoint | None = None
+        self._checkpoint_soon = False  # right after the pending one (an idle close happened)
+        self._fatal: KafkaError | None = None
         self._assigned_at = time.monotonic()
         self._dirty = False
         self._stopping = False
@@ -160,10 +187,9 @@ class StreamProcessor:
             self.stats.batches += 1
         if consumed or emission.output_count or emission.dead_letters:
             self._dirty = True
-        if emission.closed_on_idle:
-            self.checkpoint()
-        else:
-            self._checkpoint_when_delivered()
+        # an idle close is a wall-clock decision: record it in a checkpoint as soon as possible
+        self._checkpoint_soon |= emission.closed_on_idle
+        self._advance_checkpoint()
         return consumed
 
     def _poll(self) -> list[Message]:
@@ -212,36 +238,48 @@ class StreamProcessor:
             self._blind.update(self._operators)
 
     def _emit(self, emission: Emission) -> None:
-        for record in emission.records:
-            partition = partition_for(record.partition_key, self._partitions(record.topic))
-            while True:
-                try:
-                    self._producer.produce(
-                        record.topic, key=record.key, value=record.value, partition=partition
-                    )
-                    break
-                except BufferError:  # local queue full: let librdkafka drain it
-                    self._producer.poll(0.1)
+        records = emission.records
+        if records:
+            partitions = [partition_for(r.partition_key, self._partitions(r.topic))
+                          for r in records]
+            tails = self._tails(zip((r.topic for r in records), partitions, strict=True))
+            for i, (record, partition) in enumerate(zip(records, partitions, strict=True)):
+                self._produce(record.topic, record.key, record.value, partition,
+                              self._outputs.track() if i in tails else None)
             self._producer.poll(0)
         for batch in emission.batches:
             self._emit_batch(batch)
         if emission.dead_letters:
-            self._dead_letters.send(emission.dead_letters)
+            self._dead_letters.send(emission.dead_letters, self._outputs)
         self.stats.produced += emission.output_count
         self.stats.dead_letters += len(emission.dead_letters)
 
     def _emit_batch(self, batch: OutputBatch) -> None:
         count = self._partitions(batch.topic)
-        partitions = {k: partition_for(k, count) for k in set(batch.partition_keys)}
-        produce, topic = self._producer.produce, batch.topic
-        for key, value, pkey in zip(batch.keys, batch.values, batch.partition_keys, strict=True):
-            while True:
-                try:
-                    produce(topic, key=key, value=value, partition=partitions[pkey])
-                    break
-                except BufferError:  # local queue full: let librdkafka drain it
-                    self._producer.poll(0.1)
+        by_key = {k: partition_for(k, count) for k in set(batch.partition_keys)}
+        partitions = [by_key[k] for k in batch.partition_keys]
+        tails = self._tails(partitions)
+        produce, topic, track = self._produce, batch.topic, self._outputs.track
+        for i, (key, value, partition) in enumerate(zip(batch.keys, batch.values, partitions,
+                                                        strict=True)):
+            produce(topic, key, value, partition, track() if i in tails else None)
         self._producer.poll(0)
+
+    @staticmethod
+    def _tails(destinations: Iterable[object]) -> set[int]:
+        """Positions of the last message to each destination (partition): the ones whose
+        acknowledgement is awaited (see `streaming.runtime.deliveries`)."""
+        return set({d: i for i, d in enumerate(destinations)}.values())
+
+    def _produce(self, topic: str, key: str | bytes, value: bytes, partition: int,
+                 on_delivery: DeliveryCallback | None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, key=key, value=value, partition=partition,
+                                       on_delivery=on_delivery)
+                return
+            except BufferError:  # local queue full: let librdkafka drain it
+                self._producer.poll(0.1)
 
     def _partitions(self, topic: str) -> int:
         count = self._partition_counts.get(topic)
@@ -254,58 +292,75 @@ class StreamProcessor:
 
     # --- checkpoints -----------------------------------------------------------------------
     def checkpoint(self, *, final: bool = False) -> None:
-        """Make outputs durable, write operator snapshots, then commit safe offsets (blocking)."""
+        """Checkpoint now, blocking: everything produced is acknowledged, fresh snapshots are
+        written and acknowledged, offsets committed (synchronously if `final`)."""
         self._last_checkpoint = time.monotonic()
-        if self._pending_commit is not None:  # an earlier checkpoint still awaits delivery
-            self._flush()
-            self._commit(self._pending_commit, final=final)
+        self._flush()  # every output so far is acknowledged
+        if self._pending is not None:  # superseded by the snapshots taken below
+            self._pending = None
+            self._dirty = True
+        self._outputs = Deliveries()
+        self._checkpoint_soon = False
         if not self._operators or not self._dirty:
             return
-        self._flush()
-        offsets = self._write_snapshots()
+        snapshots, offsets = self._take_snapshots()
+        self._write_snapshots(snapshots)
         self._flush()
         self._commit(offsets, final=final)
 
-    def _checkpoint_when_delivered(self) -> None:
-        """The same protocol without blocking the loop: snapshots are written at a moment when
-        every earlier output is already acknowledged (nothing in flight), and the offsets are
-        committed once the snapshots are acknowledged in turn. Under a continuous output
-        stream that moment may not come: after `max_checkpoint_delay_s` it flushes."""
+    def _advance_checkpoint(self) -> None:
+        """Take the next step of the pending checkpoint, or take one when due; never blocks."""
+        self._producer.poll(0)  # serve delivery reports
+        self._raise_if_failed()
         now = time.monotonic()
-        self._producer.poll(0)  # serve delivery reports, so the in-flight count is current
-        idle_producer = len(self._producer) == 0
-        if self._pending_commit is not None:
-            if idle_producer:
-                self._commit(self._pending_commit, final=False)
-            elif now - self._last_checkpoint >= self.config.max_checkpoint_delay_s:
-                self.checkpoint()
+        pending = self._pending
+        if pending is not None:
+            if pending.written is None and pending.outputs.done:
+                pending.written = self._write_snapshots(pending.snapshots)
+            if pending.written is not None and pending.written.done:
+                self._commit(pending.offsets, final=False)
+                self._pending = None
+            elif not pending.warned and now - pending.taken_at > (
+                    self.config.slow_checkpoint_warning_s):
+                pending.warned = True
+                self._log.warning("checkpoint still awaits acknowledgements",
+                                  waiting_s=round(now - pending.taken_at, 1))
             return
-        if not self._dirty or now - self._last_checkpoint < self.config.checkpoint_interval_s:
-            return
-        if idle_producer and self._operators:
+        due = now - self._last_checkpoint >= self.config.checkpoint_interval_s
+        if self._dirty and self._operators and (due or self._checkpoint_soon):
             self._last_checkpoint = now
-            self._pending_commit = self._write_snapshots()
-        elif now - self._last_checkpoint >= self.config.max_checkpoint_delay_s:
-            self.checkpoint()
+            self._checkpoint_soon = False
+            snapshots, offsets = self._take_snapshots()
+            self._pending = PendingCheckpoint(self._outputs, snapshots, offsets, now)
+            self._outputs = Deliveries()
+            if self._pending.outputs.done:  # nothing in flight: go on at once
+                self._advance_checkpoint()
 
-    def _write_snapshots(self) -> list[TopicPartition]:
-        """Queue every operator's snapshot; returns the offsets they make safe to commit."""
+    def _take_snapshots(self) -> tuple[dict[str, dict[str, Any]], list[TopicPartition]]:
+        """Every operator's snapshot, and the offsets they make safe to commit."""
+        snapshots: dict[str, dict[str, Any]] = {}
         offsets: list[TopicPartition] = []
         for partition, operator in self._operators.items():
             key = checkpoint_key(self.config.name, self.config.input_topics, partition)
-            self._checkpoints.write(key, operator.snapshot())
+            snapshots[key] = operator.snapshot()
             for topic in self.config.input_topics:
                 offset = operator.commit_offset(topic)
                 if offset is not None:
                     offsets.append(TopicPartition(topic, partition, offset))
         self._dirty = False
+        return snapshots, offsets
+
+    def _write_snapshots(self, snapshots: dict[str, dict[str, Any]]) -> Deliveries:
+        written = Deliveries()
+        for key, state in snapshots.items():
+            self._checkpoints.write(key, state, on_delivery=written.track())
+        self._producer.poll(0)
         self.stats.checkpoints += 1
-        return offsets
+        return written
 
     def _commit(self, offsets: list[TopicPartition], *, final: bool) -> None:
         """Commit offsets whose snapshots are acknowledged. Asynchronous while running (an
         older commit only means a longer replay); synchronous when leaving."""
-        self._pending_commit = None
         if offsets and final:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         elif offsets:
@@ -313,8 +368,24 @@ class StreamProcessor:
 
     def _flush(self) -> None:
         remaining = self._producer.flush(30)
+        self._raise_if_failed()
         if remaining:
-            raise KafkaException(f"{remaining} messages still unflushed after 30 s")
+            raise KafkaException(f"{remaining} messages still unacknowledged after 30 s")
+
+    def _raise_if_failed(self) -> None:
+        """A lost output must not be followed by a commit past its input: stop instead (a
+        restart replays from the last commit)."""
+        awaited = [self._outputs]
+        if self._pending is not None:
+            awaited += [self._pending.outputs, *filter(None, [self._pending.written])]
+        failed = self._fatal or next((d.error for d in awaited if d.error is not None), None)
+        if failed is not None:
+            raise KafkaException(failed)
+
+    def _on_producer_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = error
+        self._log.warning("kafka producer error", error=str(error), fatal=error.fatal())
 
     def _on_assign(self, consumer: object, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions} - set(self._operators))
