@@ -42,7 +42,7 @@ from features.windows import NO_STREAM_TIME, stream_time_before
 from streaming.processors.sensor_decoding import decode_features, decode_readings
 from streaming.runtime.key_codes import KeyCodes
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
-from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
+from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputBatch
 
 SNAPSHOT_VERSION = 1
 NO_VERSION = -1
@@ -132,10 +132,11 @@ class SensorJoinGroup:
         merged = InputBatch(topic, -1, np.concatenate([b.offsets for _, b in work]),
                             [k for _, b in work for k in b.keys],
                             [v for _, b in work for v in b.values])
-        row_partition = np.repeat([p for p, _ in work], [len(b) for _, b in work])
-        replay = np.zeros(max(self.partitions) + 1, dtype=np.int64)
-        for p, state in self.partitions.items():
-            replay[p] = state.replay_until.get(topic, 0)
+        sizes = [len(b) for _, b in work]
+        row_partition = np.repeat([p for p, _ in work], sizes)
+        # per row: the offset below which its partition's messages are replays
+        replay = np.repeat([self.partitions[p].replay_until.get(topic, 0) for p, _ in work],
+                           sizes)
         for p, b in work:
             self.partitions[p].position[topic] = int(b.offsets[-1]) + 1
         decoded = (decode_readings(merged, field_name) if field_name in CATEGORICAL_SENSORS
@@ -144,10 +145,10 @@ class SensorJoinGroup:
         emission = Emission(dead_letters=[
             DeadLetter(str(decoded.reasons[i]), topic, int(row_partition[i]),
                        int(merged.offsets[i]), merged.keys[i], merged.values[i])
-            for i in bad if merged.offsets[i] >= replay[row_partition[i]]])
+            for i in bad if merged.offsets[i] >= replay[i]])
         valid = decoded.reasons == None  # noqa: E711 - elementwise
         part = row_partition[valid]
-        fresh = decoded.offsets >= replay[part]
+        fresh = decoded.offsets >= replay[valid]
         table = decoded.table.filter(pa.array(fresh)) if not fresh.all() else decoded.table
         if table.num_rows == 0:
             return emission
@@ -184,37 +185,47 @@ class SensorJoinGroup:
         complete = known.all(axis=1)
         self.counts["incomplete"] += int((~complete).sum())
         if complete.any():
-            emission.records.extend(self._predictions(
+            emission.batches.append(self._predictions(
                 field_name, codes[complete], ts[complete], vectors[complete], edges[complete]))
         return emission
 
     def _predictions(self, trigger: str, codes: np.ndarray, ts: np.ndarray,
-                     vectors: np.ndarray, edges: np.ndarray) -> list[OutputRecord]:
+                     vectors: np.ndarray, edges: np.ndarray) -> OutputBatch:
         model = self.config.model
         probability = predict_many(model, vectors)
         alert = probability >= self.config.threshold
         names = self.clients.names
-        records = []
-        for i in range(len(codes)):
-            client = names[int(codes[i])]
-            value = {
-                "v": SENSOR_SCHEMA_VERSION, "client": client, "timestamp_ms": int(ts[i]),
-                "trigger": trigger, "vector": vectors[i].tolist(),
-                "probability": float(probability[i]), "alert": bool(alert[i]),
-                "threshold": self.config.threshold, "model_version": model.version,
-                "edges_version": self._edges_label(edges[i]),
-            }
-            records.append(OutputRecord(self.config.output_topic, client, orjson.dumps(value),
-                                        client))
-        self.counts["predictions"] += len(records)
-        return records
+        clients = [names[c] for c in codes.tolist()]
+        labels = self._edges_labels(edges)
+        threshold, version = self.config.threshold, model.version
+        values = [
+            orjson.dumps({
+                "v": SENSOR_SCHEMA_VERSION, "client": client, "timestamp_ms": t,
+                "trigger": trigger, "vector": vector, "probability": p, "alert": a,
+                "threshold": threshold, "model_version": version, "edges_version": label,
+            })
+            for client, t, vector, p, a, label in zip(
+                clients, ts.tolist(), vectors.tolist(), probability.tolist(), alert.tolist(),
+                labels, strict=True)
+        ]
+        self.counts["predictions"] += len(values)
+        return OutputBatch(self.config.output_topic, clients, values, clients)
 
-    def _edges_label(self, codes: np.ndarray) -> str:
-        """One version when FA, FI, FD agree (the normal case), else `FA=a,FI=b,FD=c`."""
-        versions = [self.edges_versions[int(c)] for c in codes]
-        if len(set(versions)) == 1:
-            return versions[0]
-        return ",".join(f"{n}={v}" for n, v in zip(FEATURES, versions, strict=True))
+    def _edges_labels(self, edges: np.ndarray) -> list[str]:
+        """Per row: one version when FA, FI, FD agree (the normal case), else
+        `FA=a,FI=b,FD=c`."""
+        if len(edges) and (edges == edges[0, 0]).all():  # one version for every row
+            return [self.edges_versions[int(edges[0, 0])]] * len(edges)
+        labels: dict[tuple[int, ...], str] = {}
+        out = []
+        for row in map(tuple, edges.tolist()):
+            label = labels.get(row)
+            if label is None:
+                versions = [self.edges_versions[c] for c in row]
+                label = labels[row] = versions[0] if len(set(versions)) == 1 else ",".join(
+                    f"{n}={v}" for n, v in zip(FEATURES, versions, strict=True))
+            out.append(label)
+        return out
 
     # --- offsets and checkpoints -------------------------------------------------------------
     def commit_offset(self, partition: int, topic: str) -> int | None:

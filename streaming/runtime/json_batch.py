@@ -61,9 +61,15 @@ def _fast(values: list[bytes | None], schema: pa.Schema) -> pa.Table | None:
     columns = {}
     for f in schema:
         column = [r.get(f.name) for r in rows]
-        if pa.types.is_integer(f.type) and any(type(x) is bool for x in column):
-            return None
         try:
+            if pa.types.is_integer(f.type):
+                kinds = {type(x) for x in column}
+                if bool in kinds:  # JSON true is not an integer
+                    return None
+                if kinds == {int}:  # via numpy: pa.array(ints, type=...) is slow on small lists
+                    ints = pa.array(np.array(column, dtype=np.int64))
+                    columns[f.name] = ints if f.type == pa.int64() else ints.cast(f.type)
+                    continue
             columns[f.name] = pa.array(column, type=f.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
             return None

@@ -23,10 +23,12 @@ class KeyCodes:
         return code
 
     def encode(self, names: list[str]) -> tuple[np.ndarray, int]:
-        """Codes of `names` (vectorized over repeats) and how many codes are new."""
+        """Codes of `names` and how many codes are new (dict lookups: cheaper than a
+        vectorized `np.unique` over strings at every batch size)."""
         before = len(self.names)
-        if not names:
-            return np.empty(0, dtype=np.int64), 0
-        unique, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
-        mapping = np.array([self.code(str(n)) for n in unique], dtype=np.int64)
-        return mapping[inverse], len(self.names) - before
+        get = self._codes.get
+        codes = [get(n) for n in names]
+        if len(self.names) == before and None in codes:
+            codes = [c if c is not None else self.code(str(n))
+                     for c, n in zip(codes, names, strict=True)]
+        return np.array(codes, dtype=np.int64), len(self.names) - before

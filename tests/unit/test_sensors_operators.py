@@ -187,7 +187,7 @@ def feature_batch(name: str, rows: list[tuple[str, int, int]], first: int = 0) -
 
 
 def predictions(emission: Emission) -> list[dict]:
-    return [orjson.loads(r.value) for r in emission.records]
+    return [orjson.loads(value) for _, _, value in outputs(emission)]
 
 
 def fill(op: SensorJoinOperator, client: str = "a", t: int = T0) -> Emission:
@@ -226,7 +226,7 @@ def test_a_late_event_does_not_overwrite_a_newer_value() -> None:
     fill(op)
     op.process(batch("SY", [("a", T0 + 100, 9)], 1, sensor="SY"), 0)
     stale = op.process(batch("SY", [("a", T0 + 50, 0)], 2, sensor="SY"), 0)
-    assert stale.records == [] and op.counts["stale"] == 1
+    assert outputs(stale) == [] and op.counts["stale"] == 1
     out = predictions(op.process(feature_batch("FA", [("a", T0 + 200, 6)], 1), 0))
     assert out[0]["vector"] == [1, 9, 6, 4, 5]
 
@@ -250,7 +250,7 @@ def test_join_restart_skips_what_the_checkpoint_already_holds() -> None:
     again = join_op()
     again.restore(snap)
     # the SX message at offset 0 is replayed (its commit was lost): no new prediction
-    assert again.process(batch("SX", [("a", T0, 1)], sensor="SX"), 0).records == []
+    assert outputs(again.process(batch("SX", [("a", T0, 1)], sensor="SX"), 0)) == []
     out = predictions(again.process(batch("SX", [("a", T0 + 1, 4)], 1, sensor="SX"), 0))
     assert out[0]["vector"] == [4, 2, 3, 4, 5]
 
