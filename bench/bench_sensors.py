@@ -1,27 +1,30 @@
 """Benchmark of the sensors speed layer; prints its figures.
 
-    .venv/bin/python bench/bench_sensors.py [--clients 2000] [--minutes 25] [--rate 10000]
+    .venv/bin/python bench/bench_sensors.py [--clients 2000] [--minutes 25] [--rates 10000,1000]
 
 1. **Window processor throughput**: simulated SZ readings are produced to a 100-partition SZ
    topic first; then the window processor consumes them all, once with one process and once
    with two processes sharing the partitions (one consumer group). Figures: SZ events/s per
    process (first to last consumed message) and for the whole group.
-2. **Latency**: window and join processors run (one process each); SX and SY are primed for
-   every client, then SZ readings stamped with the wall clock are produced at `--rate` events/s
-   for `--seconds`. A consumer of predictions.sensors records, for each SZ reading, when its
-   first prediction and its last (all of FA, FI, FD joined) arrive. Grace is 0 here: with a
-   grace g, a reading's features wait by definition until its client's stream time passes t + g,
-   so end-to-end latency is g plus the figures printed. The processors run with a 10 ms poll
-   timeout and `fetch.wait.max.ms` 5 (the defaults, 100 ms and 50 ms, favour throughput).
+2. **Latency**, at each of `--rates` SZ events/s: the window and join processors run (one
+   process each); SX and SY are primed for every client, then SZ readings stamped with the wall
+   clock are produced at the rate for `--seconds`. A consumer of predictions.sensors (and of FD,
+   for the split) records, for each SZ reading, when its first prediction and its last (all of
+   FA, FI, FD joined) arrive. Grace is 0 here: with a grace g, a reading's features wait by
+   definition until its client's stream time passes t + g, so end-to-end latency is g plus the
+   figures printed. The processors run with a 10 ms poll timeout; every consumer uses
+   `fetch.wait.max.ms` = `--fetch-wait-ms` (10, the runtime default). `BENCH_TIMELINE=1` also
+   prints the latency per second of the run.
+3. **The peer**: the same run, same rate, topics, partitions, clients and settings, with two
+   pass-through processes instead of Braid's (`_pass`: SZ -> one message on each of FA, FI,
+   FD; FA/FI/FD -> one prediction; no state, features or checkpoints). Its latency is the floor
+   that the broker, librdkafka and a Python loop set on this machine; Braid / peer is printed.
+4. **Broker hop**: one bare produce -> consume hop with the same client settings (SZ ->
+   prediction crosses three). `--idempotence off|both` also measures without idempotence
+   (acks=all, one request in flight): on Tansu the idempotent producer stalls ~500 ms at p99.
 
-3. **Broker floor**: one bare produce -> consume hop with the same client settings, since an SZ
-   reading crosses three hops (SZ -> window processor -> FA/FI/FD -> join -> predictions). Both
-   the hop and the latency run are measured twice: with the runtime's idempotent producer
-   (`streaming.runtime.clients`), and, as an experiment, without idempotence (acks=all, one
-   request in flight: no reordering; a retry may duplicate, which deterministic keys absorb):
-   on Tansu the idempotent producer shows ~500 ms stalls at p99.
-
-A local in-memory Tansu broker is started and stopped by the benchmark (`infra.stack`).
+A fresh in-memory Tansu broker is started for each measurement and stopped by PID afterwards
+(`infra.stack`): an in-memory Tansu slows down as it accumulates data.
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +62,7 @@ from streaming.pipelines.sensors import (  # noqa: E402
     reading_message,
     window_processor,
 )
-from streaming.runtime.clients import make_producer  # noqa: E402
+from streaming.runtime.clients import make_consumer, make_producer  # noqa: E402
 from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streaming.sources.sensors_simulator import SimulatorConfig, simulate  # noqa: E402
 from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
@@ -111,7 +118,8 @@ NO_IDEMPOTENCE: dict[str, str | int | bool] = {
 
 def worker_processor(args: argparse.Namespace) -> None:
     """Run the window or join processor until SIGTERM (latency benchmark)."""
-    kafka = KafkaSettings(bootstrap_servers=args.bootstrap)
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap,
+                          fetch_wait_max_ms=args.fetch_wait_ms)
     if args.no_idempotence:  # bench experiment: the runtime's producer without idempotence
         import streaming.runtime.processor as processor_module
 
@@ -120,14 +128,54 @@ def worker_processor(args: argparse.Namespace) -> None:
 
         processor_module.make_producer = producer
     topics = SensorTopics.prefixed(args.prefix)
-    low_latency: dict[str, str | int | bool] = {"fetch.wait.max.ms": 5}
     if args.kind == "windows":
         window_processor(kafka, grace_ms=0, topics=topics, group=args.group,
                          idle_timeout_ms=60_000, batch_size=args.batch_size,
-                         poll_timeout_s=0.01, consumer_overrides=low_latency).run()
+                         poll_timeout_s=0.01).run()
     else:
         join_processor(kafka, topics=topics, group=args.group, batch_size=args.batch_size,
-                       poll_timeout_s=0.01, consumer_overrides=low_latency).run()
+                       poll_timeout_s=0.01).run()
+
+
+def worker_passthrough(args: argparse.Namespace) -> None:
+    """The peer of the latency run: the same two hops with the same clients and settings, doing
+    nothing but forward. `windows`: each SZ reading -> one message on each of FA, FI, FD (same
+    key, same partition). `join`: each FA, FI, FD message -> one prediction. No state, no
+    checkpoints, no features: the floor that broker, librdkafka and a Python loop set."""
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap,
+                          fetch_wait_max_ms=args.fetch_wait_ms)
+    topics = SensorTopics.prefixed(args.prefix)
+    if args.kind == "windows":
+        inputs, outputs = [topics.SZ], [topics.FA, topics.FI, topics.FD]
+    else:
+        inputs = [topics.SX, topics.SY, topics.FA, topics.FI, topics.FD]
+        outputs = [topics.predictions]
+    trigger = {topics.FA: "FA", topics.FI: "FI", topics.FD: "FD"}
+    consumer = make_consumer(kafka, args.group, **{"enable.auto.commit": True,
+                                                   "enable.partition.eof": False})
+    producer = make_producer(kafka, **(NO_IDEMPOTENCE if args.no_idempotence else {}))
+    consumer.subscribe(inputs)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.is_set():
+        for msg in consumer.consume(args.batch_size, 0.01):
+            value = msg.value()
+            if msg.error() is not None or value is None:
+                continue
+            if args.kind == "join":
+                topic = msg.topic()
+                if topic not in trigger:
+                    continue
+                reading = orjson.loads(value)
+                value = orjson.dumps({"client": reading["client"],
+                                      "timestamp_ms": reading["timestamp_ms"],
+                                      "trigger": trigger[str(topic)]})
+            partition = int(msg.partition() or 0)
+            for out in outputs:
+                producer.produce(out, key=msg.key(), value=value, partition=partition)
+        producer.poll(0)
+    consumer.close()
+    producer.flush(10)
 
 
 def _spawn(*argv: str) -> subprocess.Popen[str]:
@@ -170,8 +218,17 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
               f"{sum(s['produced'] for s in stats):,}")
 
 
-def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
-                  no_idempotence: bool = False) -> None:
+@dataclass
+class Latency:
+    first_p50: float
+    first_p99: float
+    full_p50: float
+    full_p99: float
+
+
+def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
+                  no_idempotence: bool = False) -> Latency:
+    """`engine`: "braid" (the window and join processors) or "passthrough" (the peer)."""
     prefix = f"l{uuid.uuid4().hex[:6]}."
     topics = SensorTopics.prefixed(prefix)
     ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
@@ -182,13 +239,15 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
         _produce(kafka, topics.of(sensor), clients, [now] * len(clients),
                  rng.integers(0, 10, len(clients)).astype(float).tolist(), sensor)
     extra = ["--no-idempotence"] if no_idempotence else []
-    procs = [_spawn("_run", kind, "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
-                    "--group", f"{prefix}{kind}", "--batch-size", "2000", *extra)
+    mode = "_run" if engine == "braid" else "_pass"
+    procs = [_spawn(mode, kind, "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
+                    "--group", f"{prefix}{kind}", "--batch-size", "2000",
+                    "--fetch-wait-ms", str(args.fetch_wait_ms), *extra)
              for kind in ("windows", "join")]
     consumer = Consumer({**kafka.client_config(), "group.id": f"{prefix}reader",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "session.timeout.ms": kafka.session_timeout_ms,
-                         "fetch.wait.max.ms": 5})
+                         "fetch.wait.max.ms": args.fetch_wait_ms})
     consumer.subscribe([topics.predictions, topics.FD])
     features_at: dict[tuple[str, int], float] = {}  # when the reading's FD row was readable
     first: dict[tuple[str, int], float] = {}
@@ -258,8 +317,17 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
     full = np.array([done[k] - sent[k] for k in sent if k in done])
     hop1 = np.array([features_at[k] - sent[k] for k in sent if k in features_at])
     hop2 = np.array([first[k] - features_at[k] for k in sent if k in first and k in features_at])
-    label = "producers without idempotence (acks=all, 1 in flight)" if no_idempotence else (
-        "runtime defaults (idempotent producers)")
+    if os.environ.get("BENCH_TIMELINE"):
+        t0 = min(sent.values())
+        for sec in range(int(args.seconds) + 1):
+            ks = [k for k in sent if k in first and int((sent[k] - t0) / 1000) == sec]
+            if ks:
+                lat = np.array([first[k] - sent[k] for k in ks])
+                f1 = np.array([features_at[k] - sent[k] for k in ks if k in features_at])
+                print(f"  t={sec:3d}s n={len(ks):6d} first p50 {np.percentile(lat, 50):8.1f} "
+                      f"p99 {np.percentile(lat, 99):8.1f}  FD p50 {np.percentile(f1, 50):8.1f}")
+    label = "Braid" if engine == "braid" else "pass-through peer"
+    label += ", producers without idempotence" if no_idempotence else ""
     print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
           f"{elapsed:.0f} s "
           f"({len(sent):,} readings, {len(firsts):,} with a prediction, grace 0): "
@@ -270,6 +338,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace,
           f"{np.percentile(hop1, 50):.1f} / p99 {np.percentile(hop1, 99):.1f} ms; FD row -> "
           f"first prediction p50 {np.percentile(hop2, 50):.1f} / p99 "
           f"{np.percentile(hop2, 99):.1f} ms")
+    return Latency(*(float(np.percentile(a, q)) for a in (firsts, full) for q in (50, 99)))
 
 
 def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace,
@@ -279,7 +348,7 @@ def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace,
     topic = f"hop{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka, [TopicSpec(topic, PARTITIONS)], TopicSettings())
     consumer = Consumer({**kafka.client_config(), "group.id": f"{topic}-reader",
-                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5,
+                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": args.fetch_wait_ms,
                          "session.timeout.ms": kafka.session_timeout_ms})
     consumer.subscribe([topic])
     latencies: list[float] = []
@@ -313,10 +382,10 @@ def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace,
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] in ("_windows", "_run"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("_windows", "_run", "_pass"):
         p = argparse.ArgumentParser()
         p.add_argument("mode")
-        if sys.argv[1] == "_run":
+        if sys.argv[1] in ("_run", "_pass"):
             p.add_argument("kind", choices=["windows", "join"])
         p.add_argument("--bootstrap")
         p.add_argument("--prefix")
@@ -325,36 +394,67 @@ def main() -> None:
         p.add_argument("--batch-size", type=int, default=10_000)
         p.add_argument("--idle-s", type=float, default=4.0)
         p.add_argument("--no-idempotence", action="store_true")
+        p.add_argument("--fetch-wait-ms", type=int, default=10)
         a = p.parse_args()
-        (worker_windows if a.mode == "_windows" else worker_processor)(a)
+        {"_windows": worker_windows, "_run": worker_processor,
+         "_pass": worker_passthrough}[a.mode](a)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=2_000)
     parser.add_argument("--minutes", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=50_000)
-    parser.add_argument("--rate", type=int, default=10_000)
+    parser.add_argument("--rates", default="10000,1000",
+                        help="SZ events/s of the latency runs, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--latency-clients", type=int, default=10_000)
     parser.add_argument("--hop-messages", type=int, default=3_000)
     parser.add_argument("--skip", choices=["throughput", "latency"], default=None)
+    parser.add_argument("--fetch-wait-ms", type=int, default=10,
+                        help="fetch.wait.max.ms of every consumer (KAFKA_FETCH_WAIT_MAX_MS)")
+    parser.add_argument("--idempotence", choices=["both", "on", "off"], default="on")
     args = parser.parse_args()
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    print(f"machine: {os.cpu_count()} cores; a 10M-step Python loop takes "
+          f"{time.perf_counter() - started:.2f} s (CPU speed, to compare runs across machines)")
+    if args.skip != "throughput":
+        with fresh_broker() as kafka:
+            bench_throughput(kafka, args)
+    if args.skip == "latency":
+        return
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.idempotence]
+    for idempotent in modes:
+        with fresh_broker() as kafka:
+            bench_broker_hop(kafka, args, {} if idempotent else NO_IDEMPOTENCE)
+    args.clients = args.latency_clients
+    for rate in (int(r) for r in args.rates.split(",")):
+        args.rate = rate
+        for idempotent in modes:
+            # a fresh broker per run: an in-memory Tansu slows down as it accumulates data
+            with fresh_broker() as kafka:
+                braid = bench_latency(kafka, args, "braid", no_idempotence=not idempotent)
+            with fresh_broker() as kafka:
+                peer = bench_latency(kafka, args, "passthrough", no_idempotence=not idempotent)
+            print(f"  at {rate:,}/s, Braid / pass-through peer (same bench run, topics, "
+                  f"partitions and client settings): first prediction p50 "
+                  f"{braid.first_p50 / peer.first_p50:.2f}x, p99 "
+                  f"{braid.first_p99 / peer.first_p99:.2f}x; all three joined p50 "
+                  f"{braid.full_p50 / peer.full_p50:.2f}x, p99 "
+                  f"{braid.full_p99 / peer.full_p99:.2f}x")
+
+
+@contextmanager
+def fresh_broker() -> Iterator[KafkaSettings]:
+    """A new in-memory Tansu broker on a free port, stopped (by PID) afterwards."""
     settings = StackSettings(state_dir=Path(tempfile.mkdtemp(prefix="braid-bench-")),
                              broker_port=free_port(), services=["broker"], durable=False)
     stack.up(settings, create_topics=False)
     try:
-        kafka = settings.local_kafka_settings()
-        print(f"broker: in-memory Tansu; machine: {os.cpu_count()} cores")
-        if args.skip != "throughput":
-            bench_throughput(kafka, args)
-        if args.skip != "latency":
-            bench_broker_hop(kafka, args, {})
-            bench_broker_hop(kafka, args, NO_IDEMPOTENCE)
-            args.clients = args.latency_clients
-            bench_latency(kafka, args)
-            bench_latency(kafka, args, no_idempotence=True)
+        yield settings.local_kafka_settings()
     finally:
         stack.down(settings)
-
 
 if __name__ == "__main__":
     main()
