@@ -24,7 +24,7 @@ def independent_features(ts_ms: np.ndarray, values: np.ndarray) -> list[tuple[fl
     order = np.lexsort((values, ts_ms))
     # seconds since the first reading (epoch seconds would lose precision in differences)
     t, v = (ts_ms[order] - ts_ms.min()) / 1000.0, values[order]
-    out = []
+    out: list[tuple[float, ...]] = []
     for i in range(len(t)):
         inside = (t > t[i] - WINDOW_S) & (t <= t[i])
         tw, vw = t[inside], v[inside]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _result(name: str) -> list[list[object]]:
+def _result(name: str) -> list[list[Any]]:
     result = json.loads((DATA / name).read_text())["result"]
     (pair_key,) = [k for k in result if k != "last"]
     return result[pair_key]
@@ -33,7 +34,8 @@ def _result(name: str) -> list[list[object]]:
 def _last_place(text: str) -> float:
     """One unit in the last printed decimal place (Kraken prints VWAP at price precision)."""
     exponent = Decimal(text).as_tuple().exponent
-    return 10.0 ** int(exponent)  # type: ignore[arg-type]
+    assert isinstance(exponent, int)  # not a NaN or infinity
+    return 10.0 ** exponent
 
 
 def test_one_minute_candles_equal_kraken_ohlc_bars_for_every_fully_covered_minute() -> None:
@@ -43,7 +45,8 @@ def test_one_minute_candles_equal_kraken_ohlc_bars_for_every_fully_covered_minut
     emitted, letters, _ = feed(operator, encode_trades(parse_rest_trade_rows(rows, "XBT/USDT")))
     emitted.update(close_all(operator))
     assert letters == []
-    candles = {c["window_start_ms"] // 1000: c for c in emitted.values()}
+    candles: dict[int, dict[str, Any]] = {
+        int(str(c["window_start_ms"])) // 1000: c for c in emitted.values()}
 
     first_trade_s, last_trade_s = float(rows[0][2]), float(rows[-1][2])
     # fully covered: after the minute of the first trade, before the minute of the last one

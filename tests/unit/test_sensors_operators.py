@@ -146,6 +146,7 @@ def test_restart_from_a_checkpoint_gives_the_same_features(seed, cut, crash_befo
     committed_earlier = 0  # a kill -9 after the checkpoint, before the commit
     snapshot = orjson.loads(orjson.dumps(first.snapshot()))
     resume = committed_earlier if crash_before_commit else first.commit_offset("SZ")
+    assert resume is not None
     second = window_op()
     second.restore(snapshot)
     after = Emission()
@@ -183,7 +184,8 @@ def feature_batch(name: str, rows: list[tuple[str, int, int]], first: int = 0) -
     values = [orjson.dumps({"v": 1, "client": c, "feature": name, "timestamp_ms": t,
                             "value": 1.5, "bin": b, "edges_version": "e1",
                             "window_ms": WINDOW_MS, "count": 1}) for c, t, b in rows]
-    return InputBatch(name, 0, np.arange(first, first + len(rows)), [b"x"] * len(rows), values)
+    return InputBatch(name, 0, np.arange(first, first + len(rows)), [b"x"] * len(rows),
+                      list[bytes | None](values))
 
 
 def predictions(emission: Emission) -> list[dict]:
