@@ -419,6 +419,22 @@ def main() -> None:
         total += i
     print(f"machine: {os.cpu_count()} cores; a 10M-step Python loop takes "
           f"{time.perf_counter() - started:.2f} s (CPU speed, to compare runs across machines)")
+    steal_before = _cpu_steal()
+    try:
+        _run(args)
+    finally:
+        used, stolen = (b - a for a, b in zip(steal_before, _cpu_steal(), strict=True))
+        print(f"CPU time stolen by the host during the run: {100 * stolen / max(used, 1):.1f}% "
+              f"(/proc/stat; figures from a run with a high share are not comparable)")
+
+
+def _cpu_steal() -> tuple[int, int]:
+    """(all CPU ticks, stolen ticks) since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return sum(fields), fields[7]
+
+
+def _run(args: argparse.Namespace) -> None:
     if args.skip != "throughput":
         with fresh_broker() as kafka:
             bench_throughput(kafka, args)
