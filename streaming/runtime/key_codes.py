@@ -28,7 +28,7 @@ class KeyCodes:
         before = len(self.names)
         get = self._codes.get
         codes = [get(n) for n in names]
-        if len(self.names) == before and None in codes:
+        if None in codes:
             codes = [c if c is not None else self.code(str(n))
                      for c, n in zip(codes, names, strict=True)]
         return np.array(codes, dtype=np.int64), len(self.names) - before

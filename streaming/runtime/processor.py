@@ -318,6 +318,7 @@ class StreamProcessor:
             if pending.written is None and pending.outputs.done:
                 pending.written = self._write_snapshots(pending.snapshots)
             if pending.written is not None and pending.written.done:
+                self._raise_if_failed()  # reports served while the snapshots were written
                 self._commit(pending.offsets, final=False)
                 self._pending = None
             elif not pending.warned and now - pending.taken_at > (
