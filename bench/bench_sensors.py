@@ -323,9 +323,10 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
             ks = [k for k in sent if k in first and int((sent[k] - t0) / 1000) == sec]
             if ks:
                 lat = np.array([first[k] - sent[k] for k in ks])
-                f1 = np.array([features_at[k] - sent[k] for k in ks if k in features_at])
+                f1 = [features_at[k] - sent[k] for k in ks if k in features_at]
+                fd = f"{np.percentile(f1, 50):8.1f}" if f1 else "     n/a"
                 print(f"  t={sec:3d}s n={len(ks):6d} first p50 {np.percentile(lat, 50):8.1f} "
-                      f"p99 {np.percentile(lat, 99):8.1f}  FD p50 {np.percentile(f1, 50):8.1f}")
+                      f"p99 {np.percentile(lat, 99):8.1f}  FD p50 {fd}")
     label = "Braid" if engine == "braid" else "pass-through peer"
     label += ", producers without idempotence" if no_idempotence else ""
     print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
