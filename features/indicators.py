@@ -10,7 +10,14 @@ The warm-up of an indicator with a finite lookback (SMA, Bollinger bands, ROC, M
 lookback + 1, so the value equals TA-Lib's over any longer series. Recursive indicators (EMA,
 RSI, MACD, ATR, ADX, stochastic RSI) are given enough extra candles that the forgotten start
 weighs less than 1e-10 of the value: they match TA-Lib over the full series after warm-up.
-OBV is a running sum; here it is the sum over its warm-up window (see `OBV_WINDOW`).
+`obv_50` is not TA-Lib's cumulative OBV (a running sum since the series began, which no two
+engines could agree on): it is TA-Lib's OBV run over the last `OBV_WINDOW` (50) candles, i.e.
+the first candle's volume plus the signed volumes of the 49 candles after it (+volume when the
+close rose, -volume when it fell).
+
+Evaluation: `compute_indicators` runs TA-Lib's algorithms for every window at once in compiled
+code (`features.indicator_kernels`); `features.indicators_reference` calls TA-Lib once per row
+and is what the tests and `bench/bench_indicators.py` compare it with.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any
 import numpy as np
 import talib
 from talib import abstract
+
+from features import indicator_kernels as k
 
 # The one declared list of indicator periods.
 SMA_PERIODS = (10, 20)
@@ -140,7 +149,7 @@ INDICATORS: tuple[IndicatorSpec, ...] = (
         "ADX", {"timeperiod": ADX_PERIOD}, {"real": f"adx_{ADX_PERIOD}"},
         smoothing_alpha=_wilder(ADX_PERIOD) / 2,  # two chained Wilder smoothings
     ),
-    IndicatorSpec("OBV", {}, {"real": "obv"}, fixed_warmup=OBV_WINDOW),
+    IndicatorSpec("OBV", {}, {"real": f"obv_{OBV_WINDOW}"}, fixed_warmup=OBV_WINDOW),
     IndicatorSpec("MFI", {"timeperiod": MFI_PERIOD}, {"real": f"mfi_{MFI_PERIOD}"}),
     IndicatorSpec(
         "STOCHRSI",
@@ -163,7 +172,8 @@ def compute_indicators(
 
     Row `t` uses exactly the `warmup` candles ending at `t` of each indicator; rows with fewer
     candles before them are NaN. `candles` holds the columns of `INPUT_COLUMNS`; the rows before
-    `start` are history only. Both engines call this function.
+    `start` are history only. Both engines call this function. The values are TA-Lib's over
+    each window (see `features.indicators_reference`), computed for all rows in compiled code.
     """
     n = len(candles["close"])
     if not 0 <= start <= n:
@@ -174,8 +184,46 @@ def compute_indicators(
     out = {column: np.full(n - start, np.nan) for column in INDICATOR_COLUMNS}
     for spec in INDICATORS:
         first_row = max(start, spec.warmup - 1)
-        for t in range(first_row, n):
-            window = {name: col[t - spec.warmup + 1 : t + 1] for name, col in series.items()}
-            for column, values in spec.run(window).items():
-                out[column][t - start] = values[-1]
+        if first_row >= n:
+            continue
+        targets = [out[column][first_row - start :] for column in spec.columns]
+        _evaluate(spec, series, first_row, targets)
     return out
+
+
+def _evaluate(
+    spec: IndicatorSpec, series: Mapping[str, np.ndarray], first: int, targets: list[np.ndarray]
+) -> None:
+    """Fill `targets` (one array per output column) with `spec`'s values of rows `first..`."""
+    p = dict(spec.params)
+    w = spec.warmup
+    c, h, lo, v = series["close"], series["high"], series["low"], series["volume"]
+    match spec.function:
+        case "SMA":
+            k.sma(c, w, int(p["timeperiod"]), first, *targets)
+        case "EMA":
+            k.ema(c, w, int(p["timeperiod"]), first, *targets)
+        case "RSI":
+            k.rsi(c, w, int(p["timeperiod"]), first, *targets)
+        case "MACD":
+            k.macd(c, w, int(p["fastperiod"]), int(p["slowperiod"]), int(p["signalperiod"]),
+                   first, *targets)
+        case "BBANDS":
+            if p["nbdevup"] != p["nbdevdn"]:
+                raise ValueError("BBANDS kernel needs equal up and down deviations")
+            k.bbands(c, w, int(p["timeperiod"]), float(p["nbdevup"]), first, *targets)
+        case "ATR":
+            k.atr(h, lo, c, w, int(p["timeperiod"]), first, *targets)
+        case "ADX":
+            k.adx(h, lo, c, w, int(p["timeperiod"]), first, *targets)
+        case "OBV":
+            k.obv(c, v, w, first, *targets)
+        case "MFI":
+            k.mfi(h, lo, c, v, w, int(p["timeperiod"]), first, *targets)
+        case "STOCHRSI":
+            k.stochrsi(c, w, int(p["timeperiod"]), int(p["fastk_period"]),
+                       int(p["fastd_period"]), first, *targets)
+        case "ROC":
+            k.roc(c, w, int(p["timeperiod"]), first, *targets)
+        case other:
+            raise ValueError(f"no compiled kernel for {other}")

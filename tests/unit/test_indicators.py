@@ -70,7 +70,7 @@ def test_obv_is_talib_obv_over_its_window() -> None:
     t = np.arange(OBV_WINDOW - 1, len(full))
     start = t - OBV_WINDOW + 1
     expected = full[t] - full[start] + CANDLES["volume"][start]
-    np.testing.assert_allclose(VALUES["obv"][OBV_WINDOW - 1 :], expected, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(VALUES["obv_50"][OBV_WINDOW - 1 :], expected, rtol=1e-12, atol=1e-9)
 
 
 def test_a_value_depends_only_on_its_warm_up_not_on_older_history() -> None:
