@@ -14,7 +14,6 @@ stream time), so the same inputs give the same rows whatever range is backfilled
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -23,14 +22,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
-from batch import delta_log
 from batch.arrival_order import ArrivalOrder
 from batch.candles_job import candles_frame
 from batch.delta_store import empty_commit, write_table_counted
@@ -44,12 +41,12 @@ from batch.file_results import (
     file_results_function,
     optimistic_pass_is_exact,
 )
-from batch.indicators_job import indicators_frame, tail_per_series
+from batch.indicators_job import indicators_frame
 from batch.object_storage import join
 from batch.rejected_rows import REJECTED_PARTITIONS, REJECTED_ROWS_SCHEMA, rejected_rows_frame
 from batch.spark_session import delta_spark_available
+from batch.table_history import history_before
 from batch.trade_inputs import InputFiles, input_files
-from features.indicators import MAX_WARMUP
 from features.windows import format_duration
 
 log = structlog.get_logger(__name__)
@@ -283,27 +280,10 @@ def _with_day(frame: DataFrame) -> DataFrame:
 
 
 def _table_history(config: BackfillConfig) -> dict[tuple[str, int], pa.Table]:
-    """The last `MAX_WARMUP - 1` candles before `start` per pair and duration, from the table.
-
-    Looks back `2 * MAX_WARMUP` windows' worth of days (at least one day): enough unless the
-    pair had long gaps without trades.
-    """
-    uri = config.table(CANDLES_TABLE)
-    if not delta_log.table_exists(uri):
-        return {}
-    pieces = []
-    for size_ms in config.durations_ms:
-        lookback_days = max(1, math.ceil(2 * MAX_WARMUP * size_ms / DAY_MS))
-        days = [(config.start - timedelta(days=i)).isoformat()
-                for i in range(1, lookback_days + 1)]
-        pieces.append(delta_log.read_table(uri, filters=[
-            ("pair", "in", list(config.pairs)),
-            ("window_ms", "=", str(size_ms)),
-            ("day", "in", days),
-        ]))
-    history = pa.concat_tables(pieces, promote_options="default")
-    history = history.filter(pc.less(history["window_start_ms"], config.start_ms))
-    return tail_per_series(history)
+    """The last `MAX_WARMUP - 1` candles before `start` per pair and duration, from the table
+    (as many earlier days as hold them, however sparse the pair: `batch.table_history`)."""
+    return history_before(config.table(CANDLES_TABLE), config.pairs, config.durations_ms,
+                          config.start, config.start_ms)
 
 
 def _day_ms(day: date) -> int:
