@@ -2,11 +2,20 @@
 
 It keeps the last `MAX_WARMUP` candles of each (pair, duration) and, for each new candle, runs
 `features.indicators.compute_indicators` over that history, so every value sees exactly its
-indicator's fixed warm-up, as in the backfill. Offsets are committed only up to the oldest
-candle still held, so a restart rebuilds the history from the log; candles replayed from before
-the checkpointed offset refill the history without being emitted again. A candle whose window
-is not after the last one seen for its pair (a duplicate left by a restarted candle processor)
-is ignored: candles of one pair arrive in window order on one partition.
+indicator's fixed warm-up, as in the backfill. A candle whose window is not after the last one
+seen for its pair (a duplicate left by a restarted candle processor, or a candle replayed after
+a restart that the restored history already holds) is ignored: candles of one pair arrive in
+window order on one partition.
+
+Checkpoints: the snapshot holds each (pair, duration)'s last `MAX_WARMUP - 1` candles (window
+starts and the `INPUT_COLUMNS`, as exact float64 bytes in base64), so offsets are committed up to
+everything consumed and a restart replays only what came after the last checkpoint. A pair that
+stops trading therefore no longer holds the committed offset back (it used to: offsets were
+committed only up to the oldest candle still held, and the history was rebuilt from the log).
+The state is bounded by the number of (pair, duration) keys, about 40 kB each in the snapshot.
+A version-1 snapshot (offsets only) is still restored: its committed offset is the oldest candle
+then held, and candles replayed before its `next_offset` refill the history without being
+emitted again.
 
 On the wire an indicator that is not warmed up is `null` (JSON has no NaN); readers map it
 back to NaN. It is never 0.
@@ -14,7 +23,9 @@ back to NaN. It is never 0.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -29,26 +40,48 @@ _REQUIRED = tuple(CANDLE_ARROW_SCHEMA.names)
 
 @dataclass
 class _History:
-    """The latest candles of one (pair, duration), oldest first, with their offsets."""
+    """The latest candles of one (pair, duration), oldest first: window starts and the
+    `INPUT_COLUMNS` the indicators read."""
 
     window_start: list[int] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
     values: dict[str, list[float]] = field(
         default_factory=lambda: {c: [] for c in INPUT_COLUMNS}
     )
 
-    def append(self, candle: dict[str, float | int | str], offset: int) -> None:
+    def append(self, candle: dict[str, float | int | str]) -> None:
         self.window_start.append(int(candle["window_start_ms"]))
-        self.offsets.append(offset)
         for column in INPUT_COLUMNS:
             self.values[column].append(float(candle[column]))
 
     def trim(self, keep: int) -> None:
         drop = len(self.window_start) - keep
         if drop > 0:
-            del self.window_start[:drop], self.offsets[:drop]
+            del self.window_start[:drop]
             for column in INPUT_COLUMNS:
                 del self.values[column][:drop]
+
+    def to_state(self, pair: str, window_ms: int) -> dict[str, Any]:
+        """JSON-serialisable, exact: numbers as little-endian 64-bit arrays in base64."""
+        return {
+            "pair": pair,
+            "window_ms": window_ms,
+            "window_start_ms": _b64(np.asarray(self.window_start, dtype="<i8")),
+            "columns": {c: _b64(np.asarray(self.values[c], dtype="<f8")) for c in INPUT_COLUMNS},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _History:
+        starts = np.frombuffer(base64.b64decode(state["window_start_ms"]), dtype="<i8")
+        values = {c: np.frombuffer(base64.b64decode(state["columns"][c]), dtype="<f8")
+                  for c in INPUT_COLUMNS}
+        if any(len(v) != len(starts) for v in values.values()):
+            raise ValueError(f"indicator checkpoint of {state['pair']} {state['window_ms']} ms: "
+                             "columns of different lengths")
+        return cls([int(s) for s in starts], {c: [float(x) for x in v] for c, v in values.items()})
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(array.tobytes()).decode("ascii")
 
 
 @dataclass
@@ -79,7 +112,7 @@ class IndicatorOperator(PartitionOperator):
             history = self.histories.setdefault(key, _History())
             if history.window_start and int(candle["window_start_ms"]) <= history.window_start[-1]:
                 continue  # a duplicate of a candle already in the history
-            history.append(candle, offset)
+            history.append(candle)
             if offset >= self.replay_until:
                 fresh.setdefault(key, []).append(candle)
         for key, candles in fresh.items():
@@ -112,16 +145,21 @@ class IndicatorOperator(PartitionOperator):
                             orjson.dumps(body), pair)
 
     def commit_offset(self, topic: str) -> int | None:
-        if self.position is None:
-            return None
-        oldest = [h.offsets[0] for h in self.histories.values() if h.offsets]
-        return min([self.position, *oldest])
+        """Everything consumed: the snapshot taken with it holds every history."""
+        return self.position
 
     def snapshot(self) -> Snapshot:
-        return {"version": 1, "next_offset": max(self.position or 0, self.replay_until)}
+        return {
+            "version": 2,
+            "next_offset": max(self.position or 0, self.replay_until),
+            "histories": [h.to_state(pair, size) for (pair, size), h in self.histories.items()],
+        }
 
     def restore(self, snapshot: Snapshot) -> None:
         self.replay_until = int(snapshot["next_offset"])
+        for state in snapshot.get("histories", []):  # version 1 has none: rebuilt from the log
+            key = (str(state["pair"]), int(state["window_ms"]))
+            self.histories[key] = _History.from_state(state)
 
 
 def _decode_candle(raw: bytes | None) -> tuple[dict[str, float | int | str] | None, str | None]:
