@@ -5,13 +5,15 @@
 millisecond per candle. The kernels here run the same algorithms (TA-Lib 0.8's C code: the
 same seeds, the same recursions, the same operations in the same order, the same zero tests,
 read from its source and its compiled library) for every window of a series in one compiled
-call (numba). Each value equals TA-Lib's over that window: to the last bit for all but
-Bollinger bands and ATR, which sum in another order (within 1e-14 relative).
+call (numba). Each value equals TA-Lib's over that window: to the last bit for all but the
+Bollinger bands, whose variance is summed in another order (within 1e-15 relative).
 
 Every kernel takes the input columns, the window length and the first row to compute, and
 fills an output array for rows `first..n-1` (row `t` sees `t - window + 1 .. t`); the caller
 ensures `first >= window - 1`. The per-window functions (`_..._window`) mirror TA-Lib's C
-functions and are the one place to read an algorithm.
+functions and are the one place to read an algorithm; the costliest (ADX, RSI, stochastic RSI)
+also have a kernel that advances BLOCK windows side by side with the same operations, which the
+compiler vectorises (tests hold it equal to the per-window function, bit for bit).
 """
 
 from __future__ import annotations
@@ -183,14 +185,17 @@ def _stddev_window(x: np.ndarray, s: int, period: int, mean: float) -> float:
 def _atr_window(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, s: int, w: int, period: int
 ) -> float:
+    """ATR over x[s : s + w]. TA-Lib 0.8 (compiled): the first ATR is the mean true range of
+    the first `period` candles after the first; then ATR = fma(c, ATR, TR * (1 - c)) with
+    c = (period - 1) / period."""
     total = 0.0
     for i in range(s + 1, s + 1 + period):
         total += _true_range(high, low, close, i)
     prev = total / period
+    keep = (period - 1) / period
+    new = 1.0 - keep
     for i in range(s + 1 + period, s + w):
-        prev *= period - 1
-        prev += _true_range(high, low, close, i)
-        prev /= period
+        prev = _fma(keep, prev, _true_range(high, low, close, i) * new)
     return prev
 
 
@@ -368,11 +373,53 @@ def ema(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None
 
 
 @njit(cache=True, error_model="numpy")
+def _rsi_seed(
+    x: np.ndarray, s0: int, m: int, period: int, gain: np.ndarray, loss: np.ndarray
+) -> None:
+    """Wilder's first averages of BLOCK windows starting at s0, s0 + 1, ... (`_rsi_window`)."""
+    inverse = 1.0 / period
+    for r in range(m):
+        gain[r] = 0.0
+        loss[r] = 0.0
+    for i in range(1, period + 1):
+        for r in range(m):
+            j = s0 + r + i
+            diff = x[j] - x[j - 1]
+            up = diff if diff > 0.0 else 0.0
+            gain[r] += up
+            loss[r] += up - diff
+    for r in range(m):
+        gain[r] *= inverse
+        loss[r] *= inverse
+
+
+@njit(cache=True, error_model="numpy")
+def _rsi_value(gain: float, loss: float) -> float:
+    total = loss + gain
+    return (gain / total) * 100.0 if total > 0.0 else 0.0
+
+
+@njit(cache=True, error_model="numpy")
 def rsi(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None:
-    last = np.empty(1)
-    for t in range(first, x.shape[0]):
-        _rsi_window(x, t - w + 1, w, period, last)
-        out[t - first] = last[0]
+    """`_rsi_window` for every row, BLOCK windows advanced side by side (SIMD)."""
+    n = x.shape[0]
+    inverse = 1.0 / period
+    previous_weight = float(period - 1)
+    gain = np.empty(BLOCK)
+    loss = np.empty(BLOCK)
+    for t0 in range(first, n, BLOCK):
+        m = min(BLOCK, n - t0)
+        s0 = t0 - w + 1
+        _rsi_seed(x, s0, m, period, gain, loss)
+        for i in range(period + 1, w):
+            for r in range(m):
+                j = s0 + r + i
+                diff = x[j] - x[j - 1]
+                up = diff if diff > 0.0 else 0.0
+                gain[r] = (gain[r] * previous_weight + up) * inverse
+                loss[r] = ((up - diff) + loss[r] * previous_weight) * inverse
+        for r in range(m):
+            out[t0 + r - first] = _rsi_value(gain[r], loss[r])
 
 
 @njit(cache=True, error_model="numpy")
@@ -507,12 +554,63 @@ def stochrsi(
     x: np.ndarray, w: int, period: int, fastk: int, fastd: int, first: int,
     out_k: np.ndarray, out_d: np.ndarray,
 ) -> None:
-    last = np.empty(w - period)
-    for t in range(first, x.shape[0]):
-        _rsi_window(x, t - w + 1, w, period, last)
-        k, d = _stochf_last(last, fastk, fastd)
-        out_k[t - first] = k
-        out_d[t - first] = d
+    """`_rsi_window` then `_stochf_last` for every row, BLOCK windows side by side (SIMD).
+
+    Each window's RSI values feed a ring of the last `fastk` (their min and max give %K) and
+    %K values a ring of the last `fastd` (%D's running total adds the new and subtracts the
+    oldest, as TA-Lib's SMA does).
+    """
+    n = x.shape[0]
+    inverse = 1.0 / period
+    previous_weight = float(period - 1)
+    gain = np.empty(BLOCK)
+    loss = np.empty(BLOCK)
+    rsis = np.empty((fastk, BLOCK))
+    ks = np.empty((fastd, BLOCK))
+    total = np.empty(BLOCK)
+    last_d = np.zeros(BLOCK)
+    for t0 in range(first, n, BLOCK):
+        m = min(BLOCK, n - t0)
+        s0 = t0 - w + 1
+        _rsi_seed(x, s0, m, period, gain, loss)
+        for r in range(m):
+            rsis[0, r] = _rsi_value(gain[r], loss[r])
+            total[r] = 0.0
+        count = 1  # RSI values so far
+        for i in range(period + 1, w):
+            slot = count % fastk
+            for r in range(m):
+                j = s0 + r + i
+                diff = x[j] - x[j - 1]
+                up = diff if diff > 0.0 else 0.0
+                g = (gain[r] * previous_weight + up) * inverse
+                lo = ((up - diff) + loss[r] * previous_weight) * inverse
+                gain[r] = g
+                loss[r] = lo
+                rsis[slot, r] = _rsi_value(g, lo)
+            count += 1
+            if count < fastk:
+                continue
+            kc = count - fastk  # index of this %K
+            for r in range(m):
+                lowest = rsis[0, r]
+                highest = lowest
+                for q in range(1, fastk):
+                    v = rsis[q, r]
+                    lowest = v if v < lowest else lowest
+                    highest = v if v > highest else highest
+                diff = highest - lowest
+                flat = abs(diff) <= EPSILON * (abs(highest) + abs(lowest))
+                k = 0.0 if flat else ((rsis[slot, r] - lowest) / diff) * 100.0
+                ks[kc % fastd, r] = k
+                t = total[r] + k
+                if kc >= fastd - 1:
+                    last_d[r] = t / fastd
+                    t -= ks[(kc - fastd + 1) % fastd, r]
+                total[r] = t
+        for r in range(m):
+            out_k[t0 + r - first] = ks[(count - fastk) % fastd, r]
+            out_d[t0 + r - first] = last_d[r]
 
 
 @njit(cache=True, error_model="numpy")
