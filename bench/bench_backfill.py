@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_backfill.py [--sizes 1000000 10000000] [--pairs 4]
         [--rate 50] [--durations 1m 1h] [--stream-size 1000000] [--no-stream]
+    .venv/bin/python bench/bench_backfill.py --year      # + 8 pairs x 365 days, then 1M trades
 
 1. **Backfill throughput** on `local[2]`, end to end: read Parquet trade files, validate, candles,
    indicators, three Delta commits (`batch.backfill.run_backfill`), for each size. Trades are
@@ -14,6 +15,13 @@
    through the speed layer (`streaming.pipelines.markets.run_trades_through_stream` against a
    local in-memory Tansu broker started here), timed in the same run: the batch/stream speed
    ratio, per trade. See :func:`stream_replay_seconds` (the hook).
+3. **Year scale** (`--year`): `--year-pairs` (8) pairs x `--year-days` (365) days of trades with
+   every minute traded (about 40M trades; `bench/backfill_year.py`), candles 1m, 1h and 1d, all
+   indicators, end to end on `local[2]` (target: under 3 minutes); then the `--sizes` runs
+   (default 1M trades) for comparison. No stream replay.
+
+Every backfill run prints its seconds per stage and its peak memory: the resident memory of
+this process plus its descendants (the Spark JVM and the Python workers), sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -39,6 +48,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 
 from batch.backfill import BackfillConfig, run_backfill  # noqa: E402
 from batch.spark_session import spark_session  # noqa: E402
+from bench.backfill_year import PeakMemory, write_year_files  # noqa: E402
 from features.schemas.trade import TRADE_ARROW_SCHEMA  # noqa: E402
 from features.windows import parse_duration_ms  # noqa: E402
 
@@ -99,16 +109,23 @@ def day_range(trades: pa.Table) -> tuple[date, date]:
 def run_batch(spark: SparkSession, files: list[str], trades: pa.Table, pairs: list[str],
               durations: list[int], output: Path) -> dict[str, object]:
     start, end = day_range(trades)
+    return run_range(spark, files, trades.num_rows, start, end, pairs, durations, output)
+
+
+def run_range(spark: SparkSession, files: list[str], trade_count: int, start: date, end: date,
+              pairs: list[str], durations: list[int], output: Path) -> dict[str, object]:
     t0 = time.perf_counter()
-    summary = run_backfill(spark, BackfillConfig(
-        inputs=files, start=start, end=end, pairs=pairs, output=str(output),
-        durations_ms=durations, show_progress=False,
-    ))
+    with PeakMemory() as memory:
+        summary = run_backfill(spark, BackfillConfig(
+            inputs=files, start=start, end=end, pairs=pairs, output=str(output),
+            durations_ms=durations, show_progress=False,
+        ))
     seconds = time.perf_counter() - t0
     return {
-        "trades": trades.num_rows,
+        "trades": trade_count,
+        "peak_mib": round(memory.peak_mib),
         "seconds": round(seconds, 2),
-        "trades_per_s": round(trades.num_rows / seconds),
+        "trades_per_s": round(trade_count / seconds),
         "candles": summary.candles_written,
         "indicator_rows": summary.indicator_rows_written,
         "stage_seconds": summary.stage_seconds,
@@ -139,17 +156,53 @@ def stream_replay_seconds(trades: pa.Table, durations: list[int], grace_ms: int 
         shutil.rmtree(state, ignore_errors=True)
 
 
+def run_year(spark: SparkSession, work: Path, pair_count: int, days: int,
+             durations: list[int]) -> None:
+    """The year-scale run (generation not timed); prints its figures."""
+    pairs = PAIRS[:pair_count]
+    t0 = time.perf_counter()
+    year = write_year_files(work / "in-year", pairs, BASE_PRICE, days, START_MS)
+    print(f"  year input: {len(pairs)} pairs x {days} days, every minute traded: "
+          f"{year.trades:,} trades in {len(year.paths)} Parquet files "
+          f"(generated in {time.perf_counter() - t0:.0f} s, not timed)")
+    result = run_range(spark, year.paths, year.trades, year.start, year.end, pairs, durations,
+                       work / "t-year")
+    minutes = float(result["seconds"]) / 60  # type: ignore[arg-type]
+    print(f"  year: {result['seconds']:>8.2f} s ({minutes:.2f} min; target < 3 min)  "
+          f"{result['trades_per_s']:>10,} trades/s  candles {result['candles']:,}  "
+          f"indicator rows {result['indicator_rows']:,}  peak memory {result['peak_mib']:,} MiB")
+    print(f"        stages {json.dumps(result['stage_seconds'])}")
+    shutil.rmtree(work / "in-year", ignore_errors=True)
+    shutil.rmtree(work / "t-year", ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--rate", type=float, default=50.0, help="trades/s per pair")
     parser.add_argument("--files", type=int, default=8, help="Parquet files per size")
-    parser.add_argument("--durations", nargs="+", default=["1m", "1h"])
+    parser.add_argument("--durations", nargs="+", default=None,
+                        help="candle durations (default 1m 1h; 1m 1h 1d with --year)")
     parser.add_argument("--stream-size", type=int, default=1_000_000)
     parser.add_argument("--no-stream", action="store_true", help="skip the stream replay")
     parser.add_argument("--workdir", default=None, help="where inputs and tables go (temp)")
+    parser.add_argument("--year", action="store_true",
+                        help="first a year of every-minute trades (see the docstring)")
+    parser.add_argument("--year-days", type=int, default=365)
+    parser.add_argument("--year-pairs", type=int, default=8)
+    parser.add_argument("--driver-memory", default="4g",
+                        help="heap of local Spark's one JVM (Spark's default 1g runs out of "
+                             "memory at year scale)")
     args = parser.parse_args()
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS",
+                          f"--driver-memory {args.driver_memory} pyspark-shell")
+    if args.year:
+        args.no_stream = True
+        if args.sizes == parser.get_default("sizes"):
+            args.sizes = [1_000_000]
+    if args.durations is None:
+        args.durations = ["1m", "1h", "1d"] if args.year else ["1m", "1h"]
 
     from batch.logging_setup import configure_job_logging
 
@@ -158,11 +211,16 @@ def main() -> None:
     pairs = PAIRS[: args.pairs]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="braid-bench-backfill-"))
     spark = spark_session("braid-bench-backfill", master="local[2]", shuffle_partitions=4)
-    print(f"backfill benchmark: local[2], {args.pairs} pairs at {args.rate:g} trades/s each, "
-          f"durations {args.durations}, {args.files} Parquet files per size; work dir {work}")
+    print(f"backfill benchmark: local[2] (driver memory {args.driver_memory}), durations "
+          f"{args.durations}; sized runs: {args.pairs} pairs at {args.rate:g} trades/s each, "
+          f"{args.files} Parquet files per size; work dir {work}; "
+          f"load average {os.getloadavg()[0]:.2f}")
 
     warm = generate_trades(50_000, args.pairs, args.rate, seed=99)
     run_batch(spark, write_files(warm, work / "warm", 2), warm, pairs, durations, work / "t-warm")
+
+    if args.year:
+        run_year(spark, work, args.year_pairs, args.year_days, durations)
 
     results = []
     for size in args.sizes:
@@ -172,6 +230,7 @@ def main() -> None:
         results.append(result)
         print(f"  {size:>11,} trades: {result['seconds']:>7.2f} s  "
               f"{result['trades_per_s']:>10,} trades/s  candles {result['candles']:,}  "
+              f"peak memory {result['peak_mib']:,} MiB  "
               f"stages {json.dumps(result['stage_seconds'])}")
         del trades
     if len(results) > 1:
