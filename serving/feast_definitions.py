@@ -1,0 +1,145 @@
+"""The Feast objects of Braid, generated from the `features/` definitions.
+
+Names, types and TTLs come from the schemas and declarations in `features/`
+(`features/schemas/candle.py` arrow schemas, whose indicator columns are
+`features.indicators.INDICATOR_COLUMNS`; `features/sensors/schemas.py`): adding an indicator in
+`features/` adds its Feast feature, nothing here is retyped. `feature_repo/*.py` only imports
+these objects so `feast apply` registers them.
+
+- entities `pair` and `client`;
+- per candle duration `d` (setting `BRAID_FEAST_DURATIONS`): `candles_<d>` and
+  `indicators_<d>`, batch source = the backfill's Delta table filtered on `window_ms`, push
+  source `<view>_push` for live rows; event timestamp = the window's end (a candle is known once
+  its window has ended, so a training row at time t never sees a candle still open at t);
+- `sensor_features` (`client` -> FA, FI, FD raw values and bins), event timestamp = the SZ
+  reading's time; `sensor_readings` (`client` -> latest SX and SY);
+- feature services `markets_direction_v1` (candles and indicators of the first duration) and
+  `sensors_alert_v1` (the model's vector: SX, SY, FA, FI, FD bins).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pyarrow as pa
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from feast.data_format import DeltaFormat
+from feast.types import Float64, Int64, PrimitiveFeastType, String
+from feast.value_type import ValueType
+
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
+from features.sensors.schemas import (
+    CATEGORICAL_SENSORS,
+    FEATURE_TABLE_SCHEMA,
+    FEATURES,
+    VECTOR_FIELDS,
+)
+from features.sensors.window_math import WINDOW_MS
+from features.windows import format_duration, parse_duration_ms
+from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, WINDOW_MS_TAG
+from serving.settings import FeastSettings
+
+STALE_AFTER_WINDOWS = 2
+"""A candle view's TTL in windows: the last closed window, or one more while the next closes."""
+
+_FEAST_TYPES: dict[pa.DataType, PrimitiveFeastType] = {
+    pa.float64(): Float64,
+    pa.int64(): Int64,
+    pa.string(): String,
+}
+
+pair = Entity(name="pair", join_keys=["pair"], value_type=ValueType.STRING,
+              description="A Kraken trading pair, e.g. XBT/USD")
+client = Entity(name="client", join_keys=["client"], value_type=ValueType.STRING,
+                description="A sensors client (Kafka key of SX, SY, SZ)")
+
+
+def feast_fields(schema: pa.Schema, exclude: tuple[str, ...]) -> list[Field]:
+    """Feast fields of `schema`'s columns outside `exclude`, typed from the arrow types."""
+    fields = []
+    for arrow_field in schema:
+        if arrow_field.name in exclude:
+            continue
+        if arrow_field.type not in _FEAST_TYPES:
+            raise TypeError(f"no Feast type for column {arrow_field.name}: {arrow_field.type}")
+        fields.append(Field(name=arrow_field.name, dtype=_FEAST_TYPES[arrow_field.type]))
+    return fields
+
+
+def _delta_source(name: str, path: str, timestamp_ms: str, window_ms: int | None) -> FileSource:
+    tags = {TIMESTAMP_MS_TAG: timestamp_ms}
+    if window_ms is not None:
+        tags[WINDOW_MS_TAG] = str(window_ms)
+    return FileSource(name=name, path=path, file_format=DeltaFormat(),
+                      timestamp_field=EVENT_TIMESTAMP, tags=tags)
+
+
+def _view(name: str, entity: Entity, schema: pa.Schema, exclude: tuple[str, ...],
+          batch: FileSource, ttl: timedelta, description: str) -> FeatureView:
+    push = PushSource(name=f"{name}_push", batch_source=batch)
+    return FeatureView(name=name, entities=[entity], ttl=ttl,
+                       schema=feast_fields(schema, exclude), source=push, online=True,
+                       description=description,
+                       tags={"braid.generated": "serving.feast_definitions"})
+
+
+def market_views(settings: FeastSettings) -> list[FeatureView]:
+    """`candles_<d>` and `indicators_<d>` for every configured duration."""
+    views = []
+    key_columns = ("pair", "window_ms")  # the entity and the view's constant duration
+    for text in settings.durations:
+        window_ms = parse_duration_ms(text)
+        label = format_duration(window_ms)
+        ttl = timedelta(milliseconds=window_ms * STALE_AFTER_WINDOWS)
+        for table, schema in (("candles", CANDLE_ARROW_SCHEMA),
+                              ("indicators", INDICATOR_ARROW_SCHEMA)):
+            name = f"{table}_{label}"
+            source = _delta_source(f"{name}_offline", settings.table_uri(table),
+                                   "window_end_ms", window_ms)
+            views.append(_view(name, pair, schema, key_columns, source, ttl,
+                               f"{label} {table} per pair (features/schemas/candle.py)"))
+    return views
+
+
+def sensor_views(settings: FeastSettings) -> list[FeatureView]:
+    """`sensor_features` (FA, FI, FD values and bins) and `sensor_readings` (SX, SY)."""
+    ttl = timedelta(milliseconds=WINDOW_MS)
+    features_source = _delta_source("sensor_features_offline",
+                                    settings.table_uri(settings.sensor_features_table),
+                                    "timestamp_ms", None)
+    readings_schema = pa.schema([pa.field(name, pa.int64()) for name in CATEGORICAL_SENSORS])
+    readings_source = _delta_source("sensor_readings_offline",
+                                    settings.table_uri(settings.sensor_readings_table),
+                                    "timestamp_ms", None)
+    return [
+        _view("sensor_features", client, FEATURE_TABLE_SCHEMA, ("client",),
+              features_source, ttl, "FA, FI, FD of the latest SZ reading, raw and binned"),
+        _view("sensor_readings", client, readings_schema, (), readings_source, ttl,
+              "The latest SX and SY categories"),
+    ]
+
+
+def feature_services(markets: list[FeatureView], sensors: list[FeatureView]
+                     ) -> list[FeatureService]:
+    """The models' feature services."""
+    first = {view.name: view for view in markets[:2]}
+    features_view, readings_view = sensors
+    vector = {f"{name}_bin" for name in FEATURES}
+    return [
+        FeatureService(name="markets_direction_v1", features=list(first.values()),
+                       description="Direction of the next candle: candles and indicators "
+                                   f"of {', '.join(first)}"),
+        FeatureService(
+            name="sensors_alert_v1",
+            features=[readings_view, features_view[sorted(vector)]],
+            description=f"The alert model's vector {', '.join(VECTOR_FIELDS)} (bins)"),
+    ]
+
+
+def definitions(settings: FeastSettings | None = None
+                ) -> tuple[list[Entity], list[FeatureView], list[FeatureService]]:
+    """Every Feast object of Braid for `settings` (default: from the environment)."""
+    settings = settings or FeastSettings()
+    markets = market_views(settings)
+    sensors = sensor_views(settings)
+    return [pair, client], markets + sensors, feature_services(markets, sensors)

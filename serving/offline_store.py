@@ -1,0 +1,146 @@
+"""Feast's DuckDB offline store, reading Braid's Delta tables as they are written.
+
+Braid's tables hold epoch-millisecond times and several candle durations in one table
+(`features/schemas/candle.py`); Feast wants one event-timestamp column per source. A Braid
+source is an ordinary `FileSource(..., file_format=DeltaFormat())` whose tags say how to read it:
+
+- `braid.timestamp_ms`: the epoch-ms column whose instant is the row's event timestamp (exposed
+  as `event_timestamp`, UTC);
+- `braid.window_ms` (optional): keep only the rows of this candle duration (a partition column,
+  so DuckDB reads only that duration's files).
+
+Everything else (point-in-time joins, materialization, retrieval jobs) is Feast's DuckDB store
+unchanged. Select it in `feature_store.yaml` with
+`offline_store: {type: serving.offline_store.BraidDuckDBOfflineStore}`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import ibis
+import ibis.expr.datatypes as dt
+import pandas as pd
+from feast.data_source import DataSource
+from feast.feature_view import FeatureView
+from feast.infra.offline_stores import duckdb as feast_duckdb
+from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.ibis import (
+    get_historical_features_ibis,
+    pull_all_from_table_or_query_ibis,
+    pull_latest_from_table_or_query_ibis,
+)
+from feast.infra.offline_stores.offline_store import RetrievalJob
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.repo_config import RepoConfig
+from ibis.expr.types import Table
+from pydantic import StrictStr
+
+from serving.duckdb_delta import ensure_delta_extension
+
+TIMESTAMP_MS_TAG = "braid.timestamp_ms"
+WINDOW_MS_TAG = "braid.window_ms"
+EVENT_TIMESTAMP = "event_timestamp"
+
+
+class NoOfflineTableError(FileNotFoundError):
+    """A feature view's Delta table does not exist (nothing was backfilled there yet)."""
+
+
+def read_source(data_source: DataSource, repo_path: str) -> Table:
+    """An ibis table over `data_source`: Braid's tagged Delta sources, else Feast's own reader."""
+    if not isinstance(data_source, FileSource) or TIMESTAMP_MS_TAG not in data_source.tags:
+        return feast_duckdb._read_data_source(data_source, repo_path)
+    ensure_delta_extension()
+    path = data_source.path
+    if "://" not in path:
+        from pathlib import Path
+
+        if not (Path(path) / "_delta_log").is_dir():
+            raise NoOfflineTableError(
+                f"offline table {path} does not exist (run the backfill that writes it)")
+    table = ibis.read_delta(path)
+    window_ms = data_source.tags.get(WINDOW_MS_TAG)
+    if window_ms is not None:
+        table = table.filter(table["window_ms"] == int(window_ms))
+    millis = table[data_source.tags[TIMESTAMP_MS_TAG]]
+    return table.mutate(
+        **{EVENT_TIMESTAMP: millis.as_timestamp("ms").cast(dt.Timestamp(timezone="UTC"))})
+
+
+class BraidDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
+    """The DuckDB store's settings (`staging_location`, ...) under Braid's type name."""
+
+    type: StrictStr = "serving.offline_store.BraidDuckDBOfflineStore"
+
+
+class BraidDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
+    """`DuckDBOfflineStore` whose reads go through :func:`read_source`."""
+
+    @staticmethod
+    def pull_latest_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None,
+        start_date: datetime,
+        end_date: datetime,
+    ) -> RetrievalJob:
+        return pull_latest_from_table_or_query_ibis(
+            config=config, data_source=data_source, join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column, start_date=start_date,
+            end_date=end_date, data_source_reader=read_source,
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=(
+                config.offline_store.staging_location_endpoint_override),
+        )
+
+    @staticmethod
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: list[FeatureView],
+        feature_refs: list[str],
+        entity_df: pd.DataFrame | str,
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        filter_by_created_timestamp: bool = False,
+    ) -> RetrievalJob:
+        return get_historical_features_ibis(
+            config=config, feature_views=feature_views, feature_refs=feature_refs,
+            entity_df=entity_df, registry=registry, project=project,
+            full_feature_names=full_feature_names, data_source_reader=read_source,
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=(
+                config.offline_store.staging_location_endpoint_override),
+            filter_by_created_timestamp=filter_by_created_timestamp,
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> RetrievalJob:
+        return pull_all_from_table_or_query_ibis(
+            config=config, data_source=data_source, join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column, start_date=start_date,
+            end_date=end_date, data_source_reader=read_source,
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=(
+                config.offline_store.staging_location_endpoint_override),
+        )
+
+

@@ -1,0 +1,101 @@
+"""The Feast repository is generated from features/ and reads the Delta tables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from feast import FeatureStore
+from feast.types import Float64, Int64
+
+from features.indicators import INDICATOR_COLUMNS
+from features.schemas.candle import CANDLE_ARROW_SCHEMA
+from features.sensors.schemas import FEATURES
+from serving.feast_definitions import definitions
+from serving.settings import FEATURE_REPO, FeastSettings
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_indicator_of_features_is_a_float_feature_of_each_indicator_view() -> None:
+    _, views, _ = definitions(FeastSettings(offline_root="/tmp/x", durations=["1m", "1h"]))
+    by_name = {view.name: view for view in views}
+    assert {"candles_1m", "candles_1h", "indicators_1m", "indicators_1h", "sensor_features",
+            "sensor_readings"} == set(by_name)
+    for name in ("indicators_1m", "indicators_1h"):
+        features = {f.name: f.dtype for f in by_name[name].features}
+        assert set(INDICATOR_COLUMNS) <= set(features)
+        assert all(features[c] == Float64 for c in INDICATOR_COLUMNS)
+    candles = {f.name: f.dtype for f in by_name["candles_1m"].features}
+    assert candles["trade_count"] == Int64 and candles["vwap"] == Float64
+    assert set(candles) == set(CANDLE_ARROW_SCHEMA.names) - {"pair", "window_ms"}
+    ttl, source = by_name["indicators_1h"].ttl, by_name["indicators_1m"].batch_source
+    assert ttl is not None and ttl.total_seconds() == 2 * 3600
+    assert source is not None and source.tags["braid.window_ms"] == "60000"
+    sensors = {f.name for f in by_name["sensor_features"].features}
+    assert {*FEATURES, *(f"{f}_bin" for f in FEATURES)} <= sensors
+
+
+def test_feature_services_name_the_models_inputs() -> None:
+    _, _, services = definitions(FeastSettings(offline_root="/tmp/x"))
+    by_name = {s.name: s for s in services}
+    alert = {(p.name, f.name) for p in by_name["sensors_alert_v1"].feature_view_projections
+             for f in p.features}
+    assert alert == {("sensor_readings", "SX"), ("sensor_readings", "SY"),
+                     ("sensor_features", "FA_bin"), ("sensor_features", "FI_bin"),
+                     ("sensor_features", "FD_bin")}
+    markets = [p.name for p in by_name["markets_direction_v1"].feature_view_projections]
+    assert markets == ["candles_1m", "indicators_1m"]
+
+
+def test_historical_features_come_from_the_delta_table_of_the_views_duration(
+        feast_store: FeatureStore, market_tables: tuple[pa.Table, pa.Table]) -> None:
+    _, indicators = market_tables
+    hourly = indicators.filter(pa.compute.equal(indicators["window_ms"], 3_600_000))
+    row = hourly.filter(pa.compute.equal(hourly["pair"], "ETH/USD")).slice(40, 1).to_pylist()[0]
+    at = datetime.fromtimestamp(row["window_end_ms"] / 1000, UTC)
+    entity = pd.DataFrame({"pair": ["ETH/USD"], "event_timestamp": [at]})
+    got = feast_store.get_historical_features(
+        entity_df=entity, features=[f"indicators_1h:{c}" for c in INDICATOR_COLUMNS]
+        + ["indicators_1h:window_start_ms"]).to_df().iloc[0]
+    assert got["window_start_ms"] == row["window_start_ms"]
+    for column in INDICATOR_COLUMNS:
+        assert np.isclose(got[column], row[column], rtol=0, atol=1e-9, equal_nan=True), column
+
+
+def test_materialize_then_online_read_returns_the_latest_candle(
+        feast_store: FeatureStore, market_tables: tuple[pa.Table, pa.Table]) -> None:
+    candles, _ = market_tables
+    minute = candles.filter(pa.compute.and_(pa.compute.equal(candles["window_ms"], 60_000),
+                                            pa.compute.equal(candles["pair"], "XBT/USD")))
+    last = minute.slice(minute.num_rows - 1).to_pylist()[0]
+    end = datetime.fromtimestamp(last["window_end_ms"] / 1000, UTC)
+    feast_store.materialize(start_date=datetime(2018, 1, 1, tzinfo=UTC), end_date=end,
+                            feature_views=["candles_1m"])
+    online = feast_store.get_online_features(
+        features=["candles_1m:close", "candles_1m:window_start_ms", "candles_1m:trade_count"],
+        entity_rows=[{"pair": "XBT/USD"}]).to_dict()
+    assert online["window_start_ms"] == [last["window_start_ms"]]
+    assert online["close"] == [last["close"]]
+    assert online["trade_count"] == [last["trade_count"]]
+
+
+def test_feast_cli_plans_the_repository_from_feature_repo(tmp_path: Path) -> None:
+    feast = str(Path(sys.executable).with_name("feast"))
+    env = {"BRAID_FEAST_OFFLINE_ROOT": str(tmp_path / "offline"), "PATH": "/usr/bin:/bin",
+           "HOME": str(Path.home())}
+    yaml = tmp_path / "feature_store.yaml"
+    yaml.write_text((FEATURE_REPO / "feature_store.yaml").read_text().replace(
+        "../var/feast/", f"{tmp_path}/"))
+    result = subprocess.run([feast, "-f", str(yaml), "plan"], cwd=FEATURE_REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("indicators_1m", "indicators_1h", "candles_1m", "markets_direction_v1",
+                 "sensors_alert_v1"):
+        assert name in result.stdout
