@@ -13,6 +13,14 @@ read at all becomes one rejected row (`row_number` null).
 
 Every row carries `source_index` (the file's position in the input list) and `row_index` (its
 position among the file's data rows): together they are the file order.
+
+Event-time sanity (`features.event_time`), as the stream applies it: an archive of the `trades`
+topic may keep each record's Kafka timestamp, `kafka_timestamp_ms` (epoch ms; a field of each
+JSON line, a column of a Parquet file). A trade whose `timestamp_ms` lies more than the maximum
+skew ahead of it is rejected with the stream's reason, so the backfill drops exactly the trades
+the candle processor dead-lettered. Where it is missing or null (Kraken CSVs never have one:
+they hold no ingestion time) the rule does not apply, and a trade stamped in the far future is
+taken as it is.
 """
 
 from __future__ import annotations
@@ -28,6 +36,12 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from features.event_time import (
+    DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+    NO_INGESTION_TIME,
+    ahead_of_ingestion,
+    skew_reason,
+)
 from features.kraken_formats import CSV_LAYOUTS, pair_from_filename, read_trades_csv
 from features.schemas.trade import (
     ORDER_TYPES,
@@ -48,6 +62,9 @@ PARSED_TRADE_SCHEMA = pa.schema(
     ]
 )
 
+INGESTION_COLUMN = "kafka_timestamp_ms"
+"""The archive's field holding each record's Kafka timestamp (the ingestion time), if kept."""
+
 _NUMBER = r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|infinity)\s*$"
 _NUMERIC_CSV_COLUMNS = ("time", "Time", "price", "Price", "volume", "Amount")
 
@@ -64,8 +81,13 @@ def file_format(path: str) -> str:
     raise ValueError(f"unknown trade file format: {path} (csv, parquet or jsonl)")
 
 
-def parse_trade_file(content: bytes, path: str, source_index: int) -> pa.Table:
-    """All rows of one file in `PARSED_TRADE_SCHEMA`, in file order."""
+def parse_trade_file(
+    content: bytes, path: str, source_index: int, *,
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+) -> pa.Table:
+    """All rows of one file in `PARSED_TRADE_SCHEMA`, in file order. `max_event_time_skew_ms`
+    must be the stream's (`BRAID_MAX_EVENT_TIME_SKEW`) for the same trades to be rejected."""
+    ingestion: np.ndarray | None = None
     try:
         if path.lower().endswith(".gz"):
             import gzip
@@ -75,15 +97,18 @@ def parse_trade_file(content: bytes, path: str, source_index: int) -> pa.Table:
         if fmt == "csv":
             trades, rejects = _parse_csv(content, path)
         elif fmt == "parquet":
-            trades, rejects = _conform(pq.read_table(io.BytesIO(content))), []
+            table = pq.read_table(io.BytesIO(content))
+            trades, rejects = _conform(table), []
+            ingestion = _ingestion(table)
         else:
-            trades, rejects = _parse_jsonl(content)
+            trades, rejects, ingestion = _parse_jsonl(content)
     except Exception as exc:  # the whole file is unreadable: one rejected row says why
         return _rejected_table(
             [(None, f"unreadable file: {type(exc).__name__}: {exc}"[:500], None)],
             path, source_index, start_index=0,
         )
-    return _assemble(trades, rejects, path, source_index)
+    return _assemble(trades, rejects, path, source_index,
+                     ingestion=ingestion, max_event_time_skew_ms=max_event_time_skew_ms)
 
 
 # --- formats -----------------------------------------------------------------------------------
@@ -155,24 +180,36 @@ def _conform(table: pa.Table) -> pa.Table:
     return pa.table(columns, schema=TRADE_ARROW_SCHEMA)
 
 
-def _parse_jsonl(content: bytes) -> tuple[pa.Table, list[Reject]]:
-    wire = pa.schema([f.with_nullable(True) for f in TRADE_ARROW_SCHEMA])
+def _ingestion(table: pa.Table) -> np.ndarray | None:
+    """The `INGESTION_COLUMN` of a parsed table (nulls: `NO_INGESTION_TIME`), None if absent."""
+    if INGESTION_COLUMN not in table.column_names:
+        return None
+    column = pc.fill_null(table[INGESTION_COLUMN].cast(pa.int64()), NO_INGESTION_TIME)
+    return np.asarray(column.to_numpy(), dtype=np.int64)
+
+
+def _parse_jsonl(content: bytes) -> tuple[pa.Table, list[Reject], np.ndarray | None]:
+    wire = pa.schema([*(f.with_nullable(True) for f in TRADE_ARROW_SCHEMA),
+                      pa.field(INGESTION_COLUMN, pa.int64())])
     try:
         table = pajson.read_json(
             io.BytesIO(content),
             parse_options=pajson.ParseOptions(explicit_schema=wire,
                                               unexpected_field_behavior="ignore"),
         )
-        return _conform(table), []
+        return _conform(table), [], _ingestion(table)
     except pa.ArrowInvalid:
         pass
     rows: list[dict[str, Any]] = []
+    ingestion: list[int] = []
     rejects: list[Reject] = []
     for number, line in enumerate(content.decode("utf-8", "replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
+            kafka_ms = record.get(INGESTION_COLUMN)
+            row_ingestion = NO_INGESTION_TIME if kafka_ms is None else int(kafka_ms)
             rows.append({
                 "pair": str(record["pair"]),
                 "price": float(record["price"]),
@@ -182,17 +219,23 @@ def _parse_jsonl(content: bytes) -> tuple[pa.Table, list[Reject]]:
                 "trade_id": int(record["trade_id"]),
                 "timestamp_ms": int(record["timestamp_ms"]),
             })
-        except (ValueError, KeyError, TypeError) as exc:
+            ingestion.append(row_ingestion)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             rejects.append((number, f"unparseable: {type(exc).__name__}: {exc}"[:300], line))
-    return pa.Table.from_pylist(rows, schema=TRADE_ARROW_SCHEMA), rejects
+    return (pa.Table.from_pylist(rows, schema=TRADE_ARROW_SCHEMA), rejects,
+            np.asarray(ingestion, dtype=np.int64))
 
 
 # --- validation and assembly ---------------------------------------------------------------------
 
 
-def trade_reject_reasons(trades: pa.Table) -> np.ndarray:
+def trade_reject_reasons(
+    trades: pa.Table, ingestion: np.ndarray | None = None,
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+) -> np.ndarray:
     """Per row: None for a valid trade, else the first broken rule (the shared numeric rules of
-    `invalid_trade_reasons`, then pair, side and order type)."""
+    `invalid_trade_reasons`, then pair, side and order type, then, where `ingestion` gives a
+    row's Kafka timestamp, the event-time skew of `features.event_time`)."""
     reasons = invalid_trade_reasons(
         trades["price"].to_numpy(),
         trades["volume"].to_numpy(),
@@ -214,6 +257,10 @@ def trade_reject_reasons(trades: pa.Table) -> np.ndarray:
         hit = mask.to_numpy(zero_copy_only=False)
         if hit.any():
             reasons[hit & _is_none(reasons)] = reason
+    if ingestion is not None:
+        ahead = ahead_of_ingestion(trades["timestamp_ms"].to_numpy(), ingestion,
+                                   max_event_time_skew_ms)
+        reasons[ahead & _is_none(reasons)] = skew_reason(max_event_time_skew_ms)
     return reasons
 
 
@@ -222,9 +269,14 @@ def _is_none(values: np.ndarray) -> np.ndarray:
     return ~values.astype(bool)
 
 
-def _assemble(trades: pa.Table, rejects: list[Reject], path: str, source_index: int) -> pa.Table:
+def _assemble(
+    trades: pa.Table, rejects: list[Reject], path: str, source_index: int, *,
+    ingestion: np.ndarray | None = None,
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+) -> pa.Table:
     n = trades.num_rows
-    reasons = trade_reject_reasons(trades) if n else np.empty(0, dtype=object)
+    reasons = (trade_reject_reasons(trades, ingestion, max_event_time_skew_ms) if n
+               else np.empty(0, dtype=object))
     invalid = ~_is_none(reasons)
     if invalid.any():
         raw_text = np.full(n, None, dtype=object)

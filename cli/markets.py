@@ -8,7 +8,7 @@ import typer
 
 from features.windows import TumblingWindow, parse_duration_ms
 from streaming.pipelines.markets import MarketsTopics, candle_processor, indicator_processor
-from streaming.settings import KafkaSettings, MarketsSettings, TopicSettings
+from streaming.settings import EventTimeSettings, KafkaSettings, MarketsSettings, TopicSettings
 from streaming.topics import ensure_topics
 
 app = typer.Typer(help="Markets processors: trades -> candles -> indicators.",
@@ -38,6 +38,9 @@ def candles(
     group: Annotated[str, typer.Option(help="Consumer group (share it to scale out).")] = (
         "braid-candles"),
     batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 10_000,
+    max_event_time_skew: Annotated[str | None, typer.Option(
+        help="Dead-letter a trade stamped further ahead of its Kafka timestamp. "
+             "[env BRAID_MAX_EVENT_TIME_SKEW, default 1h]")] = None,
     topic_prefix: Prefix = "",
 ) -> None:
     """Consume `trades`, emit final OHLCV candles to `candles` until SIGTERM."""
@@ -46,8 +49,10 @@ def candles(
     windows = tuple(TumblingWindow(parse_duration_ms(d), grace_ms)
                     for d in (durations or settings.candle_durations))
     idle_ms = parse_duration_ms(idle_timeout or settings.idle_timeout)
+    skew_ms = parse_duration_ms(max_event_time_skew or EventTimeSettings().max_event_time_skew)
     candle_processor(KafkaSettings(), windows, topics=_topics(topic_prefix),
-                     idle_timeout_ms=idle_ms, group=group, batch_size=batch_size).run()
+                     idle_timeout_ms=idle_ms, group=group, batch_size=batch_size,
+                     max_event_time_skew_ms=skew_ms).run()
 
 
 @app.command()

@@ -9,7 +9,7 @@ import typer
 
 from features.windows import parse_duration_ms
 from streaming.pipelines.sensors import SensorTopics
-from streaming.settings import KafkaSettings, TopicSettings
+from streaming.settings import EventTimeSettings, KafkaSettings, TopicSettings
 from streaming.topics import ensure_topics
 
 app = typer.Typer(help="Sensors pipeline: SX, SY, SZ -> FA, FI, FD -> join -> predictions.",
@@ -18,6 +18,8 @@ app = typer.Typer(help="Sensors pipeline: SX, SY, SZ -> FA, FI, FD -> join -> pr
 PREFIX = typer.Option("", help="Prefix for every topic name (isolates a run on a shared broker).")
 PARTITIONS = typer.Option(None, help="Partitions of the sensor topics. "
                                      "[env BRAID_TOPIC_SENSOR_PARTITIONS, default 100]")
+SKEW = typer.Option("", help="Dead-letter a reading stamped further ahead of its Kafka timestamp. "
+                             "[env BRAID_MAX_EVENT_TIME_SKEW, default 1h]")
 
 
 def _topics(prefix: str, partitions: int | None = None) -> tuple[SensorTopics, int]:
@@ -85,6 +87,7 @@ def windows(
                                                  "this much wall-clock silence."),
     group: str = typer.Option("braid-sensor-windows", help="Consumer group (share to scale out)."),
     batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
+    max_event_time_skew: str = SKEW,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
@@ -96,7 +99,8 @@ def windows(
     window_processor(KafkaSettings(), grace_ms=_ms(grace),
                      edges=BinEdges.load(Path(edges)) if edges else DEFAULT_EDGES, topics=topics,
                      idle_timeout_ms=parse_duration_ms(idle_timeout), group=group,
-                     batch_size=batch_size).run()
+                     batch_size=batch_size,
+                     max_event_time_skew_ms=_skew_ms(max_event_time_skew)).run()
 
 
 @app.command()
@@ -105,6 +109,7 @@ def join(
     threshold: float = typer.Option(0.5, help="Alert when probability >= threshold."),
     group: str = typer.Option("braid-sensor-join", help="Consumer group (share to scale out)."),
     batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
+    max_event_time_skew: str = SKEW,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
@@ -115,7 +120,8 @@ def join(
     topics, _ = _topics(topic_prefix, partitions)
     alert_model = LogisticAlertModel.load(Path(model)) if model else DEFAULT_MODEL
     join_processor(KafkaSettings(), model=alert_model,
-                   threshold=threshold, topics=topics, group=group, batch_size=batch_size).run()
+                   threshold=threshold, topics=topics, group=group, batch_size=batch_size,
+                   max_event_time_skew_ms=_skew_ms(max_event_time_skew)).run()
 
 
 @app.command()
@@ -173,6 +179,11 @@ def train_baseline(
                                         version=version)
     save_model(Path(output), model, report)
     typer.echo(f"model {model.version} -> {output}: {report}")
+
+
+def _skew_ms(text: str) -> int:
+    """The option's value, or the setting's when empty."""
+    return parse_duration_ms(text or EventTimeSettings().max_event_time_skew)
 
 
 def _ms(text: str) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.windows import parse_duration_ms
+
 
 class KafkaSettings(BaseSettings):
     """Connection to the broker. Empty security fields are not sent to librdkafka."""
@@ -75,3 +77,17 @@ class MarketsSettings(BaseSettings):
     grace: str = "5s"
     idle_timeout: str = "10s"
     pairs: list[str] = Field(default_factory=lambda: ["XBT/USD", "ETH/USD"])
+
+class EventTimeSettings(BaseSettings):
+    """Event-time sanity, for every processor that reads event times (candles, sensor windows,
+    sensor join): a record whose event time lies more than `max_event_time_skew` ahead of its
+    Kafka timestamp is dead-lettered (`features.event_time`, which explains the 1 h default).
+    A backfill of an archive that keeps Kafka timestamps must use the same value."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_", env_file=".env", extra="ignore")
+
+    max_event_time_skew: str = "1h"
+
+    @property
+    def max_event_time_skew_ms(self) -> int:
+        return parse_duration_ms(self.max_event_time_skew)

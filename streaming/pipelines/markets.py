@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.indicators import INDICATOR_COLUMNS
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
 from features.windows import TumblingWindow, parse_duration_ms
@@ -79,8 +80,9 @@ def candle_processor(
     batch_size: int = 10_000,
     poll_timeout_s: float = 0.1,
     consumer_overrides: dict[str, str | int | bool] | None = None,
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> StreamProcessor:
-    config = CandleConfig(windows, topics.candles, idle_timeout_ms)
+    config = CandleConfig(windows, topics.candles, idle_timeout_ms, max_event_time_skew_ms)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, (topics.trades,), batch_size=batch_size,

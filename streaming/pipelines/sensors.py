@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.binning import DEFAULT_EDGES, BinEdges
 from features.sensors.model import DEFAULT_MODEL, AlertModel
 from features.sensors.schemas import (
@@ -102,9 +103,11 @@ def window_processor(
     batch_size: int = 10_000,
     poll_timeout_s: float = 0.1,
     consumer_overrides: dict[str, str | int | bool] | None = None,
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> StreamProcessor:
     config = SensorWindowConfig(sensor_window(grace_ms), edges,
-                                {name: topics.of(name) for name in FEATURES}, idle_timeout_ms)
+                                {name: topics.of(name) for name in FEATURES}, idle_timeout_ms,
+                                max_event_time_skew_ms)
     shared = SensorWindowGroup(config)  # the partitions' operators share it (vectorized)
     return StreamProcessor(
         kafka,
@@ -125,9 +128,11 @@ def join_processor(
     batch_size: int = 10_000,
     poll_timeout_s: float = 0.1,
     consumer_overrides: dict[str, str | int | bool] | None = None,
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> StreamProcessor:
     inputs = {topics.of(name): name for name in ("SX", "SY", *FEATURES)}
-    config = SensorJoinConfig(inputs, topics.predictions, model, threshold)
+    config = SensorJoinConfig(inputs, topics.predictions, model, threshold,
+                              max_event_time_skew_ms)
     shared = SensorJoinGroup(config)  # the partitions' operators share it (vectorized)
     return StreamProcessor(
         kafka,

@@ -8,7 +8,8 @@ however the stream was split into micro-batches or restarted. A window
 closes when its pair's stream time reaches end + grace, or when the pair has been quiet for the
 idle timeout (wall clock) and the window is over by the wall clock. Only final candles are
 emitted. Lateness follows `features.windows` (per pair, in arrival order), so the batch engine
-drops the same trades.
+drops the same trades. A trade stamped too far ahead of its Kafka timestamp is invalid
+(`features.event_time`): dead-lettered before it can move its pair's stream time.
 
 Replay after a restart: the checkpoint restores stream times and closed windows; messages before
 the checkpointed offset whose window already closed are skipped (they were emitted or dead-lettered
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.candles import aggregate_trades, finalize
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.schemas.candle import record_key
 from features.windows import NO_STREAM_TIME, TumblingWindow, late_mask
 from streaming.processors.trade_decoding import decode_trades
@@ -36,9 +38,13 @@ NO_OFFSET = np.iinfo(np.int64).max
 
 @dataclass
 class CandleConfig:
+    """Candle durations (each with its grace), where candles go, the idle timeout, and how far
+    a trade's event time may lie ahead of its Kafka timestamp (`features.event_time`)."""
+
     windows: tuple[TumblingWindow, ...]
     output_topic: str
     idle_timeout_ms: int = 10_000
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
 
 _BUFFER_COLUMNS = ("key", "timestamp_ms", "trade_id", "price", "volume", "offset")
@@ -101,7 +107,7 @@ class CandleOperator(PartitionOperator):
 
     # --- processing ------------------------------------------------------------------------
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
-        decoded = decode_trades(batch)
+        decoded = decode_trades(batch, self.config.max_event_time_skew_ms)
         emission = Emission(dead_letters=decoded.dead_letters)
         self.position = int(batch.offsets[-1]) + 1
         table = decoded.table

@@ -1,5 +1,6 @@
 """Decode micro-batches of sensor readings (SX, SY, SZ) and feature rows (FA, FI, FD) into
-columns, rejecting bad messages with a reason (rules from `features.sensors.schemas`)."""
+columns, rejecting bad messages with a reason (rules from `features.sensors.schemas`; for
+readings, also `features.event_time`: a reading stamped too far ahead of its Kafka timestamp)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.event_time import (
+    DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+    ahead_of_ingestion,
+    skew_reason,
+)
 from features.sensors.schemas import (
     BIN_COUNT,
     FEATURE_WIRE_SCHEMA,
@@ -62,8 +68,11 @@ def _keep(batch: InputBatch, table: pa.Table, reasons: np.ndarray,
     return Decoded(selected, batch.offsets[valid], reasons)
 
 
-def decode_readings(batch: InputBatch, sensor: str) -> Decoded:
-    """Readings of topic `batch.topic` holding sensor `sensor` (SX, SY or SZ)."""
+def decode_readings(batch: InputBatch, sensor: str,
+                    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS) -> Decoded:
+    """Readings of topic `batch.topic` holding sensor `sensor` (SX, SY or SZ). When the batch
+    has its Kafka timestamps, a reading whose event time lies more than
+    `max_event_time_skew_ms` ahead of its message's timestamp is invalid."""
     decoded = decode_json_batch(batch, READING_WIRE_SCHEMA)
     table, reasons = decoded.table, decoded.reasons
     length, has_bar = _client_checks(table)
@@ -71,6 +80,12 @@ def decode_readings(batch: InputBatch, sensor: str) -> Decoded:
         sensor, _filled(table, "v", -1), length, has_bar, _filled(table, "timestamp_ms", 0),
         _filled(table, "value", np.nan))
     reasons = np.where(reasons == None, rules, reasons)  # noqa: E711
+    if batch.timestamps is not None and table.num_rows:
+        ahead = ahead_of_ingestion(_filled(table, "timestamp_ms", 0), batch.timestamps,
+                                   max_event_time_skew_ms)
+        ahead &= reasons == None  # noqa: E711 - elementwise; the first broken rule wins
+        if ahead.any():
+            reasons[ahead] = "invalid: " + skew_reason(max_event_time_skew_ms)
     return _keep(batch, table, reasons, ["client", "timestamp_ms", "value"])
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.model import AlertModel, predict_many
 from features.sensors.schemas import (
     CATEGORICAL_SENSORS,
@@ -42,7 +43,13 @@ from features.windows import NO_STREAM_TIME, stream_time_before
 from streaming.processors.sensor_decoding import decode_features, decode_readings
 from streaming.runtime.key_codes import KeyCodes
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
-from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputBatch
+from streaming.runtime.records import (
+    DeadLetter,
+    Emission,
+    InputBatch,
+    OutputBatch,
+    merged_timestamps,
+)
 
 SNAPSHOT_VERSION = 1
 NO_VERSION = -1
@@ -54,6 +61,9 @@ class SensorJoinConfig:
     output_topic: str
     model: AlertModel
     threshold: float = 0.5
+    # how far an SX/SY reading's event time may lie ahead of its Kafka timestamp
+    # (features.event_time)
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
     def __post_init__(self) -> None:
         if sorted(self.input_topics.values()) != sorted(VECTOR_FIELDS):
@@ -131,7 +141,8 @@ class SensorJoinGroup:
         field_name = self.config.input_topics[topic]
         merged = InputBatch(topic, -1, np.concatenate([b.offsets for _, b in work]),
                             [k for _, b in work for k in b.keys],
-                            [v for _, b in work for v in b.values])
+                            [v for _, b in work for v in b.values],
+                            merged_timestamps([b for _, b in work]))
         sizes = [len(b) for _, b in work]
         row_partition = np.repeat([p for p, _ in work], sizes)
         # per row: the offset below which its partition's messages are replays
@@ -139,7 +150,8 @@ class SensorJoinGroup:
                            sizes)
         for p, b in work:
             self.partitions[p].position[topic] = int(b.offsets[-1]) + 1
-        decoded = (decode_readings(merged, field_name) if field_name in CATEGORICAL_SENSORS
+        decoded = (decode_readings(merged, field_name, self.config.max_event_time_skew_ms)
+                   if field_name in CATEGORICAL_SENSORS
                    else decode_features(merged, field_name))
         bad = np.flatnonzero(decoded.reasons != None)  # noqa: E711 - elementwise
         emission = Emission(dead_letters=[

@@ -39,6 +39,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.binning import BinEdges
 from features.sensors.schemas import FEATURES, MAX_TIMESTAMP_MS, SENSOR_SCHEMA_VERSION
 from features.sensors.window_math import window_features
@@ -46,7 +47,13 @@ from features.windows import NO_STREAM_TIME, SlidingWindow, sliding_late_mask
 from streaming.processors.sensor_decoding import decode_readings
 from streaming.runtime.key_codes import KeyCodes
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
-from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputBatch
+from streaming.runtime.records import (
+    DeadLetter,
+    Emission,
+    InputBatch,
+    OutputBatch,
+    merged_timestamps,
+)
 
 SNAPSHOT_VERSION = 1
 SMALL_EMIT = 128  # below this many rows, orjson per row beats one polars pass
@@ -72,6 +79,8 @@ class SensorWindowConfig:
     edges: BinEdges
     output_topics: dict[str, str]  # feature name (FA, FI, FD) -> topic
     idle_timeout_ms: int = 10_000
+    # how far a reading's event time may lie ahead of its Kafka timestamp (features.event_time)
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
 
 @dataclass
@@ -146,7 +155,8 @@ class SensorWindowGroup:
         self._lows = None
         merged = InputBatch(
             work[0][1].topic, -1, np.concatenate([b.offsets for _, b in work]),
-            [k for _, b in work for k in b.keys], [v for _, b in work for v in b.values])
+            [k for _, b in work for k in b.keys], [v for _, b in work for v in b.values],
+            merged_timestamps([b for _, b in work]))
         row_partition = np.repeat([p for p, _ in work], [len(b) for _, b in work])
         for p, b in work:
             self.partitions[p].position = int(b.offsets[-1]) + 1
@@ -155,7 +165,7 @@ class SensorWindowGroup:
         needed_from = np.zeros(top, dtype=np.int64)
         for p, state in self.partitions.items():
             replay_until[p], needed_from[p] = state.replay_until, state.needed_from
-        decoded = decode_readings(merged, "SZ")
+        decoded = decode_readings(merged, "SZ", self.config.max_event_time_skew_ms)
         emission = Emission(dead_letters=self._invalid_letters(merged, row_partition,
                                                                decoded.reasons, replay_until))
         table = decoded.table

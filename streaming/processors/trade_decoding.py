@@ -3,6 +3,10 @@
 Fast path: the whole batch goes through Arrow's JSON reader at once (C++). If that fails
 (a message that is not JSON, a wrong type, an unknown field), every message is decoded on its
 own so exactly the bad ones are rejected and the rest go on.
+
+Besides the trade schema's rules, a trade whose event time lies more than the maximum skew ahead
+of its message's Kafka timestamp is rejected (`features.event_time`), so it never moves its
+pair's stream time.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from features.event_time import (
+    DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+    ahead_of_ingestion,
+    skew_reason,
+)
 from features.schemas.trade import TRADE_ARROW_SCHEMA, TRADE_SCHEMA_VERSION, invalid_trade_rows
 from streaming.runtime.records import DeadLetter, InputBatch
 
@@ -34,19 +43,24 @@ class DecodedTrades:
     dead_letters: list[DeadLetter]
 
 
-def decode_trades(batch: InputBatch) -> DecodedTrades:
+def decode_trades(
+    batch: InputBatch, max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
+) -> DecodedTrades:
+    """The batch's valid trades and a dead letter for each other message. When the batch has
+    its Kafka timestamps, a trade whose event time lies more than `max_event_time_skew_ms`
+    ahead of its message's timestamp is invalid."""
     values = batch.values
     # Only well-formed-looking lines take the fast path: Arrow's JSON reader (pyarrow 25)
     # segfaults on a buffer that is just `null`, found by the fuzz test of this module.
     if None in values:
-        return _decode_one_by_one(batch)
+        return _decode_one_by_one(batch, max_event_time_skew_ms)
     joined = b"\n".join(values)  # type: ignore[arg-type]
     lines = len(values) - 1
     # every message one line, starting with `{` and ending with `}` (checked on the whole
     # buffer at once: the newlines are exactly the joins, each between `}` and `{`)
     if not (joined[:1] == b"{" and joined[-1:] == b"}" and b"\r" not in joined
             and joined.count(b"\n") == lines and joined.count(b"}\n{") == lines):
-        return _decode_one_by_one(batch)
+        return _decode_one_by_one(batch, max_event_time_skew_ms)
     try:
         table = pajson.read_json(
             BytesIO(joined),
@@ -57,11 +71,27 @@ def decode_trades(batch: InputBatch) -> DecodedTrades:
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return _decode_one_by_one(batch)
+        return _decode_one_by_one(batch, max_event_time_skew_ms)
     if table.num_rows != len(values):  # e.g. a message holding two JSON objects
-        return _decode_one_by_one(batch)
+        return _decode_one_by_one(batch, max_event_time_skew_ms)
     reasons = _row_reasons(table)
+    _reject_ahead_of_ingestion(batch, np.arange(len(values)), table, reasons,
+                               max_event_time_skew_ms)
     return _split(batch, table.select(TRADE_ARROW_SCHEMA.names), reasons)
+
+
+def _reject_ahead_of_ingestion(
+    batch: InputBatch, rows: np.ndarray, table: pa.Table, reasons: np.ndarray, max_skew_ms: int
+) -> None:
+    """Set the skew reason (in place) on batch rows `rows` (the rows of `table`, in order) that
+    are otherwise valid and lie too far ahead of their Kafka timestamp."""
+    if batch.timestamps is None or not len(rows):
+        return
+    event = np.asarray(pc.fill_null(table["timestamp_ms"], 0).to_numpy(), dtype=np.int64)
+    ahead = ahead_of_ingestion(event, batch.timestamps[rows], max_skew_ms)
+    ahead &= reasons[rows] == None  # noqa: E711 - elementwise; the first broken rule wins
+    if ahead.any():
+        reasons[rows[ahead]] = "invalid: " + skew_reason(max_skew_ms)
 
 
 def _row_reasons(table: pa.Table) -> np.ndarray:
@@ -75,7 +105,7 @@ def _row_reasons(table: pa.Table) -> np.ndarray:
     return reasons
 
 
-def _decode_one_by_one(batch: InputBatch) -> DecodedTrades:
+def _decode_one_by_one(batch: InputBatch, max_skew_ms: int) -> DecodedTrades:
     """Slow path: find the undecodable messages one by one, then apply the batch rules."""
     reasons = np.full(len(batch), None, dtype=object)
     rows: list[dict[str, object]] = []
@@ -89,6 +119,8 @@ def _decode_one_by_one(batch: InputBatch) -> DecodedTrades:
             decodable.append(i)
     table = pa.Table.from_pylist(rows, schema=WIRE_SCHEMA)
     reasons[decodable] = _row_reasons(table)
+    _reject_ahead_of_ingestion(batch, np.asarray(decodable, dtype=np.int64), table, reasons,
+                               max_skew_ms)
     return _split_rows(batch, table.select(TRADE_ARROW_SCHEMA.names), reasons, decodable)
 
 

@@ -28,8 +28,15 @@ from typing import Any
 
 import numpy as np
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
+from features.event_time import NO_INGESTION_TIME
 from streaming.partitioning import partition_for
 from streaming.runtime.checkpoint import CheckpointStore, checkpoint_key
 from streaming.runtime.clients import make_consumer, make_producer
@@ -224,7 +231,8 @@ class StreamProcessor:
         return [
             InputBatch(topic, partition,
                        np.fromiter((m.offset() for m in group), np.int64, len(group)),
-                       [m.key() for m in group], [m.value() for m in group])
+                       [m.key() for m in group], [m.value() for m in group],
+                       _timestamps(group))
             for (topic, partition), group in groups.items()
         ]
 
@@ -409,3 +417,10 @@ class StreamProcessor:
                 operator.close()
         self._at_end -= {(tp.topic, tp.partition) for tp in partitions}
         self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}))
+
+def _timestamps(messages: Sequence[Message]) -> np.ndarray:
+    """Each message's Kafka timestamp in epoch ms (CreateTime or LogAppendTime), or
+    `NO_INGESTION_TIME` where the broker gave none: the ingestion time operators check event
+    times against (`features.event_time`)."""
+    stamps = np.array([m.timestamp() for m in messages], dtype=np.int64).reshape(-1, 2)
+    return np.where(stamps[:, 0] == TIMESTAMP_NOT_AVAILABLE, NO_INGESTION_TIME, stamps[:, 1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,16 +10,31 @@ import numpy as np
 
 @dataclass
 class InputBatch:
-    """Consecutive messages of one topic-partition, in offset order."""
+    """Consecutive messages of one topic-partition, in offset order.
+
+    `timestamps` holds each message's Kafka timestamp (CreateTime or LogAppendTime, epoch ms;
+    `features.event_time.NO_INGESTION_TIME` where the message has none), the ingestion time
+    the event-time sanity rule compares against; None when the batch was not read from Kafka
+    (tests, in-process replays), and the rule then does not apply.
+    """
 
     topic: str
     partition: int
     offsets: np.ndarray  # int64
     keys: list[bytes | None]
     values: list[bytes | None]
+    timestamps: np.ndarray | None = None  # int64, aligned with `offsets`
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+def merged_timestamps(batches: Sequence[InputBatch]) -> np.ndarray | None:
+    """The `timestamps` of several batches concatenated (for an operator that merges batches),
+    None unless every batch has them."""
+    if not batches or any(b.timestamps is None for b in batches):
+        return None
+    return np.concatenate([b.timestamps for b in batches if b.timestamps is not None])
 
 
 @dataclass(frozen=True)
