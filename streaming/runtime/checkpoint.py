@@ -3,6 +3,16 @@
 Kafka's offset-commit metadata could carry this state, but some brokers (Tansu) drop it; a topic
 works everywhere. The processor writes a checkpoint (and awaits its acknowledgement) before
 committing offsets, so a checkpoint is never older than the committed offsets it goes with.
+
+A checkpoint larger than `max_record_bytes` (brokers refuse records over ~1 MB by default; the
+indicator processor's holds ~40 kB of candle history per pair and duration) is written in
+chunks keyed `<key>#<slot>#<i>` followed by a small head under `<key>` naming the slot, the chunk
+count and a nonce the chunks carry. Consecutive large checkpoints of a key alternate between
+slots `a` and `b`, and the head also names the previous write, so a head whose chunks did not
+all land (possible only when the checkpoint topic has several partitions) falls back to the
+previous checkpoint, which its offsets were committed with. The acknowledgement the caller
+awaits comes once every chunk and the head are acknowledged. Chunk keys are bounded (two slots
+times the most chunks a key ever needed), so the compacted topic stays bounded.
 """
 
 from __future__ import annotations
@@ -12,12 +22,15 @@ import uuid
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streaming.runtime.deliveries import DeliveryCallback
 from streaming.settings import KafkaSettings
 
 MARKER_PREFIX = "__braid_read_marker__|"
+CHUNKS_FIELD = "__braid_chunks__"  # a head's field: the chunked write it stands for
+MAX_RECORD_BYTES = 512 * 1024  # larger checkpoints are written in chunks of this size
+_NONCE_BYTES = 32  # a chunk's value: the nonce (hex), then its part of the JSON
 
 
 def checkpoint_key(group: str, topics: tuple[str, ...], partition: int) -> str:
@@ -25,16 +38,46 @@ def checkpoint_key(group: str, topics: tuple[str, ...], partition: int) -> str:
 
 
 class CheckpointStore:
-    def __init__(self, kafka: KafkaSettings, producer: Producer, topic: str) -> None:
+    """Writes and loads checkpoints on `topic`, through the processor's producer."""
+
+    def __init__(self, kafka: KafkaSettings, producer: Producer, topic: str,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> None:
         self._kafka = kafka
         self._producer = producer
         self.topic = topic
+        self.max_record_bytes = max_record_bytes
+        # per key, the last chunked write (slot, count, nonce), written or loaded
+        self._last_chunked: dict[str, dict[str, Any]] = {}
 
     def write(self, key: str, state: dict[str, Any],
               on_delivery: DeliveryCallback | None = None) -> None:
-        """Queue a checkpoint; the caller awaits its acknowledgement before committing offsets."""
-        self._producer.produce(self.topic, key=key, value=orjson.dumps(state),
-                               on_delivery=on_delivery)
+        """Queue a checkpoint; the caller awaits its acknowledgement before committing offsets
+        (`on_delivery` is called once, when every record of it is acknowledged)."""
+        value = orjson.dumps(state)
+        if len(value) <= self.max_record_bytes:
+            self._last_chunked.pop(key, None)  # a fallback must never skip this one
+            self._producer.produce(self.topic, key=key, value=value, on_delivery=on_delivery)
+            return
+        size = self.max_record_bytes
+        parts = [value[i:i + size] for i in range(0, len(value), size)]
+        previous = self._last_chunked.get(key)
+        slot = "b" if previous is not None and previous["slot"] == "a" else "a"
+        nonce = uuid.uuid4().hex
+        current = {"slot": slot, "count": len(parts), "nonce": nonce}
+        self._last_chunked[key] = current
+        callback = _joined(on_delivery, len(parts) + 1) if on_delivery is not None else None
+        for i, part in enumerate(parts):
+            self._produce(f"{key}#{slot}#{i}", nonce.encode() + part, callback)
+        head = {CHUNKS_FIELD: {"current": current, "previous": previous}}
+        self._produce(key, orjson.dumps(head), callback)
+
+    def _produce(self, key: str, value: bytes, callback: DeliveryCallback | None) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=value, on_delivery=callback)
+                return
+            except BufferError:  # local queue full: let librdkafka drain it
+                self._producer.poll(0.1)
 
     def load(self, keys: set[str], timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
         """The latest checkpoint for each of `keys`.
@@ -51,6 +94,7 @@ class CheckpointStore:
             }
         )
         found: dict[str, dict[str, Any]] = {}
+        chunks: dict[str, bytes] = {}  # latest value of each chunk key of `keys`
         try:
             meta = consumer.list_topics(self.topic, timeout=10).topics[self.topic]
             if meta.error is not None:
@@ -74,13 +118,52 @@ class CheckpointStore:
                 if raw_key == marker:
                     pending.discard(msg.partition())
                     continue
-                key = raw_key.decode()
+                key = raw_key.decode(errors="replace")
+                value = msg.value()
                 if key in keys:
-                    value = msg.value()
                     if value is None:
                         found.pop(key, None)
                     else:
                         found[key] = orjson.loads(value)
+                elif "#" in key and key.rsplit("#", 2)[0] in keys:
+                    if value is None:
+                        chunks.pop(key, None)
+                    else:
+                        chunks[key] = value
         finally:
             consumer.close()
+        for key, state in list(found.items()):
+            self._last_chunked.pop(key, None)
+            if CHUNKS_FIELD in state:
+                found[key] = self._assemble(key, state[CHUNKS_FIELD], chunks)
         return found
+
+    def _assemble(self, key: str, head: dict[str, Any], chunks: dict[str, bytes]
+                  ) -> dict[str, Any]:
+        """The state a head stands for: its current write, else (its chunks did not all land)
+        the previous one."""
+        for write in (head["current"], head.get("previous")):
+            if write is None:
+                continue
+            nonce = str(write["nonce"]).encode()
+            parts = [chunks.get(f"{key}#{write['slot']}#{i}") for i in range(int(write["count"]))]
+            if all(p is not None and p[:_NONCE_BYTES] == nonce for p in parts):
+                self._last_chunked[key] = write
+                return orjson.loads(b"".join(p[_NONCE_BYTES:] for p in parts))  # type: ignore[index]
+        raise RuntimeError(f"checkpoint {key} in {self.topic}: its chunks are missing")
+
+
+def _joined(callback: DeliveryCallback, count: int) -> DeliveryCallback:
+    """One callback for `count` messages: `callback` once, after the last acknowledgement,
+    with the first error if any."""
+    remaining = [count]
+    errors: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            errors.append(error)
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            callback(errors[0] if errors else None, message)
+
+    return on_delivery
