@@ -6,7 +6,7 @@ retyped here); this module only names them so Feast finds them:
 - entities `pair`, `client`;
 - `candles_<d>`, `indicators_<d>` per duration in BRAID_FEAST_DURATIONS (default 1m, 1h), each
   with a Delta batch source over BRAID_FEAST_OFFLINE_ROOT and a push source `<view>_push`;
-- `sensor_features`, `sensor_readings`;
+- `sensor_fa`, `sensor_fi`, `sensor_fd` (raw and binned), `sensor_sx`, `sensor_sy`;
 - feature services `markets_direction_v1`, `sensors_alert_v1`.
 """
 

@@ -11,8 +11,8 @@ these objects so `feast apply` registers them.
   `indicators_<d>`, batch source = the backfill's Delta table filtered on `window_ms`, push
   source `<view>_push` for live rows; event timestamp = the window's end (a candle is known once
   its window has ended, so a training row at time t never sees a candle still open at t);
-- `sensor_features` (`client` -> FA, FI, FD raw values and bins), event timestamp = the SZ
-  reading's time; `sensor_readings` (`client` -> latest SX and SY);
+- per sensors topic a `client` view: `sensor_fa`, `sensor_fi`, `sensor_fd` (raw value and bin),
+  `sensor_sx`, `sensor_sy` (latest category), event timestamp = the reading's time;
 - feature services `markets_direction_v1` (candles and indicators of the first duration) and
   `sensors_alert_v1` (the model's vector: SX, SY, FA, FI, FD bins).
 """
@@ -102,36 +102,46 @@ def market_views(settings: FeastSettings) -> list[FeatureView]:
 
 
 def sensor_views(settings: FeastSettings) -> list[FeatureView]:
-    """`sensor_features` (FA, FI, FD values and bins) and `sensor_readings` (SX, SY)."""
+    """One view per sensors topic, each with its own event time (the reading's):
+    `sensor_fa`, `sensor_fi`, `sensor_fd` (raw value and bin, from the backfill's wide
+    `sensor_features` table) and `sensor_sx`, `sensor_sy` (the latest category). Separate views
+    keep "newer wins" per topic: an FA row never hides a later FI row's time."""
     ttl = timedelta(milliseconds=WINDOW_MS)
     features_source = _delta_source("sensor_features_offline",
                                     settings.table_uri(settings.sensor_features_table),
                                     "timestamp_ms", None)
-    readings_schema = pa.schema([pa.field(name, pa.int64()) for name in CATEGORICAL_SENSORS])
     readings_source = _delta_source("sensor_readings_offline",
                                     settings.table_uri(settings.sensor_readings_table),
                                     "timestamp_ms", None)
-    return [
-        _view("sensor_features", client, FEATURE_TABLE_SCHEMA, ("client",),
-              features_source, ttl, "FA, FI, FD of the latest SZ reading, raw and binned"),
-        _view("sensor_readings", client, readings_schema, (), readings_source, ttl,
-              "The latest SX and SY categories"),
-    ]
+    views = []
+    for name in FEATURES:
+        keep = (name, f"{name}_bin")
+        exclude = tuple(n for n in FEATURE_TABLE_SCHEMA.names if n not in keep)
+        views.append(_view(f"sensor_{name.lower()}", client, FEATURE_TABLE_SCHEMA, exclude,
+                           features_source, ttl,
+                           f"{name} of the latest SZ reading's window, raw and binned"))
+    for name in CATEGORICAL_SENSORS:
+        schema = pa.schema([pa.field(name, pa.int64())])
+        views.append(_view(f"sensor_{name.lower()}", client, schema, (), readings_source, ttl,
+                           f"The latest {name} category"))
+    return views
 
 
 def feature_services(markets: list[FeatureView], sensors: list[FeatureView]
                      ) -> list[FeatureService]:
     """The models' feature services."""
     first = {view.name: view for view in markets[:2]}
-    features_view, readings_view = sensors
-    vector = {f"{name}_bin" for name in FEATURES}
+    by_name = {view.name: view for view in sensors}
+    # the model's input order; categories as they are, window features by their bin
+    vector = [by_name[f"sensor_{name.lower()}"] if name in CATEGORICAL_SENSORS
+              else by_name[f"sensor_{name.lower()}"][[f"{name}_bin"]] for name in VECTOR_FIELDS]
     return [
         FeatureService(name="markets_direction_v1", features=list(first.values()),
                        description="Direction of the next candle: candles and indicators "
                                    f"of {', '.join(first)}"),
         FeatureService(
             name="sensors_alert_v1",
-            features=[readings_view, features_view[sorted(vector)]],
+            features=vector,
             description=f"The alert model's vector {', '.join(VECTOR_FIELDS)} (bins)"),
     ]
 

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 def test_every_indicator_of_features_is_a_float_feature_of_each_indicator_view() -> None:
     _, views, _ = definitions(FeastSettings(offline_root="/tmp/x", durations=["1m", "1h"]))
     by_name = {view.name: view for view in views}
-    assert {"candles_1m", "candles_1h", "indicators_1m", "indicators_1h", "sensor_features",
-            "sensor_readings"} == set(by_name)
+    assert {"candles_1m", "candles_1h", "indicators_1m", "indicators_1h", "sensor_fa",
+            "sensor_fi", "sensor_fd", "sensor_sx", "sensor_sy"} == set(by_name)
     for name in ("indicators_1m", "indicators_1h"):
         features = {f.name: f.dtype for f in by_name[name].features}
         assert set(INDICATOR_COLUMNS) <= set(features)
@@ -38,18 +38,18 @@ def test_every_indicator_of_features_is_a_float_feature_of_each_indicator_view()
     ttl, source = by_name["indicators_1h"].ttl, by_name["indicators_1m"].batch_source
     assert ttl is not None and ttl.total_seconds() == 2 * 3600
     assert source is not None and source.tags["braid.window_ms"] == "60000"
-    sensors = {f.name for f in by_name["sensor_features"].features}
-    assert {*FEATURES, *(f"{f}_bin" for f in FEATURES)} <= sensors
+    for name in FEATURES:
+        fields = {f.name: f.dtype for f in by_name[f"sensor_{name.lower()}"].features}
+        assert fields == {name: Float64, f"{name}_bin": Int64}
 
 
 def test_feature_services_name_the_models_inputs() -> None:
     _, _, services = definitions(FeastSettings(offline_root="/tmp/x"))
     by_name = {s.name: s for s in services}
-    alert = {(p.name, f.name) for p in by_name["sensors_alert_v1"].feature_view_projections
-             for f in p.features}
-    assert alert == {("sensor_readings", "SX"), ("sensor_readings", "SY"),
-                     ("sensor_features", "FA_bin"), ("sensor_features", "FI_bin"),
-                     ("sensor_features", "FD_bin")}
+    alert = [(p.name, f.name) for p in by_name["sensors_alert_v1"].feature_view_projections
+             for f in p.features]
+    assert alert == [("sensor_sx", "SX"), ("sensor_sy", "SY"), ("sensor_fa", "FA_bin"),
+                     ("sensor_fi", "FI_bin"), ("sensor_fd", "FD_bin")]
     markets = [p.name for p in by_name["markets_direction_v1"].feature_view_projections]
     assert markets == ["candles_1m", "indicators_1m"]
 

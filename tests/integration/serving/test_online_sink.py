@@ -19,6 +19,7 @@ from tests.integration.serving.offline_tables import local_repo
 pytestmark = pytest.mark.integration
 
 TOPIC = "technical_indicators"
+KINDS = {TOPIC: "indicators", "FA": "sensor_feature", "SX": "sensor_reading:SX"}
 
 
 def _messages(indicators: pa.Table, pair: str, count: int) -> list[dict[str, object]]:
@@ -45,7 +46,7 @@ def test_newest_row_wins_older_rows_never_overwrite_and_bad_rows_go_to_dead_lett
     store = local_repo(tmp_path / "repo", offline_root)
     rows = _messages(market_tables[1], "XBT/USD", 800)
     encoded = [orjson.dumps(r) for r in rows]
-    operator = OnlineSinkOperator(OnlineWriter(store), {TOPIC: "indicators"})
+    operator = OnlineSinkOperator(OnlineWriter(store), KINDS)
     for start in range(0, 700, 100):
         assert operator.process(_batch(encoded[start:start + 100], start), 0).dead_letters == []
     newest = rows[699]
@@ -70,14 +71,46 @@ def test_a_replay_after_a_crash_leaves_the_store_as_an_uninterrupted_run(
     rows = _messages(market_tables[1], "ETH/USD", 600)
     encoded = [orjson.dumps(r) for r in rows]
     straight = local_repo(tmp_path / "straight", offline_root)
-    OnlineSinkOperator(OnlineWriter(straight), {TOPIC: "indicators"}).process(
+    OnlineSinkOperator(OnlineWriter(straight), KINDS).process(
         _batch(encoded, 0), 0)
     crashed = local_repo(tmp_path / "crashed", offline_root)
-    first = OnlineSinkOperator(OnlineWriter(crashed), {TOPIC: "indicators"})
+    first = OnlineSinkOperator(OnlineWriter(crashed), KINDS)
     first.process(_batch(encoded[:450], 0), 0)
     snapshot = {"next_offset": {TOPIC: 300}}  # the last checkpoint was older than the writes
-    restarted = OnlineSinkOperator(OnlineWriter(crashed), {TOPIC: "indicators"})
+    restarted = OnlineSinkOperator(OnlineWriter(crashed), KINDS)
     restarted.restore(snapshot)
     restarted.process(_batch(encoded[300:], 300), 0)
     assert _online(restarted.writer, "ETH/USD") == _online(OnlineWriter(straight), "ETH/USD")
     assert _online(restarted.writer, "ETH/USD")["window_start_ms"] == [rows[-1]["window_start_ms"]]
+
+
+def test_sensor_features_and_readings_reach_their_views_newest_reading_first(
+        tmp_path: Path, offline_root: Path) -> None:
+    store = local_repo(tmp_path / "repo", offline_root)
+    operator = OnlineSinkOperator(OnlineWriter(store), KINDS)
+
+    def fa(ts: int, value: float, bin_: int) -> bytes:
+        return orjson.dumps({"v": 1, "client": "c1", "feature": "FA", "timestamp_ms": ts,
+                             "value": value, "bin": bin_, "edges_version": "e1",
+                             "window_ms": 600_000, "count": 3})
+
+    batch: list[bytes | None] = [fa(1_700_000_000_500, 0.25, 2), fa(1_700_000_000_900, 0.75, 7),
+             fa(1_700_000_000_100, 0.5, 5)]  # the last arrived is the oldest
+    sensors = InputBatch("FA", 3, np.arange(3, dtype=np.int64), [b"c1"] * 3, batch)
+    assert operator.process(sensors, 0).dead_letters == []
+    readings = InputBatch("SX", 3, np.arange(2, dtype=np.int64), [b"c1"] * 2, [
+        orjson.dumps({"v": 1, "client": "c1", "timestamp_ms": 1_700_000_000_001, "value": 4}),
+        orjson.dumps({"v": 1, "client": "c1", "timestamp_ms": 1_700_000_000_002, "value": 2.5})])
+    letters = operator.process(readings, 0).dead_letters
+    assert [d.reason for d in letters] == ["schema: SX must be an integer category"]
+    # a later batch with a row 1 ms newer than the stored one is written (ms, not s, precision)
+    operator.process(InputBatch("FA", 3, np.array([3]), [b"c1"], [fa(1_700_000_000_901, 1.5, 9)]),
+                     0)
+    online = store.get_online_features(
+        features=["sensor_fa:FA", "sensor_fa:FA_bin", "sensor_sx:SX"],
+        entity_rows=[{"client": "c1"}]).to_dict()
+    assert online == {"client": ["c1"], "FA": [1.5], "FA_bin": [9], "SX": [4]}
+    operator.process(InputBatch("FA", 3, np.array([4]), [b"c1"], [fa(1_700_000_000_900, 0.0, 0)]),
+                     0)
+    assert store.get_online_features(features=["sensor_fa:FA"],
+                                     entity_rows=[{"client": "c1"}]).to_dict()["FA"] == [1.5]
