@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from feast import FeatureStore
 
@@ -16,6 +18,22 @@ class ServingError(RuntimeError):
     """A serving request that cannot be answered; the message is one line for the user."""
 
 
+def feast_redis_connection(url: str) -> str:
+    """`redis://[:password@]host:port[/db]` -> Feast's `host:port,db=N[,password=...]`."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise ServingError(f"not a Redis URL: {url!r} (redis://host:port/db)")
+    parts = [f"{parsed.hostname}:{parsed.port or 6379}"]
+    db = parsed.path.strip("/")
+    if db:
+        parts.append(f"db={int(db)}")
+    if parsed.password:
+        parts.append(f"password={parsed.password}")
+    if parsed.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
 def open_store(profile: str = "local", repo_path: Path | str = FEATURE_REPO) -> FeatureStore:
     """The feature store of `repo_path` under `profile` (local, redis or gcp)."""
     if profile not in PROFILES:
@@ -24,4 +42,11 @@ def open_store(profile: str = "local", repo_path: Path | str = FEATURE_REPO) -> 
     yaml = repo / PROFILES[profile]
     if not yaml.exists():
         raise ServingError(f"no {yaml.name} in {repo}")
+    if profile != "local" and not os.environ.get("BRAID_FEAST_REDIS"):
+        # the yaml reads ${BRAID_FEAST_REDIS}; the local stack publishes REDIS_URL
+        url = os.environ.get("REDIS_URL")
+        if not url:
+            raise ServingError(f"profile {profile} needs BRAID_FEAST_REDIS (host:port) or "
+                               "REDIS_URL (redis://host:port/0)")
+        os.environ["BRAID_FEAST_REDIS"] = feast_redis_connection(url)
     return FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)

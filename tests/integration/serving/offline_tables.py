@@ -7,6 +7,7 @@ The tables are written as the trades backfill writes them (`candles`, `indicator
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +65,16 @@ def with_day(table: pa.Table) -> pa.Table:
     return table.append_column("day", days)
 
 
-def local_repo(repo: Path, offline_root: Path) -> FeatureStore:
-    """A Feast repo at `repo` (SQLite online, Braid's DuckDB offline store), definitions applied."""
+def local_repo(repo: Path, offline_root: Path, redis: str | None = None) -> FeatureStore:
+    """A Feast repo at `repo` (SQLite online, or Redis at Feast connection string `redis`;
+    Braid's DuckDB offline store), definitions applied."""
     repo.mkdir(parents=True, exist_ok=True)
+    online = (f"online_store:\n  type: redis\n  connection_string: '{redis}'\n" if redis
+              else "online_store:\n  type: sqlite\n  path: online.db\n")
     (repo / "feature_store.yaml").write_text(
-        "project: braid_test\nprovider: local\nregistry: registry.db\n"
-        "online_store:\n  type: sqlite\n  path: online.db\n"
+        f"project: p{hashlib.sha1(str(repo).encode()).hexdigest()[:12]}\nprovider: local\n"
+        "registry: registry.db\n"
+        + online +
         "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
         "entity_key_serialization_version: 3\n")
     store = FeatureStore(repo_path=str(repo))

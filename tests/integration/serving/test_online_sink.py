@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from features.indicators import INDICATOR_COLUMNS
+from serving.store import feast_redis_connection
 from streaming.runtime.records import InputBatch
 from streaming.sinks.online_store import OnlineSinkOperator, OnlineWriter
 from tests.integration.serving.offline_tables import local_repo
@@ -114,3 +115,21 @@ def test_sensor_features_and_readings_reach_their_views_newest_reading_first(
                      0)
     assert store.get_online_features(features=["sensor_fa:FA"],
                                      entity_rows=[{"client": "c1"}]).to_dict()["FA"] == [1.5]
+
+
+def test_on_redis_the_sink_writes_the_newest_row_and_a_replay_changes_nothing(
+        tmp_path: Path, offline_root: Path, market_tables: tuple[pa.Table, pa.Table],
+        redis_url: str) -> None:
+    store = local_repo(tmp_path / "redis", offline_root, feast_redis_connection(redis_url))
+    rows = _messages(market_tables[1], "XBT/USD", 700)
+    encoded = [orjson.dumps(r) for r in rows]
+    OnlineSinkOperator(OnlineWriter(store), KINDS).process(_batch(encoded[:650], 0), 0)
+    before = _online(OnlineWriter(store), "XBT/USD")
+    assert before["window_start_ms"] == [rows[649]["window_start_ms"]]
+    assert before["rsi_14"][0] == pytest.approx(rows[649]["rsi_14"], abs=1e-9)
+    restarted = OnlineSinkOperator(OnlineWriter(store), KINDS)  # a new process: empty memory
+    restarted.process(_batch(encoded[:600], 0), 0)  # replay of older rows
+    assert _online(restarted.writer, "XBT/USD") == before
+    assert restarted.writer.rows_written == 0
+    restarted.process(_batch(encoded[600:], 600), 0)
+    assert _online(restarted.writer, "XBT/USD")["window_start_ms"] == [rows[-1]["window_start_ms"]]
