@@ -11,9 +11,10 @@ Bollinger bands, whose variance is summed in another order (within 1e-15 relativ
 Every kernel takes the input columns, the window length and the first row to compute, and
 fills an output array for rows `first..n-1` (row `t` sees `t - window + 1 .. t`); the caller
 ensures `first >= window - 1`. The per-window functions (`_..._window`) mirror TA-Lib's C
-functions and are the one place to read an algorithm; the costliest (ADX, RSI, stochastic RSI)
-also have a kernel that advances BLOCK windows side by side with the same operations, which the
-compiler vectorises (tests hold it equal to the per-window function, bit for bit).
+functions and are the one place to read an algorithm; the recursive ones (EMA, RSI, MACD, ATR,
+ADX, stochastic RSI) also have a kernel that advances BLOCK windows side by side with the same
+operations, which the compiler can vectorise (tests hold it equal to the per-window function,
+bit for bit).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from numba.extending import intrinsic
 
 EPSILON = 1e-14
 """TA-Lib's `TA_EPSILON`: its zero tests (`TA_IS_ZERO`) treat |v| < this as zero."""
+
+BLOCK = 256
+"""Windows evaluated side by side by the vectorised kernels (their state fits in L1)."""
 
 
 def _fma_typing(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
@@ -368,8 +372,25 @@ def sma(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None
 
 @njit(cache=True, error_model="numpy")
 def ema(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None:
-    for t in range(first, x.shape[0]):
-        out[t - first] = _ema_window(x, t - w + 1, w, period)
+    """`_ema_window` for every row, BLOCK windows advanced side by side (SIMD)."""
+    n = x.shape[0]
+    k = 2.0 / (period + 1)
+    prev = np.empty(BLOCK)
+    for t0 in range(first, n, BLOCK):
+        m = min(BLOCK, n - t0)
+        s0 = t0 - w + 1
+        for r in range(m):
+            prev[r] = 0.0
+        for i in range(period):
+            for r in range(m):
+                prev[r] += x[s0 + r + i]
+        for r in range(m):
+            prev[r] = prev[r] / period
+        for i in range(period, w):
+            for r in range(m):
+                prev[r] = _fma(k, x[s0 + r + i] - prev[r], prev[r])
+        for r in range(m):
+            out[t0 + r - first] = prev[r]
 
 
 @njit(cache=True, error_model="numpy")
@@ -427,11 +448,57 @@ def macd(
     x: np.ndarray, w: int, fast: int, slow: int, signal: int, first: int,
     out_macd: np.ndarray, out_signal: np.ndarray, out_hist: np.ndarray,
 ) -> None:
-    for t in range(first, x.shape[0]):
-        m, sig, hist = _macd_window(x, t - w + 1, w, fast, slow, signal)
-        out_macd[t - first] = m
-        out_signal[t - first] = sig
-        out_hist[t - first] = hist
+    """`_macd_window` for every row, BLOCK windows advanced side by side (SIMD)."""
+    n = x.shape[0]
+    slow_k = 2.0 / (slow + 1)
+    fast_k = 2.0 / (fast + 1)
+    signal_k = 2.0 / (signal + 1)
+    slow_ema = np.empty(BLOCK)
+    fast_ema = np.empty(BLOCK)
+    line = np.empty(BLOCK)
+    signal_ema = np.empty(BLOCK)
+    for t0 in range(first, n, BLOCK):
+        m = min(BLOCK, n - t0)
+        s0 = t0 - w + 1
+        for r in range(m):
+            slow_ema[r] = 0.0
+            fast_ema[r] = 0.0
+        for i in range(slow - fast):
+            for r in range(m):
+                slow_ema[r] += x[s0 + r + i]
+        for i in range(slow - fast, slow):
+            for r in range(m):
+                value = x[s0 + r + i]
+                fast_ema[r] += value
+                slow_ema[r] += value
+        for r in range(m):
+            slow_ema[r] = slow_ema[r] / slow
+            fast_ema[r] = fast_ema[r] / fast
+            line[r] = fast_ema[r] - slow_ema[r]
+            signal_ema[r] = 0.0 + line[r]
+        for i in range(slow, slow + signal - 1):
+            for r in range(m):
+                value = x[s0 + r + i]
+                f = _fma(fast_k, value - fast_ema[r], fast_ema[r])
+                sl = _fma(slow_k, value - slow_ema[r], slow_ema[r])
+                fast_ema[r] = f
+                slow_ema[r] = sl
+                signal_ema[r] += f - sl
+        for r in range(m):
+            signal_ema[r] = signal_ema[r] / signal
+        for i in range(slow + signal - 1, w):
+            for r in range(m):
+                value = x[s0 + r + i]
+                f = _fma(fast_k, value - fast_ema[r], fast_ema[r])
+                sl = _fma(slow_k, value - slow_ema[r], slow_ema[r])
+                fast_ema[r] = f
+                slow_ema[r] = sl
+                line[r] = f - sl
+                signal_ema[r] = _fma(signal_k, line[r] - signal_ema[r], signal_ema[r])
+        for r in range(m):
+            out_macd[t0 + r - first] = line[r]
+            out_signal[t0 + r - first] = signal_ema[r]
+            out_hist[t0 + r - first] = line[r] - signal_ema[r]
 
 
 @njit(cache=True, error_model="numpy")
@@ -453,12 +520,35 @@ def atr(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, w: int, period: int, first: int,
     out: np.ndarray,
 ) -> None:
-    for t in range(first, close.shape[0]):
-        out[t - first] = _atr_window(high, low, close, t - w + 1, w, period)
-
-
-BLOCK = 256
-"""Windows evaluated side by side by the vectorised kernels (their state fits in L1)."""
+    """`_atr_window` for every row, BLOCK windows advanced side by side (SIMD)."""
+    n = close.shape[0]
+    keep = (period - 1) / period
+    new = 1.0 - keep
+    prev = np.empty(BLOCK)
+    for t0 in range(first, n, BLOCK):
+        m = min(BLOCK, n - t0)
+        s0 = t0 - w + 1
+        for r in range(m):
+            prev[r] = 0.0
+        for i in range(1, 1 + period):
+            for r in range(m):
+                prev[r] += _true_range(high, low, close, s0 + r + i)
+        for r in range(m):
+            prev[r] = prev[r] / period
+        for i in range(1 + period, w):
+            for r in range(m):
+                j = s0 + r + i
+                hj = high[j]
+                lj = low[j]
+                cp = close[j - 1]
+                greatest = hj - lj  # _true_range, branch-free so that it vectorises
+                value = abs(cp - hj)
+                greatest = value if value > greatest else greatest
+                value = abs(lj - cp)
+                greatest = value if value > greatest else greatest
+                prev[r] = _fma(keep, prev[r], greatest * new)
+        for r in range(m):
+            out[t0 + r - first] = prev[r]
 
 
 @njit(cache=True, error_model="numpy")
@@ -569,6 +659,8 @@ def stochrsi(
     ks = np.empty((fastd, BLOCK))
     total = np.empty(BLOCK)
     last_d = np.zeros(BLOCK)
+    lows = np.empty(BLOCK)
+    highs = np.empty(BLOCK)
     for t0 in range(first, n, BLOCK):
         m = min(BLOCK, n - t0)
         s0 = t0 - w + 1
@@ -593,12 +685,16 @@ def stochrsi(
                 continue
             kc = count - fastk  # index of this %K
             for r in range(m):
-                lowest = rsis[0, r]
-                highest = lowest
-                for q in range(1, fastk):
+                lows[r] = rsis[0, r]
+                highs[r] = rsis[0, r]
+            for q in range(1, fastk):
+                for r in range(m):
                     v = rsis[q, r]
-                    lowest = v if v < lowest else lowest
-                    highest = v if v > highest else highest
+                    lows[r] = v if v < lows[r] else lows[r]
+                    highs[r] = v if v > highs[r] else highs[r]
+            for r in range(m):
+                lowest = lows[r]
+                highest = highs[r]
                 diff = highest - lowest
                 flat = abs(diff) <= EPSILON * (abs(highest) + abs(lowest))
                 k = 0.0 if flat else ((rsis[slot, r] - lowest) / diff) * 100.0

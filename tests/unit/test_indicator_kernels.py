@@ -45,3 +45,18 @@ def test_rsi_and_stochrsi_blocks_equal_one_window_functions() -> None:
     for i, t in enumerate(range(FIRST, N)):
         k._rsi_window(close, t - w + 1, w, period, values)
         assert (out_k[i], out_d[i]) == k._stochf_last(values, 5, 3)
+
+
+def test_ema_macd_and_atr_blocks_equal_one_window_functions() -> None:
+    high, low, close = _series(N, seed=5)
+    out = np.empty(N - FIRST)
+    k.ema(close, 251, 20, FIRST, out)
+    np.testing.assert_array_equal(
+        out, [k._ema_window(close, t - 250, 251, 20) for t in range(FIRST, N)])
+    k.atr(high, low, close, 326, 14, FIRST, out)
+    np.testing.assert_array_equal(
+        out, [k._atr_window(high, low, close, t - 325, 326, 14) for t in range(FIRST, N)])
+    lines, signals, hists = np.empty(N - FIRST), np.empty(N - FIRST), np.empty(N - FIRST)
+    k.macd(close, 645, 12, 26, 9, FIRST, lines, signals, hists)
+    expected = [k._macd_window(close, t - 644, 645, 12, 26, 9) for t in range(FIRST, N)]
+    np.testing.assert_array_equal(np.c_[lines, signals, hists], np.array(expected))
