@@ -1,0 +1,82 @@
+"""The consistency report: 100% when the sink served the batch layer's rows, and it finds
+exactly one value corrupted on purpose."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from features.indicators import INDICATOR_COLUMNS
+from serving.consistency import consistency_report
+from streaming.runtime.records import InputBatch
+from streaming.sinks.online_store import OnlineSinkOperator, OnlineWriter
+from tests.integration.serving.offline_tables import local_repo
+
+pytestmark = pytest.mark.integration
+
+START, END = datetime(2018, 1, 1, tzinfo=UTC), datetime(2019, 1, 1, tzinfo=UTC)
+
+
+def _sink_all(store: object, table: pa.Table, topic: str, kind: str, pairs: list[str]) -> None:
+    rows = table.filter(pc.is_in(table["pair"], pa.array(pairs))).to_pylist()
+    values = [orjson.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                            for k, v in r.items()}) for r in rows]
+    operator = OnlineSinkOperator(OnlineWriter(store), {topic: kind})  # type: ignore[arg-type]
+    emission = operator.process(InputBatch(topic, 0, np.arange(len(values)), [None] * len(values),
+                                           list(values)), 0)
+    assert emission.dead_letters == []
+
+
+def test_served_rows_match_the_offline_rows_and_one_corrupted_value_is_found(
+        tmp_path: Path, offline_root: Path, market_tables: tuple[pa.Table, pa.Table]) -> None:
+    store = local_repo(tmp_path / "repo", offline_root)
+    candles, indicators = market_tables
+    _sink_all(store, candles, "candles", "candles", ["XBT/USD", "ETH/USD"])
+    _sink_all(store, indicators, "technical_indicators", "indicators", ["XBT/USD"])
+    report = consistency_report(store, START, END, "markets")
+    views = {v.view: v for v in report.views}
+    assert views["candles_1m"].compared == 2 and views["candles_1h"].compared == 2
+    assert views["indicators_1m"].compared == 1 and views["indicators_1h"].compared == 1
+    assert views["indicators_1m"].missing == 1  # ETH/USD was never served
+    assert views["indicators_1m"].missing_examples[0]["entity"] == "ETH/USD"
+    assert all(f.match_rate == 1.0 for f in report.features)
+    assert {f.feature for f in report.features if f.view == "indicators_1m"} >= set(
+        INDICATOR_COLUMNS)
+
+    # corrupt one served value: the latest XBT/USD 1m RSI, same event time
+    minute = indicators.filter(pc.and_(pc.equal(indicators["pair"], "XBT/USD"),
+                                       pc.equal(indicators["window_ms"], 60_000)))
+    last = minute.slice(minute.num_rows - 1).to_pylist()[0]
+    frame = pd.DataFrame([{**{k: v for k, v in last.items() if k != "window_ms"},
+                           "rsi_14": last["rsi_14"] + 0.5}])
+    frame["event_timestamp"] = pd.to_datetime(frame["window_end_ms"], unit="ms", utc=True)
+    store.write_to_online_store("indicators_1m", frame)
+    report = consistency_report(store, START, END, "markets")
+    wrong = [f for f in report.features if f.match_rate < 1.0]
+    assert [(f.view, f.feature, f.compared - f.matched) for f in wrong] == [
+        ("indicators_1m", "rsi_14", 1)]
+    assert wrong[0].max_abs_diff == pytest.approx(0.5, abs=1e-9)
+    assert wrong[0].examples[0]["offline"] == last["rsi_14"]
+
+    repo = tmp_path / "repo"
+    result = CliRunner().invoke(app, [
+        "consistency", "--from", "2018-01-01", "--to", "2019-01-01", "--repo", str(repo),
+        "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")])
+    assert result.exit_code == 1, result.output
+    assert "rsi_14" in result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    rsi = next(f for f in data["features"] if f["view"] == "indicators_1m"
+               and f["feature"] == "rsi_14")
+    assert rsi["compared"] - rsi["matched"] == 1
+    assert "<svg" in (tmp_path / "r.html").read_text()
