@@ -7,9 +7,10 @@ where `date` is the UTC date of each message's event time (`timestamp_ms` in its
 that wrote it: one flush of one topic-partition writes one object per date it holds, all named
 with the same range.
 
-Each row keeps where it came from (`partition`, `offset`), the Kafka key, the raw message and its
-decoded fields (null where undecodable), so the batch layer can apply the stream's own
-validation and arrival order.
+Each row keeps where it came from (`partition`, `offset`), the Kafka key, the raw message, its
+Kafka timestamp (`kafka_timestamp_ms`: the ingestion time the stream checks event times against,
+`features.event_time`; null where the broker gave none) and its decoded fields (null where
+undecodable), so the batch layer can apply the stream's own validation and arrival order.
 
 No loss, no duplicates across restarts (kill -9 included):
 - objects are written atomically (temporary name, then copy; see `object_store`), and offsets are
@@ -36,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 
+from features.event_time import NO_INGESTION_TIME
 from streaming.runtime.json_batch import decode_json_batch
 from streaming.runtime.operator import PartitionOperator, Snapshot
 from streaming.runtime.records import Emission, InputBatch
@@ -72,6 +74,14 @@ def _dates(timestamp_ms: pa.ChunkedArray) -> np.ndarray:
     ts = pc.fill_null(timestamp_ms, 0).to_numpy()
     days = np.where(ts > 0, ts, 0).astype("datetime64[ms]").astype("datetime64[D]")
     return np.where(ts > 0, days.astype(str), "invalid")
+
+
+def _ingestion_times(batch: InputBatch) -> pa.Array:
+    """The batch's Kafka timestamps as a column, null where unknown."""
+    if batch.timestamps is None:
+        return pa.nulls(len(batch), pa.int64())
+    stamps = np.asarray(batch.timestamps, dtype=np.int64)
+    return pa.array(stamps, pa.int64(), mask=stamps == NO_INGESTION_TIME)
 
 
 @dataclass
@@ -127,6 +137,7 @@ class ArchiveOperator(PartitionOperator):
             "offset": pa.array(batch.offsets, pa.int64()),
             "key": pa.array(keys, pa.string()),
             "message": pa.array(batch.values, pa.binary()),
+            "kafka_timestamp_ms": _ingestion_times(batch),
         })
         for name in decoded.column_names:
             meta = meta.append_column(name, decoded[name])

@@ -181,3 +181,20 @@ def test_a_kraken_csv_has_no_ingestion_time_so_the_rule_does_not_apply() -> None
     content = b"Time,Price,Amount\n" + f"{year_2100_s},100.0,1.0\n".encode()
     parsed = parse_trade_file(content, "XBTUSD_kraken_trades.csv", 0)
     assert parsed["reject_reason"].to_pylist() == [None]
+
+
+def test_the_sensor_archive_keeps_each_reading_s_kafka_timestamp(tmp_path) -> None:
+    """So a backfill of the archive can apply the same rule (null where the broker gave none)."""
+    from features.sensors.schemas import READING_WIRE_SCHEMA
+    from streaming.sinks.gcs_parquet_archive import ArchiveConfig, ArchiveOperator
+    from streaming.sinks.object_store import LocalStore
+
+    store = LocalStore(str(tmp_path))
+    operator = ArchiveOperator(ArchiveConfig({"SZ": READING_WIRE_SCHEMA}, max_rows=2), store, 0)
+    values: list[bytes | None] = [
+        orjson.dumps({"v": 1, "client": "c1", "timestamp_ms": ts, "value": 1.0})
+        for ts in (NOW, PROBE)]
+    operator.process(_batch(values, [NOW, NO_INGESTION_TIME], "SZ"), NOW)
+    names = [n for n in store.list("topic=SZ/") if n.endswith(".parquet")]  # one per date
+    archived = pa.concat_tables([pq.read_table(tmp_path / n) for n in names]).sort_by("offset")
+    assert archived["kafka_timestamp_ms"].to_pylist() == [NOW, None]
