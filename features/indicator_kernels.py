@@ -19,11 +19,16 @@ bit for bit).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
+
+_CACHE = os.path.isfile(__file__)
+"""numba caches compiled kernels beside this file; not when it is imported from a zip (the
+`--py-files` archive on a cluster), where there is nowhere to cache and each worker compiles."""
 
 EPSILON = 1e-14
 """TA-Lib's `TA_EPSILON`: its zero tests (`TA_IS_ZERO`) treat |v| < this as zero."""
@@ -45,12 +50,12 @@ _fma: Any = intrinsic(_fma_typing)
 """fma(a, b, c): a * b + c rounded once (C's `fma`), as TA-Lib 0.8's EMA recursions compute."""
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _is_zero(value: float) -> bool:
     return -EPSILON < value < EPSILON
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray, i: int) -> float:
     """TA-Lib's true range of candle `i` (needs candle `i - 1`)."""
     greatest = high[i] - low[i]
@@ -66,7 +71,7 @@ def _true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray, i: int) ->
 # --- one window: TA-Lib's C code, window x[s : s + w] -------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _sma_window(x: np.ndarray, s: int, period: int) -> float:
     total = 0.0
     for i in range(s, s + period):
@@ -74,7 +79,7 @@ def _sma_window(x: np.ndarray, s: int, period: int) -> float:
     return total / period
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _ema_window(x: np.ndarray, s: int, w: int, period: int) -> float:
     k = 2.0 / (period + 1)
     prev = 0.0
@@ -86,7 +91,7 @@ def _ema_window(x: np.ndarray, s: int, w: int, period: int) -> float:
     return prev
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _rsi_window(x: np.ndarray, s: int, w: int, period: int, out: np.ndarray) -> None:
     """RSI over x[s : s + w]; writes the last `len(out)` RSI values of the window to `out`.
 
@@ -130,7 +135,7 @@ def _rsi_window(x: np.ndarray, s: int, w: int, period: int, out: np.ndarray) -> 
         today += 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _macd_window(
     x: np.ndarray, s: int, w: int, fast: int, slow: int, signal: int
 ) -> tuple[float, float, float]:
@@ -170,7 +175,7 @@ def _macd_window(
     return macd, prev_signal, macd - prev_signal
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _stddev_window(x: np.ndarray, s: int, period: int, mean: float) -> float:
     """Population standard deviation of x[s : s + period] (two passes: no cancellation).
 
@@ -185,7 +190,7 @@ def _stddev_window(x: np.ndarray, s: int, period: int, mean: float) -> float:
     return np.sqrt(variance) if variance >= EPSILON else 0.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _atr_window(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, s: int, w: int, period: int
 ) -> float:
@@ -203,7 +208,7 @@ def _atr_window(
     return prev
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _adx_window(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, s: int, w: int, period: int
 ) -> float:
@@ -273,7 +278,7 @@ def _adx_window(
     return prev_adx
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _obv_window(close: np.ndarray, volume: np.ndarray, s: int, w: int) -> float:
     obv = volume[s]
     prev = close[s]
@@ -287,7 +292,7 @@ def _obv_window(close: np.ndarray, volume: np.ndarray, s: int, w: int) -> float:
     return obv
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _mfi_window(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, s: int,
     period: int,
@@ -319,7 +324,7 @@ def _mfi_window(
     return (share / total) * 100.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _stochf_last(values: np.ndarray, fastk: int, fastd: int) -> tuple[float, float]:
     """TA-Lib's fast %K and %D (SMA) over the whole of `values`: the last of each.
 
@@ -355,7 +360,7 @@ def _stochf_last(values: np.ndarray, fastk: int, fastd: int) -> tuple[float, flo
     return ks[count - 1], last_d
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _roc_window(x: np.ndarray, s: int, period: int) -> float:
     previous = x[s]
     return (x[s + period] / previous - 1.0) * 100.0 if previous != 0.0 else 0.0
@@ -364,13 +369,13 @@ def _roc_window(x: np.ndarray, s: int, period: int) -> float:
 # --- every window -------------------------------------------------------------------------
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def sma(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None:
     for t in range(first, x.shape[0]):
         out[t - first] = _sma_window(x, t - w + 1, period)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def ema(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None:
     """`_ema_window` for every row, BLOCK windows advanced side by side (SIMD)."""
     n = x.shape[0]
@@ -393,7 +398,7 @@ def ema(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None
             out[t0 + r - first] = prev[r]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _rsi_seed(
     x: np.ndarray, s0: int, m: int, period: int, gain: np.ndarray, loss: np.ndarray
 ) -> None:
@@ -414,13 +419,13 @@ def _rsi_seed(
         loss[r] *= inverse
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def _rsi_value(gain: float, loss: float) -> float:
     total = loss + gain
     return (gain / total) * 100.0 if total > 0.0 else 0.0
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def rsi(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None:
     """`_rsi_window` for every row, BLOCK windows advanced side by side (SIMD)."""
     n = x.shape[0]
@@ -443,7 +448,7 @@ def rsi(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None
             out[t0 + r - first] = _rsi_value(gain[r], loss[r])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def macd(
     x: np.ndarray, w: int, fast: int, slow: int, signal: int, first: int,
     out_macd: np.ndarray, out_signal: np.ndarray, out_hist: np.ndarray,
@@ -501,7 +506,7 @@ def macd(
             out_hist[t0 + r - first] = line[r] - signal_ema[r]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def bbands(
     x: np.ndarray, w: int, period: int, deviations: float, first: int,
     out_upper: np.ndarray, out_middle: np.ndarray, out_lower: np.ndarray,
@@ -515,7 +520,7 @@ def bbands(
         out_lower[t - first] = middle - spread
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def atr(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, w: int, period: int, first: int,
     out: np.ndarray,
@@ -551,7 +556,7 @@ def atr(
             out[t0 + r - first] = prev[r]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def adx(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, w: int, period: int, first: int,
     out: np.ndarray,
@@ -624,13 +629,13 @@ def adx(
             out[t0 + r - first] = adx_[r]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def obv(close: np.ndarray, volume: np.ndarray, w: int, first: int, out: np.ndarray) -> None:
     for t in range(first, close.shape[0]):
         out[t - first] = _obv_window(close, volume, t - w + 1, w)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def mfi(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, w: int,
     period: int, first: int, out: np.ndarray,
@@ -639,7 +644,7 @@ def mfi(
         out[t - first] = _mfi_window(high, low, close, volume, t - w + 1, period)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def stochrsi(
     x: np.ndarray, w: int, period: int, fastk: int, fastd: int, first: int,
     out_k: np.ndarray, out_d: np.ndarray,
@@ -709,7 +714,7 @@ def stochrsi(
             out_d[t0 + r - first] = last_d[r]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=_CACHE, error_model="numpy")
 def roc(x: np.ndarray, w: int, period: int, first: int, out: np.ndarray) -> None:
     for t in range(first, x.shape[0]):
         out[t - first] = _roc_window(x, t - w + 1, period)
