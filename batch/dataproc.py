@@ -1,9 +1,11 @@
 """Submit the trades backfill to a Dataproc cluster as a PySpark job.
 
 The job runs `batch/backfill_trades.py` unchanged. Braid's code travels as a zip of `features/`
-and `batch/` (`--py-files`); delta-spark comes as a Maven package (`spark.jars.packages`) with
-its SQL extension and catalog configured, so on Dataproc the backfill writes Delta through
-delta-spark and reads/writes `gs://` through the cluster's GCS connector. The cluster's Python
+and `batch/` (`--py-files`); delta-spark and Spark's Kafka source come as Maven packages
+(`spark.jars.packages`, the same coordinates as the local jars: `batch.spark_session`) with
+Delta's SQL extension and catalog configured, so on Dataproc the backfill writes Delta through
+delta-spark, reads a Kafka topic with `--kafka-topic`, and reads/writes `gs://` through the
+cluster's GCS connector. The cluster's Python
 needs Braid's runtime dependencies (pyarrow, numpy, ta-lib, structlog, deltalake): install them
 with the `dataproc:pip.packages` cluster property or an initialization action.
 
@@ -18,7 +20,6 @@ import tempfile
 import uuid
 import zipfile
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +27,23 @@ import structlog
 from google.cloud import dataproc_v1
 
 from batch.object_storage import filesystem_for, is_gcs
+from batch.spark_session import DELTA_SPARK_PACKAGE, DELTA_SQL_CONF, SPARK_PACKAGES
 
 log = structlog.get_logger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCALA_BINARY = "2.13"
 ENTRY_POINT = "batch/backfill_trades.py"
 CODE_PACKAGES = ("features", "batch")
 
 
 def delta_spark_package() -> str:
-    """Maven coordinates of delta-spark matching the pinned Python package."""
-    return f"io.delta:delta-spark_{SCALA_BINARY}:{version('delta-spark')}"
+    """Maven coordinates of delta-spark for pyspark 4.2 (the jar the local runs use)."""
+    return DELTA_SPARK_PACKAGE
 
 
 def delta_spark_properties() -> dict[str, str]:
-    return {
-        "spark.jars.packages": delta_spark_package(),
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-    }
+    """Spark properties bringing delta-spark and the Kafka source, with Delta's SQL conf."""
+    return {"spark.jars.packages": ",".join(SPARK_PACKAGES), **DELTA_SQL_CONF}
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,25 @@
 """The offline-store writer: a Spark DataFrame into a partitioned Delta table.
 
-Two routes, one result:
-- **delta-spark**, when its jars are on the classpath (Dataproc with `io.delta:delta-spark`):
-  `df.write.format("delta")` with `replaceWhere`, through the Hadoop GCS connector for `gs://`;
-- **delta-rs** otherwise (here): a Python data source (`braid_delta`) whose Spark tasks each write
-  Parquet files (one per partition they hold) and return add actions; the driver commits them in
-  one Delta transaction (`batch.delta_log.commit_files`).
+**delta-spark** writes it: `df.write.format("delta")` with `replaceWhere` on the replaced
+partitions (one commit), through Hadoop file systems (`file:`, and `gs://` with the GCS
+connector). Its jars come from Maven Central (`batch.spark_session`); without them the write
+fails with the command that installs them, never silently through another writer.
 
-Either way, a write with `replace` removes every file in the given partitions and adds the new
-ones atomically, so re-running a backfill replaces exactly its range. Each commit carries the run
-id in its commit info; :func:`write_table` returns the version that commit produced.
+A write with `replace` removes every file in the given partitions and adds the new ones in one
+commit, so re-running a backfill replaces exactly its range. Each commit carries the run id
+(`userMetadata`); :func:`write_table` returns the version that commit produced.
+
+The former writer, a Python data source (`braid_delta`) whose tasks write Parquet and whose
+driver commits with delta-rs, is kept only for comparison (`bench/bench_backfill.py` measures
+both in one run) and for `gs://` where no GCS connector is installed (the local GCS emulator):
+`BRAID_DELTA_WRITER=delta-rs` selects it. Reading tables without Spark (history lookups,
+tests, Feast) goes through delta-rs or DuckDB (`batch.delta_log`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,11 +43,28 @@ from batch.object_storage import (
     normalize_uri,
     storage_env,
 )
-from batch.spark_session import delta_spark_available
+from batch.spark_session import gcs_connector_available, require_delta_spark
 
 log = structlog.get_logger(__name__)
 
 DATA_SOURCE_NAME = "braid_delta"
+DELTA_SPARK = "delta-spark"
+DELTA_RS = "delta-rs"
+WRITERS = (DELTA_SPARK, DELTA_RS)
+
+
+def delta_writer(spark: SparkSession | None = None, uri: str | None = None) -> str:
+    """The writer to use: `$BRAID_DELTA_WRITER` when set, else delta-spark, except for `gs://`
+    without the Hadoop GCS connector (the local emulator), which only the delta-rs writer
+    (gcsfs + a mirrored log) reaches."""
+    configured = os.environ.get("BRAID_DELTA_WRITER", "").strip()
+    if configured:
+        if configured not in WRITERS:
+            raise ValueError(f"BRAID_DELTA_WRITER={configured!r}: use one of {WRITERS}")
+        return configured
+    if uri is not None and is_gcs(uri) and spark is not None and not gcs_connector_available(spark):
+        return DELTA_RS
+    return DELTA_SPARK
 
 
 @dataclass
@@ -172,7 +194,8 @@ def write_table_counted(
     so callers need no separate count of `df`."""
     uri = normalize_uri(uri)
     spark = df.sparkSession
-    if delta_spark_available(spark):
+    if delta_writer(spark, uri) == DELTA_SPARK:
+        require_delta_spark(spark)
         return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
                                        run_id=run_id)
     df = df.repartition(*partition_by) if partition_by else df
@@ -204,8 +227,8 @@ def empty_commit(
     replace: dict[str, list[str]],
     run_id: str,
 ) -> TableWrite:
-    """Replace partitions with nothing (delta-rs, from the driver): what writing an empty
-    DataFrame would commit, without a Spark job. Creates the table when absent."""
+    """Replace partitions with nothing (delta-rs writer only, from the driver): what writing an
+    empty DataFrame would commit, without a Spark job. Creates the table when absent."""
     version = delta_log.commit_files(
         normalize_uri(uri), schema=_without_nullability(schema), partition_by=partition_by,
         adds=[], replace=replace, run_id=run_id,
@@ -231,29 +254,34 @@ def _write_with_delta_spark(
     replace: dict[str, list[str]] | None,
     run_id: str,
 ) -> TableWrite:
-    """The delta-spark route (Dataproc): `replaceWhere` over the same partitions."""
+    """`replaceWhere` over the replaced partitions, one commit; its version and rows added."""
     spark = df.sparkSession
     target = uri if is_gcs(uri) or uri.startswith("file:") else f"file://{uri}"
     writer = df.write.format("delta").partitionBy(*partition_by).option("userMetadata", run_id)
     if replace is not None:
-        condition = " AND ".join(
-            f"`{col}` IN ({', '.join(_sql_literal(v) for v in values)})"
-            for col, values in replace.items()
-        )
-        writer = writer.mode("overwrite").option("replaceWhere", condition or "true")
+        writer = writer.mode("overwrite").option("replaceWhere", replace_condition(replace))
     else:
         writer = writer.mode("append")
     writer.save(target)
-    commit = (
-        spark.sql(f"DESCRIBE HISTORY delta.`{target}` LIMIT 50")
-        .where(f"userMetadata = '{run_id}'")
-        .select("version", "operationMetrics")
-        .collect()
-    )[0]
-    version = int(commit["version"])
-    rows = int((commit["operationMetrics"] or {}).get("numOutputRows", -1))
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{target}` LIMIT 50").select(
+        "version", "operationMetrics", "userMetadata").collect()
+    mine = [c for c in history if c["userMetadata"] == run_id]
+    if mine:
+        version = int(mine[0]["version"])
+        rows = int((mine[0]["operationMetrics"] or {}).get("numOutputRows", -1))
+    else:
+        # nothing to remove and nothing to add: delta-spark commits nothing
+        version, rows = max(int(c["version"]) for c in history), 0
     log.info("delta table written", table=uri, version=version, rows=rows, engine="delta-spark")
     return TableWrite(version, rows)
+
+
+def replace_condition(replace: dict[str, list[str]]) -> str:
+    """The `replaceWhere` predicate: a conjunction of `IN` lists on partition columns."""
+    return " AND ".join(
+        f"`{col}` IN ({', '.join(_sql_literal(v) for v in values)})"
+        for col, values in replace.items()
+    ) or "true"
 
 
 def _sql_literal(value: str) -> str:

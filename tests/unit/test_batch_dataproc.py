@@ -41,10 +41,37 @@ def test_request_targets_the_cluster_and_region_with_the_entry_point_and_code_zi
 
 def test_request_brings_delta_spark_with_its_extension_and_catalog() -> None:
     properties = dict(backfill_job_request(TARGET, CODE, ARGS).job.pyspark_job.properties)
-    assert properties["spark.jars.packages"] == delta_spark_package()
-    assert delta_spark_package().startswith("io.delta:delta-spark_2.13:4.")
+    packages = properties["spark.jars.packages"].split(",")
+    assert delta_spark_package() in packages
+    assert delta_spark_package().startswith("io.delta:delta-spark_4.2_2.13:4.")
+    assert "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0" in packages
     assert properties["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     assert properties["spark.sql.catalog.spark_catalog"].endswith("DeltaCatalog")
+
+
+def test_dataproc_packages_are_the_jars_the_local_runs_fetch() -> None:
+    """The Maven coordinates Dataproc resolves equal infra/poms/spark.xml's (one source of
+    versions for local runs and the cluster), and match the installed pyspark."""
+    import xml.etree.ElementTree as ET
+
+    import pyspark
+
+    from batch.spark_session import SPARK_PACKAGES, SPARK_VERSION
+
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom = ET.parse(Path(__file__).resolve().parents[2] / "infra" / "poms" / "spark.xml")
+    root = pom.getroot()
+    props = {el.tag.split("}")[1]: el.text for el in root.find("m:properties", ns) or []}
+    declared = set()
+    for dep in root.iterfind("m:dependencies/m:dependency", ns):
+        group, artifact = dep.findtext("m:groupId", namespaces=ns), dep.findtext(
+            "m:artifactId", namespaces=ns)
+        version = (dep.findtext("m:version", namespaces=ns) or "")
+        for key, value in props.items():
+            version = version.replace("${" + key + "}", value or "")
+        declared.add(f"{group}:{artifact}:{version}")
+    assert set(SPARK_PACKAGES) <= declared
+    assert pyspark.__version__ == SPARK_VERSION
 
 
 def test_extra_properties_override_and_job_ids_are_unique_by_default() -> None:
