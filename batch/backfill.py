@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from batch.arrival_order import ArrivalOrder
 from batch.candles_job import candles_frame
-from batch.delta_store import empty_commit, write_table_counted
+from batch.delta_store import DELTA_RS, delta_writer, empty_commit, write_table_counted
 from batch.file_results import (
     COUNT,
     FILE_RESULT_SCHEMA,
@@ -42,10 +42,11 @@ from batch.file_results import (
     optimistic_pass_is_exact,
 )
 from batch.indicators_job import indicators_frame
+from batch.kafka_input import KafkaInput, KafkaRecords, parse_kafka_lines, read_kafka
 from batch.object_storage import join
 from batch.rejected_rows import REJECTED_PARTITIONS, REJECTED_ROWS_SCHEMA, rejected_rows_frame
-from batch.spark_session import delta_spark_available
 from batch.table_history import history_before
+from batch.trade_files import parse_trade_file
 from batch.trade_inputs import InputFiles, input_files
 from features.windows import format_duration
 
@@ -60,7 +61,7 @@ REJECTED_TABLE = "rejected_trades"
 
 @dataclass(frozen=True)
 class BackfillConfig:
-    inputs: list[str]
+    inputs: list[str]  # files, folders or globs; empty when reading `kafka`
     start: date
     end: date  # exclusive
     pairs: list[str]
@@ -71,6 +72,7 @@ class BackfillConfig:
     history_from_table: bool = True
     show_progress: bool = True
     file_reader: str = "auto"  # auto | python | hadoop (see batch.trade_inputs.input_files)
+    kafka: KafkaInput | None = None  # a topic range instead of files (`batch.kafka_input`)
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -79,6 +81,8 @@ class BackfillConfig:
             raise ValueError("at least one pair is needed")
         if not self.durations_ms:
             raise ValueError("at least one candle duration is needed")
+        if bool(self.inputs) == (self.kafka is not None):
+            raise ValueError("give input files or a Kafka topic, not both or neither")
 
     @property
     def start_ms(self) -> int:
@@ -124,7 +128,9 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     summary = BackfillSummary(run_id=uuid.uuid4().hex)
     started = time.perf_counter()
     bound = log.bind(run_id=summary.run_id, start=str(config.start), end=str(config.end))
-    bound.info("backfill started", inputs=config.inputs, pairs=config.pairs,
+    bound.info("backfill started",
+               inputs=config.inputs or [config.kafka.describe() if config.kafka else ""],
+               pairs=config.pairs,
                durations=[format_duration(d) for d in config.durations_ms],
                output=config.output, arrival=config.arrival.value)
     progress = tqdm(total=len(STAGES), desc="backfill", unit="stage",
@@ -152,7 +158,12 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     }
     try:
         with stage("read"):
-            files = input_files(spark, config.inputs, config.file_reader)
+            files: InputFiles | KafkaRecords
+            if config.kafka is not None:
+                files = read_kafka(spark, config.kafka)  # checked: topic exists, not empty
+                persisted.append(files.records)
+            else:
+                files = input_files(spark, config.inputs, config.file_reader)
             results, facts = _file_results(spark, files, config, keep, bound)
             _summarise_facts(facts, config.durations_ms, summary)
 
@@ -189,7 +200,8 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
             )
             range_partition = {"range_start": [config.start.isoformat()],
                                "range_end": [config.end.isoformat()]}
-            if summary.rejected_rows == 0 and not delta_spark_available(spark):
+            if (summary.rejected_rows == 0
+                    and delta_writer(spark, config.table(REJECTED_TABLE)) == DELTA_RS):
                 # nothing to write: one commit that only clears the range, no Spark job
                 written = empty_commit(
                     config.table(REJECTED_TABLE), REJECTED_ROWS_SCHEMA,
@@ -215,7 +227,7 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
 
 def _file_results(
     spark: SparkSession,
-    files: InputFiles,
+    files: InputFiles | KafkaRecords,
     config: BackfillConfig,
     keep: Callable[[DataFrame], DataFrame],
     log_: structlog.typing.FilteringBoundLogger,
@@ -230,6 +242,8 @@ def _file_results(
             file_results_function(
                 pairs=config.pairs, durations_ms=config.durations_ms, grace_ms=config.grace_ms,
                 arrival=config.arrival, contexts=contexts,
+                parse=(parse_kafka_lines if isinstance(files, KafkaRecords)
+                       else parse_trade_file),
             ),
             FILE_RESULT_SCHEMA,
         ))

@@ -2,6 +2,10 @@
 
     spark-submit batch/backfill_trades.py --input ../shared/data/kraken-trades/XBTUSD_*.csv \
         --start 2018-05-08 --end 2018-05-23 --pairs XBT/USD --output var/offline
+    spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0,\
+org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 batch/backfill_trades.py \
+        --kafka-bootstrap 127.0.0.1:9092 --kafka-topic trades --kafka-start 2018-05-08 \
+        --start 2018-05-08 --end 2018-05-23 --pairs XBT/USD --output var/offline
 
 Runs locally (`local[*]` unless spark-submit set a master) and unchanged on Dataproc, where the
 Braid modules arrive as a `--py-files` zip of `features/` and `batch/` (see `batch.dataproc`).
@@ -31,11 +35,32 @@ from batch.backfill import BackfillConfig, durations_from, parse_day, run_backfi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backfill_trades.py",
-        description="Backfill trades (Kraken CSV, Parquet, JSON lines; local or gs://) into "
-        "Delta tables of candles and indicators for the UTC days [start, end).",
+        description="Backfill trades (Kraken CSV, Parquet, JSON lines; local or gs://; or a "
+        "range of a Kafka topic) into Delta tables of candles and indicators for the UTC days "
+        "[start, end), written with delta-spark (replaceWhere, one commit per table).",
     )
-    parser.add_argument("--input", nargs="+", required=True,
+    source = parser.add_argument_group(
+        "input", "trade files (--input) or a range of a Kafka topic (--kafka-bootstrap and "
+        "--kafka-topic); a Kafka range with no record, or a topic that does not exist, stops "
+        "the job before anything is written")
+    source.add_argument("--input", nargs="+", default=[],
                         help="input files, folders or globs (local or gs://), in arrival order")
+    source.add_argument("--kafka-bootstrap", default=None,
+                        help="Kafka bootstrap servers (host:port,...) to read --kafka-topic from")
+    source.add_argument("--kafka-topic", default=None,
+                        help="topic of trade records (the trades topic's JSON wire format), "
+                        "read with Spark's Kafka source; each partition in offset order")
+    source.add_argument("--kafka-start", default="earliest",
+                        help="start of the range (inclusive): earliest (default), latest, an "
+                        "offset for every partition (1200), per partition as JSON "
+                        "('{\"0\": 10, \"1\": 12}'), or a record time: an ISO-8601 date or "
+                        "datetime (UTC unless it says otherwise) or ms:<epoch ms>")
+    source.add_argument("--kafka-end", default="latest",
+                        help="end of the range (exclusive): latest (default), an offset, JSON "
+                        "offsets per partition, or a record time, as --kafka-start")
+    source.add_argument("--kafka-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="Kafka client setting for the read, e.g. security.protocol=SSL "
+                        "(repeatable)")
     parser.add_argument("--start", required=True, type=parse_day, help="first day, YYYY-MM-DD")
     parser.add_argument("--end", required=True, type=parse_day,
                         help="day after the last day (exclusive), YYYY-MM-DD")
@@ -47,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="candle durations, e.g. 1m 5m 1h 1d (default: 1m)")
     parser.add_argument("--grace", default="5s", help="lateness grace, as the stream's (5s)")
     parser.add_argument("--arrival-order", choices=[o.value for o in ArrivalOrder],
-                        default=ArrivalOrder.EVENT_TIME.value,
-                        help="event-time: files merged by event time, as the file replay "
-                        "streams them; file: files in turn, rows in file order (an archive of "
-                        "the trades topic)")
+                        default=None,
+                        help="event-time (default for files): files merged by event time, as "
+                        "the file replay streams them; file (default for Kafka): files in turn, "
+                        "rows in file order (an archive of the trades topic; a Kafka partition "
+                        "in offset order)")
     parser.add_argument("--file-reader", choices=["auto", "python", "hadoop"], default="auto",
                         help="auto: gs:// through the GCS connector where installed (Dataproc), "
                         "else fsspec/gcsfs in Python; python or hadoop force one")
@@ -64,9 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> BackfillConfig:
+    from batch.kafka_input import KafkaInput, KafkaPosition
     from features.windows import parse_duration_ms
 
     pairs = [p.strip() for item in args.pairs for p in item.split(",") if p.strip()]
+    kafka = None
+    if args.kafka_topic or args.kafka_bootstrap:
+        if not (args.kafka_topic and args.kafka_bootstrap):
+            raise SystemExit("error: --kafka-topic and --kafka-bootstrap go together")
+        if args.input:
+            raise SystemExit("error: give --input or --kafka-topic, not both")
+        options = dict(item.split("=", 1) for item in args.kafka_option)
+        kafka = KafkaInput(args.kafka_bootstrap, args.kafka_topic,
+                           KafkaPosition.parse(args.kafka_start),
+                           KafkaPosition.parse(args.kafka_end), options)
+    elif not args.input:
+        raise SystemExit("error: give --input files or --kafka-bootstrap and --kafka-topic")
+    arrival = args.arrival_order or (ArrivalOrder.FILE.value if kafka
+                                     else ArrivalOrder.EVENT_TIME.value)
     durations = [d.strip() for item in args.durations for d in item.split(",") if d.strip()]
     return BackfillConfig(
         inputs=list(args.input),
@@ -76,10 +117,11 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         output=args.output,
         durations_ms=durations_from(durations),
         grace_ms=parse_duration_ms(args.grace),
-        arrival=ArrivalOrder(args.arrival_order),
+        arrival=ArrivalOrder(arrival),
         history_from_table=not args.no_history_from_table,
         show_progress=not args.no_progress,
         file_reader=args.file_reader,
+        kafka=kafka,
     )
 
 

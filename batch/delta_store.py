@@ -268,7 +268,8 @@ def _write_with_delta_spark(
     mine = [c for c in history if c["userMetadata"] == run_id]
     if mine:
         version = int(mine[0]["version"])
-        rows = int((mine[0]["operationMetrics"] or {}).get("numOutputRows", -1))
+        # a commit that added no file (an empty write) reports no numOutputRows
+        rows = int((mine[0]["operationMetrics"] or {}).get("numOutputRows", 0))
     else:
         # nothing to remove and nothing to add: delta-spark commits nothing
         version, rows = max(int(c["version"]) for c in history), 0

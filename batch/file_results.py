@@ -110,6 +110,7 @@ def file_results(
     grace_ms: int,
     arrival: ArrivalOrder,
     contexts: Contexts | None,
+    parse: Callable[[bytes, str, int], pa.Table] = parse_trade_file,
 ) -> pa.Table:
     """One file's candles, shared-window trades, rejected rows, counts and spans
     (`FILE_RESULT_SCHEMA`).
@@ -120,7 +121,7 @@ def file_results(
     lateness starts afresh: exact when :func:`optimistic_pass_is_exact` says so for the spans
     all files reported (files that follow each other in time, the usual case).
     """
-    parsed = parse_trade_file(content, path, source_index)
+    parsed = parse(content, path, source_index)
     wanted = pc.is_in(parsed["pair"], pa.array(list(pairs), pa.string()))
     rejected_mask = pc.is_valid(parsed["reject_reason"])
     keep_rejected = pc.and_(rejected_mask, pc.or_(wanted, pc.equal(parsed["pair"], "")))
@@ -358,15 +359,17 @@ def file_results_function(
     grace_ms: int,
     arrival: ArrivalOrder,
     contexts: Contexts | None,
+    parse: Callable[[bytes, str, int], pa.Table] = parse_trade_file,
 ) -> Callable[[bytes, str, int], pa.Table]:
-    """`file_results` with the job's parameters bound: the function mapped over input files."""
+    """`file_results` with the job's parameters bound: the function mapped over input files
+    (`parse`: the parser of one input's bytes, e.g. `batch.kafka_input.parse_kafka_lines`)."""
     pairs, durations = list(pairs), list(durations_ms)
     known = None if contexts is None else dict(contexts)
 
     def run(content: bytes, path: str, source_index: int) -> pa.Table:
         return file_results(
             content, path, source_index, pairs=pairs, durations_ms=durations,
-            grace_ms=grace_ms, arrival=arrival, contexts=known,
+            grace_ms=grace_ms, arrival=arrival, contexts=known, parse=parse,
         )
 
     return run

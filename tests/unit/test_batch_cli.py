@@ -46,7 +46,45 @@ def test_submit_dataproc_dry_run_prints_the_request() -> None:
     assert request["region"] == "europe-west1"
     assert job["args"][:2] == ["--input", "gs://b/trades/*.csv"]
     assert "XBT/USD" in job["args"] and "1h" in job["args"]
-    assert job["properties"]["spark.jars.packages"].startswith("io.delta:delta-spark_2.13:")
+    assert job["properties"]["spark.jars.packages"].startswith("io.delta:delta-spark_4.2_2.13:")
+
+
+def test_kafka_arguments_become_a_kafka_input_read_in_offset_order() -> None:
+    from batch.kafka_input import KafkaPosition
+
+    args = build_parser().parse_args([
+        "--kafka-bootstrap", "127.0.0.1:9092", "--kafka-topic", "trades",
+        "--kafka-start", "2018-05-08", "--kafka-end", '{"0": 120, "1": 7}',
+        "--start", "2018-05-08", "--end", "2018-05-10", "--pairs", "XBT/USD",
+        "--output", "o",
+    ])
+    config = config_from_args(args)
+    assert config.inputs == [] and config.kafka is not None
+    assert config.arrival is ArrivalOrder.FILE
+    assert config.kafka.start == KafkaPosition("timestamp", timestamp_ms=1525737600000)
+    assert config.kafka.end.spark_options("trades", [0, 1], start=False) == {
+        "endingOffsets": '{"trades": {"0": 120, "1": 7}}'}
+    assert KafkaPosition.parse("5").spark_options("t", [0, 1], start=True) == {
+        "startingOffsets": '{"t": {"0": 5, "1": 5}}'}
+    assert KafkaPosition.parse("ms:1000").spark_options("t", [0], start=False) == {
+        "endingTimestamp": "1000"}
+
+
+def test_files_and_a_kafka_topic_are_one_or_the_other() -> None:
+    common = ["--start", "2018-05-08", "--end", "2018-05-10", "--pairs", "XBT/USD",
+              "--output", "o"]
+    with pytest.raises(SystemExit):
+        config_from_args(build_parser().parse_args(common))
+    with pytest.raises(SystemExit):
+        config_from_args(build_parser().parse_args(
+            ["--input", "a.csv", "--kafka-bootstrap", "b:1", "--kafka-topic", "t", *common]))
+
+
+def test_braid_batch_backfill_help_documents_the_kafka_options() -> None:
+    result = runner.invoke(app, ["batch", "backfill", "--help"])
+    assert result.exit_code == 0
+    for option in ("--kafka-bootstrap", "--kafka-topic", "--kafka-start", "--kafka-end"):
+        assert option in result.output
 
 
 def test_spark_submit_arguments_become_a_backfill_config() -> None:
