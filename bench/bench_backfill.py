@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_backfill.py [--sizes 1000000 10000000] [--pairs 4]
         [--rate 50] [--durations 1m 1h] [--stream-size 1000000] [--no-stream]
     .venv/bin/python bench/bench_backfill.py --year      # + 8 pairs x 365 days, then 1M trades
+    .venv/bin/python bench/bench_backfill.py --writers delta-spark delta-rs   # the default
 
 1. **Backfill throughput** on `local[2]`, end to end: read Parquet trade files, validate, candles,
    indicators, three Delta commits (`batch.backfill.run_backfill`), for each size. Trades are
@@ -10,7 +11,9 @@
    trade count), split by time into `--files` Parquet files, and written under a temporary folder
    first (not timed). A small warm-up run (not timed) starts Spark's Python workers.
    Figures: seconds, trades/s, seconds per stage, and how time grows from the smallest to the
-   largest size (1.0 = linear).
+   largest size (1.0 = linear). Each size runs once per Delta writer in `--writers`
+   (`batch.delta_store`: delta-spark, the offline store's writer, and delta-rs, the former
+   Python data source + delta-rs commit), same inputs, same session, and prints the ratio.
 2. **Stream replay** of the same history (the first `--stream-size` trades of the smallest size)
    through the speed layer (`streaming.pipelines.markets.run_trades_through_stream` against a
    local in-memory Tansu broker started here), timed in the same run: the batch/stream speed
@@ -143,8 +146,7 @@ def stream_replay_seconds(trades: pa.Table, durations: list[int], grace_ms: int 
     from streaming.pipelines.markets import run_trades_through_stream
 
     state = Path(tempfile.mkdtemp(prefix="braid-bench-stack-"))
-    settings = StackSettings(state_dir=state, broker_port=free_port(), services=["broker"],
-                             durable=False)
+    settings = StackSettings(state_dir=state, broker_port=free_port(), services=["broker"])
     stack.up(settings, create_topics=False)
     try:
         t0 = time.perf_counter()
@@ -154,6 +156,13 @@ def stream_replay_seconds(trades: pa.Table, durations: list[int], grace_ms: int 
     finally:
         stack.down(settings)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def write_seconds(result: dict[str, object]) -> float:
+    """Seconds of a run's three write stages (where indicators are also computed: lazily)."""
+    stages: dict[str, float] = result["stage_seconds"]  # type: ignore[assignment]
+    return sum(stages.get(k, 0.0) for k in ("write candles", "write indicators",
+                                            "write rejected"))
 
 
 def run_year(spark: SparkSession, work: Path, pair_count: int, days: int,
@@ -184,6 +193,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8, help="Parquet files per size")
     parser.add_argument("--durations", nargs="+", default=None,
                         help="candle durations (default 1m 1h; 1m 1h 1d with --year)")
+    parser.add_argument("--writers", nargs="+", default=["delta-spark", "delta-rs"],
+                        choices=["delta-spark", "delta-rs"],
+                        help="Delta writers to measure on each size (ratio printed)")
     parser.add_argument("--stream-size", type=int, default=1_000_000)
     parser.add_argument("--no-stream", action="store_true", help="skip the stream replay")
     parser.add_argument("--workdir", default=None, help="where inputs and tables go (temp)")
@@ -226,12 +238,27 @@ def main() -> None:
     for size in args.sizes:
         trades = generate_trades(size, args.pairs, args.rate, seed=size % 1000)
         files = write_files(trades, work / f"in-{size}", args.files)
-        result = run_batch(spark, files, trades, pairs, durations, work / f"t-{size}")
-        results.append(result)
-        print(f"  {size:>11,} trades: {result['seconds']:>7.2f} s  "
-              f"{result['trades_per_s']:>10,} trades/s  candles {result['candles']:,}  "
-              f"peak memory {result['peak_mib']:,} MiB  "
-              f"stages {json.dumps(result['stage_seconds'])}")
+        by_writer: dict[str, dict[str, object]] = {}
+        for writer in args.writers:
+            os.environ["BRAID_DELTA_WRITER"] = writer
+            try:
+                result = run_batch(spark, files, trades, pairs, durations,
+                                   work / f"t-{size}-{writer}")
+            finally:
+                os.environ.pop("BRAID_DELTA_WRITER", None)
+            by_writer[writer] = result
+            print(f"  {size:>11,} trades [{writer:>11}]: {result['seconds']:>7.2f} s  "
+                  f"{result['trades_per_s']:>10,} trades/s  candles {result['candles']:,}  "
+                  f"peak memory {result['peak_mib']:,} MiB  "
+                  f"stages {json.dumps(result['stage_seconds'])}")
+            shutil.rmtree(work / f"t-{size}-{writer}", ignore_errors=True)
+        results.append(by_writer[args.writers[0]])
+        if {"delta-spark", "delta-rs"} <= set(by_writer):
+            spark_s = float(by_writer["delta-spark"]["seconds"])  # type: ignore[arg-type]
+            rs_s = float(by_writer["delta-rs"]["seconds"])  # type: ignore[arg-type]
+            print(f"  {size:>11,} trades: delta-spark / delta-rs = {spark_s / rs_s:.2f} end to "
+                  f"end; write stages {write_seconds(by_writer['delta-spark']):.2f} s / "
+                  f"{write_seconds(by_writer['delta-rs']):.2f} s")
         del trades
     if len(results) > 1:
         small, large = results[0], results[-1]
