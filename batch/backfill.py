@@ -30,7 +30,13 @@ from tqdm import tqdm
 
 from batch.arrival_order import ArrivalOrder
 from batch.candles_job import candles_frame
-from batch.delta_store import DELTA_RS, delta_writer, empty_commit, write_table_counted
+from batch.delta_store import (
+    DELTA_RS,
+    DELTA_SPARK,
+    delta_writer,
+    empty_commit,
+    write_table_counted,
+)
 from batch.file_results import (
     COUNT,
     FILE_RESULT_SCHEMA,
@@ -45,6 +51,7 @@ from batch.indicators_job import indicators_frame
 from batch.kafka_input import KafkaInput, KafkaRecords, parse_kafka_lines, read_kafka
 from batch.object_storage import join
 from batch.rejected_rows import REJECTED_PARTITIONS, REJECTED_ROWS_SCHEMA, rejected_rows_frame
+from batch.spark_session import require_delta_spark
 from batch.table_history import history_before
 from batch.trade_files import parse_trade_file
 from batch.trade_inputs import InputFiles, input_files
@@ -125,6 +132,8 @@ STAGES = ("read", "candles", "indicators", "write candles", "write indicators", 
 
 def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary:
     """Run one backfill; returns what it read, wrote and rejected, and the table versions."""
+    if delta_writer(spark, config.output) == DELTA_SPARK:
+        require_delta_spark(spark)  # before any work: the writer's jars are missing otherwise
     summary = BackfillSummary(run_id=uuid.uuid4().hex)
     started = time.perf_counter()
     bound = log.bind(run_id=summary.run_id, start=str(config.start), end=str(config.end))

@@ -82,9 +82,11 @@ class KafkaPosition:
         prefix = "starting" if start else "ending"
         if self.kind in ("earliest", "latest"):
             if start and self.kind == "latest":
-                return {f"{prefix}Offsets": "latest"}
+                raise KafkaInputError("a batch read of a Kafka range cannot start at `latest` "
+                                      "(the range would be empty): give an offset or a time")
             if not start and self.kind == "earliest":
-                raise ValueError("the end of a Kafka range cannot be `earliest`")
+                raise KafkaInputError("a Kafka range cannot end at `earliest` (it would be "
+                                      "empty): give an offset or a time")
             return {f"{prefix}Offsets": self.kind}
         if self.kind == "timestamp":
             return {f"{prefix}Timestamp": str(self.timestamp_ms)}
