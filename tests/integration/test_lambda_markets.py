@@ -7,6 +7,10 @@ event-time merge), and a generated set with out-of-order and late trades (arriva
 generated; the backfill reads it as a Parquet archive in that order). Each set is also checked
 against an in-process reference built with pandas straight from the `features/` functions, so a
 failure tells which side drifted.
+
+Third path: the Spark job reads the very `trades` topic the stream consumed (Spark's Kafka
+source, a batch read of the whole topic) and writes the same candles and indicators as the
+stream, value for value.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pyspark.sql import SparkSession
 from batch import delta_log
 from batch.arrival_order import ArrivalOrder
 from batch.backfill import BackfillConfig, run_backfill
+from batch.kafka_input import KafkaInput
 from batch.spark_session import spark_session
 from features.candles import aggregate_trades, finalize
 from features.indicators import INDICATOR_COLUMNS, compute_indicators
@@ -190,18 +195,57 @@ def test_backfill_equals_the_features_reference(trade_set: TradeSet,
                      "indicators")
 
 
-def test_stream_and_backfill_give_identical_candles_and_indicators(
-    trade_set: TradeSet, batch_outputs: Outputs, kafka_settings: KafkaSettings,
-    unique_topic_prefix: str,
-) -> None:
-    from streaming.pipelines.markets import run_trades_through_stream
+@dataclass(frozen=True)
+class StreamRun:
+    outputs: Outputs
+    trades_topic: str  # the topic the stream consumed, left on the broker
 
-    stream_candles, stream_indicators = run_trades_through_stream(
+
+@pytest.fixture(scope="module")
+def stream_run(trade_set: TradeSet, kafka_settings: KafkaSettings) -> StreamRun:
+    import uuid
+
+    from streaming.pipelines.markets import MarketsTopics, run_trades_through_stream
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    candles, indicators = run_trades_through_stream(
         trade_set.trades, kafka_settings, durations=trade_set.durations, grace_ms=GRACE_MS,
-        topic_prefix=unique_topic_prefix,
+        topic_prefix=prefix,
     )
-    assert_identical(sort_rows(stream_candles), batch_outputs.candles, CANDLE_FLOATS, "candles")
-    assert_identical(sort_rows(stream_indicators), batch_outputs.indicators, INDICATOR_FLOATS,
+    return StreamRun(Outputs(sort_rows(candles), sort_rows(indicators)),
+                     MarketsTopics.prefixed(prefix).trades)
+
+
+def test_stream_and_backfill_give_identical_candles_and_indicators(
+    batch_outputs: Outputs, stream_run: StreamRun,
+) -> None:
+    stream = stream_run.outputs
+    assert_identical(stream.candles, batch_outputs.candles, CANDLE_FLOATS, "candles")
+    assert_identical(stream.indicators, batch_outputs.indicators, INDICATOR_FLOATS,
                      "indicators")
     assert not np.isnan(batch_outputs.indicators["sma_10"].to_numpy()).all()
+
+
+def test_spark_reading_the_trades_topic_gives_the_streams_candles_and_indicators(
+    spark: SparkSession, trade_set: TradeSet, stream_run: StreamRun,
+    kafka_settings: KafkaSettings, tmp_path: Path,
+) -> None:
+    ts = trade_set.trades["timestamp_ms"].to_numpy()
+    first = datetime.fromtimestamp(ts.min() / 1000, UTC).date()
+    last = datetime.fromtimestamp(ts.max() / 1000, UTC).date()
+    summary = run_backfill(spark, BackfillConfig(
+        inputs=[], kafka=KafkaInput(kafka_settings.bootstrap_servers, stream_run.trades_topic),
+        start=first, end=last + timedelta(days=1), pairs=["XBT/USD", "ETH/USD"],
+        output=str(tmp_path), durations_ms=trade_set.durations, grace_ms=GRACE_MS,
+        arrival=ArrivalOrder.FILE, show_progress=False,
+    ))
+    assert summary.trades_valid == trade_set.trades.num_rows
+    assert summary.rejected_rows == 0
+    candles = read_sorted(str(tmp_path / "candles"), CANDLE_ARROW_SCHEMA)
+    indicators = read_sorted(str(tmp_path / "indicators"), INDICATOR_ARROW_SCHEMA)
+    assert candles.num_rows > 100
+    assert_identical(candles, stream_run.outputs.candles, CANDLE_FLOATS, "candles")
+    assert_identical(indicators, stream_run.outputs.indicators, INDICATOR_FLOATS, "indicators")
+    if trade_set.arrival is ArrivalOrder.FILE:
+        assert sum(summary.late_trades.values()) > 0, "late trades come from the topic's order"
 
