@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -70,9 +71,13 @@ def test_served_rows_match_the_offline_rows_and_one_corrupted_value_is_found(
     assert wrong[0].examples[0]["offline"] == last["rsi_14"]
 
     repo = tmp_path / "repo"
-    result = CliRunner().invoke(app, [
-        "consistency", "--from", "2018-01-01", "--to", "2019-01-01", "--repo", str(repo),
-        "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")])
+    logging_config = structlog.get_config()  # the CLI binds logging to the runner's stream
+    try:
+        result = CliRunner().invoke(app, [
+            "consistency", "--from", "2018-01-01", "--to", "2019-01-01", "--repo", str(repo),
+            "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")])
+    finally:
+        structlog.configure(**logging_config)
     assert result.exit_code == 1, result.output
     assert "rsi_14" in result.output
     data = json.loads((tmp_path / "r.json").read_text())
