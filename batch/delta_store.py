@@ -280,7 +280,7 @@ def _write_with_delta_spark(
 def replace_condition(replace: dict[str, list[str]]) -> str:
     """The `replaceWhere` predicate: a conjunction of `IN` lists on partition columns."""
     return " AND ".join(
-        f"`{col}` IN ({', '.join(_sql_literal(v) for v in values)})"
+        f"`{col}` IN ({', '.join(_sql_literal(v) for v in values)})" if values else "false"
         for col, values in replace.items()
     ) or "true"
 
