@@ -18,7 +18,7 @@ console = Console()
 def _settings(state_dir: Path | None, **overrides: object) -> StackSettings:
     """The running stack's recorded settings (else the environment's), plus the options given.
 
-    So `braid up --durable` then `braid up` means the same stack, not a memory broker.
+    So `braid up --services broker` then `braid up` means the same stack, not the defaults.
     """
     try:
         base = StackSettings() if state_dir is None else StackSettings(state_dir=state_dir)
@@ -35,14 +35,10 @@ STATE_DIR = typer.Option(
 
 
 def up(
-    durable: bool | None = typer.Option(
-        None, "--durable/--memory",
-        help="Broker on Tansu's S3 engine (local S3 server) instead of memory.",
-    ),
     services: str | None = typer.Option(
         None, "--services",
         help=f"Comma-separated services among {', '.join(KNOWN_SERVICES)} "
-        "(env BRAID_STACK_SERVICES; default broker,gcs).",
+        "(env BRAID_STACK_SERVICES; default all).",
     ),
     topics: bool = typer.Option(
         True, "--topics/--no-topics", help="Create the catalogue's topics."
@@ -50,7 +46,7 @@ def up(
     state_dir: Path | None = STATE_DIR,
 ) -> None:
     """Start the local stack (idempotent), check its health, create the topics."""
-    settings = _settings(state_dir, durable=durable, services=services)
+    settings = _settings(state_dir, services=services)
     try:
         started = stack.up(settings, create_topics=topics)
     except ServiceError as exc:
@@ -59,11 +55,19 @@ def up(
         raise typer.Exit(1) from exc
     _print_status(settings)
     console.print(f"started: {', '.join(started) or 'nothing (already up)'}")
-    recorded = stack.recorded_settings(settings)
-    if recorded.durable:
-        console.print(f"durable broker: run processors with KAFKA_FETCH_WAIT_MAX_MS="
-                      f"{recorded.local_kafka_settings().fetch_wait_max_ms} (Tansu's S3 engine "
-                      "gives up on slower reads)")
+    _print_addresses(stack.recorded_settings(settings))
+
+
+def _print_addresses(settings: StackSettings) -> None:
+    """Where clients find the services (what to put in KAFKA_BOOTSTRAP_SERVERS, REDIS_URL ...)."""
+    enabled = settings.enabled_services()
+    if "broker" in enabled:
+        console.print(f"Kafka:  KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}")
+    if "redis" in enabled:
+        console.print(f"Redis:  REDIS_URL={settings.redis_url}")
+    if "gcs" in enabled:
+        console.print(f"GCS:    STORAGE_EMULATOR_HOST={settings.gcs_endpoint} "
+                      f"(bucket gs://{settings.gcs_bucket})")
 
 
 def down(state_dir: Path | None = STATE_DIR) -> None:
@@ -93,7 +97,8 @@ def _print_status(settings: StackSettings) -> bool:
     """Print the status table; True if every service is alive and healthy."""
     rows = stack.status(settings)
     table = Table(title=f"braid stack ({settings.state_dir})")
-    for column in ("service", "pid", "alive", "healthy", "port", "uptime", "log"):
+    columns = ("service", "pid", "alive", "healthy", "port", "startup", "rss", "uptime", "log")
+    for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -102,6 +107,8 @@ def _print_status(settings: StackSettings) -> bool:
             "[green]yes[/green]" if row.alive else "[red]no[/red]",
             "[green]yes[/green]" if row.healthy else "[red]no[/red]",
             str(row.port),
+            f"{row.startup_s:.1f}s" if row.startup_s is not None else "-",
+            f"{row.rss_bytes / 2**20:.0f} MiB" if row.rss_bytes is not None else "-",
             f"{row.uptime_s:.0f}s" if row.uptime_s is not None else "-",
             str(row.log),
         )

@@ -30,12 +30,22 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
 
 
 def kafka_metadata(bootstrap_servers: str, host: str, port: int, timeout_s: float = 2.0) -> bool:
-    """True if the broker answers a metadata request (checked after a plain TCP connect)."""
+    """True if the broker answers a metadata request naming at least one broker (checked after a
+    plain TCP connect)."""
     if not tcp_open(host, port):
         return False
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
     try:
-        admin.list_topics(timeout=timeout_s)
-        return True
+        return bool(admin.list_topics(timeout=timeout_s).brokers)
     except Exception:
+        return False
+
+
+def redis_ping(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True if a Redis server on host:port answers PING with PONG."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
         return False

@@ -322,6 +322,21 @@ def stop(run_dir: Path, name: str, *, timeout_s: float = 10.0) -> bool:
     return True
 
 
+def kill(run_dir: Path, name: str) -> bool:
+    """SIGKILL the process group recorded for `name` at once (a crash, for tests); True if one
+    was running. The PID file is removed."""
+    proc = running_process(run_dir, name)
+    if proc is None:
+        return False
+    _signal_group(proc, signal.SIGKILL)
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
+        proc.wait(timeout=10)
+    _reap(proc.pid)
+    pid_path(run_dir, name).unlink(missing_ok=True)
+    log.info("service killed", service=name, pid=proc.pid)
+    return True
+
+
 def _kill_leftover_group(pgid: int) -> None:
     """Kill children that outlived their group leader (same process group, our session)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -331,6 +346,15 @@ def _kill_leftover_group(pgid: int) -> None:
 def uptime_s(proc: psutil.Process) -> float | None:
     try:
         return time.time() - proc.create_time()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def rss_bytes(proc: psutil.Process) -> int | None:
+    """Resident memory of `proc` and its children (bytes), or None if it is gone."""
+    try:
+        procs = [proc, *proc.children(recursive=True)]
+        return sum(p.memory_info().rss for p in procs)
     except psutil.NoSuchProcess:
         return None
 

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streaming.settings import KafkaSettings
 
 #: Every service the stack knows, in start order (a service starts after those it needs).
-KNOWN_SERVICES = ("s3", "broker", "gcs")
+KNOWN_SERVICES = ("broker", "gcs", "redis")
 
 
 class StackSettings(BaseSettings):
@@ -22,17 +22,18 @@ class StackSettings(BaseSettings):
     state_dir: Path = Path("var")
     host: str = "127.0.0.1"
     broker_port: int = 19092
-    s3_port: int = 19000
+    #: The KRaft controller's listener (the broker is its own controller).
+    controller_port: int = 19093
+    #: Java heap of the broker (-Xms and -Xmx).
+    broker_heap: str = "512m"
     gcs_port: int = 19023
-    durable: bool = False
-    services: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["broker", "gcs"])
-    s3_bucket: str = "tansu"
+    redis_port: int = 16379
+    services: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["broker", "gcs", "redis"]
+    )
     gcs_bucket: str = "braid"
     gcs_project: str = "braid-local"
-    aws_access_key_id: str = "braid"
-    aws_secret_access_key: str = "braid-local-secret"
-    aws_region: str = "us-east-1"
-    health_timeout_s: float = 30.0
+    health_timeout_s: float = 60.0
     stop_timeout_s: float = 10.0
     #: Services get SIGTERM when the process that started them dies (Linux; test fixtures).
     die_with_parent: bool = False
@@ -66,10 +67,8 @@ class StackSettings(BaseSettings):
         return self.state_dir / "data"
 
     def enabled_services(self) -> list[str]:
-        """The services to run, in start order; a durable broker brings its S3 server."""
+        """The services to run, in start order."""
         wanted = set(self.services)
-        if self.durable and "broker" in wanted:
-            wanted.add("s3")
         return [name for name in KNOWN_SERVICES if name in wanted]
 
     @property
@@ -77,8 +76,8 @@ class StackSettings(BaseSettings):
         return f"{self.host}:{self.broker_port}"
 
     @property
-    def s3_endpoint(self) -> str:
-        return f"http://{self.host}:{self.s3_port}"
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
 
     @property
     def gcs_endpoint(self) -> str:
@@ -96,6 +95,4 @@ class StackSettings(BaseSettings):
             ssl_certificate_location="",
             ssl_key_location="",
             extra={},
-            # Tansu's S3 engine gives up on reads that do not finish within the fetch wait
-            fetch_wait_max_ms=500 if self.durable else 10,
         )

@@ -7,6 +7,7 @@ same services and ports whatever the current settings say.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,10 @@ class ServiceStatus:
     port: int
     log: Path
     uptime_s: float | None
+    #: Resident memory of the process and its children, bytes.
+    rss_bytes: int | None = None
+    #: Seconds from its start to its first passed health check (last start by this stack).
+    startup_s: float | None = None
 
 
 def _state_path(settings: StackSettings) -> Path:
@@ -102,12 +107,17 @@ def _ensure_service(spec: ServiceSpec, settings: StackSettings) -> bool:
     proc = processes.running_process(settings.run_dir, spec.name)
     logfile = processes.log_path(settings.log_dir, spec.name)
     started = proc is None
+    began = time.monotonic()
     if proc is None:
-        if processes.tcp_port_taken(spec.host, spec.port):
-            raise processes.ServiceError(
-                f"{spec.name}: port {spec.host}:{spec.port} is taken by a process this stack did "
-                f"not start; stop it or choose another port (BRAID_STACK_{spec.name.upper()}_PORT)"
-            )
+        for port in (spec.port, *spec.extra_ports):
+            if processes.tcp_port_taken(spec.host, port):
+                raise processes.ServiceError(
+                    f"{spec.name}: port {spec.host}:{port} is taken by a process this stack did "
+                    f"not start; stop it or choose other ports (BRAID_STACK_*_PORT)"
+                )
+        if spec.prepare is not None:
+            spec.prepare()
+        began = time.monotonic()
         proc = processes.start(
             spec.name, spec.argv, run_dir=settings.run_dir, log_dir=settings.log_dir,
             env=spec.env, cwd=settings.data_dir, die_with_parent=settings.die_with_parent,
@@ -115,9 +125,22 @@ def _ensure_service(spec: ServiceSpec, settings: StackSettings) -> bool:
     processes.wait_healthy(
         spec.name, spec.health, proc=proc, logfile=logfile, timeout_s=settings.health_timeout_s
     )
+    if started:
+        _startup_path(settings, spec.name).write_text(f"{time.monotonic() - began:.3f}\n")
     if spec.after_start is not None:
         spec.after_start()
     return started
+
+
+def _startup_path(settings: StackSettings, name: str) -> Path:
+    return settings.run_dir / f"{name}.startup"
+
+
+def _startup_s(settings: StackSettings, name: str) -> float | None:
+    try:
+        return float(_startup_path(settings, name).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def up(settings: StackSettings, *, create_topics: bool = True) -> list[str]:
@@ -173,16 +196,24 @@ def status(settings: StackSettings) -> list[ServiceStatus]:
             port=spec.port,
             log=processes.log_path(recorded.log_dir, spec.name),
             uptime_s=processes.uptime_s(proc) if proc else None,
+            rss_bytes=processes.rss_bytes(proc) if proc else None,
+            startup_s=_startup_s(recorded, spec.name) if proc else None,
         ))
     return result
 
 
-def restart_service(settings: StackSettings, name: str) -> None:
-    """Stop one service by PID and start it again with the recorded settings (tests use it)."""
+def restart_service(settings: StackSettings, name: str, *, hard: bool = False) -> None:
+    """Stop one service by PID and start it again with the recorded settings (tests use it).
+
+    `hard`: SIGKILL instead of a graceful stop (a crash: no flush, no controlled shutdown).
+    """
     recorded = recorded_settings(settings)
     spec = next((s for s in _specs(recorded) if s.name == name), None)
     if spec is None:
         raise processes.ServiceError(f"{name} is not part of the stack in {settings.state_dir}")
-    processes.stop(recorded.run_dir, name, timeout_s=recorded.stop_timeout_s)
+    if hard:
+        processes.kill(recorded.run_dir, name)
+    else:
+        processes.stop(recorded.run_dir, name, timeout_s=recorded.stop_timeout_s)
     _ensure_service(spec, recorded)
-    log.info("service restarted", service=name)
+    log.info("service restarted", service=name, hard=hard)

@@ -20,16 +20,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def broker_settings(state_dir: object, **overrides: object) -> StackSettings:
+    """Settings of a stack running only an Apache Kafka broker, on free ports under `state_dir`."""
+    return StackSettings.model_validate({
+        "state_dir": state_dir,
+        "broker_port": free_port(),
+        "controller_port": free_port(),
+        "services": ["broker"],
+        **overrides,
+    })
+
+
 @dataclass
-class DurableStack:
-    """A durable broker (Tansu on moto S3) that tests can restart."""
+class BrokerStack:
+    """An Apache Kafka broker of its own that tests may stop, kill and restart."""
 
     settings: StackSettings
     kafka_settings: KafkaSettings
 
-    def restart_broker(self) -> None:
-        """Stop the broker by PID and start it again; S3 (and the data) stays up."""
-        stack.restart_service(self.settings, "broker")
+    def restart_broker(self, *, hard: bool = False) -> None:
+        """Stop the broker by PID (`hard`: kill -9) and start it again on the same log dir."""
+        stack.restart_service(self.settings, "broker", hard=hard)
 
 
 @dataclass(frozen=True)

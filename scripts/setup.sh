@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Install everything Braid needs into ./.venv (idempotent). Needs Python 3.11 and Java 17
-# (installed with apt-get when missing and running as root).
+# Install everything Braid needs (idempotent): system packages (Java 17, Maven, Redis) with
+# apt-get when missing and running as root, Python packages into ./.venv, and the Java jars
+# (Apache Kafka, Spark's Delta and Kafka connectors) from Maven Central into var/jars.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v java >/dev/null 2>&1; then
+# command -> Debian package providing it
+declare -A system_packages=(
+  [java]=openjdk-17-jre-headless
+  [mvn]=maven
+  [redis-server]=redis-server
+)
+missing=()
+for cmd in java mvn redis-server; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${system_packages[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
   else
-    echo "Java 17 is required for Spark: sudo apt-get install openjdk-17-jre-headless" >&2
+    echo "missing system packages: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi
@@ -38,4 +49,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip check
   echo "$want" > "$stamp"
 fi
+# Java dependencies from Maven Central (nothing is downloaded when already present)
+.venv/bin/python -m infra.jars
+
 echo "Braid is installed in .venv (activate with: source .venv/bin/activate)"

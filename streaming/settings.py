@@ -28,16 +28,12 @@ class KafkaSettings(BaseSettings):
     session_timeout_ms: int = 6000
     # Idempotent producers never duplicate or reorder on retries. Off: one request in flight
     # per connection keeps the order, a retry may duplicate (Braid's outputs are keyed, so a
-    # duplicate carries the same value). Tansu answers idempotent produce requests with stalls
-    # of up to ~0.5 s at p99 (measured: bench/README.md), Apache Kafka and Redpanda do not.
+    # duplicate carries the same value).
     enable_idempotence: bool = True
     # How long a broker may hold a fetch that has no data. Apache Kafka and Redpanda answer as
-    # soon as data arrives, so a long wait costs nothing there; Tansu holds the fetch for the
-    # whole wait, so it bounds the latency of every hop, and it also gives up on reads that do
-    # not finish within it: on its S3 engine, after a restart, a wait under ~500 ms returns
-    # empty fetches for ever (measured; the local stack's durable mode uses 500). Short waits
-    # cost Tansu CPU: an idle consumer of 500 partitions at 5 ms keeps it ~90% busy.
-    fetch_wait_max_ms: int = 10
+    # soon as data arrives, so the wait adds no latency; it only bounds how often an idle
+    # consumer asks (librdkafka's default).
+    fetch_wait_max_ms: int = 500
     # Extra librdkafka properties as JSON, e.g. '{"client.rack": "a"}'
     extra: dict[str, str] = Field(default_factory=dict)
 
@@ -77,6 +73,7 @@ class MarketsSettings(BaseSettings):
     grace: str = "5s"
     idle_timeout: str = "10s"
     pairs: list[str] = Field(default_factory=lambda: ["XBT/USD", "ETH/USD"])
+
 
 class EventTimeSettings(BaseSettings):
     """Event-time sanity, for every processor that reads event times (candles, sensor windows,

@@ -54,11 +54,11 @@ def catalogue(settings: TopicSettings | None = None) -> list[TopicSpec]:
     return [
         TopicSpec(TRADES, markets, retention_ms=30 * DAY_MS, description="trades keyed by pair"),
         TopicSpec(
-            CANDLES, markets, retention_ms=-1, cleanup_policy="compact,delete",
+            CANDLES, markets, retention_ms=-1, cleanup_policy="compact",
             description="final OHLCV candles keyed pair|duration|window_start",
         ),
         TopicSpec(
-            INDICATORS, markets, retention_ms=-1, cleanup_policy="compact,delete",
+            INDICATORS, markets, retention_ms=-1, cleanup_policy="compact",
             description="technical indicators keyed pair|duration|window_start",
         ),
         TopicSpec(DEAD_LETTER, 1, retention_ms=30 * DAY_MS, description="rejected records"),

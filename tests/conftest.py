@@ -1,13 +1,15 @@
 """Session fixtures that start real services (through `infra`) on free ports under a tmp dir.
 
-- `kafka_settings`: an in-memory Tansu broker; `KafkaSettings` pointing at it. Topics are NOT
-  created: tests create what they need (use `unique_topic_prefix` for fresh names).
-- `durable_stack`: moto S3 + a Tansu broker on the S3 engine, with `restart_broker()`.
+- `kafka_settings`: an Apache Kafka broker (KRaft); `KafkaSettings` pointing at it. Topics are
+  NOT created: tests create what they need (use `unique_topic_prefix` for fresh names).
+- `broker_stack`: a second Apache Kafka broker that tests stop, kill -9 and restart
+  (`restart_broker(hard=...)`), so the shared one is never disturbed.
+- `redis_url`: a real `redis-server` on a free port.
 - `gcs_emulator`: the GCS emulator with a bucket; sets `STORAGE_EMULATOR_HOST` and
   `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false` in `os.environ` for the session.
 
 A missing binary fails the fixture with a message naming it. Helpers (`free_port`,
-`DurableStack`, `GcsEmulator`, `unique_topic`) live in `infra.testing`.
+`broker_settings`, `BrokerStack`, `GcsEmulator`, `unique_topic`) live in `infra.testing`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from infra import stack
 from infra.processes import ServiceError
 from infra.services import gcs
 from infra.settings import StackSettings
-from infra.testing import DurableStack, GcsEmulator, free_port
+from infra.testing import BrokerStack, GcsEmulator, broker_settings, free_port
 from streaming.settings import KafkaSettings
 
 
@@ -36,14 +38,8 @@ def start_stack(settings: StackSettings) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSettings]:
-    """An in-memory Tansu broker for the session; no topics pre-created."""
-    settings = StackSettings(
-        die_with_parent=True,
-        state_dir=tmp_path_factory.mktemp("stack-memory"),
-        broker_port=free_port(),
-        services=["broker"],
-        durable=False,
-    )
+    """An Apache Kafka broker for the session; no topics pre-created."""
+    settings = broker_settings(tmp_path_factory.mktemp("stack-kafka"), die_with_parent=True)
     start_stack(settings)
     try:
         yield settings.local_kafka_settings()
@@ -52,19 +48,28 @@ def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaSe
 
 
 @pytest.fixture(scope="session")
-def durable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DurableStack]:
-    """moto S3 + Tansu on its S3 engine, on free ports, for the session."""
+def broker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerStack]:
+    """A broker of its own, for tests that stop, kill and restart it."""
+    settings = broker_settings(tmp_path_factory.mktemp("stack-restart"), die_with_parent=True)
+    start_stack(settings)
+    try:
+        yield BrokerStack(settings, settings.local_kafka_settings())
+    finally:
+        stack.down(settings)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server (Debian's redis-server) on a free port, for the session."""
     settings = StackSettings(
         die_with_parent=True,
-        state_dir=tmp_path_factory.mktemp("stack-durable"),
-        broker_port=free_port(),
-        s3_port=free_port(),
-        services=["broker"],
-        durable=True,
+        state_dir=tmp_path_factory.mktemp("stack-redis"),
+        redis_port=free_port(),
+        services=["redis"],
     )
     start_stack(settings)
     try:
-        yield DurableStack(settings, settings.local_kafka_settings())
+        yield settings.redis_url
     finally:
         stack.down(settings)
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from infra.services import broker, gcs, s3
+from infra.services import broker, gcs, redis
 from infra.services.base import ServiceSpec
 from infra.settings import StackSettings
 
 SPECS: dict[str, Callable[[StackSettings], ServiceSpec]] = {
-    s3.NAME: s3.spec,
     broker.NAME: broker.spec,
     gcs.NAME: gcs.spec,
+    redis.NAME: redis.spec,
 }
 
 __all__ = ["SPECS", "ServiceSpec"]

@@ -23,8 +23,12 @@ class ServiceSpec:
     health: HealthCheck
     env: Mapping[str, str] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
+    #: Run before each start (write config, format storage, fetch jars); must be idempotent.
+    prepare: Callable[[], None] | None = None
     #: Run once the service is healthy (create a bucket ...); must be idempotent.
     after_start: Callable[[], None] | None = None
+    #: Further ports it listens on (e.g. Kafka's controller), checked free before a start.
+    extra_ports: tuple[int, ...] = ()
 
 
 def venv_executable(name: str, hint: str) -> str:

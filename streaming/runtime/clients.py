@@ -42,7 +42,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> C
         "heartbeat.interval.ms": max(500, kafka.session_timeout_ms // 3),
         # co-partitioned input topics must land on the same instance: range does that
         "partition.assignment.strategy": "range",
-        # see KafkaSettings.fetch_wait_max_ms (latency per hop on Tansu vs its CPU and S3 reads)
+        # see KafkaSettings.fetch_wait_max_ms
         "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
         "enable.partition.eof": True,  # the processor tells idleness from lag with it
         "reconnect.backoff.max.ms": 1_000,

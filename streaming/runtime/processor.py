@@ -41,6 +41,14 @@ from streaming.runtime.records import Emission, InputBatch, OutputBatch
 from streaming.settings import KafkaSettings
 from streaming.topics import CHECKPOINTS, DEAD_LETTER
 
+#: Commit errors meaning the group has moved on without this member's generation.
+_GROUP_MOVED_ON = frozenset({
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+})
+
 log = structlog.get_logger(__name__)
 
 OperatorFactory = Callable[[int], PartitionOperator]
@@ -115,7 +123,8 @@ class StreamProcessor:
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self._consumer.subscribe(
-            list(self.config.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke
+            list(self.config.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._log.info("subscribed", topics=self.config.input_topics)
 
@@ -363,9 +372,20 @@ class StreamProcessor:
 
     def _commit(self, offsets: list[TopicPartition], *, final: bool) -> None:
         """Commit offsets whose snapshots are acknowledged. Asynchronous while running (an
-        older commit only means a longer replay); synchronous when leaving."""
+        older commit only means a longer replay); synchronous when leaving.
+
+        A commit the group refuses because it moved on (this member's session expired, for
+        example while the broker was down) is skipped: the partitions' next owner resumes from
+        the last accepted commit and its checkpoints, as after a crash."""
         if offsets and final:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if not isinstance(error, KafkaError) or error.code() not in _GROUP_MOVED_ON:
+                    raise
+                self._log.warning("commit refused by the group; the next owner replays from "
+                                  "the last accepted commit", error=str(error))
         elif offsets:
             self._consumer.commit(offsets=offsets, asynchronous=True)
 
@@ -402,15 +422,27 @@ class StreamProcessor:
         self._assigned_at = time.monotonic()
         self._log.info("assigned", partitions=numbers, restored=len(snapshots))
 
+    def _on_lost(self, consumer: object, partitions: list[TopicPartition]) -> None:
+        """The session expired (e.g. the broker was unreachable): the group may already have
+        given these partitions to another member, so nothing may be committed for them."""
+        self._pending = None
+        self._log.warning("assignment lost; resuming from the last commit",
+                          partitions=sorted({tp.partition for tp in partitions}))
+        self._drop(partitions)
+
     def _on_revoke(self, consumer: object, partitions: list[TopicPartition]) -> None:
         self._dirty = True
         self.checkpoint(final=True)  # the next owner resumes from these offsets
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
         for number in {tp.partition for tp in partitions}:
             operator = self._operators.pop(number, None)
             if operator is not None:
                 operator.close()
         self._at_end -= {(tp.topic, tp.partition) for tp in partitions}
         self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}))
+
 
 def _timestamps(messages: Sequence[Message]) -> np.ndarray:
     """Each message's Kafka timestamp in epoch ms (CreateTime or LogAppendTime), or

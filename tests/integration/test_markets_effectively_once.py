@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from features.indicators import INDICATOR_COLUMNS
-from infra.testing import DurableStack
+from infra.testing import BrokerStack
 from streaming.pipelines.markets import (
     MarketsTopics,
     produce_trades,
@@ -133,14 +133,14 @@ def _wait_until_quiet(kafka: KafkaSettings, topic: str, quiet_s: float) -> None:
 
 
 def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
-    durable_stack: DurableStack, unique_topic_prefix: str, tmp_path: Path
+    broker_stack: BrokerStack, unique_topic_prefix: str, tmp_path: Path
 ) -> None:
-    """Tansu on its S3 engine is stopped and started (by PID) while trades flow; the producer
+    """The broker is killed (kill -9) and started again while trades flow; the producer
     and both processors reconnect by themselves and the outputs equal an uninterrupted run.
 
     The idle timeout is longer than the outage: a quiet pair closes its window on wall-clock
     silence, and a producer that cannot reach the broker looks exactly like a quiet market."""
-    kafka = durable_stack.kafka_settings
+    kafka = broker_stack.kafka_settings
     trades = _trades().slice(0, 20_000)
     reference_candles, reference_indicators = run_trades_through_stream(
         trades, kafka, durations=[60_000], grace_ms=GRACE_MS,
@@ -152,7 +152,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
     env = {"BRAID_TOPIC_MARKET_PARTITIONS": str(PARTITIONS)}
     common = ["--topic-prefix", prefix]
     candles = BraidProcess(["markets", "candles", "-d", "60s", "--grace", "2s",
-                            "--idle-timeout", "10s", "--batch-size", "500", *common],
+                            "--idle-timeout", "25s", "--batch-size", "500", *common],
                            kafka, tmp_path / "candles.log", env).start()
     indicators = BraidProcess(["markets", "indicators", *common], kafka,
                               tmp_path / "indicators.log", env).start()
@@ -162,7 +162,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
         candles.wait_for_log('"event": "assigned"', 1)
         indicators.wait_for_log('"event": "assigned"', 1)
         time.sleep(3)
-        durable_stack.restart_broker()
+        broker_stack.restart_broker(hard=True)
         producer.join()
         _wait_until_quiet(kafka, topics.indicators, quiet_s=15)
         assert candles.alive() and indicators.alive(), "a processor died with the broker"

@@ -1,4 +1,5 @@
-"""The local stack through `braid up | status | down`, PID handling, and a durable broker."""
+"""The local stack through `braid up | status | down`, PID handling, and the broker surviving
+kill -9."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from infra import processes, stack
+from infra import jars, processes, stack
 from infra.services.base import venv_executable
 from infra.settings import StackSettings
-from infra.testing import DurableStack, GcsEmulator, free_port
+from infra.testing import BrokerStack, GcsEmulator, broker_settings, free_port
 from streaming.settings import KafkaSettings
 from streaming.topics import catalogue
 
@@ -48,24 +49,34 @@ def test_up_status_down_runs_healthy_services_and_creates_catalogue_topics(tmp_p
     env = {
         "BRAID_STACK_STATE_DIR": str(tmp_path / "var"),
         "BRAID_STACK_BROKER_PORT": str(free_port()),
+        "BRAID_STACK_CONTROLLER_PORT": str(free_port()),
         "BRAID_STACK_GCS_PORT": str(free_port()),
-        "BRAID_STACK_SERVICES": "broker,gcs",
+        "BRAID_STACK_REDIS_PORT": str(free_port()),
+        "BRAID_STACK_SERVICES": "broker,gcs,redis",
     }
     settings = StackSettings(
         state_dir=tmp_path / "var",
         broker_port=int(env["BRAID_STACK_BROKER_PORT"]),
+        controller_port=int(env["BRAID_STACK_CONTROLLER_PORT"]),
         gcs_port=int(env["BRAID_STACK_GCS_PORT"]),
+        redis_port=int(env["BRAID_STACK_REDIS_PORT"]),
     )
     try:
         first = braid(["up"], env)
         assert first.returncode == 0, first.stdout + first.stderr
-        assert "started: broker, gcs" in first.stdout
+        assert "started: broker, gcs, redis" in first.stdout
+        assert f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}" in first.stdout
+        assert f"REDIS_URL={settings.redis_url}" in first.stdout
 
         status = braid(["status"], env)
         assert status.returncode == 0, status.stdout + status.stderr
+        assert "MiB" in status.stdout  # the broker's RSS
         rows = {row.name: row for row in stack.status(settings)}
-        assert set(rows) == {"broker", "gcs"}
+        assert set(rows) == {"broker", "gcs", "redis"}
         assert all(r.alive and r.healthy and r.pid for r in rows.values())
+        broker = rows["broker"]
+        assert broker.startup_s is not None and 0 < broker.startup_s < settings.health_timeout_s
+        assert broker.rss_bytes is not None and broker.rss_bytes > 50 * 2**20  # a JVM
         pids = {name: r.pid for name, r in rows.items()}
         for name in rows:
             assert (settings.run_dir / f"{name}.pid").exists()
@@ -80,9 +91,10 @@ def test_up_status_down_runs_healthy_services_and_creates_catalogue_topics(tmp_p
         described = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}
         for spec in specs:
             reported = {k: v.value for k, v in described[spec.name].items()}
-            if reported:  # a broker may report no configs; Tansu echoes what was created
-                for key, value in spec.configs().items():
-                    assert reported[key] == value, (spec.name, key)
+            for key, value in spec.configs().items():
+                assert reported[key] == value, (spec.name, key)
+        for keyed in ("candles", "technical_indicators", "braid_checkpoints"):
+            assert {k: v.value for k, v in described[keyed].items()}["cleanup.policy"] == "compact"
 
         again = braid(["up"], env)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -98,12 +110,10 @@ def test_up_status_down_runs_healthy_services_and_creates_catalogue_topics(tmp_p
 
 
 def test_stale_pid_files_are_replaced_and_never_signal_the_recorded_pid(tmp_path: Path) -> None:
-    settings = StackSettings(
-        state_dir=tmp_path / "var", broker_port=free_port(), services=["broker"]
-    )
+    settings = broker_settings(tmp_path / "var")
     settings.run_dir.mkdir(parents=True)
     me = psutil.Process()  # alive, but not a broker: a reused PID
-    processes.PidRecord(me.pid, ["tansu", "broker"], me.create_time()).write(
+    processes.PidRecord(me.pid, ["java", "kafka.Kafka"], me.create_time()).write(
         settings.run_dir / "broker.pid"
     )
     assert processes.running_process(settings.run_dir, "broker") is None
@@ -158,33 +168,31 @@ def test_health_timeout_and_early_exit_errors_carry_the_log_tail(tmp_path: Path)
         )
 
 
-def test_durable_broker_keeps_every_message_across_a_restart(
-    durable_stack: DurableStack, unique_topic_prefix: str
+def test_broker_keeps_every_acknowledged_message_and_config_across_kill_9(
+    broker_stack: BrokerStack, unique_topic_prefix: str
 ) -> None:
-    conf = _client_config(durable_stack.kafka_settings)
-    topic = f"{unique_topic_prefix}durable"
+    conf = _client_config(broker_stack.kafka_settings)
+    topic = f"{unique_topic_prefix}crash"
     admin = AdminClient(conf)
-    configs = {"cleanup.policy": "compact,delete", "retention.ms": "-1"}
+    configs = {"cleanup.policy": "compact", "retention.ms": "-1"}
     admin.create_topics(
         [NewTopic(topic, num_partitions=3, replication_factor=1, config=configs)]
     )[topic].result()
 
     producer = Producer({**conf, "enable.idempotence": True, "linger.ms": 5})
     for i in range(1000):
-        producer.produce(topic, key=f"k{i % 17}", value=str(i).encode())
+        producer.produce(topic, key=f"k{i}", value=str(i).encode())
     assert producer.flush(30) == 0
 
-    s3_pid = _pid(durable_stack.settings, "s3")
-    broker_pid = _pid(durable_stack.settings, "broker")
-    durable_stack.restart_broker()
-    assert _pid(durable_stack.settings, "broker") != broker_pid
+    broker_pid = _pid(broker_stack.settings, "broker")
+    broker_stack.restart_broker(hard=True)
     assert _gone(broker_pid)
-    assert _pid(durable_stack.settings, "s3") == s3_pid
+    assert _pid(broker_stack.settings, "broker") != broker_pid
 
     assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 3
     resource = ConfigResource(ResourceType.TOPIC, topic)
     reported = admin.describe_configs([resource])[resource].result()
-    assert {k: reported[k].value for k in configs if k in reported} == configs
+    assert {k: reported[k].value for k in configs} == configs
 
     consumer = Consumer({**conf, "group.id": f"{topic}-reader", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
@@ -200,13 +208,19 @@ def test_durable_broker_keeps_every_message_across_a_restart(
     assert sorted(seen) == list(range(1000))
 
 
-def test_missing_binaries_fail_with_what_is_missing(
+def test_missing_java_or_maven_fail_with_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CALF_TANSU_BIN", str(tmp_path / "no-tansu"))
-    settings = StackSettings(state_dir=tmp_path / "var", services=["broker"])
-    with pytest.raises(processes.MissingBinaryError, match=r"Tansu.*CALF_TANSU_BIN"):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    settings = broker_settings(tmp_path / "var")
+    with pytest.raises(processes.MissingBinaryError, match=r"Java 17.*apt-get install"):
         stack.up(settings)
+    monkeypatch.setenv("BRAID_JARS_DIR", str(tmp_path / "jars"))
+    with pytest.raises(processes.MissingBinaryError, match=r"Maven.*apt-get install maven"):
+        jars.ensure("kafka")
     with pytest.raises(processes.MissingBinaryError, match=r"no-such-emulator.*pip install x"):
         venv_executable("no-such-emulator", "pip install x")
     assert not list(tmp_path.glob("var/run/*.pid"))
