@@ -141,12 +141,11 @@ def stream_replay_seconds(trades: pa.Table, durations: list[int], grace_ms: int 
     through the speed layer (produce, candle processor, indicator processor, until idle) on a
     local in-memory Tansu broker. The broker's start and stop are not timed."""
     from infra import stack
-    from infra.settings import StackSettings
-    from infra.testing import free_port
+    from infra.testing import broker_settings
     from streaming.pipelines.markets import run_trades_through_stream
 
     state = Path(tempfile.mkdtemp(prefix="braid-bench-stack-"))
-    settings = StackSettings(state_dir=state, broker_port=free_port(), services=["broker"])
+    settings = broker_settings(state)
     stack.up(settings, create_topics=False)
     try:
         t0 = time.perf_counter()

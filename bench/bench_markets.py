@@ -50,8 +50,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition 
 
 from features.windows import TumblingWindow  # noqa: E402
 from infra import stack  # noqa: E402
-from infra.settings import StackSettings  # noqa: E402
-from infra.testing import free_port  # noqa: E402
+from infra.testing import broker_settings  # noqa: E402
 from streaming.partitioning import partition_for  # noqa: E402
 from streaming.pipelines.markets import (  # noqa: E402
     MarketsTopics,
@@ -557,8 +556,7 @@ def main() -> None:
         args.fresh_seconds = 10.0 if args.quick else 30.0
     _quiet_logs()
     with tempfile.TemporaryDirectory(prefix="bench-markets-") as tmp:
-        settings = StackSettings(die_with_parent=True, state_dir=Path(tmp),
-                                 broker_port=free_port(), services=["broker"], durable=False)
+        settings = broker_settings(Path(tmp), die_with_parent=True)
         stack.up(settings, create_topics=False)
         try:
             kafka = settings.local_kafka_settings()

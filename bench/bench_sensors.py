@@ -53,8 +53,7 @@ import pyarrow.compute as pc  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 
 from infra import stack  # noqa: E402
-from infra.settings import StackSettings  # noqa: E402
-from infra.testing import free_port  # noqa: E402
+from infra.testing import broker_settings  # noqa: E402
 from streaming.partitioning import partition_for  # noqa: E402
 from streaming.pipelines.sensors import (  # noqa: E402
     SensorTopics,
@@ -465,8 +464,7 @@ def _run(args: argparse.Namespace) -> None:
 @contextmanager
 def fresh_broker() -> Iterator[KafkaSettings]:
     """A new in-memory Tansu broker on a free port, stopped (by PID) afterwards."""
-    settings = StackSettings(state_dir=Path(tempfile.mkdtemp(prefix="braid-bench-")),
-                             broker_port=free_port(), services=["broker"], durable=False)
+    settings = broker_settings(Path(tempfile.mkdtemp(prefix="braid-bench-")))
     stack.up(settings, create_topics=False)
     try:
         yield settings.local_kafka_settings()
