@@ -1,7 +1,7 @@
 """Braid's partitioner: the one mapping from a record key to a partition.
 
 Every producer in Braid passes ``partition=`` explicitly, computed here, so all client libraries
-(librdkafka, kafka-python, aiokafka, Spark, Tansu tools) agree on where a key lives, whatever
+(librdkafka, kafka-python, aiokafka, Spark, the Kafka tools) agree on where a key lives, whatever
 their default partitioner would do. Co-partitioned topics (``trades``, ``candles``,
 ``technical_indicators``) rely on it: the same pair lands on the same partition number.
 """

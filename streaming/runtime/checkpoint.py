@@ -1,7 +1,8 @@
 """Operator checkpoints on a compacted topic, keyed `group|topics|partition`.
 
-Kafka's offset-commit metadata could carry this state, but some brokers (Tansu) drop it; a topic
-works everywhere. The processor writes a checkpoint (and awaits its acknowledgement) before
+Kafka's offset-commit metadata could carry small state, but it is capped
+(`offset.metadata.max.bytes`, 4 KiB by default) and some brokers drop it; a topic works
+everywhere. The processor writes a checkpoint (and awaits its acknowledgement) before
 committing offsets, so a checkpoint is never older than the committed offsets it goes with.
 
 A checkpoint larger than `max_record_bytes` (brokers refuse records over ~1 MB by default; the
@@ -83,7 +84,8 @@ class CheckpointStore:
         """The latest checkpoint for each of `keys`.
 
         Reads each partition from its start until a marker this call wrote to its end: a
-        broker's reported high watermark can lag (Tansu's does), a marker cannot.
+        high watermark read before the call can be stale by the time it is reached, a marker
+        cannot.
         """
         consumer = Consumer(
             {

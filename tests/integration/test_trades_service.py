@@ -1,4 +1,5 @@
-"""The trades service against a real Tansu broker: once each, keyed, partitioned; dead letters."""
+"""The trades service against a real Apache Kafka broker: once each, keyed, partitioned; dead
+letters."""
 
 from __future__ import annotations
 
