@@ -164,7 +164,7 @@ def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
         time.sleep(3)
         broker_stack.restart_broker(hard=True)
         producer.join()
-        _wait_until_quiet(kafka, topics.indicators, quiet_s=15)
+        _wait_until_quiet(kafka, topics.indicators, quiet_s=30)  # > the idle timeout
         assert candles.alive() and indicators.alive(), "a processor died with the broker"
     finally:
         for process in (candles, indicators):

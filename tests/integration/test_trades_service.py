@@ -130,7 +130,10 @@ def test_sigterm_stops_the_publish_command_after_flushing_every_read_trade(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        time.sleep(4)
+        # SIGTERM once trades flow (the handler is installed before the first is produced); a
+        # fixed sleep raced the interpreter's start on a loaded machine
+        _wait_for_first_message(kafka_settings, f"{unique_topic_prefix}trades", timeout_s=90)
+        time.sleep(1)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
     finally:
@@ -144,3 +147,24 @@ def test_sigterm_stops_the_publish_command_after_flushing_every_read_trade(
     partitions = TopicSettings().market_partitions
     messages = consume_all(kafka_settings, f"{unique_topic_prefix}trades", partitions, sent)
     assert len(messages) == sent
+
+
+def _wait_for_first_message(kafka: KafkaSettings, topic: str, timeout_s: float) -> None:
+    """Wait until `topic` exists and holds a message."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"{topic}-probe",
+                         "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if meta is not None and meta.error is None and meta.partitions:
+                consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+                break
+            time.sleep(0.5)
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                return
+    finally:
+        consumer.close()
+    raise TimeoutError(f"no message on {topic} after {timeout_s:.0f} s")
