@@ -17,6 +17,7 @@ unchanged. Select it in `feature_store.yaml` with
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -68,6 +69,18 @@ def read_source(data_source: DataSource, repo_path: str) -> Table:
         **{EVENT_TIMESTAMP: millis.as_timestamp("ms").cast(dt.Timestamp(timezone="UTC"))})
 
 
+def _ibis_io(config: RepoConfig) -> dict[str, Any]:
+    """How Feast's ibis functions read Braid's sources and write staging data (shared by every
+    retrieval method below)."""
+    return {
+        "data_source_reader": read_source,
+        "data_source_writer": feast_duckdb._write_data_source,
+        "staging_location": config.offline_store.staging_location,
+        "staging_location_endpoint_override":
+            config.offline_store.staging_location_endpoint_override,
+    }
+
+
 class BraidDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
     """The DuckDB store's settings (`staging_location`, ...) under Braid's type name."""
 
@@ -92,11 +105,7 @@ class BraidDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             config=config, data_source=data_source, join_key_columns=join_key_columns,
             feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
             created_timestamp_column=created_timestamp_column, start_date=start_date,
-            end_date=end_date, data_source_reader=read_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=(
-                config.offline_store.staging_location_endpoint_override),
+            end_date=end_date, **_ibis_io(config),
         )
 
     @staticmethod
@@ -113,11 +122,7 @@ class BraidDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         return get_historical_features_ibis(
             config=config, feature_views=feature_views, feature_refs=feature_refs,
             entity_df=entity_df, registry=registry, project=project,
-            full_feature_names=full_feature_names, data_source_reader=read_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=(
-                config.offline_store.staging_location_endpoint_override),
+            full_feature_names=full_feature_names, **_ibis_io(config),
             filter_by_created_timestamp=filter_by_created_timestamp,
         )
 
@@ -136,11 +141,7 @@ class BraidDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             config=config, data_source=data_source, join_key_columns=join_key_columns,
             feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
             created_timestamp_column=created_timestamp_column, start_date=start_date,
-            end_date=end_date, data_source_reader=read_source,
-            data_source_writer=feast_duckdb._write_data_source,
-            staging_location=config.offline_store.staging_location,
-            staging_location_endpoint_override=(
-                config.offline_store.staging_location_endpoint_override),
+            end_date=end_date, **_ibis_io(config),
         )
 
 

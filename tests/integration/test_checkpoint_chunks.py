@@ -24,14 +24,21 @@ def _store(kafka: KafkaSettings, topic: str, producer: Producer) -> CheckpointSt
     return CheckpointStore(kafka, producer, topic, max_record_bytes=100_000)
 
 
+def _checkpoint_topic(
+    kafka: KafkaSettings, prefix: str
+) -> tuple[str, Producer, CheckpointStore]:
+    """A fresh compacted checkpoint topic, a producer, and a store writing to it."""
+    topic = prefix + "checkpoints"
+    ensure_topics(kafka, [TopicSpec(topic, 1, cleanup_policy="compact", retention_ms=-1)],
+                  TopicSettings())
+    producer = Producer(kafka.client_config())
+    return topic, producer, _store(kafka, topic, producer)
+
+
 def test_large_checkpoints_are_chunked_and_read_back_whole(
     kafka_settings: KafkaSettings, unique_topic_prefix: str
 ) -> None:
-    topic = unique_topic_prefix + "checkpoints"
-    ensure_topics(kafka_settings, [TopicSpec(topic, 1, cleanup_policy="compact",
-                                             retention_ms=-1)], TopicSettings())
-    producer = Producer(kafka_settings.client_config())
-    store = _store(kafka_settings, topic, producer)
+    topic, producer, store = _checkpoint_topic(kafka_settings, unique_topic_prefix)
     keys = {"g|t|0", "g|t|1"}
     for tag, size in (("big", 350_000), ("small", 10), ("bigger", 520_000), ("again", 260_000)):
         written = Deliveries()
@@ -47,11 +54,7 @@ def test_large_checkpoints_are_chunked_and_read_back_whole(
 def test_a_head_without_its_chunks_falls_back_to_the_previous_checkpoint(
     kafka_settings: KafkaSettings, unique_topic_prefix: str
 ) -> None:
-    topic = unique_topic_prefix + "checkpoints"
-    ensure_topics(kafka_settings, [TopicSpec(topic, 1, cleanup_policy="compact",
-                                             retention_ms=-1)], TopicSettings())
-    producer = Producer(kafka_settings.client_config())
-    store = _store(kafka_settings, topic, producer)
+    topic, producer, store = _checkpoint_topic(kafka_settings, unique_topic_prefix)
     store.write("g|t|0", _state(250_000, "previous"))
     producer.flush(30)
     previous = store._last_chunked["g|t|0"]
