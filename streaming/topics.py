@@ -6,6 +6,7 @@ and cleanup policy are what this file says on any Kafka-protocol broker.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -114,4 +115,28 @@ def ensure_topics(
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
         log.info("topics created", topics=created)
+        _wait_until_visible(admin, {t.name: t.partitions for t in wanted if t.name in created})
     return created
+
+
+def _wait_until_visible(admin: AdminClient, partitions: dict[str, int],
+                        timeout_s: float = 30.0) -> None:
+    """Wait until the broker's metadata shows every new topic with all its partitions.
+
+    A created topic reaches the brokers' metadata asynchronously (on Apache Kafka, KRaft
+    propagates it in milliseconds to seconds), so a client asking at once may not see it yet.
+    """
+    deadline = time.monotonic() + timeout_s
+    missing = dict(partitions)
+    while missing:
+        topics = admin.list_topics(timeout=10).topics
+        missing = {
+            name: count for name, count in missing.items()
+            if name not in topics or topics[name].error is not None
+            or len(topics[name].partitions) != count
+        }
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"topics not visible after {timeout_s:.0f} s: {sorted(missing)}")
+        time.sleep(0.1)

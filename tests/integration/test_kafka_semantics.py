@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streaming.settings import KafkaSettings
-from streaming.topics import CANDLES, CHECKPOINTS, INDICATORS, catalogue
+from streaming.topics import CANDLES, CHECKPOINTS, INDICATORS, TopicSpec, catalogue, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +84,19 @@ def test_keyed_topics_are_compacted_and_keep_every_keys_latest_value(
         last[key] = value
     assert last == latest
 
+
+
+def test_topics_are_visible_to_a_new_client_as_soon_as_ensure_topics_returns(
+    kafka_settings: KafkaSettings, unique_topic_prefix: str
+) -> None:
+    """Apache Kafka propagates a new topic to its metadata asynchronously; `ensure_topics`
+    waits for it, so a client created right after (the trades service's producer) finds every
+    partition. `braid demo` failed with KeyError on the trades topic before."""
+    specs = [s for s in catalogue() if s.name in (CANDLES, INDICATORS)]
+    prefixed = [TopicSpec(f"{unique_topic_prefix}{s.name}", s.partitions, s.cleanup_policy,
+                          s.retention_ms) for s in specs]
+    assert ensure_topics(kafka_settings, prefixed) == [s.name for s in prefixed]
+    producer = Producer(dict(kafka_settings.client_config()))
+    topics = producer.list_topics(timeout=10).topics
+    for spec in prefixed:
+        assert len(topics[spec.name].partitions) == spec.partitions
