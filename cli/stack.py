@@ -65,6 +65,9 @@ def _print_addresses(settings: StackSettings) -> None:
         console.print(f"Kafka:  KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}")
     if "redis" in enabled:
         console.print(f"Redis:  REDIS_URL={settings.redis_url}")
+    if "mlflow" in enabled:
+        console.print(f"MLflow: MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} "
+                      f"(UI: {settings.mlflow_tracking_uri})")
     if "gcs" in enabled:
         console.print(f"GCS:    STORAGE_EMULATOR_HOST={settings.gcs_endpoint} "
                       f"(bucket gs://{settings.gcs_bucket})")

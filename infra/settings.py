@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streaming.settings import KafkaSettings
 
 #: Every service the stack knows, in start order (a service starts after those it needs).
-KNOWN_SERVICES = ("broker", "gcs", "redis")
+KNOWN_SERVICES = ("broker", "gcs", "redis", "mlflow")
 
 
 class StackSettings(BaseSettings):
@@ -28,8 +28,12 @@ class StackSettings(BaseSettings):
     broker_heap: str = "512m"
     gcs_port: int = 19023
     redis_port: int = 16379
+    #: The MLflow tracking server (UI, REST API, registry, artifacts proxy).
+    mlflow_port: int = 15000
+    #: uvicorn workers of the MLflow server (each holds ~150 MiB).
+    mlflow_workers: int = 1
     services: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["broker", "gcs", "redis"]
+        default_factory=lambda: ["broker", "gcs", "redis", "mlflow"]
     )
     gcs_bucket: str = "braid"
     gcs_project: str = "braid-local"
@@ -78,6 +82,10 @@ class StackSettings(BaseSettings):
     @property
     def redis_url(self) -> str:
         return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"http://{self.host}:{self.mlflow_port}"
 
     @property
     def gcs_endpoint(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from infra.services import broker, gcs, redis
+from infra.services import broker, gcs, mlflow, redis
 from infra.services.base import ServiceSpec
 from infra.settings import StackSettings
 
@@ -16,6 +16,7 @@ SPECS: dict[str, Callable[[StackSettings], ServiceSpec]] = {
     broker.NAME: broker.spec,
     gcs.NAME: gcs.spec,
     redis.NAME: redis.spec,
+    mlflow.NAME: mlflow.spec,
 }
 
 __all__ = ["SPECS", "ServiceSpec"]
