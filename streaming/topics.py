@@ -45,6 +45,7 @@ CHECKPOINTS = "braid_checkpoints"
 SENSOR_INPUTS = ("SX", "SY", "SZ")
 SENSOR_FEATURES = ("FA", "FI", "FD")
 SENSOR_PREDICTIONS = "predictions.sensors"
+MARKET_PREDICTIONS = "predictions.markets"
 
 
 def catalogue(settings: TopicSettings | None = None) -> list[TopicSpec]:
@@ -72,6 +73,9 @@ def catalogue(settings: TopicSettings | None = None) -> list[TopicSpec]:
         *(TopicSpec(t, sensors, description=f"window feature {t} keyed by client")
           for t in SENSOR_FEATURES),
         TopicSpec(SENSOR_PREDICTIONS, sensors, description="alert predictions keyed by client"),
+        TopicSpec(MARKET_PREDICTIONS, markets, retention_ms=7 * DAY_MS,
+                  description="next-candle direction predictions keyed "
+                              "pair|duration|window_start (one per candle: not compacted)"),
     ]
 
 
