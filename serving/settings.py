@@ -40,3 +40,15 @@ class FeastSettings(BaseSettings):
         if not path.is_absolute():
             path = PROJECT_ROOT / path
         return str(path / name)
+
+
+class ModelServingSettings(BaseSettings):
+    """Which registry alias the predictors and the API serve, and how often they look at it
+    (prefix `BRAID_MODEL_`; the tracking URI is `training.model_contract.MlflowSettings`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_MODEL_", env_file=".env", extra="ignore")
+
+    # The alias served (`models:/<name>@<alias>`); a model moved to it is swapped in live.
+    alias: str = "champion"
+    # Seconds between two looks at the alias.
+    poll_interval_s: float = Field(10.0, gt=0)

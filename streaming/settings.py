@@ -88,3 +88,18 @@ class EventTimeSettings(BaseSettings):
     @property
     def max_event_time_skew_ms(self) -> int:
         return parse_duration_ms(self.max_event_time_skew)
+
+
+class PredictorSettings(BaseSettings):
+    """The markets predictor (`braid markets predictor`, prefix `BRAID_PREDICTOR_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_PREDICTOR_", env_file=".env",
+                                      extra="ignore")
+
+    # How long an indicator row waits for its candle's features to reach the online store
+    # (the online sink writes them at about the same time) before it counts as `missing`.
+    feature_wait: str = "2s"
+    # Longest wait for a message in one poll; waiting rows are retried after each poll.
+    poll_timeout: str = "10ms"
+    # Feast profile and repository of the online store read.
+    feast_profile: str = "local"
