@@ -51,4 +51,4 @@ class ModelServingSettings(BaseSettings):
     # The alias served (`models:/<name>@<alias>`); a model moved to it is swapped in live.
     alias: str = "champion"
     # Seconds between two looks at the alias.
-    poll_interval_s: float = Field(10.0, gt=0)
+    poll_interval_s: float = Field(default=10.0, gt=0)
