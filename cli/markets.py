@@ -1,4 +1,5 @@
-"""`braid markets candles | indicators`: the markets speed-layer processors (long-running)."""
+"""`braid markets candles | indicators | predictor`: the markets speed-layer processors
+(long-running)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from typing import Annotated
 
 import typer
 
+from cli.predictor import predictor
 from features.windows import TumblingWindow, parse_duration_ms
 from streaming.pipelines.markets import MarketsTopics, candle_processor, indicator_processor
 from streaming.settings import EventTimeSettings, KafkaSettings, MarketsSettings, TopicSettings
 from streaming.topics import ensure_topics
 
-app = typer.Typer(help="Markets processors: trades -> candles -> indicators.",
+app = typer.Typer(help="Markets processors: trades -> candles -> indicators -> predictions.",
                   no_args_is_help=True)
 
 Prefix = Annotated[str, typer.Option(
@@ -63,3 +65,6 @@ def indicators(
 ) -> None:
     """Consume `candles`, emit TA-Lib indicators to `technical_indicators` until SIGTERM."""
     indicator_processor(KafkaSettings(), topics=_topics(topic_prefix), group=group).run()
+
+
+app.command()(predictor)
