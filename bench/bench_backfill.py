@@ -16,7 +16,7 @@
    Python data source + delta-rs commit), same inputs, same session, and prints the ratio.
 2. **Stream replay** of the same history (the first `--stream-size` trades of the smallest size)
    through the speed layer (`streaming.pipelines.markets.run_trades_through_stream` against a
-   local in-memory Tansu broker started here), timed in the same run: the batch/stream speed
+   local Apache Kafka broker started here), timed in the same run: the batch/stream speed
    ratio, per trade. See :func:`stream_replay_seconds` (the hook).
 3. **Year scale** (`--year`): `--year-pairs` (8) pairs x `--year-days` (365) days of trades with
    every minute traded (about 40M trades; `bench/backfill_year.py`), candles 1m, 1h and 1d, all
@@ -139,7 +139,7 @@ def run_range(spark: SparkSession, files: list[str], trade_count: int, start: da
 def stream_replay_seconds(trades: pa.Table, durations: list[int], grace_ms: int = 5_000) -> float:
     """The hook for the streaming comparison: seconds to push `trades` (row order = arrival)
     through the speed layer (produce, candle processor, indicator processor, until idle) on a
-    local in-memory Tansu broker. The broker's start and stop are not timed."""
+    local Apache Kafka broker. The broker's start and stop are not timed."""
     from infra import stack
     from infra.testing import broker_settings
     from streaming.pipelines.markets import run_trades_through_stream

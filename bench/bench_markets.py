@@ -1,4 +1,4 @@
-"""Benchmark of the markets speed layer on a local Tansu broker; prints a table and a summary.
+"""Benchmark of the markets speed layer on a local Apache Kafka broker: a table and a summary.
 
     .venv/bin/python bench/bench_markets.py [--trades 1000000] [--pairs 8] [--fresh-seconds 30]
     .venv/bin/python bench/bench_markets.py --quick      # 100k trades, 10 s freshness
@@ -211,7 +211,7 @@ def child_live(args: argparse.Namespace) -> None:
              "step_max_ms": float(ms.max()) if len(ms) else 0.0, "steps": len(ms)})
 
 
-# (label, producers idempotent): Tansu stalls idempotent produce requests (see README)
+# (label, producers idempotent): both, to show what idempotence costs the hop
 FRESHNESS_VARIANTS = (
     ("Braid defaults (idempotent producers)", True),
     ("KAFKA_ENABLE_IDEMPOTENCE=false (one request in flight)", False),
@@ -394,7 +394,7 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     n = args.trades
     limit = max(120.0, n / 5_000)
     print(f"Braid markets benchmark: {n:,} synthetic trades over {args.pairs} pairs, "
-          f"{PARTITIONS} partitions, local in-memory Tansu at {kafka.bootstrap_servers}")
+          f"{PARTITIONS} partitions, local Apache Kafka at {kafka.bootstrap_servers}")
     print(f"machine load at start: {_load()}")
 
     quix_python = ensure_quix_venv()

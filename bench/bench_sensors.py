@@ -21,10 +21,10 @@
    that the broker, librdkafka and a Python loop set on this machine; Braid / peer is printed.
 4. **Broker hop**: one bare produce -> consume hop with the same client settings (SZ ->
    prediction crosses three). `--idempotence off|both` also measures without idempotence
-   (acks=all, one request in flight): on Tansu the idempotent producer stalls ~500 ms at p99.
+   (acks=all, one request in flight), to show what idempotence costs.
 
-A fresh in-memory Tansu broker is started for each measurement and stopped by PID afterwards
-(`infra.stack`): an in-memory Tansu slows down as it accumulates data.
+A fresh Apache Kafka broker (`infra.stack`, state in a temporary folder) is started for each
+measurement and stopped by PID afterwards, so no run reads another's data.
 """
 
 from __future__ import annotations
@@ -448,7 +448,7 @@ def _run(args: argparse.Namespace) -> None:
     for rate in (int(r) for r in args.rates.split(",")):
         args.rate = rate
         for idempotent in modes:
-            # a fresh broker per run: an in-memory Tansu slows down as it accumulates data
+            # a fresh broker per run: no run pays for another's logs and groups
             with fresh_broker() as kafka:
                 braid = bench_latency(kafka, args, "braid", no_idempotence=not idempotent)
             with fresh_broker() as kafka:
@@ -463,7 +463,7 @@ def _run(args: argparse.Namespace) -> None:
 
 @contextmanager
 def fresh_broker() -> Iterator[KafkaSettings]:
-    """A new in-memory Tansu broker on a free port, stopped (by PID) afterwards."""
+    """A new Apache Kafka broker on free ports, stopped (by PID) afterwards."""
     settings = broker_settings(Path(tempfile.mkdtemp(prefix="braid-bench-")))
     stack.up(settings, create_topics=False)
     try:
