@@ -14,7 +14,12 @@ import pytest
 from features.indicators import INDICATOR_COLUMNS
 from serving.store import feast_redis_connection
 from streaming.runtime.records import InputBatch
-from streaming.sinks.online_store import OnlineSinkOperator, OnlineWriter
+from streaming.sinks.online_store import (
+    OnlineSinkOperator,
+    OnlineWriter,
+    RedisBulkWriter,
+    online_writer,
+)
 from tests.integration.serving.offline_tables import local_repo
 
 pytestmark = pytest.mark.integration
@@ -123,11 +128,13 @@ def test_on_redis_the_sink_writes_the_newest_row_and_a_replay_changes_nothing(
     store = local_repo(tmp_path / "redis", offline_root, feast_redis_connection(redis_url))
     rows = _messages(market_tables[1], "XBT/USD", 700)
     encoded = [orjson.dumps(r) for r in rows]
-    OnlineSinkOperator(OnlineWriter(store), KINDS).process(_batch(encoded[:650], 0), 0)
+    writer = online_writer(store)
+    assert isinstance(writer, RedisBulkWriter)  # Feast's Redis format, written in bulk
+    OnlineSinkOperator(writer, KINDS).process(_batch(encoded[:650], 0), 0)
     before = _online(OnlineWriter(store), "XBT/USD")
     assert before["window_start_ms"] == [rows[649]["window_start_ms"]]
     assert before["rsi_14"][0] == pytest.approx(rows[649]["rsi_14"], abs=1e-9)
-    restarted = OnlineSinkOperator(OnlineWriter(store), KINDS)  # a new process: empty memory
+    restarted = OnlineSinkOperator(online_writer(store), KINDS)  # a new process
     restarted.process(_batch(encoded[:600], 0), 0)  # replay of older rows
     assert _online(restarted.writer, "XBT/USD") == before
     assert restarted.writer.rows_written == 0

@@ -1,0 +1,105 @@
+"""What a message on a feature topic becomes for the online store: an `OnlineRow`.
+
+| input topic | kind | view | entity | event time |
+|---|---|---|---|---|
+| candles | `candles` | `candles_<duration>` | pair | window end |
+| technical_indicators | `indicators` | `indicators_<duration>` | pair | window end |
+| FA, FI, FD | `sensor_feature` | `sensor_fa` ... (`FA`, `FA_bin`) | client | reading time |
+| SX, SY | `sensor_reading:SX` ... | `sensor_sx` ... (`SX`) | client | reading time |
+
+A message that cannot become a row raises `InvalidRow`, whose text is the dead-letter reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from features.windows import format_duration
+
+
+@dataclass(frozen=True)
+class OnlineRow:
+    """One row for the online store: its view, entity, event time (ms) and feature values."""
+
+    view: str
+    entity_column: str
+    entity: str
+    event_ms: int
+    values: Mapping[str, object]
+
+
+class InvalidRow(ValueError):
+    """A message the sink cannot turn into an online row (the text is the dead-letter reason)."""
+
+
+def _positive_int(obj: dict[str, Any], name: str) -> int:
+    value = obj.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidRow(f"schema: {name} must be a positive integer")
+    return value
+
+
+def _string(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidRow(f"schema: {name} must be a non-empty string")
+    return value
+
+
+def _number(value: object, name: str) -> float:
+    if value is None:
+        return math.nan  # null on the topics is "not warmed up": NaN as offline, never 0
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidRow(f"schema: {name} must be a number")
+    return float(value)
+
+
+def _market_row(kind: str, obj: dict[str, Any]) -> OnlineRow:
+    pair = _string(obj, "pair")
+    view = f"{kind}_{format_duration(_positive_int(obj, 'window_ms'))}"
+    end = _positive_int(obj, "window_end_ms")
+    values = {k: (v if isinstance(v, int) and not isinstance(v, bool) else _number(v, k))
+              for k, v in obj.items() if k not in ("pair", "window_ms")}
+    return OnlineRow(view, "pair", pair, end, values)
+
+
+def _sensor_feature_row(obj: dict[str, Any]) -> OnlineRow:
+    name = _string(obj, "feature")
+    value = _number(obj.get("value"), "value")
+    bin_ = obj.get("bin")
+    if not isinstance(bin_, int) or isinstance(bin_, bool):
+        raise InvalidRow("schema: bin must be an integer")
+    return OnlineRow(f"sensor_{name.lower()}", "client", _string(obj, "client"),
+                     _positive_int(obj, "timestamp_ms"), {name: value, f"{name}_bin": bin_})
+
+
+def _sensor_reading_row(sensor: str, obj: dict[str, Any]) -> OnlineRow:
+    value = _number(obj.get("value"), "value")
+    if not value.is_integer():
+        raise InvalidRow(f"schema: {sensor} must be an integer category")
+    return OnlineRow(f"sensor_{sensor.lower()}", "client", _string(obj, "client"),
+                     _positive_int(obj, "timestamp_ms"), {sensor: int(value)})
+
+
+def decode_row(kind: str, raw: bytes | None) -> OnlineRow:
+    """The online row of one message of a topic of `kind` (see the module table)."""
+    if not raw:
+        raise InvalidRow("decode: empty message")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRow(f"decode: not JSON ({error.msg})") from error
+    if not isinstance(obj, dict):
+        raise InvalidRow("decode: not a JSON object")
+    if kind in ("candles", "indicators"):
+        return _market_row(kind, obj)
+    if kind == "sensor_feature":
+        return _sensor_feature_row(obj)
+    if kind.startswith("sensor_reading:"):
+        return _sensor_reading_row(kind.split(":", 1)[1], obj)
+    raise ValueError(f"unknown sink kind {kind!r}")
