@@ -1,12 +1,137 @@
-"""The markets model: XGBoost on `markets_direction_v1`, predicting the next candle's direction."""
+"""The markets model: XGBoost on `markets_direction_v1`, predicting the next candle's direction.
+
+Rows: one per pair and candle close in `[start, end)`, the service's features as of that time
+(Feast's point-in-time join, `training.training_sets`). Label: the close `horizon` candles later
+is higher than this close (from the same rows: the pair's latest close at or before
+t + horizon x candle length; rows whose horizon runs past the data are dropped). Baselines:
+the majority class and persistence (the last `horizon` candles' direction again). The
+`window_start_ms` / `window_end_ms` columns stay in the model's input (the contract) but are
+blanked for the fit: absolute time must not be learnt.
+
+    from training.markets_model import train_markets
+    result = train_markets("2018-05-01", "2018-05-04", ["XBT/USD", "ETH/USD"], horizon=1)
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+import numpy as np
+import pandas as pd
 from feast import FeatureStore
 
+from serving.offline_store import EVENT_TIMESTAMP
+from serving.store import open_store
+from training.evaluation import persistence_baseline
+from training.model_contract import FEATURE_SERVICES, feature_columns
 from training.results import TrainResult
+from training.run import PreparedData, train_and_register
+from training.settings import TrainingSettings
+from training.splits import TimeSplit
+from training.training_sets import TrainingSet, training_set
+
+PAIR = "pair"
+
+
+def service_columns(store: FeatureStore, service_name: str) -> list[str]:
+    """The contract's input columns of a feature service, in its order."""
+    service = store.get_feature_service(service_name)
+    return feature_columns([(p.name_to_use(), [f.name for f in p.features])
+                            for p in service.feature_view_projections])
+
+
+def _close_column(columns: list[str]) -> str:
+    candles = [c for c in columns if c.endswith("__close") and c.startswith("candles")]
+    if not candles:
+        raise ValueError(f"no candle close among the service's columns {columns}")
+    return candles[0]
+
+
+def _as_of(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Per `at`, the value of the latest time <= at (times sorted); NaN before the first."""
+    pos = np.searchsorted(times, at, side="right") - 1
+    return np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
+
+
+def label_rows(frame: pd.DataFrame, close: str, horizon: int, window_ms: int
+               ) -> pd.DataFrame:
+    """Per row: `time_ms`, `future_close`, `previous_close` (each the pair's close as of
+    t ± horizon candles), `label` (future > close), `previous_up`, `ret`; rows without a
+    future or previous close are dropped."""
+    stamps = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
+    times = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ms")).to_numpy(np.int64)
+    out = pd.DataFrame({"time_ms": times}, index=frame.index)
+    step = horizon * window_ms
+    out["future_close"] = np.nan
+    out["previous_close"] = np.nan
+    for _, rows in frame.groupby(PAIR, sort=False):
+        idx = rows.index.to_numpy()
+        order = np.argsort(out.loc[idx, "time_ms"].to_numpy(), kind="stable")
+        idx = idx[order]
+        t = out.loc[idx, "time_ms"].to_numpy()
+        c = frame.loc[idx, close].to_numpy(dtype=np.float64)
+        future = _as_of(t, c, t + step)
+        future[t + step > t[-1]] = np.nan  # the horizon runs past the data: unknown
+        previous = _as_of(t, c, t - step)
+        previous[t - step < t[0]] = np.nan
+        out.loc[idx, "future_close"] = future
+        out.loc[idx, "previous_close"] = previous
+    current = frame[close].to_numpy(dtype=np.float64)
+    out["ret"] = out["future_close"] / current - 1.0
+    out["label"] = (out["future_close"] > current).astype(np.int64)
+    out["previous_up"] = (current > out["previous_close"]).astype(np.int64)
+    keep = out["future_close"].notna() & out["previous_close"].notna() & np.isfinite(current)
+    return out[keep]
+
+
+def prepare(ts: TrainingSet, columns: list[str], horizon: int, params: dict[str, Any]
+            ) -> PreparedData:
+    """The labelled rows of a markets training set (see the module docstring)."""
+    frame = ts.frame
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"training set lacks the service's columns {missing}")
+    starts = [c for c in columns if c.endswith("__window_start_ms")]
+    ends = [c for c in columns if c.endswith("__window_end_ms")]
+    window_ms = int(np.nanmedian(frame[ends[0]] - frame[starts[0]]))
+    labelled = label_rows(frame, _close_column(columns), horizon, window_ms)
+    if labelled.empty:
+        raise ValueError("no row has both a previous and a future close: widen the range")
+    rows = frame.loc[labelled.index]
+    order = np.lexsort((rows[PAIR].to_numpy(), labelled["time_ms"].to_numpy()))
+    rows, labelled = rows.iloc[order], labelled.iloc[order]
+    features = rows[columns].astype("float64").reset_index(drop=True)
+    labels = labelled["label"].to_numpy()
+    previous_up = labelled["previous_up"].to_numpy()
+
+    def baselines(parts: TimeSplit) -> dict[str, np.ndarray]:
+        return {"persistence": persistence_baseline(labels[parts.train],
+                                                    previous_up[parts.train],
+                                                    previous_up[parts.test])}
+
+    record = ts.record.to_dict()
+    return PreparedData(
+        pipeline="markets",
+        features=features,
+        labels=labels,
+        times=labelled["time_ms"].to_numpy(dtype=np.int64),
+        keys=rows[PAIR].to_numpy(dtype=object),
+        gap_ms=horizon * window_ms,
+        baselines=baselines,
+        source_tags={
+            "feature_service": record["feature_service"],
+            "tables": ",".join(f"{path}@v{v}" for path, v in record["table_versions"].items()),
+            "entity_digest": record["entity_digest"],
+            "entity_rows": record["entity_rows"],
+            "start": record["start"], "end": record["end"],
+        },
+        record={**record, "horizon": horizon, "window_ms": window_ms,
+                "labelled_rows": len(labels)},
+        params={**params, "horizon": horizon, "window_ms": window_ms},
+        unused_columns=tuple(starts + ends),
+        moved=(labelled["ret"].to_numpy() != 0),
+    )
 
 
 def train_markets(
@@ -21,6 +146,19 @@ def train_markets(
     promotion_metric: str | None = None,
     promotion_margin: float | None = None,
     seed: int | None = None,
+    settings: TrainingSettings | None = None,
 ) -> TrainResult:
     """Train, evaluate, log, register and promote a markets model (None: the settings' value)."""
-    raise NotImplementedError("training.markets_model.train_markets: being written (issue 12)")
+    base = settings or TrainingSettings()
+    overrides = {k: v for k, v in (("horizon", horizon), ("promotion_metric", promotion_metric),
+                                   ("promotion_margin", promotion_margin), ("seed", seed))
+                 if v is not None}
+    settings = base.model_copy(update=overrides)
+    if not pairs:
+        raise ValueError("give at least one pair")
+    store = store or open_store(profile)
+    service = FEATURE_SERVICES["markets"]
+    ts = training_set(service, start=start, end=end, pairs=pairs, store=store)
+    data = prepare(ts, service_columns(store, service), settings.horizon,
+                   {"pairs": ",".join(pairs), "start": str(start), "end": str(end)})
+    return train_and_register(data, settings, tracking_uri)

@@ -56,9 +56,18 @@ def _as_of(codes: np.ndarray, ts: np.ndarray, src_codes: np.ndarray, src_ts: np.
     return values.astype(np.int64), found
 
 
-def training_set(events: pa.Table, edges: BinEdges = DEFAULT_EDGES
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors (n, 5) int64, labels (n,) int) from simulator events (see the module doc)."""
+@dataclass(frozen=True)
+class SensorRows:
+    """The training rows with their event time and client (for time-ordered splits)."""
+
+    vectors: np.ndarray  # (n, 5) int64, VECTOR_FIELDS order
+    labels: np.ndarray  # (n,) int
+    timestamps_ms: np.ndarray  # (n,) int64
+    clients: np.ndarray  # (n,) object
+
+
+def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES) -> SensorRows:
+    """The rows of :func:`training_set` plus each row's event time and client."""
     names = sorted(set(events["client"].to_pylist()))
     by = {s: events.filter(pc.equal(events["sensor"], s)) for s in ("SX", "SY", "SZ")}
     sz = by["SZ"]
@@ -79,7 +88,16 @@ def training_set(events: pa.Table, edges: BinEdges = DEFAULT_EDGES
         complete &= found
     for k, name in enumerate(FEATURES, start=2):
         vectors[:, k] = edges.bin(name, columns[name])
-    return vectors[complete], labels[complete]
+    clients = np.array(names, dtype=object)[codes]
+    return SensorRows(vectors[complete], labels[complete], ts[complete].astype(np.int64),
+                      clients[complete])
+
+
+def training_set(events: pa.Table, edges: BinEdges = DEFAULT_EDGES
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (n, 5) int64, labels (n,) int) from simulator events (see the module doc)."""
+    rows = training_rows(events, edges)
+    return rows.vectors, rows.labels
 
 
 def fit(vectors: np.ndarray, labels: np.ndarray, edges: BinEdges = DEFAULT_EDGES,
