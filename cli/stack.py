@@ -68,6 +68,12 @@ def _print_addresses(settings: StackSettings) -> None:
     if "mlflow" in enabled:
         console.print(f"MLflow: MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} "
                       f"(UI: {settings.mlflow_tracking_uri})")
+    if "prefect" in enabled:
+        console.print(f"Prefect UI: {settings.prefect_url}   (CLI: export "
+                      f"PREFECT_API_URL={settings.prefect_api_url}, then e.g. "
+                      "prefect deployment run 'backfill/daily' --param start=2018-05-09)")
+    if "feast-ui" in enabled:
+        console.print(f"Feast UI: {settings.feast_ui_url}")
     if "gcs" in enabled:
         console.print(f"GCS:    STORAGE_EMULATOR_HOST={settings.gcs_endpoint} "
                       f"(bucket gs://{settings.gcs_bucket})")

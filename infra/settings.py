@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streaming.settings import KafkaSettings
 
 #: Every service the stack knows, in start order (a service starts after those it needs).
-KNOWN_SERVICES = ("broker", "gcs", "redis", "mlflow")
+KNOWN_SERVICES = ("broker", "gcs", "redis", "mlflow", "prefect", "prefect-flows", "feast-ui")
 
 
 class StackSettings(BaseSettings):
@@ -32,8 +32,16 @@ class StackSettings(BaseSettings):
     mlflow_port: int = 15000
     #: uvicorn workers of the MLflow server (each holds ~150 MiB).
     mlflow_workers: int = 1
+    #: The Prefect server (API under /api, UI at /).
+    prefect_port: int = 14200
+    #: The process serving Braid's deployments: its runner webserver (health check) port.
+    prefect_flows_port: int = 14201
+    #: `feast ui` over the Feast repository.
+    feast_ui_port: int = 18888
+    #: The Feast repository `feast ui` shows (default: feature_repo/ of the Braid checkout).
+    feast_repo: Path | None = None
     services: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["broker", "gcs", "redis", "mlflow"]
+        default_factory=lambda: list(KNOWN_SERVICES)
     )
     gcs_bucket: str = "braid"
     gcs_project: str = "braid-local"
@@ -86,6 +94,19 @@ class StackSettings(BaseSettings):
     @property
     def mlflow_tracking_uri(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def prefect_url(self) -> str:
+        """The Prefect UI; its API (PREFECT_API_URL) is this plus `/api`."""
+        return f"http://{self.host}:{self.prefect_port}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    @property
+    def feast_ui_url(self) -> str:
+        return f"http://{self.host}:{self.feast_ui_port}"
 
     @property
     def gcs_endpoint(self) -> str:

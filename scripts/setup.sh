@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything Braid needs (idempotent): system packages (Java 17, Maven, Redis) with
+# Install everything Braid needs (idempotent): system packages (Java 17, Maven, Redis, and
+# Chromium for the browser test of the UIs) with
 # apt-get when missing and running as root, Python packages into ./.venv, and the Java jars
 # (Apache Kafka, Spark's Delta and Kafka connectors) from Maven Central into var/jars.
 set -euo pipefail
@@ -10,9 +11,10 @@ declare -A system_packages=(
   [java]=openjdk-17-jre-headless
   [mvn]=maven
   [redis-server]=redis-server
+  [chromium]=chromium
 )
 missing=()
-for cmd in java mvn redis-server; do
+for cmd in java mvn redis-server chromium; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${system_packages[$cmd]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from infra.services import broker, gcs, mlflow, redis
+from infra.services import broker, feast_ui, gcs, mlflow, prefect, prefect_flows, redis
 from infra.services.base import ServiceSpec
 from infra.settings import StackSettings
 
@@ -17,6 +17,9 @@ SPECS: dict[str, Callable[[StackSettings], ServiceSpec]] = {
     gcs.NAME: gcs.spec,
     redis.NAME: redis.spec,
     mlflow.NAME: mlflow.spec,
+    prefect.NAME: prefect.spec,
+    prefect_flows.NAME: prefect_flows.spec,
+    feast_ui.NAME: feast_ui.spec,
 }
 
 __all__ = ["SPECS", "ServiceSpec"]

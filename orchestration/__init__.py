@@ -1,0 +1,1 @@
+"""Prefect flows and deployments of Braid's jobs (see README.md)."""
