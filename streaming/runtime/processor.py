@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -251,12 +251,10 @@ class StreamProcessor:
     def _emit(self, emission: Emission) -> None:
         records = emission.records
         if records:
-            partitions = [partition_for(r.partition_key, self._partitions(r.topic))
-                          for r in records]
-            tails = self._tails(zip((r.topic for r in records), partitions, strict=True))
-            for i, (record, partition) in enumerate(zip(records, partitions, strict=True)):
-                self._produce(record.topic, record.key, record.value, partition,
-                              self._outputs.track() if i in tails else None)
+            track = self._outputs.track
+            for record in records:
+                partition = partition_for(record.partition_key, self._partitions(record.topic))
+                self._produce(record.topic, record.key, record.value, partition, track())
             self._producer.poll(0)
         for batch in emission.batches:
             self._emit_batch(batch)
@@ -268,19 +266,11 @@ class StreamProcessor:
     def _emit_batch(self, batch: OutputBatch) -> None:
         count = self._partitions(batch.topic)
         by_key = {k: partition_for(k, count) for k in set(batch.partition_keys)}
-        partitions = [by_key[k] for k in batch.partition_keys]
-        tails = self._tails(partitions)
         produce, topic, track = self._produce, batch.topic, self._outputs.track
-        for i, (key, value, partition) in enumerate(zip(batch.keys, batch.values, partitions,
-                                                        strict=True)):
-            produce(topic, key, value, partition, track() if i in tails else None)
+        for key, value, partition_key in zip(batch.keys, batch.values, batch.partition_keys,
+                                             strict=True):
+            produce(topic, key, value, by_key[partition_key], track())
         self._producer.poll(0)
-
-    @staticmethod
-    def _tails(destinations: Iterable[object]) -> set[int]:
-        """Positions of the last message to each destination (partition): the ones whose
-        acknowledgement is awaited (see `streaming.runtime.deliveries`)."""
-        return set({d: i for i, d in enumerate(destinations)}.values())
 
     def _produce(self, topic: str, key: str | bytes, value: bytes, partition: int,
                  on_delivery: DeliveryCallback | None) -> None:

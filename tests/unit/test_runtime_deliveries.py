@@ -1,13 +1,12 @@
-"""What a checkpoint waits for: the last message to each partition, and any failure."""
+"""What a checkpoint waits for: every tracked message, and any failure among them."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from confluent_kafka import KafkaError, Message
 
 from streaming.runtime.deliveries import Deliveries
-from streaming.runtime.processor import StreamProcessor
 
 MESSAGE = cast(Message, None)  # the callback ignores the message
 
@@ -31,13 +30,3 @@ def test_a_failed_delivery_is_kept_even_after_later_successes() -> None:
     second(None, MESSAGE)
     assert deliveries.done
     assert deliveries.error is not None and deliveries.error.code() == KafkaError._MSG_TIMED_OUT
-
-
-def test_tails_are_the_last_message_to_each_partition() -> None:
-    # messages to partitions 3, 1, 3, 2, 1 (in produce order): the last to 3 is #2, to 1 is #4,
-    # to 2 is #3
-    tails = StreamProcessor._tails([3, 1, 3, 2, 1])
-    assert tails == {2, 3, 4}
-    topic_partitions: list[Any] = [("FA", 0), ("FI", 0), ("FA", 0)]
-    assert StreamProcessor._tails(topic_partitions) == {1, 2}
-    assert StreamProcessor._tails([]) == set()
