@@ -14,6 +14,7 @@ all leave the newest row in place, and a replay writes nothing it wrote before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -23,6 +24,7 @@ from redis import Redis
 from redis.exceptions import NoScriptError
 
 from streaming.sinks import feast_redis_format as fmt
+from streaming.sinks import value_blobs
 from streaming.sinks.feast_online_writer import OnlineWriter, Rejected
 from streaming.sinks.online_rows import OnlineRow
 
@@ -38,7 +40,8 @@ ENTITY_KEY_CACHE = 1_000_000
 """Serialized entity keys kept in memory (pairs and clients repeat; cleared when full)."""
 
 # KEYS: the rows' hashes. ARGV: ts field, feature count F, key TTL (s, 0 = none), F feature
-# fields, then per row: seconds, nanos, serialized Timestamp, F serialized Values.
+# fields, then per row: its serialized Timestamp and its values blob (`value_blobs`: per feature
+# a 2-byte big-endian length and the serialized Value).
 WRITE_NEWER = """
 local function varint(s, pos)
   local value, scale = 0, 1
@@ -64,22 +67,26 @@ end
 local ts_field = ARGV[1]
 local nf = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
-local stride = 3 + nf
 local written = 0
 for i, key in ipairs(KEYS) do
-  local o = 3 + nf + (i - 1) * stride
-  local seconds, nanos = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
+  local o = 3 + nf + (i - 1) * 2
+  local ts = ARGV[o + 1]
   local newer = true
   local old = redis.call('HGET', key, ts_field)
   if old and #old > 0 then
+    local seconds, nanos = stamp(ts)
     local old_seconds, old_nanos = stamp(old)
     newer = seconds > old_seconds or (seconds == old_seconds and nanos > old_nanos)
   end
   if newer then
-    local args = {ts_field, ARGV[o + 3]}
+    local blob = ARGV[o + 2]
+    local args = {ts_field, ts}
+    local pos = 1
     for j = 1, nf do
+      local len = string.byte(blob, pos) * 256 + string.byte(blob, pos + 1)
       args[2 * j + 1] = ARGV[3 + j]
-      args[2 * j + 2] = ARGV[o + 3 + j]
+      args[2 * j + 2] = string.sub(blob, pos + 2, pos + 1 + len)
+      pos = pos + 2 + len
     end
     redis.call('HSET', key, unpack(args))
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
@@ -106,7 +113,9 @@ class RedisBulkWriter(OnlineWriter):
 
     chunk_rows: int = CHUNK_ROWS
     _layouts: dict[str, _ViewLayout] = field(default_factory=dict)
+    _key_functions: dict[str, Callable[[str], bytes]] = field(default_factory=dict)
     _keys: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    _stamps: dict[int, bytes] = field(default_factory=dict)
     _client: Redis | None = None
     _sha: str = ""
 
@@ -133,41 +142,43 @@ class RedisBulkWriter(OnlineWriter):
     def _key(self, join_key: str, entity: str) -> bytes:
         key = self._keys.get((join_key, entity))
         if key is None:
+            build = self._key_functions.get(join_key)
+            if build is None:
+                config = self.store.config
+                build = fmt.redis_key_function(config.project, join_key,
+                                               config.entity_key_serialization_version)
+                self._key_functions[join_key] = build
             if len(self._keys) >= ENTITY_KEY_CACHE:
                 self._keys.clear()
-            config = self.store.config
-            key = fmt.redis_key(config.project, join_key, entity,
-                                config.entity_key_serialization_version)
-            self._keys[(join_key, entity)] = key
+            key = self._keys[(join_key, entity)] = build(entity)
         return key
+
+    def _stamp(self, event_ms: int) -> bytes:
+        stamp = self._stamps.get(event_ms)
+        if stamp is None:
+            if len(self._stamps) >= ENTITY_KEY_CACHE:
+                self._stamps.clear()
+            stamp = self._stamps[event_ms] = fmt.timestamp_bytes(event_ms)
+        return stamp
 
     def _encode(self, layout: _ViewLayout, rows: list[OnlineRow]
                 ) -> tuple[list[bytes], list[Arg], list[Rejected]]:
+        reasons: list[str | None] = [None] * len(rows)
+        columns = [value_blobs.encode_column(encode, [r.values.get(name) for r in rows],
+                                             reasons, name)
+                   for name, encode in zip(layout.features, layout.encoders, strict=True)]
+        blobs = value_blobs.row_blobs(columns)
         keys: list[bytes] = []
         per_row: list[Arg] = []
         rejected: list[Rejected] = []
-        pairs = list(zip(layout.features, layout.encoders, strict=True))
-        for row in rows:
-            values = row.values
-            try:
-                encoded = [encode(values.get(name)) for name, encode in pairs]
-            except ValueError:
-                rejected.append((row, self._reason(layout, row)))
+        for row, blob, reason in zip(rows, blobs, reasons, strict=True):
+            if reason is not None:
+                rejected.append((row, reason))
                 continue
-            seconds, millis = divmod(row.event_ms, 1000)
             keys.append(self._key(row.entity_column, row.entity))
-            per_row.extend((seconds, millis * 1_000_000, fmt.timestamp_bytes(row.event_ms)))
-            per_row.extend(encoded)
+            per_row.append(self._stamp(row.event_ms))
+            per_row.append(blob)
         return keys, per_row, rejected
-
-    @staticmethod
-    def _reason(layout: _ViewLayout, row: OnlineRow) -> str:
-        for name, encode in zip(layout.features, layout.encoders, strict=True):
-            try:
-                encode(row.values.get(name))
-            except ValueError as error:
-                return f"schema: {name} {error}"
-        return "schema: a value does not fit its feature type"
 
     def write(self, view: str, rows: list[OnlineRow]) -> list[Rejected]:
         """Write every row newer than what Redis holds; returns the rows whose values do not
@@ -182,19 +193,17 @@ class RedisBulkWriter(OnlineWriter):
 
     def _send(self, layout: _ViewLayout, keys: list[bytes], per_row: list[Arg]) -> int:
         head: list[Arg] = [layout.ts_field, len(layout.fields), self._ttl, *layout.fields]
-        stride = 3 + len(layout.fields)
         try:
-            return self._pipeline(head, stride, keys, per_row)
+            return self._pipeline(head, keys, per_row)
         except NoScriptError:  # Redis restarted and lost its script cache: load, resend
             log.info("redis lost the sink's script; loading it again")
             self._sha = str(self.client.script_load(WRITE_NEWER))
-            return self._pipeline(head, stride, keys, per_row)
+            return self._pipeline(head, keys, per_row)
 
-    def _pipeline(self, head: list[Arg], stride: int, keys: list[bytes],
-                  per_row: list[Arg]) -> int:
+    def _pipeline(self, head: list[Arg], keys: list[bytes], per_row: list[Arg]) -> int:
         with self.client.pipeline(transaction=False) as pipe:
             for start in range(0, len(keys), self.chunk_rows):
                 chunk = keys[start:start + self.chunk_rows]
-                args = per_row[start * stride:(start + len(chunk)) * stride]
+                args = per_row[2 * start:2 * (start + len(chunk))]
                 pipe.evalsha(self._sha, len(chunk), *chunk, *head, *args)
             return sum(int(n) for n in pipe.execute())
