@@ -40,6 +40,14 @@ class AlertModel(Protocol):
         ...
 
 
+def pinned(model: AlertModel) -> AlertModel:
+    """The model to use for one batch. A model that can change between calls (one watched in
+    a registry, hot-swapped) gives its current version through `pinned()`, so a batch's
+    probabilities and the version they carry come from one model; others are themselves."""
+    pin = getattr(model, "pinned", None)
+    return pin() if callable(pin) else model
+
+
 def _check_element(position: int, item: object) -> int:
     # bool is an int in Python, but True is not a category; numpy ints are fine
     if isinstance(item, bool | np.bool_) or not isinstance(item, int | np.integer):

@@ -32,7 +32,7 @@ import orjson
 import pyarrow as pa
 
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
-from features.sensors.model import AlertModel, predict_many
+from features.sensors.model import AlertModel, pinned, predict_many
 from features.sensors.schemas import (
     CATEGORICAL_SENSORS,
     FEATURES,
@@ -203,7 +203,7 @@ class SensorJoinGroup:
 
     def _predictions(self, trigger: str, codes: np.ndarray, ts: np.ndarray,
                      vectors: np.ndarray, edges: np.ndarray) -> OutputBatch:
-        model = self.config.model
+        model = pinned(self.config.model)  # one model for the batch, even if swapped meanwhile
         probability = predict_many(model, vectors)
         alert = probability >= self.config.threshold
         names = self.clients.names

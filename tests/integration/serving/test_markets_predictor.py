@@ -1,0 +1,259 @@
+"""The markets predictor end to end: real Kafka, the real online sink into a real Feast online
+store (SQLite), real XGBoost models in a real MLflow registry (SQLite tracking)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from feast import FeatureStore
+from mlflow import MlflowClient
+
+from cli.online_sink import sink_kinds
+from features.indicators import INDICATOR_COLUMNS
+from features.schemas.candle import record_key
+from serving.feast_definitions import definitions
+from serving.models import ModelWatcher
+from serving.online_features import FeatureServiceReader
+from serving.settings import FeastSettings
+from streaming.partitioning import partition_for
+from streaming.pipelines.markets_predictor import PredictorTopics, predictor_processor
+from streaming.processors.markets_predictor import PredictorGroup
+from streaming.runtime.clients import make_producer
+from streaming.runtime.processor import StreamProcessor
+from streaming.runtime.topic_reader import read_topic
+from streaming.settings import KafkaSettings
+from streaming.sinks.online_store import online_sink_processor
+from streaming.topics import CANDLES, TopicSpec, ensure_topics
+from tests.integration.serving.model_registry import register, sqlite_registry
+from tests.integration.serving.offline_tables import local_repo
+from training.model_contract import FEATURE_SERVICES, MODEL_NAMES, feature_columns
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+MINUTE = 60_000
+NAME = MODEL_NAMES["markets"]
+SERVICE = FEATURE_SERVICES["markets"]
+
+
+def service_columns() -> list[str]:
+    """The model's input columns, from the Feast definitions (not from the code under test)."""
+    _, _, services = definitions(FeastSettings(offline_root="/nonexistent"))
+    service = next(s for s in services if s.name == SERVICE)
+    return feature_columns([(p.name_to_use(), [f.name for f in p.features])
+                            for p in service.feature_view_projections])
+
+
+def candle_rows(pair: str, end_ms: int, seed: int, nan: bool = False
+                ) -> tuple[dict[str, object], dict[str, object]]:
+    """A final 1-minute candle and its indicator row (as the processors publish them)."""
+    rng = np.random.default_rng(seed)
+    base = {"pair": pair, "window_ms": MINUTE, "window_start_ms": end_ms - MINUTE,
+            "window_end_ms": end_ms}
+    prices = [float(p) for p in 100 + rng.random(5)]
+    candle = {**base, "open": prices[0], "high": max(prices) + 1, "low": min(prices) - 1,
+              "close": prices[1], "volume": float(rng.random() * 10), "vwap": prices[2],
+              "trade_count": int(rng.integers(1, 50))}
+    indicator: dict[str, object] = {**base, "close": prices[1]}
+    for column in INDICATOR_COLUMNS:
+        indicator[column] = float(rng.normal())
+    if nan:
+        indicator["adx_14"] = None  # not warmed up: null on the wire
+    return candle, indicator
+
+
+def expected_features(candle: dict[str, object], indicator: dict[str, object]) -> np.ndarray:
+    """The service's columns gathered from the published rows themselves."""
+    rows = {"candles_1m": candle, "indicators_1m": indicator}
+    return np.array([[float(rows[c.split("__")[0]][c.split("__")[1]])  # type: ignore[arg-type]
+                      for c in service_columns()]])
+
+
+@dataclass
+class Rig:
+    kafka: KafkaSettings
+    store: FeatureStore
+    topics: PredictorTopics
+    prefix: str
+
+    def publish(self, rows: list[tuple[dict[str, object], dict[str, object]]],
+                extra: list[bytes] = ()) -> None:  # type: ignore[assignment]
+        producer = make_producer(self.kafka)
+        for candle, indicator in rows:
+            for topic, row in ((self.prefix + CANDLES, candle),
+                               (self.topics.indicators, indicator)):
+                pair = str(row["pair"])
+                producer.produce(topic, key=record_key(pair, MINUTE, int(row["window_start_ms"])),  # type: ignore[call-overload]
+                                 value=orjson.dumps(row),
+                                 partition=partition_for(pair, PARTITIONS))
+        for raw in extra:
+            producer.produce(self.topics.indicators, key=b"x", value=raw, partition=0)
+        assert producer.flush(30) == 0
+
+    def sink(self) -> StreamProcessor:
+        return online_sink_processor(
+            self.kafka, self.store, sink_kinds(["markets"], self.prefix),
+            group=self.prefix + "sink", dead_letter_topic=self.topics.dead_letter,
+            checkpoint_topic=self.topics.checkpoints)
+
+    def predictions(self) -> list[dict[str, object]]:
+        return [orjson.loads(v) for _, _, _, v in read_topic(self.kafka, self.topics.predictions,
+                                                             settle_s=0.5) if v is not None]
+
+
+@pytest.fixture
+def rig(tmp_path: Path, kafka_settings: KafkaSettings, unique_topic_prefix: str) -> Rig:
+    topics = PredictorTopics.prefixed(unique_topic_prefix)
+    candles = TopicSpec(unique_topic_prefix + CANDLES, PARTITIONS, cleanup_policy="compact",
+                        retention_ms=-1)
+    ensure_topics(kafka_settings, [*topics.specs(PARTITIONS), candles])
+    sqlite_registry(tmp_path)
+    store = local_repo(tmp_path / "repo", tmp_path / "offline")
+    return Rig(kafka_settings, store, topics, unique_topic_prefix)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[StreamProcessor], None]]:
+    """Start processors on threads; stop and join them at the end of the test."""
+    started: list[tuple[StreamProcessor, threading.Thread]] = []
+
+    def start(processor: StreamProcessor) -> None:
+        thread = threading.Thread(target=processor.run, kwargs={"install_signals": False})
+        thread.start()
+        started.append((processor, thread))
+
+    yield start
+    for processor, thread in started:
+        processor.stop()
+        thread.join(60)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def decided(group: PredictorGroup) -> int:
+    return sum(n for reason, n in group.counts.items() if reason != "other_duration")
+
+
+def test_predictions_equal_xgboost_on_the_candles_features_and_skips_are_counted(
+        rig: Rig, running: Callable[[StreamProcessor], None]) -> None:
+    columns = service_columns()
+    model = register(NAME, columns, seed=1)
+    reader = FeatureServiceReader(rig.store, SERVICE, "pair")
+    assert reader.columns == columns
+    watcher = ModelWatcher(f"models:/{NAME}@champion", reader.columns, SERVICE, poll_s=60)
+    watcher.check()
+    now_end = int(time.time() * 1000) // MINUTE * MINUTE
+    good = [candle_rows(p, now_end, seed) for seed, p in enumerate(("XBT/USD", "ETH/USD",
+                                                                     "SOL/USD"))]
+    nan = candle_rows("ADA/USD", now_end, 7, nan=True)
+    stale = candle_rows("DOT/USD", now_end - 10 * MINUTE, 8)  # 10 min old, TTL 2 min
+    orphan = candle_rows("XRP/USD", now_end, 9)[1]  # its candle never reaches the store
+    hourly = {**candle_rows("XBT/USD", now_end, 10)[1], "window_ms": 3_600_000}
+    rig.publish([*good, nan, stale])
+    rig.publish([], extra=[orjson.dumps(orphan), orjson.dumps(hourly), b"not json",
+                           orjson.dumps({"pair": "XBT/USD", "window_ms": "1m"})])
+
+    processor, group = predictor_processor(
+        rig.kafka, reader, watcher, window_ms=reader.window_ms, topics=rig.topics,
+        group=rig.prefix + "predictor", feature_wait_ms=4_000)
+    running(processor)
+    # the predictor sees the rows before the sink has written any: they wait for it
+    wait_for(lambda: len(group.pending) == 6, "the rows to wait for the online sink")
+    assert decided(group) == 0
+    rig.sink().run(max_idle_s=2, install_signals=False)
+    wait_for(lambda: decided(group) == 6, "a decision on every row")
+
+    assert group.counts == {"predictions": 3, "nan": 1, "stale": 1, "missing": 1,
+                            "other_duration": 1}
+    got = {str(p["pair"]): p for p in rig.predictions()}
+    assert sorted(got) == ["ETH/USD", "SOL/USD", "XBT/USD"]
+    for candle, indicator in good:
+        prediction = got[str(candle["pair"])]
+        expected = model.classifier.predict_proba(expected_features(candle, indicator))[0, 1]
+        assert prediction["prediction"] == pytest.approx(float(expected), rel=1e-6)
+        assert prediction["model_name"] == NAME and prediction["model_version"] == "1"
+        assert prediction["window_end_ms"] == now_end
+        assert prediction["feature_service"] == SERVICE
+        age = int(prediction["feature_age_ms"])  # type: ignore[call-overload]
+        assert 0 <= age <= int(time.time() * 1000) - now_end
+    letters = [orjson.loads(v) for _, _, _, v in read_topic(rig.kafka, rig.topics.dead_letter)
+               if v is not None]
+    reasons = sorted(str(letter["reason"]) for letter in letters
+                     if letter["processor"] == rig.prefix + "predictor")
+    assert len(reasons) == 2
+    assert reasons[0].startswith("decode: not JSON")
+    assert reasons[1] == "schema: window_ms must be a non-negative integer"
+
+    # a replay (a new group from the start of the topic) publishes byte-identical records
+    replay, replay_group = predictor_processor(
+        rig.kafka, reader, watcher, window_ms=reader.window_ms, topics=rig.topics,
+        group=rig.prefix + "replay", feature_wait_ms=500)
+    replay.run(max_idle_s=2, install_signals=False)
+    assert replay_group.counts["predictions"] == 3
+    values = [v for _, _, _, v in read_topic(rig.kafka, rig.topics.predictions)]
+    assert len(values) == 6 and len(set(values)) == 3
+
+
+def test_the_champion_is_swapped_live_and_a_wrong_signature_is_refused(
+        rig: Rig, running: Callable[[StreamProcessor], None]) -> None:
+    columns = service_columns()
+    first = register(NAME, columns, seed=1)
+    reader = FeatureServiceReader(rig.store, SERVICE, "pair")
+    watcher = ModelWatcher(f"models:/{NAME}@champion", reader.columns, SERVICE, poll_s=0.2)
+    watcher.start()
+    processor, group = predictor_processor(
+        rig.kafka, reader, watcher, window_ms=reader.window_ms, topics=rig.topics,
+        group=rig.prefix + "predictor", feature_wait_ms=10_000)
+    running(processor)
+    running(rig.sink())
+    end = int(time.time() * 1000) // MINUTE * MINUTE
+    client = MlflowClient()
+    try:
+        phases = []
+        # 1: the first champion
+        rows = candle_rows("XBT/USD", end, 1)
+        rig.publish([rows])
+        wait_for(lambda: group.counts["predictions"] == 1, "the first prediction")
+        phases.append((rows, first))
+        # 2: a model over other columns moves to champion: refused, the first one stays
+        wrong = register(NAME, list(reversed(columns)), seed=2, alias=None)
+        client.set_registered_model_alias(NAME, "champion", wrong.version)
+        wait_for(lambda: wrong.version in watcher.refused, "the refusal")
+        reason = watcher.refused[wrong.version]
+        assert str(list(reversed(columns))) in reason and str(columns) in reason
+        assert watcher.current is not None and watcher.current.version == first.version
+        rows = candle_rows("ETH/USD", end, 2)
+        rig.publish([rows])
+        wait_for(lambda: group.counts["predictions"] == 2, "the second prediction")
+        phases.append((rows, first))
+        # 3: a good new version moves to champion: swapped in without a restart
+        third = register(NAME, columns, seed=3, alias=None)
+        client.set_registered_model_alias(NAME, "champion", third.version)
+        wait_for(lambda: watcher.current is not None
+                 and watcher.current.version == third.version, "the swap")
+        rows = candle_rows("SOL/USD", end, 3)
+        rig.publish([rows])
+        wait_for(lambda: group.counts["predictions"] == 3, "the third prediction")
+        phases.append((rows, third))
+    finally:
+        watcher.stop()
+    got = {str(p["pair"]): p for p in rig.predictions()}
+    for (candle, indicator), model in phases:
+        prediction = got[str(candle["pair"])]
+        assert prediction["model_version"] == model.version
+        expected = model.classifier.predict_proba(expected_features(candle, indicator))[0, 1]
+        assert prediction["prediction"] == pytest.approx(float(expected), rel=1e-6)
+    assert got["XBT/USD"]["prediction"] != got["SOL/USD"]["prediction"]
