@@ -1,0 +1,74 @@
+"""The flows run for real (Prefect's test harness: a temporary server) on Delta tables of real
+2018 Kraken candles: consistency fails until materialize loads the online store, then matches
+100%; re-runs give the same result; drift reports the PSI of the training set's features."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+from feast import FeatureStore
+
+from orchestration.errors import FlowInputError
+from orchestration.flows.consistency import ConsistencyBelowThreshold, consistency
+from orchestration.flows.drift import drift
+from orchestration.flows.materialize import materialize
+from orchestration.psi import psi_per_feature
+from training.training_sets import training_set
+
+pytestmark = pytest.mark.integration
+
+FIRST, END = date(2018, 5, 8), date(2018, 5, 11)  # the tables hold 2018-05-08..10
+
+
+def test_consistency_fails_until_materialize_loads_the_online_store_then_matches_fully(
+        prefect_harness: None, markets_repo: tuple[Path, FeatureStore]) -> None:
+    repo, store = markets_repo
+    with pytest.raises(ConsistencyBelowThreshold,
+                       match=r"markets match rate 0\.000000% over 2018-05-08\.\.2018-05-11 is "
+                             r"below 100\.000000%"):
+        consistency(start=FIRST, end=END, threshold=1.0, repo=str(repo))
+
+    runs = [materialize(pipeline="markets", start=datetime(2018, 5, 8), end=datetime(2018, 5, 11),
+                        repo=str(repo)) for _ in range(2)]
+    tables = {Path(path).name: version for path, version in runs[0].items()}
+    assert tables == {"candles": 0, "indicators": 0}  # the Delta versions it read, logged
+    assert runs[1] == runs[0]
+    online = store.get_online_features(["candles_1m:close", "candles_1m:window_end_ms"],
+                                       [{"pair": "XBT/USD"}]).to_dict()
+    # the last candle of the range: 23:59-00:00 on 2018-05-10 (its event time: the window end)
+    assert online["window_end_ms"] == [int(datetime(2018, 5, 11, tzinfo=UTC).timestamp() * 1000)]
+    candles = DeltaTable(next(p for p in runs[0] if p.endswith("candles"))).to_pandas()
+    last = candles[(candles.pair == "XBT/USD") & (candles.window_ms == 60_000)].sort_values(
+        "window_end_ms").iloc[-1]
+    assert online["close"] == [last.close] and last.window_end_ms == online["window_end_ms"][0]
+
+    assert consistency(start=FIRST, end=END, threshold=1.0, repo=str(repo)) == 1.0
+    assert consistency(start=FIRST, end=END, threshold=1.0, repo=str(repo)) == 1.0
+
+
+def test_a_flow_given_bad_input_fails_naming_it(prefect_harness: None,
+                                               markets_repo: tuple[Path, FeatureStore]) -> None:
+    repo, _ = markets_repo
+    with pytest.raises(FlowInputError, match="unknown pipeline 'bitcoin'"):
+        materialize(pipeline="bitcoin", repo=str(repo))
+    with pytest.raises(FlowInputError, match=r"consistency of markets 2017-01-01\.\.2017-01-02"):
+        consistency(start=date(2017, 1, 1), end=date(2017, 1, 2), repo=str(repo / "absent"))
+
+
+def test_drift_is_the_psi_of_the_last_day_against_the_days_before_per_feature(
+        prefect_harness: None, markets_repo: tuple[Path, FeatureStore]) -> None:
+    repo, store = markets_repo
+    values = drift(pipeline="markets", day=date(2018, 5, 10), reference_days=2,
+                   keys=["XBT/USD"], repo=str(repo))
+    reference = training_set("markets_direction_v1", start="2018-05-08", end="2018-05-10",
+                             pairs=["XBT/USD"], store=store).frame
+    current = training_set("markets_direction_v1", start="2018-05-10", end="2018-05-11",
+                           pairs=["XBT/USD"], store=store).frame
+    features = [c for c in reference.columns if "__" in c]
+    assert len(features) > 20 and set(values) == set(features)
+    assert values == pytest.approx(psi_per_feature(reference, current, features))
+    assert all(np.isfinite(v) and v >= 0 for v in values.values())
