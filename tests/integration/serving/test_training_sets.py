@@ -83,3 +83,30 @@ def test_unknown_service_and_empty_range_are_one_clear_error(feast_store: Featur
     with pytest.raises(ServingError, match="no rows of candles_1m between"):
         training_set("markets_direction_v1", start="2030-01-01", end="2030-01-02",
                      pairs=["XBT/USD"], store=feast_store)
+
+
+def test_the_asof_join_returns_exactly_what_feasts_own_point_in_time_join_returns(
+        feast_store: FeatureStore, market_tables: tuple[pa.Table, pa.Table]) -> None:
+    ends = _minute_rows(market_tables[1], "XBT/USD")["window_end_ms"].to_numpy()
+    rng = np.random.default_rng(11)
+    n = 2_000
+    ms = rng.integers(ends.min() - 600_000, ends.max() + 600_000, n)
+    ms[:300] = rng.choice(ends, 300)  # exactly at a candle's end: that candle is known
+    ms[300:400] = rng.choice(ends, 100) + 2 * MINUTE  # exactly at the TTL's edge: still fresh
+    ms[400:500] = rng.choice(ends, 100) + 2 * MINUTE + 1  # 1 ms past it: stale unless newer
+    micros = ms * 1000 + np.where(np.arange(n) >= 1_000, rng.integers(0, 1000, n), 0)
+    entity = pd.DataFrame({
+        "pair": rng.choice(["XBT/USD", "ETH/USD", "NOT/APAIR"], n),
+        "event_timestamp": pd.to_datetime(micros, unit="us", utc=True)})
+    entity = pd.concat([entity, entity.iloc[:5]], ignore_index=True)  # duplicated rows stay
+    got = training_set("markets_direction_v1", entity_df=entity, store=feast_store).frame
+    reference = feast_store.get_historical_features(
+        entity_df=entity, features=feast_store.get_feature_service("markets_direction_v1"),
+        full_feature_names=True).to_df()
+    order = ["pair", "event_timestamp", "candles_1m__window_end_ms"]
+    reference = reference.sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.sort_values(order).reset_index(drop=True), reference)
+    found = got["indicators_1m__window_end_ms"].notna()
+    assert 0 < found.sum() < n  # some rows found a candle, some (stale, unknown pair) did not
+    entity_ms = got["event_timestamp"].astype("int64") // 1000
+    assert (got.loc[found, "indicators_1m__window_end_ms"] <= entity_ms[found]).all()
