@@ -1,0 +1,94 @@
+"""The sensors alert model on real SKAB anomalies and on the simulator, with a real MLflow:
+baselines on the same test period, the contract's signature, the promotion rule both ways."""
+
+from __future__ import annotations
+
+import io
+
+import mlflow
+import mlflow.xgboost
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from training.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, model_uri
+from training.sensors_model import contract_columns, train_sensors
+from training.settings import TrainingSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SIMULATION = {"clients": 40, "minutes": 120}
+
+
+def _predictions(run_id: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(
+        mlflow.artifacts.load_text(f"runs:/{run_id}/test_predictions.csv")))
+
+
+def test_skab_model_is_scored_against_both_baselines_on_the_test_period(
+        mlflow_server: str) -> None:
+    result = train_sensors("skab", tracking_uri=mlflow_server)
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    assert int(params["test_start_ms"]) - int(params["validation_end_ms"]) > int(
+        params["gap_ms"])
+    pred = _predictions(result.run_id)
+    assert pred["key"].str.startswith("skab-").all()
+    assert pred["time_ms"].min() >= int(params["test_start_ms"])
+    assert len(pred) == metrics["test_rows"] and pred["label"].sum() == metrics["test_positives"]
+    # SKAB's test period has real anomalies; every score recomputed independently
+    assert 0 < pred["label"].mean() < 1
+    for name, prefix in (("model", "test"), ("logistic", "logistic_test"),
+                         ("never_alert", "never_alert_test")):
+        assert roc_auc_score(pred["label"], pred[f"p_{name}"]) == pytest.approx(
+            metrics[f"{prefix}_roc_auc"], abs=1e-9)
+    assert metrics["never_alert_test_recall"] == 0.0  # never alerting finds nothing
+    assert run.data.tags["feature_service"] == "sensors_alert_v1"
+    info = mlflow.models.get_model_info(f"models:/{MODEL_NAMES['sensors']}/{result.version}")
+    assert info.signature.inputs.input_names() == contract_columns() == [
+        "sensor_sx__SX", "sensor_sy__SY", "sensor_fa__FA_bin", "sensor_fi__FI_bin",
+        "sensor_fd__FD_bin"]
+
+
+def test_a_better_model_becomes_champion_and_a_worse_one_stays_challenger(
+        mlflow_server: str) -> None:
+    client = MlflowClient(mlflow_server)
+    name = MODEL_NAMES["sensors"]
+    weak = TrainingSettings(n_estimators=1, max_depth=1)
+    first_weak = train_sensors("simulator", tracking_uri=mlflow_server, settings=weak,
+                               **SIMULATION)
+    # start from the weak model as champion, whatever held the alias before
+    client.set_registered_model_alias(name, CHAMPION, first_weak.version)
+
+    strong = train_sensors("simulator", tracking_uri=mlflow_server, **SIMULATION)
+    assert strong.decision.alias == CHAMPION
+    assert strong.decision.champion_version == first_weak.version
+    # the champion was scored on the same test set: the weak model's own test score
+    assert strong.decision.champion_score == pytest.approx(
+        first_weak.metrics["test_roc_auc"], abs=1e-12)
+    assert strong.decision.candidate_score == pytest.approx(strong.metrics["test_roc_auc"],
+                                                            abs=1e-12)
+    assert strong.decision.candidate_score > strong.decision.champion_score
+    assert client.get_model_version_by_alias(name, CHAMPION).version == strong.version
+
+    second_weak = train_sensors("simulator", tracking_uri=mlflow_server, settings=weak,
+                                **SIMULATION)
+    assert second_weak.decision.alias == CHALLENGER
+    # same data and seed: the same score, hence the same comparison
+    assert second_weak.decision.candidate_score == first_weak.metrics["test_roc_auc"]
+    assert second_weak.decision.champion_score == pytest.approx(
+        strong.decision.candidate_score, abs=1e-12)
+    assert client.get_model_version_by_alias(name, CHAMPION).version == strong.version
+    assert client.get_model_version_by_alias(name, CHALLENGER).version == second_weak.version
+    tags = client.get_run(second_weak.run_id).data.tags
+    assert tags["promotion.decision"] == CHALLENGER
+    assert tags["promotion.champion_version"] == strong.version
+
+    # the champion loads through the contract's URI and answers on the contract's columns
+    model = mlflow.xgboost.load_model(model_uri("sensors"))
+    vector = pd.DataFrame([[3.0, 4.0, 9.0, 9.0, 9.0], [3.0, 4.0, 0.0, 0.0, 0.0]],
+                          columns=contract_columns())
+    p = model.predict_proba(vector)[:, 1]
+    assert p.shape == (2,) and ((0 <= p) & (p <= 1)).all()
