@@ -4,8 +4,8 @@
 `<state>/data/mlflow/mlflow.db`, artifacts served by the server itself (`--serve-artifacts`)
 from `<state>/data/mlflow/artifacts`, so clients need only the tracking URI
 (`StackSettings.mlflow_tracking_uri`, the UI is the same address). Healthy when `GET /health`
-answers (≈13 s after the start here). Its uvicorn workers are in the server's process group and
-stop with it.
+answers (≈13 s after the start on an idle machine, a minute or more on a busy one). Its uvicorn
+workers are in the server's process group and stop with it. MLflow's job runner is off.
 """
 
 from __future__ import annotations
@@ -38,5 +38,8 @@ def spec(settings: StackSettings) -> ServiceSpec:
         host=settings.host,
         port=settings.mlflow_port,
         health=partial(http_ok, f"{settings.mlflow_tracking_uri}/health"),
+        # no job runner (huey consumers for GenAI evaluation jobs): Braid submits no jobs,
+        # and it costs processes, memory and a slower start and stop
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         prepare=partial(artifacts.mkdir, parents=True, exist_ok=True),
     )

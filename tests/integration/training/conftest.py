@@ -25,6 +25,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         state_dir=tmp_path_factory.mktemp("stack-mlflow"),
         mlflow_port=free_port(),
         services=["mlflow"],
+        # ≈13 s idle; over a minute when the machine's cores are busy (database migrations)
+        health_timeout_s=300.0,
     )
     start_stack(settings)
     try:
