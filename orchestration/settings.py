@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.settings import FEATURE_REPO, PROJECT_ROOT, FeastSettings
@@ -42,6 +42,12 @@ class FlowSettings(BaseSettings):
     training_days: int = 7
     #: false: the deployments are served with their schedules paused (tests, a laptop).
     schedules_active: bool = True
+
+    @field_validator("feast_repo")
+    @classmethod
+    def _absolute_repo(cls, value: str) -> str:
+        """Relative: to the checkout (the served flows run in the stack's data folder)."""
+        return value if Path(value).is_absolute() else str((PROJECT_ROOT / value).resolve())
 
     def resolve(self, path: str) -> str:
         """`path` made absolute against the checkout (gs:// and absolute paths unchanged)."""
