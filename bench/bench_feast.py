@@ -1,8 +1,8 @@
 """Benchmark of the serving layer against plain Feast 0.67, in the same run.
 
     .venv/bin/python bench/bench_feast.py [--pairs 20] [--candles 50000] [--reads 2000]
-        [--sink-rows 100000] [--training-rows 1000000] [--http-rate 200] [--http-seconds 10]
-        [--skip training,http,...]
+        [--sink-rows 100000] [--fresh-candles 300] [--training-rows 1000000] [--http-rate 200]
+        [--http-seconds 10] [--skip training,http,freshness,...]
 
 A Redis server (Debian's `redis-server`) is started on a free port unless REDIS_URL is set.
 Parts:
@@ -14,12 +14,19 @@ Parts:
   (`indicators_1m`: every indicator of features/) in process, Redis and SQLite, and the ratio to
   the peer;
 - **http**: the same through `feast serve` at `--http-rate` requests/s (sequential, paced);
-- **sink**: the online sink's write throughput into Redis (OnlineWriter: newest check +
-  `write_to_online_store`), feature rows/s, over `--sink-rows` rows of distinct pairs;
+- **sink**: the online sink's writer into Redis (`online_writer`: the bulk writer in Feast's
+  format, event times compared in Redis), feature rows/s over `--sink-rows` rows of distinct
+  pairs; beside it Feast's own write path through the same sink (the peer) and Redis's ceiling
+  here (pipelined HSETs of the same rows, nothing checked);
+- **freshness**: an Apache Kafka broker of its own, the sink as a separate process
+  (`online_sink_processor` over a candles topic, Redis profile); `--fresh-candles` candles
+  published one at a time, each timed from `produce()` to the first `get_online_features` that
+  returns it (p50/p99), with the bulk writer and with Feast's `write_to_online_store` (the peer);
 - **training**: a point-in-time training set of `--training-rows` entity rows x every indicator
-  feature through Braid's DuckDB offline store over Delta, and through Feast's default file
-  (dask) offline store over Parquet for comparison on `--file-peer-rows` of them (its merge
-  holds every entity row x every feature row of the pair: 5,000 rows asked 33.5 GiB here).
+  feature: Braid's ASOF join (`serving.point_in_time`, what `training_set` uses), Feast's own
+  `get_historical_features` on Braid's DuckDB offline store (the same rows; values compared),
+  and Feast's default file (dask) offline store over Parquet on `--file-peer-rows` of them (its
+  merge holds every entity row x every feature row of the pair: 5,000 rows asked 33.5 GiB).
 
 Synthetic data: `--pairs` random-walk series of `--candles` one-minute candles, indicators from
 `features.indicators.compute_indicators`, written as the backfill lays tables out.
@@ -38,6 +45,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,11 +61,28 @@ from feast.types import Float64  # noqa: E402
 from feast.value_type import ValueType  # noqa: E402
 
 from features.indicators import INDICATOR_COLUMNS, compute_indicators  # noqa: E402
-from features.schemas.candle import INDICATOR_ARROW_SCHEMA  # noqa: E402
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA  # noqa: E402
+from infra import stack  # noqa: E402
+from infra.testing import broker_settings  # noqa: E402
 from serving.feast_definitions import definitions  # noqa: E402
+from serving.point_in_time import ViewRequest, historical_features  # noqa: E402
 from serving.settings import FeastSettings  # noqa: E402
 from serving.store import feast_redis_connection  # noqa: E402
-from streaming.sinks.online_store import OnlineRow, OnlineWriter  # noqa: E402
+from streaming.runtime.clients import make_producer  # noqa: E402
+from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
+from streaming.sinks.online_store import (  # noqa: E402
+    OnlineRow,
+    OnlineWriter,
+    online_sink_processor,
+    online_writer,
+)
+from streaming.topics import (  # noqa: E402
+    CANDLES,
+    CHECKPOINTS,
+    DEAD_LETTER,
+    catalogue,
+    ensure_topics,
+)
 
 MINUTE = 60_000
 JSON = {"Content-Type": "application/json"}
@@ -225,25 +250,127 @@ def http(path: Path, rate: float, seconds: float) -> dict[str, float]:
             "achieved_rps": achieved, "requests": float(len(latencies)), "errors": float(errors)}
 
 
-def sink(store: FeatureStore, table: pa.Table, rows: int) -> dict[str, float]:
-    """OnlineWriter into Redis: distinct pairs per call (every row is written)."""
+def sink(store: FeatureStore, table: pa.Table, rows: int, peer_rows: int) -> dict[str, float]:
+    """The sink's writer into Redis: distinct pairs per call (every row is written); Feast's
+    own write path on `peer_rows` of them; Redis's ceiling with plain pipelined HSETs."""
     columns = [c for c in INDICATOR_COLUMNS] + ["close", "window_start_ms", "window_end_ms"]
     sample = table.slice(0, 1).to_pylist()[0]
-    writer = OnlineWriter(store)
     batch = 10_000
-    made = [OnlineRow("indicators_1m", "pair", f"S{i:07d}", int(sample["window_end_ms"]),
-                      {c: sample[c] for c in columns}) for i in range(rows)]
-    writer.stored_ms("indicators_1m", "pair", [r.entity for r in made])  # seed (one read each)
+
+    def made(prefix: str, n: int) -> list[OnlineRow]:
+        return [OnlineRow("indicators_1m", "pair", f"{prefix}{i:07d}",
+                          int(sample["window_end_ms"]), {c: sample[c] for c in columns})
+                for i in range(n)]
+
+    def rate(writer: OnlineWriter, rows_: list[OnlineRow]) -> float:
+        start = time.perf_counter()
+        for i in range(0, len(rows_), batch):
+            writer.write("indicators_1m", rows_[i:i + batch])
+        assert writer.rows_written == len(rows_), writer.rows_written
+        return len(rows_) / (time.perf_counter() - start)
+
+    bulk = online_writer(store)
+    out = {"rows": float(rows), "rows_per_s": rate(bulk, made("S", rows)),
+           "writer": 1.0 if type(bulk) is not OnlineWriter else 0.0}
+    feast_writer = OnlineWriter(store)
+    feast_rows = made("F", peer_rows)
+    feast_writer.stored_ms("indicators_1m", "pair", [r.entity for r in feast_rows])  # seeded
+    out["feast_rows_per_s"] = rate(feast_writer, feast_rows)
+    # Redis's own ceiling here: the same hashes, pipelined HSETs, no newer-than check
+    client = bulk.store._get_provider().online_store._get_client(  # type: ignore[attr-defined]
+        store.config.online_store)
+    mapping = {f"{i}".encode(): bytes(9) for i in range(len(columns))} | {b"_ts:x": bytes(6)}
     start = time.perf_counter()
     for i in range(0, rows, batch):
-        writer.write("indicators_1m", made[i:i + batch])
-    seconds = time.perf_counter() - start
-    return {"rows": float(rows), "rows_per_s": rows / seconds,
-            "feature_values_per_s": rows * len(columns) / seconds}
+        with client.pipeline(transaction=False) as pipe:
+            for j in range(i, min(rows, i + batch)):
+                pipe.hset(b"ceiling%07d" % j, mapping=mapping)
+            pipe.execute()
+    out["hset_rows_per_s"] = rows / (time.perf_counter() - start)
+    out["feature_values_per_s"] = out["rows_per_s"] * len(columns)
+    return out
+
+
+def sink_child(bootstrap: str, repo_path: str, prefix: str, writer: str) -> None:
+    """The online sink as its own process, over `<prefix>candles`, until SIGTERM."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, session_timeout_ms=6000)
+    factory = online_writer if writer == "bulk" else OnlineWriter
+    processor = online_sink_processor(
+        kafka, FeatureStore(repo_path=repo_path), {f"{prefix}candles": "candles"},
+        group=f"{prefix}sink-{writer}", dead_letter_topic=prefix + DEAD_LETTER,
+        checkpoint_topic=prefix + CHECKPOINTS, batch_size=10_000, writer_factory=factory)
+    print("READY", flush=True)
+    processor.run()
+
+
+def freshness(work: Path, store: FeatureStore, candles: int, writer: str
+              ) -> dict[str, float]:
+    """Candle on its topic -> readable through get_online_features, one candle at a time."""
+    import uuid
+
+    import orjson
+
+    kafka_dir = work / f"kafka-{writer}"
+    settings = broker_settings(kafka_dir, die_with_parent=True)
+    stack.up(settings, create_topics=False)
+    child = None
+    try:
+        kafka = settings.local_kafka_settings()
+        prefix = f"bf{uuid.uuid4().hex[:6]}."
+        ensure_topics(kafka, [replace(s, name=prefix + s.name) for s in catalogue()
+                              if s.name in (CANDLES, DEAD_LETTER, CHECKPOINTS)], TopicSettings())
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--child-sink", writer, "--bootstrap",
+             kafka.bootstrap_servers, "--repo", str(store.repo_path), "--prefix", prefix],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "READY"
+        producer = make_producer(kafka)
+        pair = f"FRESH{writer}/USD"
+        names = [f.name for f in CANDLE_ARROW_SCHEMA]
+        base = T0 + 10 * 86_400_000
+
+        def publish(k: int) -> int:
+            start = base + k * MINUTE
+            values = [pair, MINUTE, start, start + MINUTE, 1.0, 2.0, 0.5, 1.5, 3.0, 1.2, 7]
+            producer.produce(prefix + "candles", key=pair,
+                             value=orjson.dumps(dict(zip(names, values, strict=True))))
+            producer.poll(0)
+            return start + MINUTE
+
+        def readable() -> int | None:
+            got = store.get_online_features(features=["candles_1m:window_end_ms"],
+                                            entity_rows=[{"pair": pair}]).to_dict()
+            return got["window_end_ms"][0]
+
+        first = publish(0)  # the sink joins its group (a few seconds) before it sees this one
+        deadline = time.time() + 120
+        while readable() != first:
+            if time.time() > deadline:
+                raise RuntimeError("the sink never wrote the first candle")
+            time.sleep(0.05)
+        latencies = []
+        for k in range(1, candles + 1):
+            sent = time.perf_counter()
+            end = publish(k)
+            while readable() != end:
+                if time.perf_counter() - sent > 30:
+                    raise RuntimeError(f"candle {k} not readable after 30 s")
+                time.sleep(0.001)  # leave the 2 cores to the sink, Kafka and Redis
+            latencies.append((time.perf_counter() - sent) * 1000)
+            time.sleep(0.02)
+        producer.flush(10)
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(30)
+        stack.down(settings)
+    return {"p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
+            "max_ms": max(latencies), "candles": float(len(latencies))}
 
 
 def training(work: Path, store: FeatureStore, table: pa.Table, rows: int,
-             peer_rows: int) -> dict[str, float]:
+             peer_rows: int, feast_duckdb_rows: int) -> dict[str, float]:
     rng = np.random.default_rng(3)
     pairs = table["pair"].unique().to_pylist()
     ends = table["window_end_ms"].to_numpy()
@@ -252,13 +379,29 @@ def training(work: Path, store: FeatureStore, table: pa.Table, rows: int,
         "event_timestamp": pd.to_datetime(rng.integers(ends.min(), ends.max(), rows), unit="ms",
                                           utc=True)})
     features = [f"indicators_1m:{c}" for c in INDICATOR_COLUMNS]
+    view = store.get_feature_view("indicators_1m")
     start = time.perf_counter()
-    frame = store.get_historical_features(entity_df=entity, features=features).to_df()
+    asof = historical_features(entity, [ViewRequest(view, list(INDICATOR_COLUMNS),
+                                                    "indicators_1m")], full_feature_names=False)
     braid_s = time.perf_counter() - start
-    out = {"entity_rows": float(rows), "braid_duckdb_delta_s": braid_s,
-           "rows_returned": float(len(frame))}
-    print(f"training set {rows:,} entity rows x {len(INDICATOR_COLUMNS)} indicators: braid "
-          f"(DuckDB over Delta) {braid_s:.1f} s (target < 60 s)", flush=True)
+    out = {"entity_rows": float(rows), "braid_asof_s": braid_s}
+    print(f"training set {rows:,} entity rows x {len(INDICATOR_COLUMNS)} indicators: braid ASOF "
+          f"join (training_set) {braid_s:.1f} s (target < 60 s)", flush=True)
+    out["feast_duckdb_s"] = math.nan
+    if feast_duckdb_rows:
+        sample = entity.iloc[:feast_duckdb_rows]
+        start = time.perf_counter()
+        frame = store.get_historical_features(entity_df=sample, features=features).to_df()
+        out["feast_duckdb_s"] = time.perf_counter() - start
+        keys = ["pair", "event_timestamp"]
+        mine = asof.iloc[:feast_duckdb_rows].sort_values(keys).reset_index(drop=True)
+        theirs = frame.sort_values(keys).reset_index(drop=True)[list(mine.columns)]
+        same = mine.equals(theirs)
+        print(f"Feast get_historical_features (ibis on Braid's DuckDB store): "
+              f"{out['feast_duckdb_s']:.1f} s for {len(sample):,} entity rows; braid is "
+              f"{out['feast_duckdb_s'] / braid_s * rows / len(sample):.1f}x faster; same "
+              f"values: {same}", flush=True)
+    frame = asof
     # the same through Feast's default file offline store over Parquet
     parquet = work / "indicators.parquet"
     pandas_table = table.to_pandas()
@@ -304,10 +447,22 @@ def main() -> int:
                         help="entity rows for Feast's file offline store (its dask merge holds "
                              "every entity row x every feature row of its pair: 5,000 needed "
                              "33 GB)")
+    parser.add_argument("--feast-duckdb-rows", type=int, default=1_000_000,
+                        help="entity rows for Feast's own join on Braid's DuckDB store (0: skip)")
+    parser.add_argument("--sink-peer-rows", type=int, default=20_000,
+                        help="rows written through Feast's write path by the sink (the peer)")
+    parser.add_argument("--fresh-candles", type=int, default=300)
     parser.add_argument("--http-rate", type=float, default=200.0)
     parser.add_argument("--http-seconds", type=float, default=10.0)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip")
+    parser.add_argument("--child-sink", choices=["bulk", "feast"], help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--repo", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_sink:
+        sink_child(args.bootstrap, args.repo, args.prefix, args.child_sink)
+        return 0
     skip = set(filter(None, args.skip.split(",")))
     work = Path(tempfile.mkdtemp(prefix="bench_feast_"))
     redis_url, redis_proc = start_redis(work)
@@ -355,15 +510,31 @@ def main() -> int:
                   f"p50/p99 {r['p50_ms']:.2f}/{r['p99_ms']:.2f} ms"
                   f" (target p99 < 10 ms; Feast's published tuned server ~5 ms p99)")
         if "sink" not in skip:
-            r = sink(stores["redis"], table, args.sink_rows)
+            r = sink(stores["redis"], table, args.sink_rows, args.sink_peer_rows)
             peer_rate = peer_results["redis"]["write_rows_per_s"] if "peer" not in skip else 0
             ratio = f"; ratio to peer {r['rows_per_s'] / peer_rate:.2f}x" if peer_rate else ""
-            print(f"braid online sink into redis: {r['rows_per_s']:,.0f} rows/s "
+            kind = "bulk writer in Feast's format" if r["writer"] else "Feast's write path"
+            print(f"braid online sink into redis ({kind}): {r['rows_per_s']:,.0f} rows/s "
                   f"({r['feature_values_per_s']:,.0f} feature values/s) over "
-                  f"{int(r['rows'])} rows (target 50,000 rows/s){ratio}")
+                  f"{int(r['rows'])} rows (target 50,000 rows/s){ratio}; the same sink "
+                  f"through Feast's write_to_online_store {r['feast_rows_per_s']:,.0f} rows/s "
+                  f"({r['rows_per_s'] / r['feast_rows_per_s']:.1f}x); Redis's ceiling here "
+                  f"(pipelined HSETs of the same rows, no check) "
+                  f"{r['hset_rows_per_s']:,.0f} rows/s; load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+        if "freshness" not in skip:
+            fresh = {w: freshness(work, stores["redis"], args.fresh_candles, w)
+                     for w in ("bulk", "feast")}
+            b, f = fresh["bulk"], fresh["feast"]
+            print(f"freshness candle produced -> readable by get_online_features (redis, "
+                  f"{int(b['candles'])} candles, one at a time): bulk writer p50/p99/max "
+                  f"{b['p50_ms']:.1f}/{b['p99_ms']:.1f}/{b['max_ms']:.1f} ms; peer (the sink "
+                  f"through Feast's write_to_online_store) {f['p50_ms']:.1f}/{f['p99_ms']:.1f}/"
+                  f"{f['max_ms']:.1f} ms; ratio p99 {b['p99_ms'] / f['p99_ms']:.2f}x; load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
         if "training" not in skip:
             r = training(work, stores["sqlite"], table, args.training_rows,
-                         args.file_peer_rows)
+                         args.file_peer_rows, args.feast_duckdb_rows)
             if not math.isnan(r["feast_file_dask_s"]):
                 print(f"Feast file/dask store: {r['feast_file_dask_s']:.1f} s for "
                       f"{int(r['peer_rows']):,} of the entity rows; same values as braid: "
