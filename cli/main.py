@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import batch, consistency, demo, markets, online_sink, sensors, sources, stack
+from cli import api, batch, consistency, demo, markets, online_sink, sensors, sources, stack
 from cli.logging_setup import configure_logging
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.add_typer(batch.app, name="batch", help="Spark backfills and Dataproc submis
 app.add_typer(sensors.app, name="sensors", help="The sensors pipeline.")
 app.command(name="online-sink")(online_sink.online_sink)
 app.command(name="consistency")(consistency.consistency)
+app.command(name="api")(api.api)
 
 if __name__ == "__main__":
     app()
