@@ -51,16 +51,18 @@ def write_online(store: FeatureStore, pair: str, end_ms: int, seed: int, nan: bo
                  ) -> dict[str, dict[str, object]]:
     """Write a 1-hour candle and its indicator row through Feast; return them by view."""
     rng = np.random.default_rng(seed)
-    base = {"pair": [pair], "window_start_ms": [end_ms - HOUR], "window_end_ms": [end_ms]}
-    candle = {**base, **{c: [float(100 + rng.random())] for c in
+    base: dict[str, list[object]] = {"pair": [pair], "window_start_ms": [end_ms - HOUR],
+                                     "window_end_ms": [end_ms]}
+    candle: dict[str, list[object]] = {**base, **{c: [float(100 + rng.random())] for c in
                          ("open", "high", "low", "close", "volume", "vwap")},
               "trade_count": [int(rng.integers(1, 9))]}
-    indicator = {**base, "close": candle["close"],
+    indicator: dict[str, list[object]] = {**base, "close": candle["close"],
                  **{c: [float(rng.normal())] for c in INDICATOR_COLUMNS}}
     if nan:
         indicator["rsi_14"] = [float("nan")]
     stamp = pd.to_datetime([end_ms], unit="ms", utc=True)
-    written = {"candles_1h": candle, "indicators_1h": indicator}
+    written: dict[str, dict[str, list[object]]] = {"candles_1h": candle,
+                                                   "indicators_1h": indicator}
     for view, values in written.items():
         frame = pd.DataFrame(values)
         frame["event_timestamp"] = stamp
@@ -168,7 +170,7 @@ def test_no_generated_request_gets_a_server_error(api: Api) -> None:
     enforced) on generated requests to every operation. The schemathesis pytest plugin
     (`from_fixture`) fails on pytest 9, so the operations' hypothesis strategies run here."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert {o.path for o in operations} == {"/health", "/predict", "/predict/{pair}",
                                             "/alerts/{client}"}
     for operation in operations:
