@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from cli import api, batch, consistency, demo, markets, online_sink, sensors, sources, stack
+from cli import (
+    api,
+    batch,
+    consistency,
+    demo,
+    markets,
+    online_sink,
+    sensors,
+    sources,
+    stack,
+    train,
+)
 from cli.logging_setup import configure_logging
 
 app = typer.Typer(
@@ -28,6 +39,7 @@ app.add_typer(sources.app, name="trades", help="Publish trades from a source to 
 app.add_typer(markets.app, name="markets", help="Markets processors: candles, indicators.")
 app.add_typer(batch.app, name="batch", help="Spark backfills and Dataproc submission.")
 app.add_typer(sensors.app, name="sensors", help="The sensors pipeline.")
+app.add_typer(train.app, name="train", help="Train, log to MLflow, register, promote.")
 app.command(name="online-sink")(online_sink.online_sink)
 app.command(name="consistency")(consistency.consistency)
 app.command(name="api")(api.api)

@@ -1,0 +1,121 @@
+"""`braid train markets | sensors | models`: train, log to MLflow, register, promote by alias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.results import TrainResult
+
+app = typer.Typer(help="Train models on feature-service training sets; every run in MLflow.",
+                  no_args_is_help=True)
+
+TrackingUri = Annotated[str | None, typer.Option(
+    help="MLflow tracking URI. [env MLFLOW_TRACKING_URI or BRAID_MLFLOW_TRACKING_URI, "
+         "default http://127.0.0.1:15000]")]
+Metric = Annotated[str | None, typer.Option(
+    help="Promotion metric: roc_auc, log_loss, accuracy, ... "
+         "[env BRAID_TRAIN_PROMOTION_METRIC, default roc_auc]")]
+Margin = Annotated[float | None, typer.Option(
+    help="How much the new model must beat the champion by. "
+         "[env BRAID_TRAIN_PROMOTION_MARGIN, default 0]")]
+Seed = Annotated[int | None, typer.Option(help="Random seed. [env BRAID_TRAIN_SEED, default 0]")]
+
+
+def _report(result: TrainResult, baselines: tuple[str, ...]) -> None:
+    m = result.metrics
+    typer.echo(f"run {result.run_id}: {result.model_name} v{result.version} -> "
+               f"{result.alias} ({result.decision.reason})")
+    names = ("test", *(f"{b}_test" for b in baselines))
+    for metric in ("roc_auc", "accuracy", "log_loss", "directional_accuracy", "recall"):
+        if f"test_{metric}" in m:
+            row = "  ".join(f"{n.removesuffix('_test') or 'model'}={m[f'{n}_{metric}']:.4f}"
+                            for n in names if f"{n}_{metric}" in m)
+            typer.echo(f"  {metric:<21} {row}")
+    beaten = [b for b in baselines if m["test_roc_auc"] <= m[f"{b}_test_roc_auc"]
+              or m["test_log_loss"] >= m[f"{b}_test_log_loss"]]
+    if beaten:
+        typer.echo(f"  the model does NOT beat {', '.join(beaten)} on the test period "
+                   "(ROC AUC or log loss)")
+
+
+@app.command()
+def markets(
+    start: Annotated[str, typer.Option(help="First candle close (UTC), e.g. 2018-05-08.")],
+    end: Annotated[str, typer.Option(help="End of the range (excluded), e.g. 2018-05-12.")],
+    pairs: Annotated[str, typer.Option(help="Comma-separated pairs, e.g. XBT/USD,ETH/USD.")],
+    horizon: Annotated[int | None, typer.Option(
+        help="Label: the close this many candles ahead is higher. "
+             "[env BRAID_TRAIN_HORIZON, default 1]")] = None,
+    profile: Annotated[str, typer.Option(help="Feast profile of the store.")] = "local",
+    tracking_uri: TrackingUri = None,
+    metric: Metric = None,
+    margin: Margin = None,
+    seed: Seed = None,
+) -> None:
+    """XGBoost on markets_direction_v1 (next candle's direction); log, register, promote."""
+    from serving.store import ServingError
+    from training.markets_model import train_markets
+
+    wanted = [p.strip() for p in pairs.split(",") if p.strip()]
+    try:
+        result = train_markets(start, end, wanted, horizon=horizon, profile=profile,
+                               tracking_uri=tracking_uri, promotion_metric=metric,
+                               promotion_margin=margin, seed=seed)
+    except (ServingError, ValueError) as error:
+        typer.echo(f"braid train markets: {error}", err=True)
+        raise typer.Exit(2) from error
+    _report(result, ("majority", "persistence"))
+
+
+@app.command()
+def sensors(
+    source: Annotated[str, typer.Option(help="simulator or skab (real labelled anomalies).")
+                      ] = "simulator",
+    clients: Annotated[int, typer.Option(help="Simulated clients.")] = 300,
+    minutes: Annotated[int, typer.Option(help="Simulated minutes of history.")] = 240,
+    skab_dir: Annotated[Path | None, typer.Option(
+        help="SKAB folder (default ../shared/data/sensors/skab).")] = None,
+    tracking_uri: TrackingUri = None,
+    metric: Metric = None,
+    margin: Margin = None,
+    seed: Seed = None,
+) -> None:
+    """XGBoost on the sensors_alert_v1 vector; against never-alert and the logistic baseline."""
+    from training.sensors_model import train_sensors
+
+    if source not in ("simulator", "skab"):
+        raise typer.BadParameter(f"unknown source {source!r}: simulator or skab")
+    try:
+        result = train_sensors(source, clients=clients, minutes=minutes,  # type: ignore[arg-type]
+                               skab_dir=skab_dir, tracking_uri=tracking_uri,
+                               promotion_metric=metric, promotion_margin=margin, seed=seed)
+    except (FileNotFoundError, ValueError) as error:
+        typer.echo(f"braid train sensors: {error}", err=True)
+        raise typer.Exit(2) from error
+    _report(result, ("never_alert", "logistic"))
+
+
+@app.command()
+def models(tracking_uri: TrackingUri = None) -> None:
+    """Each pipeline's registered model: the versions holding `champion` and `challenger`."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from training.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, MlflowSettings
+
+    uri = tracking_uri or MlflowSettings().resolved_tracking_uri()
+    client = MlflowClient(uri, uri)
+    for pipeline, name in MODEL_NAMES.items():
+        for alias in (CHAMPION, CHALLENGER):
+            try:
+                version = client.get_model_version_by_alias(name, alias)
+            except MlflowException:
+                typer.echo(f"{pipeline:<8} {name} @{alias}: none")
+                continue
+            run = client.get_run(version.run_id) if version.run_id else None
+            score = run.data.metrics.get("promotion_candidate_score") if run else None
+            typer.echo(f"{pipeline:<8} {name} @{alias}: v{version.version} "
+                       f"(run {version.run_id}, promotion score {score})")
