@@ -4,6 +4,7 @@ train-baseline, replay-skab), each with `--help`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,6 +12,9 @@ from features.windows import parse_duration_ms
 from streaming.pipelines.sensors import SensorTopics
 from streaming.settings import EventTimeSettings, KafkaSettings, TopicSettings
 from streaming.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from features.sensors.model import AlertModel
 
 app = typer.Typer(help="Sensors pipeline: SX, SY, SZ -> FA, FI, FD -> join -> predictions.",
                   no_args_is_help=True)
@@ -105,7 +109,12 @@ def windows(
 
 @app.command()
 def join(
-    model: str = typer.Option("", help="Model JSON from train-baseline (default: built-in)."),
+    model: str = typer.Option(
+        "", help="A JSON model from train-baseline, or `builtin` (the hand-set logistic "
+                 "baseline). Default: the registry's champion (see --model-uri)."),
+    model_uri: str = typer.Option(
+        "", help="MLflow model URI (default models:/braid-sensors-alert@<BRAID_MODEL_ALIAS>); "
+                 "an alias is polled and swapped live."),
     threshold: float = typer.Option(0.5, help="Alert when probability >= threshold."),
     group: str = typer.Option("braid-sensor-join", help="Consumer group (share to scale out)."),
     batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
@@ -117,11 +126,37 @@ def join(
     from features.sensors.model import DEFAULT_MODEL, LogisticAlertModel
     from streaming.pipelines.sensors import join_processor
 
+    if model and model_uri:
+        raise typer.BadParameter("give --model or --model-uri, not both")
+    alert_model: AlertModel
+    if model == "builtin":
+        alert_model = DEFAULT_MODEL
+    elif model:
+        alert_model = LogisticAlertModel.load(Path(model))
+    else:
+        alert_model = _registry_model(model_uri)
     topics, _ = _topics(topic_prefix, partitions)
-    alert_model = LogisticAlertModel.load(Path(model)) if model else DEFAULT_MODEL
     join_processor(KafkaSettings(), model=alert_model,
                    threshold=threshold, topics=topics, group=group, batch_size=batch_size,
                    max_event_time_skew_ms=_skew_ms(max_event_time_skew)).run()
+
+
+def _registry_model(model_uri: str) -> AlertModel:
+    import mlflow
+
+    from serving.models import ModelRefused, registry_alert_model
+    from serving.settings import ModelServingSettings
+    from training.model_contract import MODEL_NAMES, MlflowSettings
+
+    serving = ModelServingSettings()
+    mlflow.set_tracking_uri(MlflowSettings().resolved_tracking_uri())
+    uri = model_uri or f"models:/{MODEL_NAMES['sensors']}@{serving.alias}"
+    try:
+        return registry_alert_model(uri, poll_s=serving.poll_interval_s)
+    except ModelRefused as error:
+        typer.echo(f"error: {error} (train and register one, or pass --model model.json)",
+                   err=True)
+        raise typer.Exit(2) from error
 
 
 @app.command()

@@ -32,6 +32,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from features.sensors.model import AlertModel
+from features.sensors.schemas import VECTOR_FIELDS
+from serving.feast_definitions import definitions
+from training.model_contract import FEATURE_SERVICES, feature_columns
 
 log = structlog.get_logger(__name__)
 
@@ -222,3 +225,30 @@ class RegistryAlertModel:
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         return self.pinned().predict_proba(vectors)
+
+
+def defined_service_columns(service: str) -> list[str]:
+    """A feature service's model columns from the Feast definitions in code (`feature_repo/`
+    applies the same objects): for a processor that reads no online store."""
+    for candidate in definitions()[2]:
+        if candidate.name == service:
+            return feature_columns([(p.name_to_use(), [f.name for f in p.features])
+                                    for p in candidate.feature_view_projections])
+    raise ValueError(f"no feature service {service!r} in serving.feast_definitions")
+
+
+def registry_alert_model(uri: str, *, poll_s: float) -> RegistryAlertModel:
+    """The sensors join's model from `uri`, checked against `sensors_alert_v1` (whose columns
+    must be the join's vector, SX, SY, FA, FI, FD bins, in order), polled every `poll_s`."""
+    service = FEATURE_SERVICES["sensors"]
+    columns = defined_service_columns(service)
+    fields = [c.split("__", 1)[1].removesuffix("_bin") for c in columns]
+    if fields != list(VECTOR_FIELDS):
+        raise ModelRefused(f"feature service {service} lists {columns}, not the join's vector "
+                           f"{list(VECTOR_FIELDS)}")
+    watcher = ModelWatcher(uri, columns, service, poll_s=poll_s).start()
+    if watcher.current is None:
+        watcher.stop()
+        reason = next(iter(watcher.refused.values()), "not loadable")
+        raise ModelRefused(f"no sensors model to serve from {uri}: {reason}")
+    return RegistryAlertModel(watcher)

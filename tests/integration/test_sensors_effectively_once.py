@@ -69,7 +69,8 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
     windows = BraidProcess(["sensors", "windows", "--grace", GRACE, "--idle-timeout", "2s",
                             "--batch-size", "300", *common], kafka_settings,
                            tmp_path / "windows.log").start()
-    join = BraidProcess(["sensors", "join", "--batch-size", "300", *common], kafka_settings,
+    join = BraidProcess(["sensors", "join", "--model", "builtin", "--batch-size", "300", *common],
+                        kafka_settings,
                         tmp_path / "join.log").start()
     producer = threading.Thread(target=_produce_slowly, args=(kafka_settings, topics, events,
                                                               25.0))
