@@ -30,8 +30,6 @@ def _table(view: FeatureView) -> str:
 def materialize_views(pipeline: str, start: datetime | None, end: datetime, profile: str,
                       repo: str) -> dict[str, int]:
     """Materialize; returns the Delta version of each table read."""
-    from training.training_sets import table_versions
-
     forward_logs_to_prefect()
     logger = get_run_logger()
     store = open_store(profile, repo)
@@ -42,7 +40,7 @@ def materialize_views(pipeline: str, start: datetime | None, end: datetime, prof
     if not ready:
         raise FlowInputError(f"no {pipeline} feature view has a Delta table yet in {repo}")
     names = sorted(v.name for v in ready)
-    versions = table_versions(ready)
+    versions = {_table(v): DeltaTable(_table(v)).version() for v in ready}
     logger.info("materializing %s up to %s from tables %s", names, end.isoformat(), versions)
     try:
         if start is None:
