@@ -2,7 +2,8 @@
 
     spark-submit batch/sensors_backfill.py --input gs://bucket/archive \
         --output var/offline/sensor_features [--start 2026-01-01 --end 2026-01-02] \
-        [--grace 5s] [--edges edges.json] [--topic-prefix p.]
+        [--grace 5s] [--edges edges.json] [--topic-prefix p.] \
+        [--readings-output var/offline/sensor_readings]
 
 Reads the archive the streaming sink writes (`streaming.sinks.gcs_parquet_archive`: objects
 `<root>/topic=<SZ topic>/date=<day>/part-<partition>-<first>-<last>.parquet`, local or `gs://`,
@@ -16,7 +17,13 @@ client, with the same `features/` code as the stream:
    edges (`features.sensors.binning`).
 
 Rows are written to a Delta table partitioned by `date` (UTC date of the SZ reading); a run
-replaces exactly the dates it covers. With --start/--end (end exclusive) the days before and
+replaces exactly the dates it covers. The archived SX and SY readings the stream accepted (the
+same rules) go to a second table, `sensor_readings` beside it unless `--readings-output` says
+otherwise (`READINGS_TABLE_SCHEMA`: client, timestamp_ms, sensor, the category in the column
+named after the sensor; partitioned by sensor and date; one row per client, sensor and time, the
+first to arrive): the offline source of Feast's `sensor_sx` and `sensor_sy` views.
+
+With --start/--end (end exclusive) the days before and
 after are read as context (a window reaches 10 minutes back; lateness looks at neighbours in
 arrival order). Like the markets backfill, a stream's idle closures (wall clock) are not
 replayed: on an archive where a client went quiet and then received readings older than its
@@ -49,10 +56,15 @@ import pyarrow.parquet as pq
 import structlog
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 from features.sensors.binning import DEFAULT_EDGES, BinEdges, BinRange
-from features.sensors.schemas import FEATURE_TABLE_SCHEMA, FEATURES, invalid_reading_reasons
+from features.sensors.schemas import (
+    CATEGORICAL_SENSORS,
+    FEATURE_TABLE_SCHEMA,
+    FEATURES,
+    invalid_reading_reasons,
+)
 from features.sensors.window_math import sort_readings, window_features
 from features.windows import NO_STREAM_TIME, SlidingWindow, parse_duration_ms, sliding_late_mask
 
@@ -66,10 +78,20 @@ READINGS_SCHEMA = pa.schema([
     pa.field("value", pa.float64(), nullable=False),
 ])
 OUTPUT_SCHEMA = FEATURE_TABLE_SCHEMA.append(pa.field("date", pa.string(), nullable=False))
+READINGS_TABLE_SCHEMA = pa.schema([
+    pa.field("client", pa.string(), nullable=False),
+    pa.field("timestamp_ms", pa.int64(), nullable=False),
+    pa.field("sensor", pa.string(), nullable=False),
+    *(pa.field(name, pa.int64()) for name in CATEGORICAL_SENSORS),
+    pa.field("date", pa.string(), nullable=False),
+])
+_ARRIVED_SCHEMA = pa.schema([pa.field("partition", pa.int32(), nullable=False),
+                             pa.field("offset", pa.int64(), nullable=False),
+                             *READINGS_TABLE_SCHEMA])
 
 
-def valid_readings(archived: pa.Table) -> pa.Table:
-    """The archived SZ rows the stream accepted as readings (:data:`READINGS_SCHEMA`)."""
+def valid_readings(archived: pa.Table, sensor: str = "SZ") -> pa.Table:
+    """The archived rows of `sensor` the stream accepted as readings (:data:`READINGS_SCHEMA`)."""
     def filled(name: str, value: object) -> np.ndarray:
         return pc.fill_null(archived[name], value).to_numpy(zero_copy_only=False)
 
@@ -77,7 +99,7 @@ def valid_readings(archived: pa.Table) -> pa.Table:
     has_bar = pc.fill_null(pc.match_substring(archived["client"], "|"), False).to_numpy(
         zero_copy_only=False)
     reasons = invalid_reading_reasons(
-        "SZ", filled("v", -1), client_length, has_bar,
+        sensor, filled("v", -1), client_length, has_bar,
         filled("timestamp_ms", 0), filled("value", np.nan))
     ok = pa.array(reasons == None)  # noqa: E711 - elementwise
     return archived.filter(ok).select(READINGS_SCHEMA.names).cast(READINGS_SCHEMA)
@@ -117,6 +139,32 @@ def _parse_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for content in batch.column("content").to_pylist():
             table = valid_readings(pq.read_table(io.BytesIO(content)))
             yield from table.to_batches()
+
+
+def category_rows(sensor: str, archived: pa.Table) -> pa.Table:
+    """The valid archived readings of categorical `sensor` as rows of the readings table, with
+    their arrival (partition, offset) first (:data:`_ARRIVED_SCHEMA`)."""
+    valid = valid_readings(archived, sensor)
+    n = valid.num_rows
+    category = pc.cast(valid["value"], pa.int64())
+    days = valid["timestamp_ms"].to_numpy().astype("datetime64[ms]").astype(
+        "datetime64[D]").astype(str)
+    return pa.table({
+        "partition": valid["partition"], "offset": valid["offset"], "client": valid["client"],
+        "timestamp_ms": valid["timestamp_ms"], "sensor": pa.array([sensor] * n, pa.string()),
+        **{name: category if name == sensor else pa.nulls(n, pa.int64())
+           for name in CATEGORICAL_SENSORS},
+        "date": pa.array(days, pa.string()),
+    }, schema=_ARRIVED_SCHEMA)
+
+
+def _parse_category_files(sensor: str) -> Callable[[Iterator[pa.RecordBatch]],
+                                                    Iterator[pa.RecordBatch]]:
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for content in batch.column("content").to_pylist():
+                yield from category_rows(sensor, pq.read_table(io.BytesIO(content))).to_batches()
+    return parse
 
 
 def _features_of_group(window: SlidingWindow, edges: BinEdges,
@@ -160,13 +208,17 @@ def run_backfill(
     master: str | None = None,
     learn_edges_to: str | None = None,
     learned_version: str | None = None,
+    readings_output: str | None = None,
 ) -> int:
     """Recompute the sensor features of [start, end) (all dates if not given) from the archive
     and write them to the Delta table `output`; returns the committed table version.
 
     With `learn_edges_to`, also learns bin edges from the recomputed raw FA, FI, FD
     (:func:`learn_edges_from`) and saves them there as version `learned_version`, for the
-    stream (`braid sensors windows --edges`) and the next backfill (`--edges`)."""
+    stream (`braid sensors windows --edges`) and the next backfill (`--edges`).
+
+    The SX and SY readings go to `readings_output` (default: `sensor_readings` beside
+    `output`), the same dates replaced (:func:`write_readings`)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from batch.delta_store import write_table
@@ -205,6 +257,53 @@ def run_backfill(
         learned.save(Path(learn_edges_to))
         log.info("bin edges learned", path=learn_edges_to, version=learned.version)
     features.unpersist()
+    write_readings(spark, archive_root, readings_output or sibling_table(output, "sensor_readings"),
+                   read_days=read_days, days=days, topic_prefix=topic_prefix, run_id=run_id)
+    return version
+
+
+def sibling_table(uri: str, name: str) -> str:
+    """The table `name` in the same folder as the table at `uri`."""
+    return f"{uri.rstrip('/').rsplit('/', 1)[0]}/{name}"
+
+
+def write_readings(spark: SparkSession, archive_root: str, output: str, *,
+                   read_days: list[str] | None, days: list[str] | None, topic_prefix: str,
+                   run_id: str) -> int | None:
+    """Write the archived SX and SY readings of `days` (all if None) to the Delta table
+    `output`, replacing those dates; returns its version (None: no SX or SY archived)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from batch.delta_store import write_table
+    from batch.trade_inputs import read_file_bytes
+
+    frames = []
+    for sensor in CATEGORICAL_SENSORS:
+        files = archive_files(archive_root, f"{topic_prefix}{sensor}", read_days)
+        if files:
+            frames.append(read_file_bytes(spark, files).mapInArrow(
+                _parse_category_files(sensor), from_arrow_schema(_ARRIVED_SCHEMA)))
+    if not frames:
+        log.warning("no archived SX or SY readings: sensor readings not written",
+                    archive=archive_root)
+        return None
+    rows = frames[0]
+    for frame in frames[1:]:
+        rows = rows.unionByName(frame)
+    # the same (client, sensor, time) twice: the first to arrive (the online store keeps it)
+    first = Window.partitionBy("client", "sensor", "timestamp_ms").orderBy("partition", "offset")
+    readings = (rows.withColumn("arrival", F.row_number().over(first))
+                .filter(F.col("arrival") == 1).select(*READINGS_TABLE_SCHEMA.names))
+    if days is not None:
+        readings = readings.filter(F.col("date").isin(days))
+    readings = readings.persist()
+    written = days or sorted(r["date"] for r in readings.select("date").distinct().collect())
+    version = write_table(readings, output, partition_by=["sensor", "date"],
+                          replace={"date": written}, run_id=run_id)
+    log.info("sensor readings backfilled", output=output, version=version, days=len(written))
+    readings.unpersist()
     return version
 
 
@@ -240,12 +339,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--learn-edges", default=None,
                         help="also learn bin edges from the recomputed features; JSON path")
     parser.add_argument("--edges-version", default=None, help="version of the learned edges")
+    parser.add_argument("--readings-output", default=None,
+                        help="Delta table of the SX/SY readings (default: sensor_readings "
+                             "beside --output)")
     args = parser.parse_args(argv)
     grace = 0 if args.grace in ("0", "0s") else parse_duration_ms(args.grace)
     version = run_backfill(args.input, args.output, start=args.start, end=args.end,
                            grace_ms=grace, edges_path=args.edges,
                            topic_prefix=args.topic_prefix, master=args.master,
-                           learn_edges_to=args.learn_edges, learned_version=args.edges_version)
+                           learn_edges_to=args.learn_edges, learned_version=args.edges_version,
+                           readings_output=args.readings_output)
     print(json.dumps({"output": args.output, "version": version}))
     return 0
 

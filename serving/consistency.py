@@ -29,7 +29,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 
 from serving.duckdb_delta import ensure_delta_extension
-from serving.offline_store import TIMESTAMP_MS_TAG, WINDOW_MS_TAG
+from serving.offline_store import TIMESTAMP_MS_TAG, source_filters
 from serving.store import ServingError
 
 TOLERANCE = 1e-9
@@ -121,12 +121,12 @@ def _offline_rows(view: FeatureView, con: duckdb.DuckDBPyConnection
     key = view.entity_columns[0].name
     ts = source.tags[TIMESTAMP_MS_TAG]
     names = [f.name for f in view.features]
-    where = f"WHERE window_ms = {int(source.tags[WINDOW_MS_TAG])}" if (
-        WINDOW_MS_TAG in source.tags) else ""
+    filters = source_filters(source)
+    where = ("WHERE " + " AND ".join(f'"{c}" = ?' for c, _ in filters)) if filters else ""
     columns = ", ".join(f'"{c}"' for c in dict.fromkeys([key, ts, *names]))
     try:
         table = con.execute(f"SELECT {columns} FROM delta_scan(?) {where}",
-                            [source.path]).to_arrow_table()
+                            [source.path, *(v for _, v in filters)]).to_arrow_table()
     except duckdb.Error as error:
         raise ServingError(f"offline table of {view.name} cannot be read: "
                            f"{str(error).splitlines()[0]}") from error

@@ -36,7 +36,7 @@ from features.sensors.schemas import (
 )
 from features.sensors.window_math import WINDOW_MS
 from features.windows import format_duration, parse_duration_ms
-from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, WINDOW_MS_TAG
+from serving.offline_store import EVENT_TIMESTAMP, SENSOR_TAG, TIMESTAMP_MS_TAG, WINDOW_MS_TAG
 from serving.settings import FeastSettings
 
 STALE_AFTER_WINDOWS = 2
@@ -66,10 +66,13 @@ def feast_fields(schema: pa.Schema, exclude: tuple[str, ...]) -> list[Field]:
     return fields
 
 
-def _delta_source(name: str, path: str, timestamp_ms: str, window_ms: int | None) -> FileSource:
+def _delta_source(name: str, path: str, timestamp_ms: str, window_ms: int | None,
+                  sensor: str | None = None) -> FileSource:
     tags = {TIMESTAMP_MS_TAG: timestamp_ms}
     if window_ms is not None:
         tags[WINDOW_MS_TAG] = str(window_ms)
+    if sensor is not None:
+        tags[SENSOR_TAG] = sensor
     return FileSource(name=name, path=path, file_format=DeltaFormat(),
                       timestamp_field=EVENT_TIMESTAMP, tags=tags)
 
@@ -110,9 +113,6 @@ def sensor_views(settings: FeastSettings) -> list[FeatureView]:
     features_source = _delta_source("sensor_features_offline",
                                     settings.table_uri(settings.sensor_features_table),
                                     "timestamp_ms", None)
-    readings_source = _delta_source("sensor_readings_offline",
-                                    settings.table_uri(settings.sensor_readings_table),
-                                    "timestamp_ms", None)
     views = []
     for name in FEATURES:
         keep = (name, f"{name}_bin")
@@ -121,6 +121,10 @@ def sensor_views(settings: FeastSettings) -> list[FeatureView]:
                            features_source, ttl,
                            f"{name} of the latest SZ reading's window, raw and binned"))
     for name in CATEGORICAL_SENSORS:
+        # the sensors backfill's readings table: one row per valid reading, this sensor's rows
+        readings_source = _delta_source(f"sensor_{name.lower()}_offline",
+                                        settings.table_uri(settings.sensor_readings_table),
+                                        "timestamp_ms", None, sensor=name)
         schema = pa.schema([pa.field(name, pa.int64())])
         views.append(_view(f"sensor_{name.lower()}", client, schema, (), readings_source, ttl,
                            f"The latest {name} category"))

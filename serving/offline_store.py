@@ -7,7 +7,12 @@ source is an ordinary `FileSource(..., file_format=DeltaFormat())` whose tags sa
 - `braid.timestamp_ms`: the epoch-ms column whose instant is the row's event timestamp (exposed
   as `event_timestamp`, UTC);
 - `braid.window_ms` (optional): keep only the rows of this candle duration (a partition column,
-  so DuckDB reads only that duration's files).
+  so DuckDB reads only that duration's files);
+- `braid.sensor` (optional): keep only the rows of this sensor (`sensor_readings` holds SX and
+  SY readings, partitioned by `sensor`).
+
+`source_filters` gives these conditions to every reader of the tables (training sets, the
+consistency report).
 
 Everything else (point-in-time joins, materialization, retrieval jobs) is Feast's DuckDB store
 unchanged. Select it in `feature_store.yaml` with
@@ -41,11 +46,22 @@ from serving.duckdb_delta import ensure_delta_extension
 
 TIMESTAMP_MS_TAG = "braid.timestamp_ms"
 WINDOW_MS_TAG = "braid.window_ms"
+SENSOR_TAG = "braid.sensor"
 EVENT_TIMESTAMP = "event_timestamp"
 
 
 class NoOfflineTableError(FileNotFoundError):
     """A feature view's Delta table does not exist (nothing was backfilled there yet)."""
+
+
+def source_filters(source: DataSource) -> list[tuple[str, int | str]]:
+    """(column, value) equalities a Braid source's rows must meet, from its tags."""
+    filters: list[tuple[str, int | str]] = []
+    if WINDOW_MS_TAG in source.tags:
+        filters.append(("window_ms", int(source.tags[WINDOW_MS_TAG])))
+    if SENSOR_TAG in source.tags:
+        filters.append(("sensor", source.tags[SENSOR_TAG]))
+    return filters
 
 
 def read_source(data_source: DataSource, repo_path: str) -> Table:
@@ -61,9 +77,8 @@ def read_source(data_source: DataSource, repo_path: str) -> Table:
             raise NoOfflineTableError(
                 f"offline table {path} does not exist (run the backfill that writes it)")
     table = ibis.read_delta(path)
-    window_ms = data_source.tags.get(WINDOW_MS_TAG)
-    if window_ms is not None:
-        table = table.filter(table["window_ms"] == int(window_ms))
+    for column, value in source_filters(data_source):
+        table = table.filter(table[column] == value)
     millis = table[data_source.tags[TIMESTAMP_MS_TAG]]
     return table.mutate(
         **{EVENT_TIMESTAMP: millis.as_timestamp("ms").cast(dt.Timestamp(timezone="UTC"))})

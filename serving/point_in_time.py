@@ -10,9 +10,9 @@ as a condition on the matched row's time, gives the same rows in one pass: the l
 before the entity time is outside the TTL exactly when every earlier one is.
 
 Only for views whose batch source is a Braid Delta source (`offline_store` tags: the event time
-is an epoch-ms column, `window_ms` filters the duration); `supports` says whether a list of
-views qualifies. Times are compared in epoch microseconds (DuckDB's timestamp precision, as
-Feast's join), so sub-millisecond entity times behave as in Feast.
+is an epoch-ms column, `source_filters` keep a duration's or a sensor's rows); `supports` says
+whether a list of views qualifies. Times are compared in epoch microseconds (DuckDB's timestamp
+precision, as Feast's join), so sub-millisecond entity times behave as in Feast.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from feast import FeatureView
 from feast.infra.offline_stores.file_source import FileSource
 
 from serving.duckdb_delta import ensure_delta_extension
-from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, WINDOW_MS_TAG
+from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, source_filters
 
 _ROW = "__braid_row"
 _US = "__braid_entity_us"
@@ -60,11 +60,9 @@ def _view_sql(index: int, request: ViewRequest, full_feature_names: bool
     key = view.entity_columns[0].name
     alias = f"f{index}"
     ts_column = _quote(source.tags[TIMESTAMP_MS_TAG])
-    where = ""
-    params: list[object] = [source.path]
-    if WINDOW_MS_TAG in source.tags:
-        where = "WHERE window_ms = ?"
-        params.append(int(source.tags[WINDOW_MS_TAG]))
+    filters = source_filters(source)
+    where = ("WHERE " + " AND ".join(f"{_quote(c)} = ?" for c, _ in filters)) if filters else ""
+    params: list[object] = [source.path, *(v for _, v in filters)]
     columns = ", ".join(_quote(f) for f in request.features)
     join = (f"ASOF LEFT JOIN (SELECT {_quote(key)} AS k, {ts_column} * 1000 AS t, {columns} "
             f"FROM delta_scan(?) {where}) {alias} "

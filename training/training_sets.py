@@ -32,7 +32,7 @@ from feast.errors import FeatureServiceNotFoundException
 from feast.infra.offline_stores.file_source import FileSource
 
 from serving.duckdb_delta import ensure_delta_extension
-from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, WINDOW_MS_TAG
+from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, source_filters
 from serving.point_in_time import ViewRequest, historical_features, supports
 from serving.store import ServingError, open_store
 
@@ -86,9 +86,9 @@ def entity_rows(view: FeatureView, start: datetime, end: datetime,
     ensure_delta_extension()
     conditions = [f"{ts_column} >= ?", f"{ts_column} < ?"]
     params: list[Any] = [int(start.timestamp() * 1000), int(end.timestamp() * 1000)]
-    if WINDOW_MS_TAG in source.tags:
-        conditions.append("window_ms = ?")
-        params.append(int(source.tags[WINDOW_MS_TAG]))
+    for column, value in source_filters(source):
+        conditions.append(f"{column} = ?")
+        params.append(value)
     if keys:
         conditions.append(f"{key} IN ({', '.join('?' for _ in keys)})")
         params.extend(keys)
