@@ -14,6 +14,7 @@ blanked for the fit: absolute time must not be learnt.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -158,7 +159,10 @@ def train_markets(
         raise ValueError("give at least one pair")
     store = store or open_store(profile)
     service = FEATURE_SERVICES["markets"]
+    started = time.perf_counter()
     ts = training_set(service, start=start, end=end, pairs=pairs, store=store)
+    built = time.perf_counter()
     data = prepare(ts, service_columns(store, service), settings.horizon,
                    {"pairs": ",".join(pairs), "start": str(start), "end": str(end)})
+    data.seconds = {"training_set": built - started, "labels": time.perf_counter() - built}
     return train_and_register(data, settings, tracking_uri)

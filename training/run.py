@@ -8,6 +8,7 @@ same way for both.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ class PreparedData:
     moved: np.ndarray | None = None
     #: What the constant train-rate baseline is called (sensors: `never_alert`).
     majority_name: str = "majority"
+    #: Seconds spent building the rows (logged as `seconds_<name>` metrics).
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _experiment(pipeline: Pipeline, mlflow_settings: MlflowSettings) -> str:
@@ -81,11 +84,14 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
                        validation_fraction=settings.validation_fraction,
                        test_fraction=settings.test_fraction)
     x, y = data.features, data.labels
+    seconds = {f"seconds_{k}": v for k, v in data.seconds.items()}
+    started = time.perf_counter()
     fit_x = x.copy()
     if data.unused_columns:
         fit_x.loc[:, list(data.unused_columns)] = np.nan
     model = classifier.fit(fit_x.iloc[parts.train], y[parts.train],
                            fit_x.iloc[parts.validation], y[parts.validation], settings)
+    seconds["seconds_fit"] = time.perf_counter() - started
     x_test, y_test = x.iloc[parts.test], y[parts.test]
     moved_test = None if data.moved is None else data.moved[parts.test]
     scores = {"model": model.predict_proba(x_test)[:, 1],
@@ -100,6 +106,7 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
     for metric, value in classification_metrics(y[parts.validation], p_val).items():
         metrics[f"validation_{metric}"] = value
     metrics["best_rounds"] = float(classifier.best_rounds(model))
+    metrics.update(seconds)
     parts_facts = {
         f"{name}_{what}": value
         for name, idx in (("train", parts.train), ("validation", parts.validation),

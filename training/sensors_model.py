@@ -15,6 +15,7 @@ Baselines: never alert (the train part's alert rate, a constant) and the logisti
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,7 +125,9 @@ def train_sensors(
                                    ("promotion_margin", promotion_margin), ("seed", seed))
                  if v is not None}
     settings = base.model_copy(update=overrides)
+    started = time.perf_counter()
     events, facts = events_of(source, clients=clients, minutes=minutes, seed=settings.seed,
                               skab_dir=skab_dir)
     data = prepare(training_rows(events), facts, settings.sensors_gap_ms)
+    data.seconds = {"training_set": time.perf_counter() - started}
     return train_and_register(data, settings, tracking_uri)
