@@ -24,6 +24,19 @@ Margin = Annotated[float | None, typer.Option(
 Seed = Annotated[int | None, typer.Option(help="Random seed. [env BRAID_TRAIN_SEED, default 0]")]
 
 
+def _fail(command: str, error: Exception) -> typer.Exit:
+    """One line naming the bad input (a pydantic error: its field and message)."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        text = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    else:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    typer.echo(f"braid train {command}: {text}", err=True)
+    return typer.Exit(2)
+
+
 def _report(result: TrainResult, baselines: tuple[str, ...]) -> None:
     m = result.metrics
     typer.echo(f"run {result.run_id}: {result.model_name} v{result.version} -> "
@@ -65,8 +78,7 @@ def markets(
                                tracking_uri=tracking_uri, promotion_metric=metric,
                                promotion_margin=margin, seed=seed)
     except (ServingError, ValueError) as error:
-        typer.echo(f"braid train markets: {error}", err=True)
-        raise typer.Exit(2) from error
+        raise _fail("markets", error) from error
     _report(result, ("majority", "persistence"))
 
 
@@ -93,8 +105,7 @@ def sensors(
                                skab_dir=skab_dir, tracking_uri=tracking_uri,
                                promotion_metric=metric, promotion_margin=margin, seed=seed)
     except (FileNotFoundError, ValueError) as error:
-        typer.echo(f"braid train sensors: {error}", err=True)
-        raise typer.Exit(2) from error
+        raise _fail("sensors", error) from error
     _report(result, ("never_alert", "logistic"))
 
 

@@ -154,7 +154,8 @@ def train_markets(
     overrides = {k: v for k, v in (("horizon", horizon), ("promotion_metric", promotion_metric),
                                    ("promotion_margin", promotion_margin), ("seed", seed))
                  if v is not None}
-    settings = base.model_copy(update=overrides)
+    # validated (model_copy would not check a metric name or a horizon)
+    settings = TrainingSettings.model_validate({**base.model_dump(), **overrides})
     if not pairs:
         raise ValueError("give at least one pair")
     store = store or open_store(profile)

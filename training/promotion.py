@@ -46,7 +46,11 @@ def score(uri: str, x_test: pd.DataFrame, y_test: np.ndarray, metric: str,
         raise KeyError(f"{uri} needs columns the test set lacks: {missing}")
     model = mlflow.xgboost.load_model(uri)
     p = model.predict_proba(x_test[columns].astype("float64"))[:, 1]
-    return classification_metrics(y_test, p, moved)[metric]
+    metrics = classification_metrics(y_test, p, moved)
+    if metric not in metrics:
+        raise ValueError(f"{metric} cannot be computed here (directional_accuracy needs the "
+                         "rows whose target moved: markets only)")
+    return metrics[metric]
 
 
 def decide(candidate: float, champion: float | None, metric: str, margin: float) -> bool:

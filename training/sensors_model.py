@@ -124,7 +124,8 @@ def train_sensors(
     overrides = {k: v for k, v in (("promotion_metric", promotion_metric),
                                    ("promotion_margin", promotion_margin), ("seed", seed))
                  if v is not None}
-    settings = base.model_copy(update=overrides)
+    # validated (model_copy would not check a metric name or a horizon)
+    settings = TrainingSettings.model_validate({**base.model_dump(), **overrides})
     started = time.perf_counter()
     events, facts = events_of(source, clients=clients, minutes=minutes, seed=settings.seed,
                               skab_dir=skab_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -27,6 +29,7 @@ class TrainingSettings(BaseSettings):
     colsample_bytree: float = Field(default=0.8, gt=0, le=1)
     early_stopping_rounds: int = Field(default=30, ge=1)
     #: The metric a new version must beat the champion on (see training.evaluation.METRICS).
-    promotion_metric: str = "roc_auc"
+    promotion_metric: Literal["roc_auc", "log_loss", "accuracy", "mae", "precision", "recall",
+                              "directional_accuracy"] = "roc_auc"
     #: By how much (in the metric's units) it must beat it.
     promotion_margin: float = Field(default=0.0, ge=0)
