@@ -1,0 +1,332 @@
+"""Benchmark of live predictions: the stream predictor and the HTTP API.
+
+    .venv/bin/python bench/bench_predictor.py [--pairs 8] [--seconds 60] [--http-rate 100]
+        [--http-seconds 10] [--trees 100]
+
+Starts an Apache Kafka broker of its own, a Feast repo with 1-second candle views (SQLite
+online store; `candles_1s`, `indicators_1s` in `markets_direction_v1`, TTL 2 s), a SQLite MLflow
+registry holding an XGBoost champion over the service's 30 columns (`--trees` trees of depth
+4), and, as separate processes through the `braid` command, the online sink, the markets
+predictor and the API.
+
+- **stream**: every second, for each of `--pairs` pairs, the candle that just closed goes to
+  `candles` and its indicator row to `technical_indicators` (as the candle and indicator
+  processors publish them); latency = the indicator row's `produce()` -> the prediction's
+  arrival at a consumer of `predictions.markets` (this includes the online sink writing the
+  candle's features, which the predictor waits for). p50/p99 after a warm-up of 5 s.
+- **http**: while the stream goes on, `GET /predict/{pair}` then `POST /predict` at
+  `--http-rate` requests/s (paced, one keep-alive connection, pairs in turn) for
+  `--http-seconds` each: p50/p99 and the status codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from feast import FeatureStore  # noqa: E402
+
+from features.indicators import INDICATOR_COLUMNS  # noqa: E402
+from features.schemas.candle import record_key  # noqa: E402
+from infra import stack  # noqa: E402
+from infra.testing import broker_settings  # noqa: E402
+from serving.feast_definitions import definitions  # noqa: E402
+from serving.settings import FeastSettings  # noqa: E402
+from streaming.partitioning import partition_for  # noqa: E402
+from streaming.runtime.clients import make_producer  # noqa: E402
+from streaming.settings import KafkaSettings  # noqa: E402
+from streaming.topics import (  # noqa: E402
+    CANDLES,
+    CHECKPOINTS,
+    DEAD_LETTER,
+    INDICATORS,
+    MARKET_PREDICTIONS,
+    SENSOR_PREDICTIONS,
+    TopicSpec,
+    ensure_topics,
+)
+from training.model_contract import FEATURE_SERVICES, MODEL_NAMES  # noqa: E402
+
+SECOND = 1_000
+PARTITIONS = 8
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def feast_repo(folder: Path) -> FeatureStore:
+    """A Feast repo whose markets service holds 1-second candles (SQLite online store)."""
+    folder.mkdir(parents=True)
+    (folder / "feature_store.yaml").write_text(
+        f"project: bench{uuid.uuid4().hex[:8]}\nprovider: local\nregistry: registry.db\n"
+        "online_store:\n  type: sqlite\n  path: online.db\n"
+        "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
+        "entity_key_serialization_version: 3\n")
+    store = FeatureStore(repo_path=str(folder))
+    entities, views, services = definitions(
+        FeastSettings(offline_root=str(folder / "offline"), durations=["1s"]))
+    store.apply([*entities, *views, *services])
+    return store
+
+
+def register_champion(folder: Path, columns: list[str], trees: int) -> str:
+    import mlflow
+    import mlflow.xgboost
+    import pandas as pd
+    import xgboost as xgb
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("bench", artifact_location=(folder / "artifacts").as_uri())
+    mlflow.set_experiment("bench")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(2_000, len(columns))), columns=columns)
+    label = (frame.iloc[:, 5] + rng.normal(size=len(frame)) > 0).astype(int)
+    model = xgb.XGBClassifier(n_estimators=trees, max_depth=4, n_jobs=1).fit(frame, label)
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(
+            model, name="model", registered_model_name=MODEL_NAMES["markets"],
+            signature=infer_signature(frame, model.predict_proba(frame)[:, 1]),
+            pip_requirements=["xgboost"])
+    MlflowClient().set_registered_model_alias(MODEL_NAMES["markets"], "champion",
+                                              str(info.registered_model_version))
+    return uri
+
+
+class Stream:
+    """Publishes one candle and one indicator row per pair each second."""
+
+    def __init__(self, kafka: KafkaSettings, prefix: str, pairs: list[str]) -> None:
+        self.producer = make_producer(kafka)
+        self.prefix = prefix
+        self.pairs = pairs
+        self.sent: dict[tuple[str, int], float] = {}
+        self.rng = np.random.default_rng(1)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _publish(self, end: int) -> None:
+        for pair in self.pairs:
+            start = end - SECOND
+            base = {"pair": pair, "window_ms": SECOND, "window_start_ms": start,
+                    "window_end_ms": end}
+            p = [float(x) for x in 100 + self.rng.random(4)]
+            candle = {**base, "open": p[0], "high": max(p) + 1, "low": min(p) - 1,
+                      "close": p[1], "volume": 3.0, "vwap": p[2], "trade_count": 7}
+            row = {**base, "close": p[1],
+                   **{c: float(self.rng.normal()) for c in INDICATOR_COLUMNS}}
+            key = record_key(pair, SECOND, start)
+            partition = partition_for(pair, PARTITIONS)
+            self.producer.produce(self.prefix + CANDLES, key=key, value=orjson.dumps(candle),
+                                  partition=partition)
+            self.producer.produce(self.prefix + INDICATORS, key=key, value=orjson.dumps(row),
+                                  partition=partition)
+            self.sent[(pair, end)] = time.time()
+            self.producer.poll(0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            end = int(now) * SECOND  # the 1-second candle that just closed
+            self._publish(end)
+            self._stop.wait(int(now) + 1 - time.time())
+
+    def start(self) -> Stream:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.producer.flush(10)
+
+
+class Arrivals:
+    """Arrival time of every prediction on predictions.markets."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.consumer = Consumer({**kafka.client_config(), "group.id": f"b{uuid.uuid4().hex}",
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        self.seen: dict[tuple[str, int], tuple[float, dict[str, object]]] = {}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self.consumer.consume(100, 0.05):
+                if message.error() is None:
+                    record = orjson.loads(message.value() or b"{}")
+                    key = (str(record["pair"]), int(record["window_end_ms"]))
+                    self.seen.setdefault(key, (time.time(), record))
+        self.consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+
+
+def braid(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    exe = str(Path(sys.executable).with_name("braid"))
+    handle = log.open("wb")
+    return subprocess.Popen([exe, *args], env=env, stdout=handle, stderr=handle,
+                            start_new_session=True)
+
+
+def http_phase(port: int, method: str, pairs: list[str], rate: float, seconds: float
+               ) -> tuple[list[float], dict[int, int]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    interval = 1 / rate
+    start = time.perf_counter()
+    for k in range(int(rate * seconds)):
+        due = start + k * interval
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        pair = pairs[k % len(pairs)]
+        sent = time.perf_counter()
+        if method == "GET":
+            connection.request("GET", f"/predict/{pair}")
+        else:
+            connection.request("POST", "/predict", body=orjson.dumps({"pair": pair}),
+                                headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        latencies.append((time.perf_counter() - sent) * 1000)
+        codes[response.status] = codes.get(response.status, 0) + 1
+    connection.close()
+    return latencies, codes
+
+
+def wait_http(port: int, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("the API did not answer /health")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=60, help="stream measurement length")
+    parser.add_argument("--http-rate", type=float, default=100)
+    parser.add_argument("--http-seconds", type=float, default=10)
+    parser.add_argument("--trees", type=int, default=100)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-predictor-"))
+    settings = broker_settings(work / "kafka", die_with_parent=True)
+    stack.up(settings, create_topics=False)
+    children: list[subprocess.Popen[bytes]] = []
+    ok = False
+    try:
+        kafka = settings.local_kafka_settings()
+        prefix = f"bp{uuid.uuid4().hex[:6]}."
+        keyed = (CANDLES, INDICATORS, MARKET_PREDICTIONS)
+        ensure_topics(kafka, [TopicSpec(prefix + n, PARTITIONS) for n in keyed]
+                      + [TopicSpec(prefix + DEAD_LETTER, 1),
+                         TopicSpec(prefix + SENSOR_PREDICTIONS, 1),
+                         TopicSpec(prefix + CHECKPOINTS, 1, cleanup_policy="compact")])
+        store = feast_repo(work / "repo")
+        from serving.online_features import FeatureServiceReader
+
+        columns = FeatureServiceReader(store, FEATURE_SERVICES["markets"], "pair").columns
+        tracking = register_champion(work, columns, args.trees)
+        api_port = free_port()
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+               "MLFLOW_TRACKING_URI": tracking, "BRAID_TOPIC_MARKET_PARTITIONS": str(PARTITIONS),
+               "BRAID_TOPIC_SENSOR_PARTITIONS": "1", "BRAID_LOG_LEVEL": "WARNING",
+               "BRAID_API_PORT": str(api_port)}
+        env.pop("BRAID_API_TOKEN", None)
+        common = ["--repo", str(work / "repo"), "--topic-prefix", prefix]
+        children.append(braid(["online-sink", "--pipeline", "markets", "--batch-size", "1000",
+                               *common], env, work / "sink.log"))
+        children.append(braid(["markets", "predictor", *common], env, work / "predictor.log"))
+        pairs = [f"P{i}/USD" for i in range(args.pairs)]
+        arrivals = Arrivals(kafka, prefix + MARKET_PREDICTIONS)
+        stream = Stream(kafka, prefix, pairs).start()
+        deadline = time.time() + 120
+        while not arrivals.seen:  # the processors have joined their groups
+            if time.time() > deadline:
+                raise RuntimeError(f"no prediction after 120 s: see {work}/*.log")
+            time.sleep(0.2)
+        warm = time.time() + 5
+        time.sleep(5 + args.seconds)
+        children.append(braid(["api", *common], env, work / "api.log"))
+        wait_http(api_port)
+        get = http_phase(api_port, "GET", pairs, args.http_rate, args.http_seconds)
+        post = http_phase(api_port, "POST", pairs, args.http_rate, args.http_seconds)
+        stream.stop()
+        time.sleep(1)
+        arrivals.stop()
+        measured = {k: v for k, v in stream.sent.items() if warm <= v <= warm + args.seconds}
+        latencies = [(arrivals.seen[k][0] - sent) * 1000 for k, sent in measured.items()
+                     if k in arrivals.seen]
+        print(f"stream: {args.pairs} pairs x 1-second candles for {args.seconds} s, "
+              f"model {args.trees} trees; {len(latencies)}/{len(measured)} indicator rows "
+              f"predicted")
+        print(f"  indicator row produced -> prediction received: p50 {pct(latencies, 50):.1f} "
+              f"ms, p99 {pct(latencies, 99):.1f} ms, "
+              f"max {max(latencies, default=float('nan')):.1f} ms (target p99 < 50 ms)")
+        ages = [float(str(r["feature_age_ms"])) for _, r in arrivals.seen.values()
+                if r.get("feature_age_ms") is not None]
+        print(f"  feature_age_ms in the records: median {statistics.median(ages):.0f}")
+        for name, (lat, codes) in (("GET /predict/{pair}", get), ("POST /predict", post)):
+            print(f"http {name} at {args.http_rate:.0f} req/s for {args.http_seconds:.0f} s: "
+                  f"p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, max {max(lat):.2f} ms "
+                  f"(target p99 < 20 ms); statuses {dict(sorted(codes.items()))}")
+        ok = True
+    finally:
+        for child in children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        stack.down(settings)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"failed: logs kept in {work}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
