@@ -116,6 +116,7 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
                             ("positives", int(y[idx].sum())))
     }
 
+    metrics.update({k: float(v) for k, v in parts_facts.items() if not k.endswith("_ms")})
     service = FEATURE_SERVICES[data.pipeline]
     name = MODEL_NAMES[data.pipeline]
     columns = list(x.columns)
@@ -128,8 +129,7 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
             "unused_columns": ",".join(data.unused_columns) or "-",
             **{k: v for k, v in parts_facts.items() if k.endswith("_ms")},
         })
-        mlflow.log_metrics({**metrics, **{k: float(v) for k, v in parts_facts.items()
-                                          if not k.endswith("_ms")}})
+        mlflow.log_metrics(metrics)
         mlflow.log_dict({"feature_service": service, "features": columns},
                         "feature_service.json")
         frame = pd.concat([pd.DataFrame({"key": data.keys, "time_ms": data.times}),
