@@ -124,7 +124,7 @@ def ensure_topics(
 
 
 def _wait_until_visible(admin: AdminClient, partitions: dict[str, int],
-                        timeout_s: float = 30.0) -> None:
+                        timeout_s: float = 90.0) -> None:
     """Wait until the broker's metadata shows every new topic with all its partitions.
 
     A created topic reaches the brokers' metadata asynchronously (on Apache Kafka, KRaft

@@ -91,9 +91,11 @@ def server_properties(settings: StackSettings) -> dict[str, str]:
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         # after a kill -9 the controller fences the old incarnation when its session expires:
-        # the default 9 s delays every crash restart by that much
-        "broker.session.timeout.ms": "2000",
-        "broker.heartbeat.interval.ms": "500",
+        # the default 9 s delays every crash restart by that much. 2 s was too short: on a
+        # loaded 2-core machine the controller timed out the broker's own heartbeat ("controller
+        # event queue overloaded") and fenced it, leaving new topics without a leader.
+        "broker.session.timeout.ms": "6000",
+        "broker.heartbeat.interval.ms": "1000",
         "log.cleaner.backoff.ms": "1000",
         "log.retention.check.interval.ms": "10000",
     }
