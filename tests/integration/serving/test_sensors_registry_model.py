@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 NAME = MODEL_NAMES["sensors"]
 
 
+@pytest.mark.slow
 def test_join_predicts_with_the_registry_champion(
         tmp_path: Path, kafka_settings: KafkaSettings, unique_topic_prefix: str) -> None:
     sqlite_registry(tmp_path)
