@@ -4,7 +4,8 @@ Feast's `write_to_online_store` reaches about 3–4k rows/s into Redis here (a p
 one protobuf object per value, then two pipelines). This writer keeps Feast's layout
 (`feast_redis_format`: same keys, fields and serialization, so `get_online_features` and
 `feast serve` read what it writes) and sends each chunk of rows as one `EVALSHA` of a small Lua
-script, many chunks per pipeline round trip.
+script as soon as it is encoded, so Redis runs a chunk while the next is encoded; the replies are
+read at the end of the write.
 
 Never older over newer, decided by Redis itself: for each row the script reads the stored
 `_ts:<view>` timestamp and writes the row only when its event time is strictly later (seconds,
@@ -21,7 +22,9 @@ from typing import cast
 import structlog
 from feast.infra.online_stores.redis import RedisOnlineStore
 from redis import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streaming.sinks import feast_redis_format as fmt
 from streaming.sinks import value_blobs
@@ -30,8 +33,9 @@ from streaming.sinks.online_rows import OnlineRow
 
 log = structlog.get_logger(__name__)
 
-CHUNK_ROWS = 500
-"""Rows per EVALSHA (Redis runs a script atomically: small chunks keep readers waiting little)."""
+CHUNK_ROWS = 1_000
+"""Rows per EVALSHA (Redis runs a script atomically: small chunks keep readers waiting little,
+~20 ms here), encoded while Redis runs the one before."""
 
 Arg = bytes | int
 """One argument of the script."""
@@ -185,25 +189,41 @@ class RedisBulkWriter(OnlineWriter):
         fit the view's types (the rest is written)."""
         if not rows:
             return []
-        layout = self._layouts[view]
-        keys, per_row, rejected = self._encode(layout, rows)
-        if keys:
-            self.rows_written += self._send(layout, keys, per_row)
-        return rejected
-
-    def _send(self, layout: _ViewLayout, keys: list[bytes], per_row: list[Arg]) -> int:
-        head: list[Arg] = [layout.ts_field, len(layout.fields), self._ttl, *layout.fields]
         try:
-            return self._pipeline(head, keys, per_row)
-        except NoScriptError:  # Redis restarted and lost its script cache: load, resend
+            return self._stream(self._layouts[view], rows)
+        except NoScriptError:  # Redis restarted and lost its script cache: load, write again
             log.info("redis lost the sink's script; loading it again")
             self._sha = str(self.client.script_load(WRITE_NEWER))
-            return self._pipeline(head, keys, per_row)
+            return self._stream(self._layouts[view], rows)
 
-    def _pipeline(self, head: list[Arg], keys: list[bytes], per_row: list[Arg]) -> int:
-        with self.client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(keys), self.chunk_rows):
-                chunk = keys[start:start + self.chunk_rows]
-                args = per_row[2 * start:2 * (start + len(chunk))]
-                pipe.evalsha(self._sha, len(chunk), *chunk, *head, *args)
-            return sum(int(n) for n in pipe.execute())
+    def _stream(self, layout: _ViewLayout, rows: list[OnlineRow]) -> list[Rejected]:
+        """Encode a chunk, send its EVALSHA, encode the next while Redis runs it; then read
+        every reply (one pipeline whose sending overlaps the encoding)."""
+        head: list[Arg] = [layout.ts_field, len(layout.fields), self._ttl, *layout.fields]
+        rejected: list[Rejected] = []
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            sent = 0
+            for start in range(0, len(rows), self.chunk_rows):
+                keys, per_row, refused = self._encode(layout, rows[start:start + self.chunk_rows])
+                rejected.extend(refused)
+                if keys:
+                    command = ("EVALSHA", self._sha, len(keys), *keys, *head, *per_row)
+                    connection.send_packed_command(connection.pack_commands([command]))
+                    sent += 1
+            written, error = 0, None
+            for _ in range(sent):  # every reply is read, so the connection stays in step
+                try:
+                    written += int(connection.read_response())
+                except ResponseError as failure:
+                    error = error or failure
+            if error is not None:
+                raise error
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        self.rows_written += written
+        return rejected
