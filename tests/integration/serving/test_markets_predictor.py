@@ -1,5 +1,6 @@
 """The markets predictor end to end: real Kafka, the real online sink into a real Feast online
-store (SQLite), real XGBoost models in a real MLflow registry (SQLite tracking)."""
+store (SQLite; Redis too for the first test), real XGBoost models in a real MLflow registry
+(SQLite tracking)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from serving.feast_definitions import definitions
 from serving.models import ModelWatcher
 from serving.online_features import FeatureServiceReader
 from serving.settings import FeastSettings
+from serving.store import feast_redis_connection
 from streaming.partitioning import partition_for
 from streaming.pipelines.markets_predictor import PredictorTopics, predictor_processor
 from streaming.processors.markets_predictor import PredictorGroup
@@ -109,13 +111,19 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, kafka_settings: KafkaSettings, unique_topic_prefix: str) -> Rig:
+def rig(request: pytest.FixtureRequest, tmp_path: Path, kafka_settings: KafkaSettings,
+        unique_topic_prefix: str) -> Rig:
+    """Topics, a MLflow registry and a Feast repo (SQLite online store, or Redis when the test
+    is parametrized with "redis")."""
     topics = PredictorTopics.prefixed(unique_topic_prefix)
     candles = TopicSpec(unique_topic_prefix + CANDLES, PARTITIONS, cleanup_policy="compact",
                         retention_ms=-1)
     ensure_topics(kafka_settings, [*topics.specs(PARTITIONS), candles])
     sqlite_registry(tmp_path)
-    store = local_repo(tmp_path / "repo", tmp_path / "offline")
+    redis = None
+    if getattr(request, "param", "sqlite") == "redis":
+        redis = feast_redis_connection(request.getfixturevalue("redis_url"))
+    store = local_repo(tmp_path / "repo", tmp_path / "offline", redis)
     return Rig(kafka_settings, store, topics, unique_topic_prefix)
 
 
@@ -147,6 +155,8 @@ def decided(group: PredictorGroup) -> int:
     return sum(n for reason, n in group.counts.items() if reason != "other_duration")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("rig", ["sqlite", "redis"], indirect=True)
 def test_predictions_equal_xgboost_on_the_candles_features_and_skips_are_counted(
         rig: Rig, running: Callable[[StreamProcessor], None]) -> None:
     columns = service_columns()
