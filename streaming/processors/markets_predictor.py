@@ -130,7 +130,9 @@ class PredictorGroup:
     pending: list[_Row] = field(default_factory=list)
     position: dict[int, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    stats_interval_s: float = 60.0  # how often the counts are logged
     _read_failing: bool = False
+    _stats_logged: float = field(default_factory=time.monotonic)
 
     def open(self, partition: int) -> None:
         self.close(partition)
@@ -199,6 +201,9 @@ class PredictorGroup:
         self.pending = waiting
         if ready:
             emission.records.extend(self._predict(ready, vectors.values))
+        if now - self._stats_logged >= self.stats_interval_s:
+            self._stats_logged = now
+            log.info("predictor counts", waiting=len(self.pending), **dict(self.counts))
         return emission
 
     def _judge(self, row: _Row, event_ms: np.ndarray, values: np.ndarray, now: float
