@@ -97,3 +97,21 @@ def test_a_better_model_becomes_champion_and_a_worse_one_stays_challenger(
                   for v in (strong.version, second_weak.version)}
     assert (by_alias == by_version[strong.version]).all()
     assert not (by_alias == by_version[second_weak.version]).all()
+
+
+def test_braid_train_sensors_reports_the_version_its_alias_and_the_baselines(
+        mlflow_server: str) -> None:
+    from typer.testing import CliRunner
+
+    from cli.train import app
+
+    result = CliRunner().invoke(app, ["sensors", "--source", "simulator", "--clients", "20",
+                                      "--minutes", "60", "--tracking-uri", mlflow_server])
+    assert result.exit_code == 0, result.output
+    (first,) = [line for line in result.output.splitlines() if line.startswith("run ")]
+    assert f"{MODEL_NAMES['sensors']} v" in first
+    assert first.split(" -> ")[1].split(" ")[0] in (CHAMPION, CHALLENGER)
+    assert "never_alert=" in result.output and "logistic=" in result.output
+    bad = CliRunner().invoke(app, ["sensors", "--metric", "f1", "--tracking-uri", mlflow_server])
+    assert bad.exit_code == 2
+    assert "promotion_metric" in bad.output and "Traceback" not in bad.output
