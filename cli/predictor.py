@@ -61,8 +61,8 @@ def predictor(
     watcher = ModelWatcher(uri, reader.columns, reader.name,
                            poll_s=serving.poll_interval_s).start()
     if watcher.current is None:
-        reason = next(iter(watcher.refused.values()), "not loadable")
-        typer.echo(f"error: no model to serve from {uri}: {reason}", err=True)
+        reason = next(iter(watcher.refused.values()), f"no model to serve from {uri}")
+        typer.echo(f"error: {reason}", err=True)
         watcher.stop()
         raise typer.Exit(2)
     topics = PredictorTopics.prefixed(topic_prefix) if topic_prefix else PredictorTopics()

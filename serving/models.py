@@ -249,6 +249,6 @@ def registry_alert_model(uri: str, *, poll_s: float) -> RegistryAlertModel:
     watcher = ModelWatcher(uri, columns, service, poll_s=poll_s).start()
     if watcher.current is None:
         watcher.stop()
-        reason = next(iter(watcher.refused.values()), "not loadable")
-        raise ModelRefused(f"no sensors model to serve from {uri}: {reason}")
+        raise ModelRefused(next(iter(watcher.refused.values()),
+                                f"no sensors model to serve from {uri}"))
     return RegistryAlertModel(watcher)
