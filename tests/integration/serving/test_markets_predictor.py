@@ -267,3 +267,33 @@ def test_the_champion_is_swapped_live_and_a_wrong_signature_is_refused(
         expected = model.classifier.predict_proba(expected_features(candle, indicator))[0, 1]
         assert prediction["prediction"] == pytest.approx(float(expected), rel=1e-6)
     assert got["XBT/USD"]["prediction"] != got["SOL/USD"]["prediction"]
+
+
+def test_rows_waiting_for_the_sink_are_predicted_after_a_restart(rig: Rig) -> None:
+    model = register(NAME, service_columns(), seed=6)
+    reader = FeatureServiceReader(rig.store, SERVICE, "pair")
+    watcher = ModelWatcher(f"models:/{NAME}@champion", reader.columns, SERVICE, poll_s=60)
+    watcher.check()
+    end = int(time.time() * 1000) // MINUTE * MINUTE
+    rows = [candle_rows(pair, end, seed) for seed, pair in enumerate(("XBT/USD", "ETH/USD"))]
+    rig.publish(rows)
+
+    def predictor() -> tuple[StreamProcessor, PredictorGroup]:
+        return predictor_processor(rig.kafka, reader, watcher, window_ms=reader.window_ms,
+                                   topics=rig.topics, group=rig.prefix + "predictor",
+                                   feature_wait_ms=60_000)
+
+    first, first_group = predictor()
+    thread = threading.Thread(target=first.run, kwargs={"install_signals": False})
+    thread.start()
+    wait_for(lambda: len(first_group.pending) == 2, "the rows to wait for the sink")
+    first.stop()  # leaves with both rows undecided: its commit must not pass them
+    thread.join(60)
+    rig.sink().run(max_idle_s=2, install_signals=False)
+    second, second_group = predictor()
+    second.run(max_idle_s=3, install_signals=False)
+    assert second_group.counts["predictions"] == 2
+    got = {str(p["pair"]): p for p in rig.predictions()}
+    for candle, indicator in rows:
+        expected = model.classifier.predict_proba(expected_features(candle, indicator))[0, 1]
+        assert got[str(candle["pair"])]["prediction"] == pytest.approx(float(expected), rel=1e-6)
