@@ -135,7 +135,8 @@ def create_app(services: Services) -> FastAPI:
               responses={**_AUTH, **_NOT_FOUND,
                          409: {"model": Problem,
                                "description": "Features missing in a view, stale or NaN."},
-                         503: {"model": Problem, "description": "No model loaded."}},
+                         503: {"model": Problem,
+                               "description": "No model loaded, or the online store is down."}},
               summary="A prediction computed now from the pair's online features")
     def predict_now(request: PredictRequest) -> Prediction:
         return _predict_now(services, request.pair)
@@ -153,7 +154,10 @@ def create_app(services: Services) -> FastAPI:
 
 def _predict_now(services: Services, pair: str) -> Prediction:
     reader = services.reader
-    vectors = reader.read([pair])
+    try:
+        vectors = reader.read([pair])
+    except Exception as error:  # the online store is down: say so, never a bare 500
+        raise HTTPException(503, f"online store unavailable: {error}") from error
     event_ms = vectors.event_ms[0]
     if (event_ms == NO_ROW).all():
         raise HTTPException(404, f"no online features for pair {pair!r}")
