@@ -49,40 +49,43 @@ def _close_column(columns: list[str]) -> str:
     return candles[0]
 
 
-def _as_of(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Per `at`, the value of the latest time <= at (times sorted); NaN before the first."""
-    pos = np.searchsorted(times, at, side="right") - 1
-    return np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
-
-
 def label_rows(frame: pd.DataFrame, close: str, horizon: int, window_ms: int
                ) -> pd.DataFrame:
-    """Per row: `time_ms`, `future_close`, `previous_close` (each the pair's close as of
-    t ± horizon candles), `label` (future > close), `previous_up`, `ret`; rows without a
-    future or previous close are dropped."""
+    """Per row: `time_ms`, `future_close`, `previous_close` (each the pair's latest close at or
+    before t ± horizon candles), `label` (future > close), `previous_up`, `ret`; rows without a
+    future or previous close (the horizon or the look-back runs past the pair's data) are
+    dropped. One as-of lookup over all pairs at once (keys: pair code x time)."""
     stamps = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
     times = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ms")).to_numpy(np.int64)
-    out = pd.DataFrame({"time_ms": times}, index=frame.index)
-    step = horizon * window_ms
-    out["future_close"] = np.nan
-    out["previous_close"] = np.nan
-    for _, rows in frame.groupby(PAIR, sort=False):
-        idx = rows.index.to_numpy()
-        order = np.argsort(out.loc[idx, "time_ms"].to_numpy(), kind="stable")
-        idx = idx[order]
-        t = out.loc[idx, "time_ms"].to_numpy()
-        c = frame.loc[idx, close].to_numpy(dtype=np.float64)
-        future = _as_of(t, c, t + step)
-        future[t + step > t[-1]] = np.nan  # the horizon runs past the data: unknown
-        previous = _as_of(t, c, t - step)
-        previous[t - step < t[0]] = np.nan
-        out.loc[idx, "future_close"] = future
-        out.loc[idx, "previous_close"] = previous
+    codes, _ = pd.factorize(frame[PAIR])
     current = frame[close].to_numpy(dtype=np.float64)
-    out["ret"] = out["future_close"] / current - 1.0
-    out["label"] = (out["future_close"] > current).astype(np.int64)
-    out["previous_up"] = (current > out["previous_close"]).astype(np.int64)
-    keep = out["future_close"].notna() & out["previous_close"].notna() & np.isfinite(current)
+    step = horizon * window_ms
+    origin = int(times.min()) - step
+    span = int(times.max()) + step - origin + 1
+    order = np.lexsort((times, codes))
+    keys = codes[order].astype(np.int64) * span + (times[order] - origin)
+    first = np.full(codes.max() + 1, np.iinfo(np.int64).max)
+    last = np.full(codes.max() + 1, np.iinfo(np.int64).min)
+    np.minimum.at(first, codes, times)
+    np.maximum.at(last, codes, times)
+
+    def as_of(at: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(keys, codes.astype(np.int64) * span + (at - origin),
+                              side="right") - 1
+        found = pos >= 0
+        found[found] = codes[order][pos[found]] == codes[found]
+        return np.where(found, current[order][np.maximum(pos, 0)], np.nan)
+
+    future = as_of(times + step)
+    future[times + step > last[codes]] = np.nan  # the horizon runs past the data: unknown
+    previous = as_of(times - step)
+    previous[times - step < first[codes]] = np.nan
+    out = pd.DataFrame({"time_ms": times, "future_close": future, "previous_close": previous},
+                       index=frame.index)
+    out["ret"] = future / current - 1.0
+    out["label"] = (future > current).astype(np.int64)
+    out["previous_up"] = (current > previous).astype(np.int64)
+    keep = ~np.isnan(future) & ~np.isnan(previous) & np.isfinite(current)
     return out[keep]
 
 
