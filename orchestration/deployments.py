@@ -35,15 +35,15 @@ def deployments(settings: FlowSettings | None = None) -> list[RunnerDeployment]:
 
     def deploy(flow: Flow[..., Any], name: str, cron: str | None, pipeline: str | None = None,
                **options: Any) -> RunnerDeployment:
-        deployment = flow.to_deployment(
-            name, cron=cron, paused=paused if cron else None,
+        # RunnerDeployment.from_flow is what `flow.to_deployment` calls, minus the async
+        # dispatch that returns a coroutine inside a running event loop
+        return RunnerDeployment.from_flow(
+            flow, name, cron=cron, paused=paused if cron else None,
             parameters={"pipeline": pipeline} if pipeline and "pipeline" in flow.parameters
             .properties else None,
             tags=[pipeline] if pipeline else ["markets", "sensors"],
             entrypoint_type=EntrypointType.MODULE_PATH,  # importable from any directory
             **options)
-        assert isinstance(deployment, RunnerDeployment)  # to_deployment is sync here
-        return deployment
 
     return [
         # one run at a time: two runs of the same range would write the same partitions

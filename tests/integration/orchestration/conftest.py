@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,3 +107,39 @@ def orchestration_stack(tmp_path_factory: pytest.TempPathFactory
             yield OrchestrationStack(settings, env, repo, offline_root)
         finally:
             stack.down(settings)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A `prefect deployment run ... --watch` as a user typed it, and its flow run id."""
+
+    output: str
+    returncode: int
+    flow_run_id: str
+
+
+def prefect_cli(args: list[str], env: dict[str, str], timeout_s: float = 900
+                ) -> subprocess.CompletedProcess[str]:
+    """The `prefect` command line of the venv, in a shell pointed at the stack."""
+    exe = str(Path(sys.executable).parent / "prefect")
+    return subprocess.run([exe, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def deployment_run(name: str, params: dict[str, str], env: dict[str, str]) -> FinishedRun:
+    """`prefect deployment run <name> --param k=v ... --watch`."""
+    args = ["deployment", "run", name, "--watch", "--watch-timeout", "840"]
+    for key, value in params.items():
+        args += ["--param", f"{key}={value}"]
+    done = prefect_cli(args, env)
+    output = done.stdout + done.stderr
+    found = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert found, output
+    return FinishedRun(output, done.returncode, found.group(1))
+
+
+@pytest.fixture(scope="session")
+def retrained(orchestration_stack: OrchestrationStack) -> FinishedRun:
+    """`retrain/daily` over 2018-05-08..10 (XBT/USD), run from a shell against the stack."""
+    return deployment_run("retrain/daily", {"start": "2018-05-08", "end": "2018-05-11"},
+                          orchestration_stack.env)
