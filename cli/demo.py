@@ -1,9 +1,18 @@
-"""`braid demo`: the whole markets speed layer on the embedded stack, with no data and no network.
+"""`braid demo`: the markets pipeline end to end on the embedded stack, with no data and no network.
 
-Starts the local stack, runs the candle and indicator processors as child processes, publishes
-seeded synthetic trades through the trades service, waits for the last windows to close on
-idleness, prints the latest candles and indicators per pair, and stops the processors (the stack
-stays up; `braid down` stops it).
+As a deployment would run it, in order:
+1. the local stack (`braid up`: Apache Kafka, Redis, MLflow, ...) and `feast apply`;
+2. the speed layer as child processes (candles, indicators, the online-store sink), fed
+   `--days` of seeded synthetic history ending now, published to the trades topic;
+3. the batch layer: Spark (delta-spark) backfills the same trades, read from that Kafka topic,
+   into the offline Delta tables; Feast materializes;
+4. online features of a pair read back through the `markets_direction_v1` feature service, and
+   the online/offline consistency report (every online row against the batch recomputation);
+5. an XGBoost model trained on the point-in-time training set, logged and registered in MLflow,
+   promoted to `champion` when it beats the one before;
+6. the predictor (child process) serving the champion while `--live-seconds` of live trades
+   flow: live predictions on `predictions.markets`, printed.
+Processes stop at the end; the stack stays up (`braid status`, `braid down`). Logs: var/log/.
 """
 
 from __future__ import annotations
@@ -12,63 +21,125 @@ import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.compute as pc
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.demo_trades import history_trades, publish_live_trades
 from infra import stack
 from infra.settings import StackSettings
-from streaming.pipelines.markets import MarketsTopics, read_candles, read_indicators
+from streaming.pipelines.markets import MarketsTopics, produce_trades, read_indicators
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
-from streaming.sources.synthetic import SyntheticTradeSource
+from streaming.sources.synthetic import DEFAULT_PAIRS
 from streaming.topics import ensure_topics
-from streaming.trades_service import TradesService
 
 console = Console(width=120)
+SHOWN_INDICATORS = ("rsi_14", "macd", "macd_signal", "adx_14", "bb_upper", "mfi_14", "obv_50")
 
 
 def demo(
-    trades: int = typer.Option(1_000_000, help="Synthetic trades to publish."),
+    days: float = typer.Option(2.0, help="Days of synthetic history, ending now."),
+    pairs: int = typer.Option(8, min=1, max=len(DEFAULT_PAIRS), help="Number of pairs."),
     seed: int = typer.Option(7, help="Seed of the synthetic generator."),
+    live_seconds: float = typer.Option(75.0, help="Seconds of live trades at the end (1-minute "
+                                                  "candles: more than 60 s to close one)."),
     idle_timeout: str = typer.Option("3s", help="Close quiet pairs' windows after this."),
-    topic_prefix: str = typer.Option("demo.", help="Prefix of the demo's topics."),
 ) -> None:
-    """Run the markets speed layer end to end on embedded defaults and show what it computed."""
+    """Run the markets pipeline end to end on embedded defaults and show what it computed."""
+    from serving.feast_definitions import definitions
+    from serving.store import open_store
+
     settings = StackSettings()
-    console.rule("1. the local stack")
+    console.rule("1. the local stack and the Feast repository")
     stack.up(settings)
     kafka = settings.local_kafka_settings()
-    topics = MarketsTopics.prefixed(topic_prefix)
-    ensure_topics(kafka, topics.specs(TopicSettings().market_partitions), TopicSettings())
-
-    console.rule("2. processors (child processes, logs under var/log/)")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"http://{settings.host}:{settings.mlflow_port}")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    prefix = f"demo.{now:%Y%m%d%H%M}."
+    repo = _demo_repo(Path(settings.state_dir) / "demo" / f"{now:%Y%m%d%H%M}")
+    store = open_store("local", repo)
+    entities, views, services = definitions()
+    store.apply([*entities, *views, *services])
+    console.print(f"feast apply in {repo}: {len(views)} feature views, "
+                  f"{', '.join(s.name for s in services)}")
+    topics = MarketsTopics.prefixed(prefix)
+    partitions = TopicSettings().market_partitions
+    ensure_topics(kafka, topics.specs(partitions), TopicSettings())
+    console.print(f"topic prefix: {prefix}")
+    names = list(DEFAULT_PAIRS)[:pairs]
     log_dir = Path(settings.state_dir) / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env_args = ["--topic-prefix", topic_prefix]
-    children = [
-        _spawn(["markets", "candles", "-d", "60s", "-d", "5m", "--idle-timeout", idle_timeout,
-                *env_args], kafka, log_dir / "demo-candles.log"),
-        _spawn(["markets", "indicators", *env_args], kafka, log_dir / "demo-indicators.log"),
-    ]
+    children: list[subprocess.Popen[bytes]] = []
     try:
-        console.rule(f"3. publish {trades:,} synthetic trades")
-        service = TradesService(SyntheticTradeSource(count=trades, seed=seed), kafka,
-                                trades_topic=topics.trades, dead_letter_topic=topics.dead_letter)
-        summary = service.run()
-        console.print(f"published {summary.sent:,} trades ({summary.trades_per_s:,.0f}/s)")
-        console.rule("4. waiting for the last windows to close on idleness")
+        console.rule("2. the speed layer: candles, indicators, online sink")
+        prefix_args = ["--topic-prefix", prefix]
+        children += [
+            _spawn(["markets", "candles", "-d", "1m", "-d", "1h", "--idle-timeout",
+                    idle_timeout, *prefix_args], kafka, log_dir / "demo-candles.log"),
+            _spawn(["markets", "indicators", *prefix_args], kafka,
+                   log_dir / "demo-indicators.log"),
+            _spawn(["online-sink", "--pipeline", "markets", "--repo", str(repo),
+                    *prefix_args], kafka,
+                   log_dir / "demo-online-sink.log"),
+        ]
+        history = history_trades(days, names, seed, int(now.timestamp() * 1000))
+        start = now - timedelta(days=days)
+        with console.status(f"publishing {history.num_rows:,} trades of history"):
+            produce_trades(kafka, topics.trades, history, partitions)
+        console.print(f"published {history.num_rows:,} trades of {len(names)} pairs, "
+                      f"{start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC")
         _wait_for_output(kafka, topics.indicators)
-        _show(kafka, topics)
+        time.sleep(3)  # the online sink's last batch
+
+        console.rule("3. the batch layer: Spark backfills the trades topic into Delta")
+        versions = _backfill(kafka, topics.trades, start, now, names)
+        console.print(f"offline tables written: {versions}")
+        market_views = [v.name for v in views if v.name.startswith(("candles_", "indicators_"))]
+        store.materialize_incremental(end_date=datetime.now(UTC), feature_views=market_views)
+
+        console.rule("4. online features and the online/offline consistency report")
+        _show_online(store, names[0])
+        _show_consistency(store, start, now + timedelta(minutes=1))
+
+        console.rule("5. training: XGBoost on a point-in-time training set, MLflow, promotion")
+        _train(store, start, now, names)
+
+        console.rule(f"6. live: the predictor serves the champion; {live_seconds:.0f} s of trades")
+        children.append(_spawn(["markets", "predictor", "--repo", str(repo), *prefix_args], kafka,
+                               log_dir / "demo-predictor.log"))
+        with console.status("live trades...") as status:
+            publish_live_trades(
+                kafka, topics.trades, partitions, history, live_seconds, seed=seed,
+                on_tick=lambda s: status.update(f"live trades: {s:.0f}/{live_seconds:.0f} s"))
+        _show_predictions(kafka, f"{prefix}predictions.markets")
+        _show_indicators(kafka, topics.indicators)
     finally:
         for child in children:
             child.terminate()
         for child in children:
             child.wait(30)
-    console.print("\nThe stack is still up: `braid status`, `braid down`.")
+    console.print("\nThe stack is still up: `braid status`, `braid down`. "
+                  f"MLflow UI: http://{settings.host}:{settings.mlflow_port}")
+
+
+def _demo_repo(folder: Path) -> Path:
+    """A Feast repository of this run only (SQLite online store, registry and offline tables
+    under `folder`), so a second demo never reads the first one's rows."""
+    repo = folder / "feature_repo"
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "feature_store.yaml").write_text(
+        "project: braid_demo\nprovider: local\nregistry: registry.db\n"
+        "online_store:\n  type: sqlite\n  path: online.db\n"
+        "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
+        "entity_key_serialization_version: 3\n")
+    # read by the Feast definitions here and in the children: their sources and the backfill
+    os.environ["BRAID_FEAST_OFFLINE_ROOT"] = str((folder / "offline").resolve())
+    return repo.resolve()
 
 
 def _spawn(args: list[str], kafka: KafkaSettings, log: Path) -> subprocess.Popen[bytes]:
@@ -78,43 +149,126 @@ def _spawn(args: list[str], kafka: KafkaSettings, log: Path) -> subprocess.Popen
                                 env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait_for_output(kafka: KafkaSettings, topic: str, quiet_s: float = 8.0) -> None:
+def _wait_for_output(kafka: KafkaSettings, topic: str, quiet_s: float = 6.0,
+                     timeout_s: float = 600.0) -> int:
+    """Wait until `topic` stops growing; returns its message count."""
     last, since = -1, time.monotonic()
-    deadline = time.monotonic() + 300
-    with console.status("processing..."):
+    deadline = time.monotonic() + timeout_s
+    with console.status(f"processing: waiting for {topic} to settle"):
         while time.monotonic() < deadline:
             count = len(read_topic(kafka, topic, settle_s=0.3))
             if count != last:
                 last, since = count, time.monotonic()
             elif count > 0 and time.monotonic() - since >= quiet_s:
-                return
+                return count
             time.sleep(1)
+    console.print(f"[red]{topic} did not settle in {timeout_s:.0f} s (see var/log/demo-*.log)")
     raise typer.Exit(code=1)
 
 
-def _show(kafka: KafkaSettings, topics: MarketsTopics) -> None:
-    candles = read_candles(kafka, topics.candles).to_pylist()
-    indicators = {(r["pair"], r["window_ms"], r["window_start_ms"]): r
-                  for r in read_indicators(kafka, topics.indicators).to_pylist()}
-    table = Table(title=f"latest 1-minute candle and indicators per pair ({len(candles):,} "
-                        f"candles, {len(indicators):,} indicator rows)")
-    shown = ("sma_20", "bb_upper", "mfi_14", "roc_10", "rsi_14")
-    for column in ("pair", "window start", "close", "volume", "trades", *shown):
-        table.add_column(column)
-    latest: dict[str, dict[str, object]] = {}
-    for candle in candles:
-        if candle["window_ms"] == 60_000:
-            latest[str(candle["pair"])] = candle
-    for pair, c in sorted(latest.items()):
-        ind = indicators.get((pair, 60_000, c["window_start_ms"]), {})
-        start = datetime.fromtimestamp(int(str(c["window_start_ms"])) / 1000, UTC)
-        table.add_row(pair, start.strftime("%m-%d %H:%M"), f"{c['close']:.4f}",
-                      f"{c['volume']:.2f}", str(c["trade_count"]),
-                      *(_fmt(ind.get(k)) for k in shown))
+def _backfill(kafka: KafkaSettings, topic: str, start: datetime, end: datetime,
+              pairs: list[str]) -> dict[str, int]:
+    """The trades backfill over the whole topic (delta-spark), into Feast's offline root."""
+    from batch.backfill import run_backfill
+    from batch.backfill_trades import build_parser, config_from_args
+    from batch.spark_session import spark_session
+    from serving.settings import FeastSettings
+
+    args = build_parser().parse_args([
+        "--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-topic", topic,
+        "--start", start.date().isoformat(),
+        "--end", (end.date() + timedelta(days=1)).isoformat(),
+        "--pairs", *pairs, "--output", FeastSettings().table_uri(""),
+        "--durations", "1m", "1h", "--no-progress",
+    ])
+    spark = spark_session(master="local[2]", shuffle_partitions=4)
+    try:
+        summary = run_backfill(spark, config_from_args(args))
+    finally:
+        spark.stop()
+    console.print(f"backfill: {summary.trades_read:,} trades -> {summary.candles_written:,} "
+                  f"candles, {summary.indicator_rows_written:,} indicator rows in "
+                  f"{summary.seconds:.0f} s")
+    return dict(summary.table_versions)
+
+
+def _show_online(store: object, pair: str) -> None:
+    from feast import FeatureStore
+
+    assert isinstance(store, FeatureStore)
+    service = store.get_feature_service("markets_direction_v1")
+    online = store.get_online_features(features=service, entity_rows=[{"pair": pair}],
+                                       full_feature_names=True).to_dict()
+    table = Table(title=f"online features of {pair} (feature service markets_direction_v1)")
+    table.add_column("feature")
+    table.add_column("value", justify="right")
+    for name in ("candles_1m__window_end_ms", "candles_1m__close", "candles_1m__volume",
+                 *(f"indicators_1m__{c}" for c in SHOWN_INDICATORS)):
+        table.add_row(name, _fmt(online.get(name, [None])[0]))
     console.print(table)
-    console.print("nan = not warmed up yet: each indicator sees a fixed number of candles "
-                  "(rsi_14: 326); publish more trades (--trades) to see it.")
+
+
+def _show_consistency(store: object, start: datetime, end: datetime) -> None:
+    from feast import FeatureStore
+
+    from serving.consistency import consistency_report
+    from serving.consistency_output import text_table
+
+    assert isinstance(store, FeatureStore)
+    report = consistency_report(store, start, end, "markets")
+    console.print(text_table(report))
+    console.print(f"match rate online vs offline: {report.match_rate:.4%}")
+
+
+def _train(store: object, start: datetime, end: datetime, pairs: list[str]) -> None:
+    from feast import FeatureStore
+
+    from training.markets_model import train_markets
+
+    assert isinstance(store, FeatureStore)
+    result = train_markets(start, end, pairs, store=store)
+    metrics = {k: round(v, 4) for k, v in sorted(result.metrics.items())
+               if k.startswith(("test_", "persistence_test_", "majority_test_"))}
+    console.print(f"MLflow run {result.run_id}: {result.model_name} version {result.version} "
+                  f"-> {result.alias}")
+    console.print(metrics)
+
+
+def _show_predictions(kafka: KafkaSettings, topic: str) -> None:
+    rows = [v for _, _, _, v in read_topic(kafka, topic, settle_s=3.0) if v is not None]
+    import orjson
+
+    table = Table(title=f"live predictions ({topic}): P(next 1-minute candle closes higher)")
+    for column in ("pair", "candle end", "prediction", "model", "feature age ms"):
+        table.add_column(column)
+    for row in (orjson.loads(v) for v in rows[-16:]):
+        end = datetime.fromtimestamp(row["window_end_ms"] / 1000, UTC)
+        table.add_row(row["pair"], f"{end:%H:%M:%S}", f"{row['prediction']:.4f}",
+                      f"{row['model_name']} v{row['model_version']}",
+                      str(row["feature_age_ms"]))
+    console.print(table)
+    if not rows:
+        console.print("[yellow]no live prediction yet: see var/log/demo-predictor.log")
+
+
+def _show_indicators(kafka: KafkaSettings, topic: str) -> None:
+    indicators = read_indicators(kafka, topic)
+    one_minute = indicators.filter(pc.equal(indicators["window_ms"], 60_000))
+    latest = {r["pair"]: r for r in one_minute.to_pylist()}  # topic order: the last wins
+    table = Table(title="latest 1-minute indicators per pair (every one warmed up: "
+                        "the stream carries on from the history)")
+    for column in ("pair", "window start", "close", *SHOWN_INDICATORS):
+        table.add_column(column)
+    for pair, row in sorted(latest.items()):
+        start = datetime.fromtimestamp(int(row["window_start_ms"]) / 1000, UTC)
+        table.add_row(pair, f"{start:%m-%d %H:%M}", _fmt(row["close"]),
+                      *(_fmt(row.get(k)) for k in SHOWN_INDICATORS))
+    console.print(table)
 
 
 def _fmt(value: object) -> str:
-    return "—" if value is None else f"{float(str(value)):.4f}"
+    if value is None:
+        return "—"
+    if isinstance(value, int | float):
+        return f"{float(value):,.4f}"
+    return str(value)
