@@ -1,11 +1,14 @@
 """kill -9 of the sensor window and join processors at random moments of a live stream, then
 restart: the feature topics hold exactly the features of an uninterrupted run (a duplicate with
 the identical value is allowed, a different value is not), and the predictions end on the same
-latest vector per client. (Which events find a client's vector complete depends on how the five
-input topics interleave on arrival, which no two runs share; the latest values do not.)"""
+latest vector per client. Every prediction emitted, duplicates included, is checked against
+independent facts (`_check_every_prediction`). (Which events find a client's vector complete,
+and what the join holds for the other fields when an event arrives, depend on how the five input
+topics interleave on arrival, which no two runs share; the latest values do not.)"""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -15,6 +18,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from features.sensors.model import DEFAULT_MODEL
+from features.sensors.schemas import CATEGORICAL_SENSORS, VECTOR_FIELDS
 from streaming.pipelines.sensors import SensorTopics, produce_events, run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
@@ -106,4 +111,38 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
 
     got_predictions = _rows(kafka_settings, topics.predictions)
     ref_predictions = reference.predictions.to_pylist()
+    assert len(ref_predictions) > 1_000
     assert last_vectors(got_predictions) == last_vectors(ref_predictions)
+    _check_every_prediction(got_predictions, events, want)
+
+
+def _check_every_prediction(predictions: list[dict], events: pa.Table,
+                            features: dict[tuple[str, int], dict]) -> None:
+    """Every emitted prediction, duplicates included, against independent facts: the
+    component of the field that triggered it is that event's true value (the SX/SY reading, or
+    the uninterrupted run's FA/FI/FD bin), its probability is the logistic of its vector
+    computed here by hand from the model's parameters; so a duplicate (a replay after kill -9)
+    agrees with the first on both. (The other components are the values the join held when the
+    event arrived, which depends on how the five topics interleaved: a replay may see another.)"""
+    readings = {(r["sensor"], r["client"], r["timestamp_ms"]): int(r["value"])
+                for r in events.to_pylist() if r["sensor"] in CATEGORICAL_SENSORS}
+    index = {name: i for i, name in enumerate(VECTOR_FIELDS)}
+    possible: dict[tuple[str, str], set[int]] = {}  # (client, field) -> values it ever had
+    for (sensor, client, _), value in readings.items():
+        possible.setdefault((client, sensor), set()).add(value)
+    for (client, _), row in features.items():
+        for name in VECTOR_FIELDS[len(CATEGORICAL_SENSORS):]:
+            possible.setdefault((client, name), set()).add(row[f"{name}_bin"])
+    model = DEFAULT_MODEL
+    assert predictions
+    for p in predictions:
+        trigger, key = p["trigger"], (p["client"], p["timestamp_ms"])
+        truth = (readings[(trigger, *key)] if trigger in CATEGORICAL_SENSORS
+                 else features[key][f"{trigger}_bin"])
+        assert p["vector"][index[trigger]] == truth, p
+        for name, value in zip(VECTOR_FIELDS, p["vector"], strict=True):
+            assert value in possible[(p["client"], name)], (name, p)
+        z = model.intercept + sum(c * v for c, v in zip(model.coefficients, p["vector"],
+                                                           strict=True))
+        assert p["probability"] == pytest.approx(1.0 / (1.0 + math.exp(-z)), rel=1e-12), p
+        assert p["model_version"] == model.version
