@@ -67,7 +67,7 @@ def decide(pipeline: str, version: str, metric: str | None, margin: float | None
 
 
 @flow(name="promote", log_prints=True)
-def promote(pipeline: str = "markets", version: str | None = None, metric: str | None = None,
+def promote(pipeline: str = "markets", version: int | None = None, metric: str | None = None,
             margin: float | None = None, profile: str | None = None,
             repo: str | None = None) -> dict[str, Any]:
     """Decide whether markets model `version` (default: the latest registered) becomes
@@ -78,8 +78,9 @@ def promote(pipeline: str = "markets", version: str | None = None, metric: str |
                              "decided by their training run (train/sensors-daily)")
     settings = FlowSettings()
     tracking_uri = MlflowSettings().resolved_tracking_uri()
-    chosen = version or latest_version(MlflowClient(tracking_uri, tracking_uri),
-                                       MODEL_NAMES[pipeline])
+    client = MlflowClient(tracking_uri, tracking_uri)
+    chosen = str(version) if version is not None else latest_version(client,
+                                                                     MODEL_NAMES[pipeline])
     decision = decide(pipeline, chosen, metric, margin, profile or settings.feast_profile,
                       repo or settings.feast_repo, tracking_uri)
     get_run_logger().info("%s v%s -> %s: %s", MODEL_NAMES[pipeline], chosen,
