@@ -7,7 +7,8 @@ training asked: `store.get_online_features(features=<the FeatureService>, entity
 full_feature_names=True)`. Feast's response carries each row's event time; it is read from the
 response's protobuf at millisecond precision (`to_dict(include_event_timestamps=True)` rounds it
 to seconds, too coarse for 1-second candles). A view with no row for an entity gets event time
-`NO_ROW` and NaN values; a stored null is NaN too (never 0).
+`NO_ROW` and NaN values (so does a view some of whose features are absent: a first write read
+half-way); a stored null is NaN too (never 0).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class FeatureServiceReader:
         index = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
         j = 0
         for v, view in enumerate(self.views):
+            incomplete = np.zeros(n, dtype=bool)
             for c, column in enumerate(view.columns):
                 vector = proto.results[index[column]]
                 for i in range(n):
@@ -109,8 +111,12 @@ class FeatureServiceReader:
                     kind = value.WhichOneof("val")
                     if kind is not None and kind != "null_val":
                         values[i, j] = float(getattr(value, kind))
-                    if c == 0 and vector.statuses[i] != FieldStatus.NOT_FOUND:
+                    if vector.statuses[i] == FieldStatus.NOT_FOUND:
+                        incomplete[i] = True
+                    elif c == 0:
                         stamp = vector.event_timestamps[i]
                         event_ms[i, v] = stamp.seconds * 1000 + stamp.nanos // 1_000_000
                 j += 1
+            # a row missing some of its features (a first write read half-way) is no row yet
+            event_ms[incomplete, v] = NO_ROW
         return OnlineVectors(list(entities), values, event_ms)

@@ -100,8 +100,11 @@ class Rig:
         assert producer.flush(30) == 0
 
     def sink(self) -> StreamProcessor:
+        # a store of its own, as in a deployment (the sink is another process): one Feast
+        # SQLite connection shared by two threads would show the reader a write half-done
+        store = FeatureStore(repo_path=str(self.store.repo_path))
         return online_sink_processor(
-            self.kafka, self.store, sink_kinds(["markets"], self.prefix),
+            self.kafka, store, sink_kinds(["markets"], self.prefix),
             group=self.prefix + "sink", dead_letter_topic=self.topics.dead_letter,
             checkpoint_topic=self.topics.checkpoints)
 
