@@ -118,13 +118,23 @@ def is_formatted(settings: StackSettings) -> bool:
     return (log_dirs(settings) / "meta.properties").is_file()
 
 
+def _cluster_id() -> str:
+    """A random cluster id as Kafka writes one (url-safe base64 of 16 bytes), never starting with
+    `-`: the storage tool would read it as an option (1 start in 64 failed), and Kafka's own
+    `Uuid.randomUuid` draws again in that case too."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def prepare(settings: StackSettings) -> None:
     """Fetch the jars if missing, write the config, format the log directory once."""
     jars.ensure(BUNDLE)
     config = _write_config(settings)
     if is_formatted(settings):
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _cluster_id()
     argv = [
         java_binary(), f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", _classpath(),
         "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config),
