@@ -31,6 +31,7 @@ from rich.table import Table
 
 from cli.demo_trades import history_trades, publish_live_trades
 from infra import stack
+from infra.processes import parent_death_hook
 from infra.settings import StackSettings
 from streaming.pipelines.markets import MarketsTopics, produce_trades, read_indicators
 from streaming.runtime.topic_reader import read_topic
@@ -145,8 +146,10 @@ def _demo_repo(folder: Path) -> Path:
 def _spawn(args: list[str], kafka: KafkaSettings, log: Path) -> subprocess.Popen[bytes]:
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
     with log.open("ab") as out:
+        # the processors stop with the demo, also when it is killed
         return subprocess.Popen([sys.executable, "-m", "cli.main", *args],
-                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=parent_death_hook())
 
 
 def _wait_for_output(kafka: KafkaSettings, topic: str, quiet_s: float = 6.0,

@@ -176,7 +176,7 @@ def start(
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_parent_death_hook() if die_with_parent else None,
+                preexec_fn=parent_death_hook() if die_with_parent else None,
             )
         except FileNotFoundError as exc:
             raise MissingBinaryError(f"{name}: executable not found: {argv[0]}") from exc
@@ -192,7 +192,7 @@ def start(
     return proc
 
 
-def _parent_death_hook() -> Callable[[], None] | None:
+def parent_death_hook() -> Callable[[], None] | None:
     """A pre-exec hook asking Linux to SIGTERM the child when its parent dies (else None).
 
     prctl is looked up here, in the parent: the child only calls it (no dlopen after fork).
