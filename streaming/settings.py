@@ -39,7 +39,12 @@ class KafkaSettings(BaseSettings):
 
     def client_config(self) -> dict[str, str | int | float | bool]:
         """Properties shared by producers, consumers and the admin client."""
-        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
+        conf: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            # TCP_NODELAY, as Kafka's Java clients always set it: with Nagle on (librdkafka's
+            # default) a produce -> consume hop on Apache Kafka measured p50 61 ms instead of 8
+            "socket.nagle.disable": True,
+        }
         optional = {
             "security.protocol": self.security_protocol,
             "sasl.mechanism": self.sasl_mechanism,
