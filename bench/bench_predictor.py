@@ -55,6 +55,7 @@ from infra.testing import broker_settings  # noqa: E402
 from serving.feast_definitions import definitions  # noqa: E402
 from serving.online_features import FeatureServiceReader  # noqa: E402
 from serving.settings import FeastSettings  # noqa: E402
+from serving.store import write_repo_config  # noqa: E402
 from streaming.partitioning import partition_for  # noqa: E402
 from streaming.runtime.clients import make_producer  # noqa: E402
 from streaming.settings import KafkaSettings  # noqa: E402
@@ -86,12 +87,7 @@ def free_port() -> int:
 
 def feast_repo(folder: Path) -> FeatureStore:
     """A Feast repo whose markets service holds 1-second candles (SQLite online store)."""
-    folder.mkdir(parents=True)
-    (folder / "feature_store.yaml").write_text(
-        f"project: bench{uuid.uuid4().hex[:8]}\nprovider: local\nregistry: registry.db\n"
-        "online_store:\n  type: sqlite\n  path: online.db\n"
-        "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
-        "entity_key_serialization_version: 3\n")
+    write_repo_config(folder, f"bench{uuid.uuid4().hex[:8]}")
     store = FeatureStore(repo_path=str(folder))
     entities, views, services = definitions(
         FeastSettings(offline_root=str(folder / "offline"), durations=["1s"]))

@@ -79,13 +79,9 @@ def feast_repo(repo: Path, offline_root: Path) -> None:
 
     from serving.feast_definitions import definitions
     from serving.settings import FeastSettings
+    from serving.store import write_repo_config
 
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / "feature_store.yaml").write_text(
-        "project: bench_training\nprovider: local\nregistry: registry.db\n"
-        "online_store:\n  type: sqlite\n  path: online.db\n"
-        "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
-        "entity_key_serialization_version: 3\n")
+    write_repo_config(repo, "bench_training")
     store = FeatureStore(repo_path=str(repo))
     entities, views, services = definitions(FeastSettings(offline_root=str(offline_root)))
     store.apply([*entities, *views, *services])

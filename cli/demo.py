@@ -131,13 +131,9 @@ def demo(
 def _demo_repo(folder: Path) -> Path:
     """A Feast repository of this run only (SQLite online store, registry and offline tables
     under `folder`), so a second demo never reads the first one's rows."""
-    repo = folder / "feature_repo"
-    repo.mkdir(parents=True, exist_ok=True)
-    (repo / "feature_store.yaml").write_text(
-        "project: braid_demo\nprovider: local\nregistry: registry.db\n"
-        "online_store:\n  type: sqlite\n  path: online.db\n"
-        "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
-        "entity_key_serialization_version: 3\n")
+    from serving.store import write_repo_config
+
+    repo = write_repo_config(folder / "feature_repo", "braid_demo")
     # read by the Feast definitions here and in the children: their sources and the backfill
     os.environ["BRAID_FEAST_OFFLINE_ROOT"] = str((folder / "offline").resolve())
     return repo.resolve()

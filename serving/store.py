@@ -14,6 +14,20 @@ PROFILES = {"local": "feature_store.yaml", "redis": "feature_store.redis.yaml",
             "gcp": "feature_store.gcp.yaml"}
 
 
+def write_repo_config(repo: Path, project: str, online_store: str | None = None) -> Path:
+    """Write `repo/feature_store.yaml` of a Feast repository over Braid's offline store
+    (DuckDB over the Delta tables), with `online_store` (a YAML block; default: SQLite in the
+    repo) and the registry in the repo; returns `repo`. For demos, benchmarks and tests that
+    need a repository of their own."""
+    repo.mkdir(parents=True, exist_ok=True)
+    online = online_store or "online_store:\n  type: sqlite\n  path: online.db\n"
+    (repo / "feature_store.yaml").write_text(
+        f"project: {project}\nprovider: local\nregistry: registry.db\n{online}"
+        "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
+        "entity_key_serialization_version: 3\n")
+    return repo
+
+
 class ServingError(RuntimeError):
     """A serving request that cannot be answered; the message is one line for the user."""
 

@@ -23,6 +23,7 @@ from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
 from features.windows import TumblingWindow
 from serving.feast_definitions import definitions
 from serving.settings import FeastSettings
+from serving.store import write_repo_config
 
 DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "kraken-trades"
 # Two real pairs, the first days of May 2018 (a few thousand one-minute candles each).
@@ -68,15 +69,9 @@ def with_day(table: pa.Table) -> pa.Table:
 def local_repo(repo: Path, offline_root: Path, redis: str | None = None) -> FeatureStore:
     """A Feast repo at `repo` (SQLite online, or Redis at Feast connection string `redis`;
     Braid's DuckDB offline store), definitions applied."""
-    repo.mkdir(parents=True, exist_ok=True)
     online = (f"online_store:\n  type: redis\n  connection_string: '{redis}'\n" if redis
-              else "online_store:\n  type: sqlite\n  path: online.db\n")
-    (repo / "feature_store.yaml").write_text(
-        f"project: p{hashlib.sha1(str(repo).encode()).hexdigest()[:12]}\nprovider: local\n"
-        "registry: registry.db\n"
-        + online +
-        "offline_store:\n  type: serving.offline_store.BraidDuckDBOfflineStore\n"
-        "entity_key_serialization_version: 3\n")
+              else None)
+    write_repo_config(repo, f"p{hashlib.sha1(str(repo).encode()).hexdigest()[:12]}", online)
     store = FeatureStore(repo_path=str(repo))
     entities, views, services = definitions(FeastSettings(offline_root=str(offline_root)))
     store.apply([*entities, *views, *services])
