@@ -24,14 +24,17 @@ back to NaN. It is never 0.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from features.indicators import INDICATOR_COLUMNS, INPUT_COLUMNS, MAX_WARMUP, compute_indicators
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, record_key
+from features.schemas.trade import MAX_PAIR_LENGTH
 from streaming.runtime.operator import PartitionOperator, Snapshot
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
@@ -174,4 +177,30 @@ def _decode_candle(raw: bytes | None) -> tuple[dict[str, float | int | str] | No
     missing = [name for name in _REQUIRED if obj.get(name) is None]
     if missing:
         return None, f"schema: missing field {missing[0]}"
+    reason = _wrong_field(obj)
+    if reason is not None:
+        return None, reason
     return obj, None
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _wrong_field(obj: dict[str, Any]) -> str | None:
+    """The first field of `CANDLE_ARROW_SCHEMA` with a wrong type or value (found by the
+    hostile-input tests: a string or list price crashed the operator, a boolean passed as 1)."""
+    pair = obj["pair"]
+    if not isinstance(pair, str) or not 0 < len(pair) <= MAX_PAIR_LENGTH or "|" in pair:
+        return (f"schema: pair must be a string of 1-{MAX_PAIR_LENGTH} characters without "
+                "'|', the key separator")
+    for f in CANDLE_ARROW_SCHEMA:
+        value = obj[f.name]
+        if pa.types.is_integer(f.type):
+            if type(value) is not int or not _INT64.min <= value <= _INT64.max:
+                return f"schema: {f.name} must be a 64-bit integer"
+        elif pa.types.is_floating(f.type) and (type(value) not in (int, float)
+                                               or not math.isfinite(value)):
+            return f"schema: {f.name} must be a finite number"
+    if obj["window_ms"] <= 0:
+        return "schema: window_ms must be positive"
+    return None

@@ -49,12 +49,14 @@ import structlog
 
 from features.event_time import NO_INGESTION_TIME
 from features.schemas.candle import record_key
+from features.schemas.trade import MAX_PAIR_LENGTH
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
 log = structlog.get_logger(__name__)
 
 NO_ROW = -1  # event time of a view without an online row (serving.online_features.NO_ROW)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 REASONS = ("missing", "stale", "nan", "superseded", "no_model", "model_error")
 
 
@@ -281,12 +283,15 @@ def _decode(raw: bytes | None) -> tuple[tuple[str, int, int, int] | None, str | 
     if not isinstance(obj, dict):
         return None, "decode: not a JSON object"
     pair = obj.get("pair")
-    if not isinstance(pair, str) or not pair:
-        return None, "schema: pair must be a non-empty string"
+    # a pair with the key separator, or longer than any trade's, is no pair (hostile-input tests)
+    if not isinstance(pair, str) or not 0 < len(pair) <= MAX_PAIR_LENGTH or "|" in pair:
+        return None, (f"schema: pair must be a string of 1-{MAX_PAIR_LENGTH} characters "
+                      "without '|', the key separator")
     numbers = []
     for name in ("window_ms", "window_start_ms", "window_end_ms"):
         value = obj.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if (not isinstance(value, int) or isinstance(value, bool) or value < 0
+                or value > _INT64_MAX):
             return None, f"schema: {name} must be a non-negative integer"
         numbers.append(value)
     return (pair, numbers[0], numbers[1], numbers[2]), None

@@ -33,6 +33,9 @@ WIRE_SCHEMA = pa.schema(
     [*(f.with_nullable(True) for f in TRADE_ARROW_SCHEMA), pa.field("v", pa.int64())]
 )
 
+_NUMERIC = tuple(f.name for f in WIRE_SCHEMA if not pa.types.is_string(f.type))
+_INTEGER = tuple(f.name for f in WIRE_SCHEMA if pa.types.is_integer(f.type))
+
 
 @dataclass
 class DecodedTrades:
@@ -73,6 +76,10 @@ def decode_trades(
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return _decode_one_by_one(batch, max_event_time_skew_ms)
     if table.num_rows != len(values):  # e.g. a message holding two JSON objects
+        return _decode_one_by_one(batch, max_event_time_skew_ms)
+    try:  # Arrow's JSON reader does not check that strings are UTF-8 (found by fuzzing)
+        table.validate(full=True)
+    except pa.ArrowInvalid:
         return _decode_one_by_one(batch, max_event_time_skew_ms)
     reasons = _row_reasons(table)
     _reject_ahead_of_ingestion(batch, np.arange(len(values)), table, reasons,
@@ -136,6 +143,12 @@ def _decode_message(raw: bytes | None) -> tuple[str | None, dict[str, object] | 
     unknown = sorted(set(obj) - set(WIRE_SCHEMA.names))
     if unknown:
         return f"schema: unknown field {unknown[0]}", None
+    # JSON true is no number, nor 1.5 an integer: Arrow would convert them to 1 (found by
+    # the hostile-input tests)
+    wrong = [name for name in _NUMERIC if type(obj.get(name)) is bool
+             or (name in _INTEGER and type(obj.get(name)) is float)]
+    if wrong:
+        return f"schema: wrong type ({wrong[0]} is {type(obj[wrong[0]]).__name__})", None
     try:
         pa.Table.from_pylist([obj], schema=WIRE_SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:

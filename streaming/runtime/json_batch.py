@@ -62,9 +62,11 @@ def _fast(values: list[bytes | None], schema: pa.Schema) -> pa.Table | None:
     for f in schema:
         column = [r.get(f.name) for r in rows]
         try:
+            kinds = {type(x) for x in column}
+            if bool in kinds and not pa.types.is_boolean(f.type):
+                return None  # JSON true is no number (Arrow would convert it to 1)
             if pa.types.is_integer(f.type):
-                kinds = {type(x) for x in column}
-                if bool in kinds:  # JSON true is not an integer
+                if float in kinds:  # nor is 1.5 an integer (Arrow would truncate it)
                     return None
                 if kinds == {int}:  # via numpy: pa.array(ints, type=...) is slow on small lists
                     ints = pa.array(np.array(column, dtype=np.int64))
@@ -84,6 +86,10 @@ def _one_by_one(values: list[bytes | None], schema: pa.Schema) -> DecodedJson:
             reasons[i] = "decode: empty message"
         elif b"\n" in raw.strip():
             reasons[i] = "decode: more than one line"
+        elif (reason := _not_an_object(raw)) is not None:
+            # checked before Arrow's reader: it segfaults on a message that is just `null`
+            # and does not check that strings are UTF-8 (both found by the hostile-input tests)
+            reasons[i] = reason
         else:
             try:
                 table = _read(raw, schema)
@@ -96,6 +102,15 @@ def _one_by_one(values: list[bytes | None], schema: pa.Schema) -> DecodedJson:
         rows.append(None)
     filled = [r if r is not None else dict.fromkeys(schema.names) for r in rows]
     return DecodedJson(pa.Table.from_pylist(filled, schema=schema), reasons)
+
+
+def _not_an_object(raw: bytes) -> str | None:
+    """Why `raw` is not one JSON object (None if it is)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return f"decode: not JSON ({exc.msg})"
+    return None if type(obj) is dict else "decode: not exactly one JSON object"
 
 
 def dead_letters(batch: InputBatch, reasons: np.ndarray, skip_below: int = -1) -> list[DeadLetter]:
