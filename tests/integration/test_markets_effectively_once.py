@@ -88,7 +88,8 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
             victim.kill9()
             victim.start()
         producer.join()
-        _wait_until_quiet(kafka_settings, topics.indicators, quiet_s=12)
+        _wait_for_keys(kafka_settings, topics.indicators,
+                       {_key(r) for r in reference_indicators.to_pylist()})
     finally:
         for process in (candles, indicators):
             if process.alive():
@@ -99,15 +100,13 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
     assert indicators.log_path.read_text().count('"restored": 4') >= 1
 
     got_candles = _values_by_key(kafka_settings, topics.candles)
-    want_candles = {f"{r['pair']}|{r['window_ms']}|{r['window_start_ms']}": r
-                    for r in reference_candles.to_pylist()}
+    want_candles = {_key(r): r for r in reference_candles.to_pylist()}
     assert got_candles.keys() == want_candles.keys()
     for key, values in got_candles.items():
         assert all(v == want_candles[key] for v in values), key
 
     got_indicators = _values_by_key(kafka_settings, topics.indicators)
-    want_indicators = {f"{r['pair']}|{r['window_ms']}|{r['window_start_ms']}": r
-                       for r in reference_indicators.to_pylist()}
+    want_indicators = {_key(r): r for r in reference_indicators.to_pylist()}
     assert got_indicators.keys() == want_indicators.keys()
     for key, values in got_indicators.items():
         want = want_indicators[key]
@@ -118,18 +117,23 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
             assert value["close"] == want["close"]
 
 
-def _wait_until_quiet(kafka: KafkaSettings, topic: str, quiet_s: float) -> None:
-    """Wait until the topic stopped growing for `quiet_s` (idle windows closed and indicated)."""
-    last, since = -1, time.monotonic()
-    deadline = time.monotonic() + 180
+def _wait_for_keys(kafka: KafkaSettings, topic: str, want: set[str]) -> None:
+    """Wait until `topic` holds a record for every key in `want` (the uninterrupted run's
+    windows), then a few seconds more so that a late duplicate would be seen too.
+
+    Waiting for silence instead would end early on a slow machine: a processor restarted
+    after the last trade first waits out its predecessor's session before it emits."""
+    deadline = time.monotonic() + 240
+    missing = want
     while time.monotonic() < deadline:
-        count = len(read_topic(kafka, topic, settle_s=0.3))
-        if count != last:
-            last, since = count, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
+        got = {key.decode() for _, _, key, _ in read_topic(kafka, topic, settle_s=0.3)
+               if key is not None}
+        missing = want - got
+        if not missing:
+            time.sleep(3)
             return
         time.sleep(1)
-    raise TimeoutError(f"{topic} kept growing")
+    raise TimeoutError(f"{topic} still lacks {len(missing)} windows, e.g. {sorted(missing)[:3]}")
 
 
 def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
@@ -164,7 +168,8 @@ def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
         time.sleep(3)
         broker_stack.restart_broker(hard=True)
         producer.join()
-        _wait_until_quiet(kafka, topics.indicators, quiet_s=30)  # > the idle timeout
+        _wait_for_keys(kafka, topics.indicators,
+                       {_key(r) for r in reference_indicators.to_pylist()})
         assert candles.alive() and indicators.alive(), "a processor died with the broker"
     finally:
         for process in (candles, indicators):

@@ -89,7 +89,8 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
             victim.start()
         producer.join()
         _wait_for(kafka_settings, topics, len(want))
-        time.sleep(8)  # let the join drain
+        _wait_for_latest_vectors(kafka_settings, topics.predictions,
+                                 _last_vectors(reference.predictions.to_pylist()))
     finally:
         for process in (windows, join):
             if process.alive():
@@ -106,14 +107,26 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
                 assert (row["value"], row["bin"], row["count"]) == (
                     want[key][name], want[key][f"{name}_bin"], want[key]["count"]), key
 
-    def last_vectors(rows: list[dict]) -> dict[str, list[int]]:
-        return {r["client"]: r["vector"] for r in rows}  # topic order: the last one wins
-
     got_predictions = _rows(kafka_settings, topics.predictions)
     ref_predictions = reference.predictions.to_pylist()
     assert len(ref_predictions) > 1_000
-    assert last_vectors(got_predictions) == last_vectors(ref_predictions)
+    assert _last_vectors(got_predictions) == _last_vectors(ref_predictions)
     _check_every_prediction(got_predictions, events, want)
+
+
+def _last_vectors(rows: list[dict]) -> dict[str, list[int]]:
+    return {r["client"]: r["vector"] for r in rows}  # topic order: the last one wins
+
+
+def _wait_for_latest_vectors(kafka: KafkaSettings, topic: str,
+                             want: dict[str, list[int]]) -> None:
+    """Let the join drain: wait until every client's latest prediction is the uninterrupted
+    run's (at most 2 minutes; the assertion after it says what differs), then 3 s for a late
+    duplicate."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and _last_vectors(_rows(kafka, topic)) != want:
+        time.sleep(1)
+    time.sleep(3)
 
 
 def _check_every_prediction(predictions: list[dict], events: pa.Table,
