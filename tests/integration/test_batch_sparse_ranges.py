@@ -38,9 +38,9 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "kraken-trades"
 FILES = {"EOS/USD": DATA / "EOSUSD_kraken_2018_trades.sorted.csv",
          "USDT/USD": DATA / "USDTUSD_kraken_2018_trades.sorted.csv"}
 DURATIONS = [60_000, 3_600_000, 86_400_000]
-FIRST_DAY, STOP_DAY = "2018-05-07", "2018-06-25"
+FIRST_DAY, STOP_DAY = "2018-05-07", "2018-06-15"
 RANGES = [("2018-05-07", "2018-05-28"), ("2018-05-28", "2018-06-08"),
-          ("2018-06-08", "2018-06-15"), ("2018-06-15", "2018-06-25")]
+          ("2018-06-08", "2018-06-15")]
 KEY = [("pair", "ascending"), ("window_ms", "ascending"), ("window_start_ms", "ascending")]
 
 
