@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 
 import pyarrow as pa
 import structlog
@@ -55,6 +56,7 @@ from batch.spark_session import require_delta_spark
 from batch.table_history import history_before
 from batch.trade_files import parse_trade_file
 from batch.trade_inputs import InputFiles, input_files
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.windows import format_duration
 
 log = structlog.get_logger(__name__)
@@ -80,6 +82,9 @@ class BackfillConfig:
     show_progress: bool = True
     file_reader: str = "auto"  # auto | python | hadoop (see batch.trade_inputs.input_files)
     kafka: KafkaInput | None = None  # a topic range instead of files (`batch.kafka_input`)
+    #: a trade whose event time lies more than this ahead of its Kafka timestamp is rejected,
+    #: as the stream dead-letters it: must be the stream's `BRAID_MAX_EVENT_TIME_SKEW`
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -90,6 +95,8 @@ class BackfillConfig:
             raise ValueError("at least one candle duration is needed")
         if bool(self.inputs) == (self.kafka is not None):
             raise ValueError("give input files or a Kafka topic, not both or neither")
+        if self.max_event_time_skew_ms <= 0:
+            raise ValueError("the maximum event-time skew must be positive")
 
     @property
     def start_ms(self) -> int:
@@ -251,8 +258,9 @@ def _file_results(
             file_results_function(
                 pairs=config.pairs, durations_ms=config.durations_ms, grace_ms=config.grace_ms,
                 arrival=config.arrival, contexts=contexts,
-                parse=(parse_kafka_lines if isinstance(files, KafkaRecords)
-                       else parse_trade_file),
+                parse=partial(parse_kafka_lines if isinstance(files, KafkaRecords)
+                              else parse_trade_file,
+                              max_event_time_skew_ms=config.max_event_time_skew_ms),
             ),
             FILE_RESULT_SCHEMA,
         ))

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--file-reader", choices=["auto", "python", "hadoop"], default="auto",
                         help="auto: gs:// through the GCS connector where installed (Dataproc), "
                         "else fsspec/gcsfs in Python; python or hadoop force one")
+    parser.add_argument("--max-event-time-skew",
+                        default=os.environ.get("BRAID_MAX_EVENT_TIME_SKEW", "1h"),
+                        help="a trade stamped more than this ahead of its Kafka timestamp is "
+                        "rejected, as the stream dead-letters it; use the stream's value "
+                        "(default: $BRAID_MAX_EVENT_TIME_SKEW, else 1h)")
     parser.add_argument("--no-history-from-table", action="store_true",
                         help="do not read earlier candles from the table for indicator warm-up")
     parser.add_argument("--master", default=None,
@@ -122,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         show_progress=not args.no_progress,
         file_reader=args.file_reader,
         kafka=kafka,
+        max_event_time_skew_ms=parse_duration_ms(args.max_event_time_skew),
     )
 
 

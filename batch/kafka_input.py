@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from batch.spark_session import require_kafka_source
 from batch.trade_files import parse_trade_file
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
 NOT_AN_OBJECT = "unparseable: the record's value is not a JSON object"
 
@@ -237,11 +238,13 @@ def records_as_json_lines(records: pa.Table) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def parse_kafka_lines(content: bytes, path: str, source_index: int) -> pa.Table:
+def parse_kafka_lines(content: bytes, path: str, source_index: int, *,
+                      max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS) -> pa.Table:
     """A partition's JSON lines (:func:`records_as_json_lines`) parsed as
     `batch.trade_files` parses JSON lines, with each rejected row pointing at its record:
     `source` = `path` (`kafka:<topic>/<partition>`), `row_number` = offset, `raw` = its line."""
-    parsed = parse_trade_file(content, f"{path}.jsonl", source_index)
+    parsed = parse_trade_file(content, f"{path}.jsonl", source_index,
+                              max_event_time_skew_ms=max_event_time_skew_ms)
     reasons = parsed["reject_reason"]
     if reasons.null_count == parsed.num_rows:
         return parsed

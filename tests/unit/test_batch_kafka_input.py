@@ -67,3 +67,29 @@ def test_positions_parse_to_offsets_or_times_and_refuse_empty_ends() -> None:
         KafkaPosition.parse("earliest").spark_options("t", [0], start=False)
     with pytest.raises(ValueError, match="Kafka position"):
         KafkaPosition.parse("yesterday")
+
+
+def test_the_skew_limit_is_the_configured_one_as_in_the_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trade stamped 90 minutes ahead of its Kafka timestamp: rejected under the default 1 h,
+    kept under 2 h, whether the limit comes from the stream's variable or the option."""
+    from batch.backfill_trades import build_parser, config_from_args
+
+    ahead = json.dumps({**GOOD, "timestamp_ms": 5_000 + 90 * 60_000}).encode()
+    lines = records_as_json_lines(records([ahead]))
+    common = ["--input", "trades.csv", "--start", "2018-05-08", "--end", "2018-05-09",
+              "--pairs", "XBT/USD", "--output", "out"]
+
+    def kept(skew_ms: int) -> bool:
+        parsed = parse_kafka_lines(lines, "kafka:trades/0", 0, max_event_time_skew_ms=skew_ms)
+        return parsed["reject_reason"].null_count == 1
+
+    monkeypatch.delenv("BRAID_MAX_EVENT_TIME_SKEW", raising=False)
+    default = config_from_args(build_parser().parse_args(common)).max_event_time_skew_ms
+    assert default == 3_600_000 and not kept(default)
+    monkeypatch.setenv("BRAID_MAX_EVENT_TIME_SKEW", "2h")
+    from_env = config_from_args(build_parser().parse_args(common)).max_event_time_skew_ms
+    assert from_env == 7_200_000 and kept(from_env)
+    option = build_parser().parse_args([*common, "--max-event-time-skew", "100m"])
+    assert config_from_args(option).max_event_time_skew_ms == 6_000_000
