@@ -3,7 +3,7 @@
 - A **reading** (topics SX, SY, SZ; Kafka key = client) is the JSON object
   `{"v": 1, "client": str, "timestamp_ms": int, "value": number}`. `timestamp_ms` is the event
   time in epoch milliseconds (UTC). SX and SY values are categories: integers in
-  `0..CATEGORY_COUNT-1`; SZ values are any finite float.
+  `0..CATEGORY_COUNT-1`; SZ values are finite floats of magnitude at most `MAX_SZ_MAGNITUDE`.
 - A **feature row** (topics FA, FI, FD; key = client) is one window feature of one SZ reading:
   `{"v": 1, "client", "feature", "timestamp_ms", "value", "bin", "edges_version", "window_ms",
   "count"}`; `timestamp_ms` is the SZ reading's event time, `value` the raw feature, `bin` its
@@ -32,6 +32,11 @@ FEATURES = ("FA", "FI", "FD")
 VECTOR_FIELDS = ("SX", "SY", "FA", "FI", "FD")  # the model's input order
 MAX_CLIENT_LENGTH = 64
 MAX_TIMESTAMP_MS = 1 << 43  # exclusive: about the year 2248 (keeps sort keys in 64 bits)
+#: Largest SZ magnitude accepted. The window features sum values and their pairs over a
+#: client's series (FA, FI) and divide differences by milliseconds (FD): under 1e100 none of
+#: them can overflow to inf (and from there to NaN), which two readings near the float maximum
+#: did. No physical sensor comes near it.
+MAX_SZ_MAGNITUDE = 1e100
 
 Sensor = Literal["SX", "SY", "SZ"]
 FeatureName = Literal["FA", "FI", "FD"]
@@ -163,6 +168,8 @@ def invalid_reading_reasons(
         (timestamp_ms <= 0, "invalid: timestamp_ms must be positive"),
         (timestamp_ms >= MAX_TIMESTAMP_MS, "invalid: timestamp_ms beyond the year 2248"),
         (~finite, "invalid: value is not a finite number"),
+        (finite & (np.abs(np.where(finite, value, 0.0)) > MAX_SZ_MAGNITUDE),
+         f"invalid: value beyond +-{MAX_SZ_MAGNITUDE:g}"),
     ]
     if sensor in CATEGORICAL_SENSORS:
         safe = np.where(finite, value, 0.0)

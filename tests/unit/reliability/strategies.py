@@ -329,8 +329,8 @@ def reading_rows(sensor: str) -> st.SearchStrategy[dict[str, Any]]:
     if sensor == "SZ":
         value: st.SearchStrategy[Any] = st.one_of(
             st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),
-            # extreme but not near the float maximum: see the xfail test of the window operator
-            st.sampled_from([0.0, -0.0, 5e-324, 1e300, -1e300]))
+            # extremes, up to the largest magnitude accepted (MAX_SZ_MAGNITUDE, 1e100)
+            st.sampled_from([0.0, -0.0, 5e-324, 1e100, -1e100]))
     else:
         value = st.integers(0, 9)
     return st.fixed_dictionaries({"v": st.just(1), "client": st.sampled_from(CLIENTS),
@@ -348,7 +348,11 @@ def reading_mutations(sensor: str) -> list[Mutation]:
         ("version_2", "v", 2), ("version_string", "v", "1"), ("version_bool", "v", True),
         ("extra_field", "extra", 1),
     ]
-    if sensor != "SZ":
+    if sensor == "SZ":
+        out += [("sz_beyond_1e100", "value", 1.0000000000000001e101),
+                ("sz_float_max", "value", 1.7976931348623157e308),
+                ("sz_negative_huge", "value", -1e300)]
+    else:
         out += [("category_10", "value", 10), ("category_negative", "value", -1),
                 ("category_fraction", "value", 2.5), ("category_huge", "value", 1e300)]
     return out

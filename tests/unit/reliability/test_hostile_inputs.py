@@ -13,6 +13,7 @@ For each operator:
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -21,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.schemas.candle import record_key
 from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel
+from features.sensors.schemas import MAX_SZ_MAGNITUDE
 from features.sensors.window_math import sensor_window
 from features.windows import TumblingWindow
 from streaming.processors.candles import CandleConfig, CandleOperator
@@ -429,16 +430,24 @@ def test_sensor_join_operator_survives_hostile_events(items: list[Tagged], first
         {("final", T0, "FD", (3, 3, 4, 4, 4)): 1})
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "bug: two valid SZ readings at the largest float sharing an event time overflow the "
-    "window sums to inf - inf = NaN, and binning NaN raises ValueError('cannot bin NaN'): "
-    "the operator crashes on every retry (a poison pill). Not a small fix: SensorReading "
-    "accepts any finite value, so either it bounds values or window_math sums safely."))
-def test_sensor_window_operator_survives_readings_near_the_float_maximum() -> None:
+def test_sz_readings_beyond_the_bound_are_dead_lettered_and_those_at_it_give_finite_features(
+) -> None:
+    """Two SZ readings at the largest float sharing an event time overflowed the window sums to
+    inf - inf = NaN, and binning NaN crashed the operator on every retry (found by this suite).
+    Magnitudes beyond `MAX_SZ_MAGNITUDE` are invalid now (a rule both engines share); readings
+    at the bound, alternating in sign and sharing event times, give finite features."""
     op = window_operator()
-    # two readings at one event time, both the largest float: their window sum is inf
-    rows = [{"v": 1, "client": "c0", "timestamp_ms": T0, "value": 1.7976931348623157e308}] * 2
-    fed = feed(op, [("SZ", s.ok("valid", r)) for r in rows], 0, 10)
+    huge = [{"v": 1, "client": "c0", "timestamp_ms": T0, "value": 1.7976931348623157e308}] * 2
+    fed = feed(op, [("SZ", s.ok("valid", r)) for r in huge], 0, 10)
+    assert [d.offset for d in fed.emission.dead_letters] == [0, 1]
+    assert {d.reason for d in fed.emission.dead_letters} == {"invalid: value beyond +-1e+100"}
+
+    op = window_operator()
+    at_bound = [{"v": 1, "client": "c0", "timestamp_ms": T0 + i // 2,
+                 "value": (-1) ** i * MAX_SZ_MAGNITUDE} for i in range(8)]
+    fed = feed(op, [("SZ", s.ok("valid", r)) for r in at_bound], 0, 10)
     assert not fed.emission.dead_letters
     fed.emission.extend(close_everything(op))
-    assert feature_outputs(fed.emission) == expected_features(rows)
+    assert feature_outputs(fed.emission) == expected_features(at_bound)
+    values = [value["value"] for _, _, value in outputs(fed.emission)]
+    assert values and all(math.isfinite(v) for v in values)
