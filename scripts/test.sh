@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PYSPARK_PYTHON="$PWD/.venv/bin/python"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 \
-  -n "${BRAID_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder "$@"
+  -n "${BRAID_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

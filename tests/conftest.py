@@ -11,9 +11,10 @@
 A missing binary fails the fixture with a message naming it. Helpers (`free_port`,
 `broker_settings`, `BrokerStack`, `GcsEmulator`, `unique_topic`) live in `infra.testing`.
 
-`scripts/test.sh` runs the suite on two pytest-xdist workers (`--dist loadgroup`): each worker
-starts its own services; `pytest_collection_modifyitems` below keeps a module's tests (and a
-package's, where its conftest shares a stack) on one worker and hands out the longest first.
+`scripts/test.sh` runs the suite on two pytest-xdist workers (`--dist loadfile`: a module's
+tests on one worker), each starting services of its own; `pytest_collection_modifyitems` below
+orders the modules longest first. (`--dist loadgroup` would group across modules, but
+pytest-xdist 3.8 cannot mark node ids under pytest 9.2: the groups are silently ignored.)
 """
 
 from __future__ import annotations
@@ -33,41 +34,29 @@ from streaming.settings import KafkaSettings
 
 TESTS = Path(__file__).resolve().parent
 
-#: Packages whose conftest starts a session stack for several modules: one worker runs them all.
-SHARED_STACK_PACKAGES = ("integration/orchestration", "integration/serving",
-                         "integration/training")
-
-#: Work units by measured duration, longest first (2-core machine, serial run). Handing them
-#: out first keeps a long one from starting last and leaving the other worker idle; the rest
-#: follow in collection order.
+#: Test modules by measured duration, longest first (2-core machine). Under pytest-xdist's
+#: `--dist loadfile` a module is one unit of work on one worker; handing out the long ones
+#: first keeps one from starting last while the other worker idles. The rest follow in
+#: collection order.
 LONGEST_FIRST = (
-    "integration/orchestration",  # one stack; `retrain/daily` and `backfill/daily` via Spark
+    "integration/orchestration/test_orchestration_deployments.py",  # a stack, Spark flow runs
     "integration/test_demo.py",
     "integration/test_batch_backfill.py",
     "integration/test_markets_effectively_once.py",
-    "integration/serving",
     "integration/test_batch_sparse_ranges.py",
     "integration/test_lambda_markets.py",
     "integration/test_stack.py",
     "integration/test_sensors_effectively_once.py",
     "integration/test_batch_delta_spark.py",
     "integration/test_sensors_lambda.py",
-    "integration/training",
+    "integration/serving/test_sensor_readings_backfill.py",
+    "integration/orchestration/test_orchestration_flows.py",
 )
 
 
-def _work_unit(item: pytest.Item) -> str:
-    """The module of a test, or its package when the package shares a stack."""
-    path = item.path.relative_to(TESTS).as_posix()
-    return next((p for p in SHARED_STACK_PACKAGES if path.startswith(p + "/")), path)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
-    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_work_unit(item), len(rank)))  # stable: keeps order
+    rank = {module: i for i, module in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(TESTS).as_posix(), len(rank)))
 
 
 def start_stack(settings: StackSettings) -> None:

@@ -107,7 +107,9 @@ def produce(kafka: KafkaSettings, topic: str, values: list[bytes], partitions: i
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         future.result(30)
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    # idempotent: a retried send under load must not write a record twice (the offsets matter)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers,
+                         "enable.idempotence": True})
     for value in values:
         record = json.loads(value) if value.startswith(b"{") else {}
         key = str(record.get("pair", "x"))

@@ -1,6 +1,7 @@
-"""kill -9 of the candle and indicator processors at arbitrary moments of a live stream, then
-restart: the output topics hold exactly the candles and indicators of an uninterrupted run
-(a duplicate with the identical value is allowed, a different value is not)."""
+"""kill -9 (and SIGTERM) of the candle and indicator processors at arbitrary moments of a live
+stream, then restart: the output topics hold exactly the candles and indicators of an
+uninterrupted run (a duplicate with the identical value is allowed, a different value is
+not)."""
 
 from __future__ import annotations
 
@@ -81,11 +82,16 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
     producer.start()
     rng = random.Random(5)
     try:
-        # kill each incarnation at a random moment after it got its partitions, mid-stream
-        for victim in (candles, indicators, candles, candles, indicators):
+        # stop each incarnation at a random moment after it got its partitions, mid-stream:
+        # kill -9, or SIGTERM (a clean stop: exit status 0)
+        for victim, hard in ((candles, True), (indicators, True), (candles, False),
+                             (candles, True), (indicators, False)):
             victim.wait_for_log('"event": "assigned"', victim.starts)
             time.sleep(rng.uniform(0.3, 2.5))
-            victim.kill9()
+            if hard:
+                victim.kill9()
+            else:
+                assert victim.terminate() == 0
             victim.start()
         producer.join()
         _wait_for_keys(kafka_settings, topics.indicators,

@@ -1,10 +1,11 @@
-"""kill -9 of the sensor window and join processors at random moments of a live stream, then
-restart: the feature topics hold exactly the features of an uninterrupted run (a duplicate with
-the identical value is allowed, a different value is not), and the predictions end on the same
-latest vector per client. Every prediction emitted, duplicates included, is checked against
-independent facts (`_check_every_prediction`). (Which events find a client's vector complete,
-and what the join holds for the other fields when an event arrives, depend on how the five input
-topics interleave on arrival, which no two runs share; the latest values do not.)"""
+"""kill -9 (and SIGTERM) of the sensor window and join processors at random moments of a live
+stream, then restart: the feature topics hold exactly the features of an uninterrupted run (a
+duplicate with the identical value is allowed, a different value is not), and the predictions
+end on the same latest vector per client. Every prediction emitted, duplicates included, is
+checked against independent facts (`_check_every_prediction`). (Which events find a client's
+vector complete, and what the join holds for the other fields when an event arrives, depend on
+how the five input topics interleave on arrival, which no two runs share; the latest values do
+not.)"""
 
 from __future__ import annotations
 
@@ -82,10 +83,14 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
     producer.start()
     rng = random.Random(3)
     try:
-        for victim in (windows, join, windows, join, windows):
+        for victim, hard in ((windows, True), (join, True), (windows, False), (join, False),
+                             (windows, True)):  # kill -9, or SIGTERM (a clean stop)
             victim.wait_for_log('"event": "assigned"', victim.starts)
             time.sleep(rng.uniform(0.5, 2.5))
-            victim.kill9()
+            if hard:
+                victim.kill9()
+            else:
+                assert victim.terminate() == 0
             victim.start()
         producer.join()
         _wait_for(kafka_settings, topics, len(want))

@@ -10,7 +10,8 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,18 @@ from tests.conftest import start_stack
 from tests.integration.serving.offline_tables import DATA, candle_tables, local_repo, with_day
 
 XBT_TRADES = DATA / "XBTUSD_kraken_2018_trades.sorted.csv"
+HERE = Path(__file__).resolve().parent
+
+#: Stops of the session services below, run as soon as the last orchestration test is done
+#: (their fixtures' own teardown comes at the end of the session, and until then the servers
+#: would take CPU from the tests after them). Each stop is idempotent.
+_stops: list[Callable[[], object]] = []
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or HERE not in nextitem.path.parents:
+        while _stops:
+            _stops.pop()()
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +66,9 @@ def markets_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Featur
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A temporary Prefect server (SQLite) that flows called in this process report to."""
-    with prefect_test_harness(server_startup_timeout=180):
+    with ExitStack() as harness:
+        harness.enter_context(prefect_test_harness(server_startup_timeout=180))
+        _stops.append(harness.close)
         yield
 
 
@@ -101,6 +116,7 @@ def orchestration_stack(tmp_path_factory: pytest.TempPathFactory
             mp.setenv(key, value)
         local_repo(repo, offline_root)  # feast apply: the views, over tables not written yet
         start_stack(settings)
+        _stops.append(lambda: stack.down(settings))
         env = {**os.environ, **prefect.client_env(settings),
                "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri}
         try:

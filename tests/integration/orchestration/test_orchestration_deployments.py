@@ -1,18 +1,26 @@
 """End to end against the stack `braid up` starts: `prefect deployment run 'retrain/daily'` from
 a shell backfills real 2018 XBT/USD trades with Spark, loads the online store, trains and
 registers a model in MLflow (champion: the first version); a consistency run below its
-threshold starts `retrain` through the deployment's event trigger."""
+threshold starts `retrain` through the deployment's event trigger. Then the three UIs `braid up`
+prints, opened in Debian's chromium (headless, through Playwright): Prefect shows the
+deployments and the finished retrain run, MLflow the registered model with its `champion`
+alias, Feast the feature views. (One module: the stack and its retrain run are built once, and
+pytest-xdist's `--dist loadfile` keeps a module on one worker.)"""
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from uuid import UUID
 
 import pytest
+import yaml
 from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
+from playwright.sync_api import Page, expect, sync_playwright
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -27,6 +35,7 @@ from prefect.client.schemas.sorting import DeploymentSort, FlowRunSort, LogSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling
 
+from orchestration.deployments import deployments
 from tests.integration.orchestration.conftest import (
     FinishedRun,
     OrchestrationStack,
@@ -118,8 +127,6 @@ def test_consistency_below_its_threshold_fails_and_triggers_retrain(
 
 
 def test_served_deployments_are_the_declared_ones(orchestration_stack: OrchestrationStack) -> None:
-    from orchestration.deployments import deployments
-
     with _client(orchestration_stack) as client:
         served = {f"{client.read_flow(d.flow_id).name}/{d.name}" for d in
                   client.read_deployments(limit=50, sort=DeploymentSort.NAME_ASC)}
@@ -146,3 +153,54 @@ def test_backfill_daily_from_a_shell_rewrites_the_same_day_identically(
     assert again.returncode == 0, again.output
     assert DeltaTable(table).version() == version + 1  # one commit replacing the day
     assert len(before) > 1000 and day_rows() == before  # a minute candle per traded minute
+
+
+# --- the UIs ----------------------------------------------------------------------------------
+
+TIMEOUT_MS = 60_000
+DECLARED = len(deployments())
+
+
+@pytest.fixture(scope="module")
+def page() -> Iterator[Page]:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium not found: apt-get install chromium (scripts/setup.sh)",
+                    pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        finally:
+            browser.close()
+
+
+def test_prefect_ui_shows_the_deployments_and_the_finished_retrain_run(
+        page: Page, orchestration_stack: OrchestrationStack, retrained: FinishedRun) -> None:
+    base = orchestration_stack.settings.prefect_url
+    page.goto(f"{base}/deployments")
+    expect(page.get_by_text(f"{DECLARED} Deployments")).to_be_visible(
+        timeout=TIMEOUT_MS)
+    search = page.get_by_role("searchbox", name="Search deployments")
+    for name in ("retrain", "sensors-hourly"):
+        search.fill(name)
+        expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=TIMEOUT_MS)
+    page.goto(f"{base}/runs/flow-run/{retrained.flow_run_id}")
+    expect(page.get_by_text("Completed").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("retrain").first).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(
+        page: Page, orchestration_stack: OrchestrationStack, retrained: FinishedRun) -> None:
+    page.goto(f"{orchestration_stack.mlflow_uri}/#/models/braid-markets-direction")
+    expect(page.get_by_text("Version 1").first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("champion").first).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def test_feast_ui_shows_the_feature_views(page: Page,
+                                          orchestration_stack: OrchestrationStack) -> None:
+    config = yaml.safe_load((orchestration_stack.repo / "feature_store.yaml").read_text())
+    page.goto(f"{orchestration_stack.settings.feast_ui_url}/p/{config['project']}/feature-view")
+    for view in ("candles_1m", "indicators_1m", "sensor_fa"):
+        expect(page.get_by_text(view, exact=True).first).to_be_visible(timeout=TIMEOUT_MS)
