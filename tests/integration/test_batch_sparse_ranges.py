@@ -39,8 +39,7 @@ FILES = {"EOS/USD": DATA / "EOSUSD_kraken_2018_trades.sorted.csv",
          "USDT/USD": DATA / "USDTUSD_kraken_2018_trades.sorted.csv"}
 DURATIONS = [60_000, 3_600_000, 86_400_000]
 FIRST_DAY, STOP_DAY = "2018-05-07", "2018-06-15"
-RANGES = [("2018-05-07", "2018-05-28"), ("2018-05-28", "2018-06-08"),
-          ("2018-06-08", "2018-06-15")]
+RANGES = [("2018-05-07", "2018-05-28"), ("2018-05-28", "2018-06-15")]
 KEY = [("pair", "ascending"), ("window_ms", "ascending"), ("window_start_ms", "ascending")]
 
 
@@ -133,7 +132,7 @@ def test_one_range_and_consecutive_ranges_give_the_same_tables_and_equal_the_str
     # fewer than MAX_WARMUP candles in its own first day: its warm-up spans several days back
     usdt = indicators.filter(pc.and_(pc.equal(indicators["pair"], "USDT/USD"),
                                      pc.equal(indicators["window_ms"], 60_000)))
-    late = usdt.filter(pc.greater_equal(usdt["window_start_ms"], _ms(RANGES[2][0])))
+    late = usdt.filter(pc.greater_equal(usdt["window_start_ms"], _ms(RANGES[1][0])))
     assert late.num_rows > 0 and not np.isnan(late["adx_14"].to_numpy()).any()
     per_day = usdt.num_rows / (len(pd.date_range(FIRST_DAY, STOP_DAY)) - 1)
     assert per_day < MAX_WARMUP / 2, "USDT/USD must be sparse for this test to mean anything"

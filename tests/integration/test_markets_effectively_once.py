@@ -78,7 +78,7 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
     indicators = BraidProcess(["markets", "indicators", *common], kafka_settings,
                               tmp_path / "indicators.log", env).start()
     producer = threading.Thread(target=_produce_slowly,
-                                args=(kafka_settings, topics.trades, trades, 40.0))
+                                args=(kafka_settings, topics.trades, trades, 25.0))
     producer.start()
     rng = random.Random(5)
     try:
