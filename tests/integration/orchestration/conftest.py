@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 
 #: Stops of the session services below, run as soon as the last orchestration test is done
 #: (their fixtures' own teardown comes at the end of the session, and until then the servers
-#: would take CPU from the tests after them). Each stop is idempotent.
+#: would take CPU from the tests after them). Each stop is idempotent. Each of these fixtures
+#: serves one module (the stack: test_orchestration_deployments; the harness:
+#: test_orchestration_flows), so a stopped one is never handed out again.
 _stops: list[Callable[[], object]] = []
 
 
