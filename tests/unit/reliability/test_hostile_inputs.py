@@ -140,6 +140,16 @@ def tagged_sequences(topic: str, valid: st.SearchStrategy[Wire],
 WINDOWS = (TumblingWindow(60_000, SPAN_MS), TumblingWindow(300_000, SPAN_MS))
 
 
+def feed_valid_after(op: PartitionOperator, topic: str, rows: list[dict[str, Any]],
+                     first: int, batch_size: int, fed: Fed) -> Emission:
+    """(d) valid rows fed after a run, at the offsets following it: none is dead-lettered;
+    returns what the operator emitted for them."""
+    after = feed(op, [(topic, s.ok("valid", r)) for r in rows], first, batch_size,
+                 Fed(next_offset=dict(fed.next_offset)))
+    assert not after.emission.dead_letters
+    return after.emission
+
+
 def close_everything(op: CandleOperator | SensorWindowOperator) -> Emission:
     """Tick with a far-future wall clock, twice, so every quiet window closes on idleness."""
     emission = Emission()
@@ -177,11 +187,9 @@ def test_candle_operator_survives_hostile_trades(items: list[Tagged], first: int
     later = [{"v": 1, "pair": pair, "price": 2.0, "volume": 1.0, "side": "buy",
               "order_type": "limit", "trade_id": 1, "timestamp_ms": T0 + 2 * SPAN_MS}
              for pair in (s.PAIRS[0], "NEW/USD")]
-    after = feed(op, [("trades", s.ok("valid", r)) for r in later], first, batch_size,
-                 Fed(next_offset=dict(fed.next_offset)))
-    assert not after.emission.dead_letters
-    after.emission.extend(close_everything(op))
-    assert candle_counts(after.emission) == expected_candles(later)
+    emitted = feed_valid_after(op, "trades", later, first, batch_size, fed)
+    emitted.extend(close_everything(op))
+    assert candle_counts(emitted) == expected_candles(later)
 
 
 # --- indicators -------------------------------------------------------------------------------
@@ -226,10 +234,8 @@ def test_indicator_operator_survives_hostile_candles(items: list[Tagged], first:
     candle = {"pair": s.PAIRS[0], "window_ms": size, "window_start_ms": last + size,
               "window_end_ms": last + 2 * size, "open": 1.0, "high": 2.0, "low": 0.5,
               "close": 1.5, "volume": 3.0, "vwap": 1.2, "trade_count": 4}
-    after = feed(op, [("candles", s.ok("valid", candle))], first, batch_size,
-                 Fed(next_offset=dict(fed.next_offset)))
-    assert not after.emission.dead_letters
-    assert indicator_outputs(after.emission) == expected_indicators([candle])
+    emitted = feed_valid_after(op, "candles", [candle], first, batch_size, fed)
+    assert indicator_outputs(emitted) == expected_indicators([candle])
 
 
 # --- markets predictor ------------------------------------------------------------------------
@@ -307,10 +313,8 @@ def test_markets_predictor_survives_hostile_indicator_rows(items: list[Tagged], 
     row = {"pair": s.PAIRS[1], "window_ms": PREDICTED_MS, "window_start_ms": start,
            "window_end_ms": start + PREDICTED_MS, "close": 1.0}
     store.latest_end[s.PAIRS[1]] = start + PREDICTED_MS
-    after = feed(op, [("indicators", s.ok("valid", row))], first, batch_size,
-                 Fed(next_offset=dict(fed.next_offset)))
-    assert not after.emission.dead_letters
-    assert [key for _, key, _ in outputs(after.emission)] == [
+    emitted = feed_valid_after(op, "indicators", [row], first, batch_size, fed)
+    assert [key for _, key, _ in outputs(emitted)] == [
         record_key(s.PAIRS[1], PREDICTED_MS, start)]
 
 
@@ -353,11 +357,9 @@ def test_sensor_window_operator_survives_hostile_readings(items: list[Tagged], f
     # (d) later readings of a known client and a new one still give features
     later = [{"v": 1, "client": client, "timestamp_ms": T0 + 2 * SPAN_MS, "value": 1.0}
              for client in (s.CLIENTS[0], "new")]
-    after = feed(op, [("SZ", s.ok("valid", r)) for r in later], first, batch_size,
-                 Fed(next_offset=dict(fed.next_offset)))
-    assert not after.emission.dead_letters
-    after.emission.extend(close_everything(op))
-    assert feature_outputs(after.emission) == expected_features(later)
+    emitted = feed_valid_after(op, "SZ", later, first, batch_size, fed)
+    emitted.extend(close_everything(op))
+    assert feature_outputs(emitted) == expected_features(later)
 
 
 # --- sensor join ------------------------------------------------------------------------------
