@@ -9,6 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from features.indicators import INDICATOR_COLUMNS
+from features.schemas.trade import MAX_PAIR_LENGTH
 
 CANDLE_KEY_COLUMNS = ("pair", "window_ms", "window_start_ms")
 
@@ -44,3 +45,12 @@ INDICATOR_ARROW_SCHEMA = pa.schema(
 def record_key(pair: str, window_ms: int, window_start_ms: int) -> str:
     """The Kafka key of a candle or indicator row: `pair|duration_ms|window_start_ms`."""
     return f"{pair}|{window_ms}|{window_start_ms}"
+
+
+def pair_reason(pair: object) -> str | None:
+    """Why `pair` cannot be a candle or indicator row's pair (None if it can): a string of 1 to
+    `MAX_PAIR_LENGTH` characters (as a trade's) without `|`, the record key's separator."""
+    if isinstance(pair, str) and 0 < len(pair) <= MAX_PAIR_LENGTH and "|" not in pair:
+        return None
+    return (f"schema: pair must be a string of 1-{MAX_PAIR_LENGTH} characters without '|', "
+            "the key separator")

@@ -33,8 +33,7 @@ import orjson
 import pyarrow as pa
 
 from features.indicators import INDICATOR_COLUMNS, INPUT_COLUMNS, MAX_WARMUP, compute_indicators
-from features.schemas.candle import CANDLE_ARROW_SCHEMA, record_key
-from features.schemas.trade import MAX_PAIR_LENGTH
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, pair_reason, record_key
 from streaming.runtime.operator import PartitionOperator, Snapshot
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
@@ -189,10 +188,9 @@ _INT64 = np.iinfo(np.int64)
 def _wrong_field(obj: dict[str, Any]) -> str | None:
     """The first field of `CANDLE_ARROW_SCHEMA` with a wrong type or value (found by the
     hostile-input tests: a string or list price crashed the operator, a boolean passed as 1)."""
-    pair = obj["pair"]
-    if not isinstance(pair, str) or not 0 < len(pair) <= MAX_PAIR_LENGTH or "|" in pair:
-        return (f"schema: pair must be a string of 1-{MAX_PAIR_LENGTH} characters without "
-                "'|', the key separator")
+    reason = pair_reason(obj["pair"])
+    if reason is not None:
+        return reason
     for f in CANDLE_ARROW_SCHEMA:
         value = obj[f.name]
         if pa.types.is_integer(f.type):

@@ -48,8 +48,7 @@ import orjson
 import structlog
 
 from features.event_time import NO_INGESTION_TIME
-from features.schemas.candle import record_key
-from features.schemas.trade import MAX_PAIR_LENGTH
+from features.schemas.candle import pair_reason, record_key
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
@@ -283,10 +282,9 @@ def _decode(raw: bytes | None) -> tuple[tuple[str, int, int, int] | None, str | 
     if not isinstance(obj, dict):
         return None, "decode: not a JSON object"
     pair = obj.get("pair")
-    # a pair with the key separator, or longer than any trade's, is no pair (hostile-input tests)
-    if not isinstance(pair, str) or not 0 < len(pair) <= MAX_PAIR_LENGTH or "|" in pair:
-        return None, (f"schema: pair must be a string of 1-{MAX_PAIR_LENGTH} characters "
-                      "without '|', the key separator")
+    reason = pair_reason(pair)
+    if reason is not None or not isinstance(pair, str):
+        return None, reason
     numbers = []
     for name in ("window_ms", "window_start_ms", "window_end_ms"):
         value = obj.get(name)
