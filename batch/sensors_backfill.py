@@ -3,14 +3,16 @@
     spark-submit batch/sensors_backfill.py --input gs://bucket/archive \
         --output var/offline/sensor_features [--start 2026-01-01 --end 2026-01-02] \
         [--grace 5s] [--edges edges.json] [--topic-prefix p.] \
-        [--readings-output var/offline/sensor_readings]
+        [--readings-output var/offline/sensor_readings] [--max-event-time-skew 1h]
 
 Reads the archive the streaming sink writes (`streaming.sinks.gcs_parquet_archive`: objects
 `<root>/topic=<SZ topic>/date=<day>/part-<partition>-<first>-<last>.parquet`, local or `gs://`,
 through `batch.trade_inputs.read_file_bytes`: Hadoop on Dataproc, fsspec elsewhere), then per
 client, with the same `features/` code as the stream:
 
-1. drops readings the stream rejected as invalid (`features.sensors.schemas` rules);
+1. drops readings the stream rejected as invalid (`features.sensors.schemas` rules), and those
+   stamped more than the maximum event-time skew ahead of their Kafka timestamp, which the
+   archive keeps (`features.event_time`: the stream dead-letters them; use the stream's value);
 2. replays the stream's lateness rule (`features.windows.sliding_late_mask`) in the stream's
    arrival order, which the archive keeps as (partition, offset): a client lives on one partition;
 3. computes FA, FI, FD (`features.sensors.window_math`) and bins them with the same versioned
@@ -58,6 +60,11 @@ import structlog
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
+from features.event_time import (
+    DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+    NO_INGESTION_TIME,
+    ahead_of_ingestion,
+)
 from features.sensors.binning import DEFAULT_EDGES, BinEdges, BinRange
 from features.sensors.schemas import (
     CATEGORICAL_SENSORS,
@@ -90,8 +97,12 @@ _ARRIVED_SCHEMA = pa.schema([pa.field("partition", pa.int32(), nullable=False),
                              *READINGS_TABLE_SCHEMA])
 
 
-def valid_readings(archived: pa.Table, sensor: str = "SZ") -> pa.Table:
-    """The archived rows of `sensor` the stream accepted as readings (:data:`READINGS_SCHEMA`)."""
+def valid_readings(archived: pa.Table, sensor: str = "SZ",
+                   max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS) -> pa.Table:
+    """The archived rows of `sensor` the stream accepted as readings (:data:`READINGS_SCHEMA`):
+    valid by `features.sensors.schemas`, and not stamped more than `max_event_time_skew_ms`
+    ahead of their Kafka timestamp (an archive without that column, or a null one, cannot tell:
+    the rule does not apply, as in the stream when the broker gives no timestamp)."""
     def filled(name: str, value: object) -> np.ndarray:
         return pc.fill_null(archived[name], value).to_numpy(zero_copy_only=False)
 
@@ -101,8 +112,12 @@ def valid_readings(archived: pa.Table, sensor: str = "SZ") -> pa.Table:
     reasons = invalid_reading_reasons(
         sensor, filled("v", -1), client_length, has_bar,
         filled("timestamp_ms", 0), filled("value", np.nan))
-    ok = pa.array(reasons == None)  # noqa: E711 - elementwise
-    return archived.filter(ok).select(READINGS_SCHEMA.names).cast(READINGS_SCHEMA)
+    ok = reasons == None  # noqa: E711 - elementwise
+    if "kafka_timestamp_ms" in archived.column_names:
+        ok &= ~ahead_of_ingestion(filled("timestamp_ms", 0),
+                                  filled("kafka_timestamp_ms", NO_INGESTION_TIME),
+                                  max_event_time_skew_ms)
+    return archived.filter(pa.array(ok)).select(READINGS_SCHEMA.names).cast(READINGS_SCHEMA)
 
 
 def client_features(readings: pa.Table, window: SlidingWindow, edges: BinEdges) -> pa.Table:
@@ -133,18 +148,23 @@ def client_features(readings: pa.Table, window: SlidingWindow, edges: BinEdges) 
     }, schema=OUTPUT_SCHEMA)
 
 
-def _parse_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """`mapInArrow`: archive objects (file bytes rows) -> valid readings."""
-    for batch in batches:
-        for content in batch.column("content").to_pylist():
-            table = valid_readings(pq.read_table(io.BytesIO(content)))
-            yield from table.to_batches()
+def _parse_files(max_event_time_skew_ms: int) -> Callable[[Iterator[pa.RecordBatch]],
+                                                          Iterator[pa.RecordBatch]]:
+    """`mapInArrow`: archive objects (file bytes rows) -> valid SZ readings."""
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for content in batch.column("content").to_pylist():
+                table = valid_readings(pq.read_table(io.BytesIO(content)), "SZ",
+                                       max_event_time_skew_ms)
+                yield from table.to_batches()
+    return parse
 
 
-def category_rows(sensor: str, archived: pa.Table) -> pa.Table:
+def category_rows(sensor: str, archived: pa.Table,
+                  max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS) -> pa.Table:
     """The valid archived readings of categorical `sensor` as rows of the readings table, with
     their arrival (partition, offset) first (:data:`_ARRIVED_SCHEMA`)."""
-    valid = valid_readings(archived, sensor)
+    valid = valid_readings(archived, sensor, max_event_time_skew_ms)
     n = valid.num_rows
     category = pc.cast(valid["value"], pa.int64())
     days = valid["timestamp_ms"].to_numpy().astype("datetime64[ms]").astype(
@@ -158,12 +178,13 @@ def category_rows(sensor: str, archived: pa.Table) -> pa.Table:
     }, schema=_ARRIVED_SCHEMA)
 
 
-def _parse_category_files(sensor: str) -> Callable[[Iterator[pa.RecordBatch]],
-                                                    Iterator[pa.RecordBatch]]:
+def _parse_category_files(sensor: str, max_event_time_skew_ms: int) -> Callable[
+        [Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for content in batch.column("content").to_pylist():
-                yield from category_rows(sensor, pq.read_table(io.BytesIO(content))).to_batches()
+                yield from category_rows(sensor, pq.read_table(io.BytesIO(content)),
+                                         max_event_time_skew_ms).to_batches()
     return parse
 
 
@@ -209,6 +230,7 @@ def run_backfill(
     learn_edges_to: str | None = None,
     learned_version: str | None = None,
     readings_output: str | None = None,
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> int:
     """Recompute the sensor features of [start, end) (all dates if not given) from the archive
     and write them to the Delta table `output`; returns the committed table version.
@@ -218,7 +240,12 @@ def run_backfill(
     stream (`braid sensors windows --edges`) and the next backfill (`--edges`).
 
     The SX and SY readings go to `readings_output` (default: `sensor_readings` beside
-    `output`), the same dates replaced (:func:`write_readings`)."""
+    `output`), the same dates replaced (:func:`write_readings`).
+
+    `max_event_time_skew_ms` must be the stream's (`BRAID_MAX_EVENT_TIME_SKEW`): readings
+    stamped further ahead of their Kafka timestamp are dropped, as the stream dead-letters them."""
+    if max_event_time_skew_ms <= 0:
+        raise ValueError("the maximum event-time skew must be positive")
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from batch.delta_store import write_table
@@ -243,7 +270,7 @@ def run_backfill(
     spark = spark_session("braid-sensors-backfill", master=master)
     run_id = uuid.uuid4().hex
     readings = read_file_bytes(spark, files).mapInArrow(
-        _parse_files, from_arrow_schema(READINGS_SCHEMA))
+        _parse_files(max_event_time_skew_ms), from_arrow_schema(READINGS_SCHEMA))
     features = readings.groupBy("client").applyInArrow(
         _features_of_group(window, edges, set(days) if days else None),
         from_arrow_schema(OUTPUT_SCHEMA)).persist()
@@ -258,7 +285,8 @@ def run_backfill(
         log.info("bin edges learned", path=learn_edges_to, version=learned.version)
     features.unpersist()
     write_readings(spark, archive_root, readings_output or sibling_table(output, "sensor_readings"),
-                   read_days=read_days, days=days, topic_prefix=topic_prefix, run_id=run_id)
+                   read_days=read_days, days=days, topic_prefix=topic_prefix, run_id=run_id,
+                   max_event_time_skew_ms=max_event_time_skew_ms)
     return version
 
 
@@ -269,7 +297,8 @@ def sibling_table(uri: str, name: str) -> str:
 
 def write_readings(spark: SparkSession, archive_root: str, output: str, *,
                    read_days: list[str] | None, days: list[str] | None, topic_prefix: str,
-                   run_id: str) -> int | None:
+                   run_id: str,
+                   max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS) -> int | None:
     """Write the archived SX and SY readings of `days` (all if None) to the Delta table
     `output`, replacing those dates; returns its version (None: no SX or SY archived)."""
     from pyspark.sql import Window
@@ -284,7 +313,8 @@ def write_readings(spark: SparkSession, archive_root: str, output: str, *,
         files = archive_files(archive_root, f"{topic_prefix}{sensor}", read_days)
         if files:
             frames.append(read_file_bytes(spark, files).mapInArrow(
-                _parse_category_files(sensor), from_arrow_schema(_ARRIVED_SCHEMA)))
+                _parse_category_files(sensor, max_event_time_skew_ms),
+                from_arrow_schema(_ARRIVED_SCHEMA)))
     if not frames:
         log.warning("no archived SX or SY readings: sensor readings not written",
                     archive=archive_root)
@@ -342,13 +372,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings-output", default=None,
                         help="Delta table of the SX/SY readings (default: sensor_readings "
                              "beside --output)")
+    parser.add_argument("--max-event-time-skew",
+                        default=os.environ.get("BRAID_MAX_EVENT_TIME_SKEW", "1h"),
+                        help="a reading stamped more than this ahead of its Kafka timestamp is "
+                        "dropped, as the stream dead-letters it; use the stream's value "
+                        "(default: $BRAID_MAX_EVENT_TIME_SKEW, else 1h)")
     args = parser.parse_args(argv)
     grace = 0 if args.grace in ("0", "0s") else parse_duration_ms(args.grace)
     version = run_backfill(args.input, args.output, start=args.start, end=args.end,
                            grace_ms=grace, edges_path=args.edges,
                            topic_prefix=args.topic_prefix, master=args.master,
                            learn_edges_to=args.learn_edges, learned_version=args.edges_version,
-                           readings_output=args.readings_output)
+                           readings_output=args.readings_output,
+                           max_event_time_skew_ms=parse_duration_ms(args.max_event_time_skew))
     print(json.dumps({"output": args.output, "version": version}))
     return 0
 

@@ -188,6 +188,7 @@ def backfill(
                                              "features and save them to this JSON file."),
     edges_version: str = typer.Option("", help="Version of the learned edges."),
     topic_prefix: str = PREFIX,
+    max_event_time_skew: str = SKEW,
 ) -> None:
     """Recompute FA, FI, FD from the archive with Spark and write the offline store."""
     from batch.sensors_backfill import run_backfill
@@ -195,7 +196,8 @@ def backfill(
     version = run_backfill(archive_root, output, start=start, end=end, grace_ms=_ms(grace),
                            edges_path=edges or None, topic_prefix=topic_prefix,
                            learn_edges_to=learn_edges or None,
-                           learned_version=edges_version or None)
+                           learned_version=edges_version or None,
+                           max_event_time_skew_ms=_skew_ms(max_event_time_skew))
     typer.echo(f"offline store {output} at version {version}")
 
 

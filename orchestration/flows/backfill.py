@@ -105,11 +105,13 @@ def backfill(
 def run_sensors_backfill(archive: str, output: str, start: date, end: date,
                          master: str) -> int:
     from batch.sensors_backfill import run_backfill
+    from streaming.settings import EventTimeSettings
 
     forward_logs_to_prefect()
-    try:
+    try:  # the stream's maximum event-time skew: the same readings dropped
         return run_backfill(archive, output, start=start.isoformat(), end=end.isoformat(),
-                            master=master)
+                            master=master,
+                            max_event_time_skew_ms=EventTimeSettings().max_event_time_skew_ms)
     except Exception as error:
         raise FlowInputError(f"sensors backfill {start}..{end} of {archive} failed: "
                              f"{error}") from error

@@ -1,15 +1,20 @@
 """The Lambda test for sensors: the same simulated readings through the speed layer (window
 processor on a real broker) and through the archive (GCS emulator) + Spark backfill give the same
-features, value for value, with the same late readings dropped."""
+features, value for value, with the same late readings dropped, and the same readings stamped
+too far ahead of their Kafka timestamp (the event-time skew rule, `features.event_time`)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
 from batch.sensors_backfill import run_backfill
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS, skew_reason
 from features.sensors.binning import BinEdges, learn_edges
 from features.sensors.schemas import FEATURES
 from streaming.pipelines.sensors import archive_processor, run_sensors_through_stream
@@ -27,11 +32,23 @@ def test_stream_and_spark_backfill_agree_value_for_value(
     # arrival delays up to 8 s against a 3 s grace: some readings are late, in both engines
     events = simulate(SimulatorConfig(clients=10, duration_ms=40 * 60_000, disorder_ms=8_000,
                                       seed=21))
+    # three SZ readings stamped two hours after now (their Kafka timestamp), mid-stream: invalid
+    # in both engines, and they never move a client's stream time
+    ahead = int(time.time() * 1000) + 2 * 3_600_000
+    clients = events["client"].to_pylist()
+    future = pa.table({"sensor": ["SZ"] * 3, "client": [clients[0], clients[1], clients[0]],
+                       "timestamp_ms": [ahead, ahead + 1, ahead + 2], "value": [1.0, 2.0, 3.0],
+                       "incident": [False] * 3}).cast(events.schema)
+    middle = events.num_rows // 2
+    events = pa.concat_tables([events.slice(0, middle), future, events.slice(middle)])
     stream = run_sensors_through_stream(events, kafka_settings, topic_prefix=unique_topic_prefix,
                                         grace_ms=GRACE_MS, partitions=4)
-    late = [v for _, _, _, v in read_topic(kafka_settings, stream.topics.dead_letter)
-            if v is not None and b'"late:' in v]
+    letters = [v for _, _, _, v in read_topic(kafka_settings, stream.topics.dead_letter)
+               if v is not None]
+    late = [v for v in letters if b'"late:' in v]
     assert late, "the test needs late readings to show both engines drop the same ones"
+    skewed = [v for v in letters if skew_reason(DEFAULT_MAX_EVENT_TIME_SKEW_MS).encode() in v]
+    assert len(skewed) == 3
 
     root = f"gs://{gcs_emulator.bucket}/{unique_topic_prefix}archive"
     archive_processor(kafka_settings, root, topics=stream.topics, max_rows=500, max_age_s=0.3,
@@ -44,7 +61,8 @@ def test_stream_and_spark_backfill_agree_value_for_value(
 
     online = stream.features
     sz = int(pc.sum(pc.equal(events["sensor"], "SZ")).as_py())
-    assert online.num_rows == sz - len(late)
+    assert online.num_rows == sz - len(late) - len(skewed)
+    assert not set(online["timestamp_ms"].to_pylist()) & {ahead, ahead + 1, ahead + 2}
     assert batch.num_rows == online.num_rows
     for column in ("client", "timestamp_ms", "count", "edges_version",
                    *(f"{f}_bin" for f in FEATURES)):

@@ -198,3 +198,35 @@ def test_the_sensor_archive_keeps_each_reading_s_kafka_timestamp(tmp_path) -> No
     names = [n for n in store.list("topic=SZ/") if n.endswith(".parquet")]  # one per date
     archived = pa.concat_tables([pq.read_table(tmp_path / n) for n in names]).sort_by("offset")
     assert archived["kafka_timestamp_ms"].to_pylist() == [NOW, None]
+
+
+def test_the_sensors_backfill_drops_the_readings_the_stream_dead_letters(tmp_path) -> None:
+    """The archive operator's own output, read by the backfill's rule: the readings the stream's
+    decoder dead-letters for skew are exactly those the backfill drops (an unknown Kafka
+    timestamp is not judged; exactly the maximum ahead is still valid)."""
+    from batch.sensors_backfill import valid_readings
+    from features.sensors.schemas import READING_WIRE_SCHEMA
+    from streaming.sinks.gcs_parquet_archive import ArchiveConfig, ArchiveOperator
+    from streaming.sinks.object_store import LocalStore
+
+    week = 168 * HOUR  # readings have an absolute bound too (the year 2248)
+    cases = [(NOW, NOW), (NOW + HOUR, NOW), (NOW + HOUR + 1, NOW), (NOW + week, NOW),
+             (NOW + week, NO_INGESTION_TIME), (NOW - HOUR, NOW)]
+    values: list[bytes | None] = [
+        orjson.dumps({"v": 1, "client": "c1", "timestamp_ms": ts, "value": 1.0})
+        for ts, _ in cases]
+    batch = _batch(values, [stamp for _, stamp in cases], "SZ")
+    stream = decode_readings(batch, "SZ", HOUR)
+    assert stream.offsets.tolist() == [0, 1, 4, 5]
+
+    store = LocalStore(str(tmp_path))
+    operator = ArchiveOperator(ArchiveConfig({"SZ": READING_WIRE_SCHEMA}, max_rows=6), store, 0)
+    operator.process(batch, NOW)
+    names = [n for n in store.list("topic=SZ/") if n.endswith(".parquet")]
+    archived = pa.concat_tables([pq.read_table(tmp_path / n) for n in names])
+    kept = valid_readings(archived, "SZ", HOUR)
+    assert sorted(kept["offset"].to_pylist()) == [0, 1, 4, 5]
+    assert sorted(valid_readings(archived, "SZ", 2 * HOUR)["offset"].to_pylist()) == [
+        0, 1, 2, 4, 5]
+    # an archive written before the column existed: the rule cannot apply
+    assert valid_readings(archived.drop(["kafka_timestamp_ms"]), "SZ", HOUR).num_rows == 6
