@@ -116,7 +116,7 @@ class FeatureRow(BaseModel):
 
     client: str = Field(min_length=1, max_length=MAX_CLIENT_LENGTH)
     feature: FeatureName
-    timestamp_ms: int = Field(gt=0)
+    timestamp_ms: int = Field(gt=0, lt=MAX_TIMESTAMP_MS)
     value: float = Field(allow_inf_nan=False)
     bin: int = Field(ge=0, lt=BIN_COUNT)
     edges_version: str = Field(min_length=1)

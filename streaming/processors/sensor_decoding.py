@@ -19,6 +19,7 @@ from features.sensors.schemas import (
     BIN_COUNT,
     FEATURE_WIRE_SCHEMA,
     MAX_CLIENT_LENGTH,
+    MAX_TIMESTAMP_MS,
     READING_WIRE_SCHEMA,
     SENSOR_SCHEMA_VERSION,
     invalid_reading_reasons,
@@ -90,7 +91,8 @@ def decode_readings(batch: InputBatch, sensor: str,
 
 
 def decode_features(batch: InputBatch, feature: str) -> Decoded:
-    """Feature rows of topic `batch.topic`, which must all be feature `feature`."""
+    """Feature rows of topic `batch.topic`, which must all be feature `feature` (the rules of
+    `features.sensors.schemas.FeatureRow`, column by column)."""
     decoded = decode_json_batch(batch, FEATURE_WIRE_SCHEMA)
     table, reasons = decoded.table, decoded.reasons
     length, has_bar = _client_checks(table)
@@ -106,7 +108,13 @@ def decode_features(batch: InputBatch, feature: str) -> Decoded:
         ((length == 0) | (length > MAX_CLIENT_LENGTH) | has_bar, "schema: invalid client"),
         (names != feature, f"schema: feature is not {feature}"),
         (_filled(table, "timestamp_ms", 0) <= 0, "invalid: timestamp_ms must be positive"),
+        (_filled(table, "timestamp_ms", 0) >= MAX_TIMESTAMP_MS,
+         "invalid: timestamp_ms beyond the year 2248"),
         ((bins < 0) | (bins >= BIN_COUNT), f"invalid: bin must be in 0..{BIN_COUNT - 1}"),
+        (pc.fill_null(pc.utf8_length(table["edges_version"]), 0).to_numpy() == 0,
+         "schema: edges_version must be a non-empty string"),
+        (_filled(table, "window_ms", 0) <= 0, "invalid: window_ms must be positive"),
+        (_filled(table, "count", 0) < 1, "invalid: count must be at least 1"),
     )
     rules = np.full(table.num_rows, None, dtype=object)
     for mask, reason in reversed(checks):

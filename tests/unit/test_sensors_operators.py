@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel
+from features.sensors.schemas import FeatureRow
 from features.sensors.window_math import WINDOW_MS, sensor_window
 from streaming.pipelines.sensors import reading_message
 from streaming.processors.sensor_join import (
@@ -243,6 +244,19 @@ def test_invalid_join_inputs_go_to_the_dead_letter_topic_with_the_reason() -> No
     out = op.process(feature_batch("FI", [("a", T0, 1)]).__class__(
         "FA", 0, np.array([5]), [b"a"], [orjson.dumps({"v": 1, "client": "a"})]), 0)
     assert out.dead_letters[0].reason == "schema: missing field"
+    # the rest of FeatureRow's contract: a window and a count that exist, named edges
+    broken: list[dict[str, object]] = [{"count": 0}, {"count": -1}, {"window_ms": 0},
+                                       {"edges_version": ""}, {"timestamp_ms": 1 << 43}]
+    row = orjson.loads(feature_batch("FD", [("a", T0, 1)]).values[0] or b"")
+    values: list[bytes | None] = [orjson.dumps({**row, **b}) for b in broken]
+    out = op.process(InputBatch("FD", 0, np.arange(5), [b"a"] * 5, values), 0)
+    assert [d.reason for d in out.dead_letters] == [
+        "invalid: count must be at least 1", "invalid: count must be at least 1",
+        "invalid: window_ms must be positive", "schema: edges_version must be a non-empty string",
+        "invalid: timestamp_ms beyond the year 2248"]
+    for b in broken:  # the model that documents the format says the same
+        with pytest.raises(ValueError):
+            FeatureRow.model_validate({k: v for k, v in {**row, **b}.items() if k != "v"})
 
 
 def test_join_restart_skips_what_the_checkpoint_already_holds() -> None:

@@ -401,6 +401,10 @@ def feature_mutations(feature: str) -> list[Mutation]:
         ("timestamp_zero", "timestamp_ms", 0), ("timestamp_negative", "timestamp_ms", -5),
         ("version_2", "v", 2), ("extra_field", "extra", 1),
         ("edges_version_number", "edges_version", 7),
+        ("edges_version_empty", "edges_version", ""),
+        ("timestamp_beyond_2248", "timestamp_ms", MAX_READING_TS),
+        ("window_ms_zero", "window_ms", 0), ("window_ms_negative", "window_ms", -600_000),
+        ("count_zero", "count", 0), ("count_negative", "count", -3),
     ]
 
 
