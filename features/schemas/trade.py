@@ -32,6 +32,11 @@ TRADE_ARROW_SCHEMA = pa.schema(
     ]
 )
 TRADE_FIELDS = tuple(TRADE_ARROW_SCHEMA.names)
+#: Largest price and volume accepted. A candle sums price * volume over its trades (its VWAP's
+#: numerator): two factors near the float maximum overflowed it to inf, which left the candle
+#: with a null VWAP (found by the hostile-input suite). Under 1e100 each, no sum of products
+#: over any realistic number of trades comes near overflow; no market comes near the bound.
+MAX_TRADE_MAGNITUDE = 1e100
 
 
 class Trade(BaseModel):
@@ -40,8 +45,8 @@ class Trade(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pair: str = Field(min_length=1, max_length=32)
-    price: float = Field(gt=0, allow_inf_nan=False)
-    volume: float = Field(gt=0, allow_inf_nan=False)
+    price: float = Field(gt=0, le=MAX_TRADE_MAGNITUDE, allow_inf_nan=False)
+    volume: float = Field(gt=0, le=MAX_TRADE_MAGNITUDE, allow_inf_nan=False)
     side: Side
     order_type: OrderType
     trade_id: int = Field(ge=0)
@@ -72,11 +77,14 @@ def invalid_trade_reasons(
     The categorical fields are checked where the engine decodes them.
     """
     reasons = np.full(len(price), None, dtype=object)
+    beyond = f"beyond {MAX_TRADE_MAGNITUDE:g}"
     checks = (
         (~np.isfinite(price), "price is not a finite number"),
         (np.isfinite(price) & (price <= 0), "price must be positive"),
+        (np.isfinite(price) & (price > MAX_TRADE_MAGNITUDE), f"price is {beyond}"),
         (~np.isfinite(volume), "volume is not a finite number"),
         (np.isfinite(volume) & (volume <= 0), "volume must be positive"),
+        (np.isfinite(volume) & (volume > MAX_TRADE_MAGNITUDE), f"volume is {beyond}"),
         (timestamp_ms <= 0, "timestamp_ms must be positive"),
         (trade_id < 0, "trade_id must be non-negative"),
     )
@@ -93,8 +101,8 @@ def invalid_trade_rows(table: pa.Table) -> np.ndarray:
     """Per row, ``None`` if :class:`Trade` accepts it, else the first failing rule's reason.
 
     The rules, in :class:`Trade`'s field order: every field present; pair 1-32 characters
-    without ``|``; price and volume finite and positive; side and order type from their sets;
-    trade id non-negative; timestamp positive.
+    without ``|``; price and volume finite, positive and at most 1e100; side and order type
+    from their sets; trade id non-negative; timestamp positive.
     """
     n = table.num_rows
     numeric = invalid_trade_reasons(

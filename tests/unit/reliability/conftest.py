@@ -1,11 +1,19 @@
 """Print what the hostile-input suite tried: per operator, the record kinds fed and the
-dead-letter reasons seen (collected in `strategies.TALLY`)."""
+dead-letter reasons seen (collected in `strategies.TALLY`), and hand them to the reliability
+report (`tests.support.reliability_report`; each pytest worker its own part)."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.support.reliability_report import record_counts
 from tests.unit.reliability.strategies import TALLY
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for operator, counts in TALLY.items():
+        record_counts(operator, {k[6:]: n for k, n in counts.items() if k.startswith("tried:")},
+                      {k[5:]: n for k, n in counts.items() if k.startswith("dead:")})
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -16,7 +16,6 @@ folder's conftest prints it at the end of the run.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import Any, TypeVar
 
 import orjson
 from hypothesis import strategies as st
+
+from tests.support.reliability_report import reason_class as reason_class
 
 T0 = 1_767_225_600_000  # 2026-01-01 UTC: aligned to every window size used here
 SPAN_MS = 300_000  # valid event times lie in [T0, T0 + SPAN_MS)
@@ -34,6 +35,7 @@ INT64_MAX = 2**63 - 1
 MAX_PAIR = 32  # Trade.pair's documented maximum length
 MAX_CLIENT = 64  # SensorReading.client's documented maximum length
 MAX_READING_TS = 1 << 43  # SensorReading.timestamp_ms's documented bound (exclusive)
+MAX_TRADE = 1e100  # Trade.price's and Trade.volume's documented bound (inclusive)
 
 T = TypeVar("T")
 
@@ -42,13 +44,6 @@ CLIENTS = ("c0", "c1", "ü-2")
 
 # per operator: Counter of "tried:<kind>" and "dead:<reason>"
 TALLY: defaultdict[str, Counter[str]] = defaultdict(Counter)
-
-
-def reason_class(reason: str) -> str:
-    """A reason with the variable parts (numbers, quoted text, parenthesised detail) cut, so
-    the summary groups like reasons."""
-    reason = re.sub(r"\(.*", "(...)", reason)
-    return re.sub(r"\d+", "N", reason)[:90]
 
 
 class Raw(bytes):
@@ -86,11 +81,12 @@ def event_times() -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from(edges), st.integers(0, SPAN_MS - 1)).map(lambda d: T0 + d)
 
 
-def positive_floats() -> st.SearchStrategy[float]:
-    """Finite positive floats, including extremes of the range."""
+def positive_floats(largest: float = 1.7976931348623157e308) -> st.SearchStrategy[float]:
+    """Finite positive floats, including extremes of the range up to `largest`."""
     return st.one_of(
         st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False),
-        st.sampled_from([5e-324, 1e-300, 1e300, 1.7976931348623157e308, 1.0, 0.1]),
+        st.sampled_from([x for x in (5e-324, 1e-300, 1.0, 0.1, 1e100, 1e300,
+                                     1.7976931348623157e308) if x <= largest]),
     )
 
 
@@ -174,11 +170,12 @@ def wrong_float(field: str) -> list[Mutation]:
 
 @st.composite
 def sequences(draw: st.DrawFn, valid: st.SearchStrategy[T], hostile: st.SearchStrategy[T],
-              max_valid: int = 25, max_hostile: int = 15) -> list[T]:
+              max_valid: int = 25, max_hostile: int = 15, min_valid: int = 0,
+              min_hostile: int = 0) -> list[T]:
     """Valid records (some repeated verbatim) and hostile ones, in any order."""
-    good = draw(st.lists(valid, max_size=max_valid))
+    good = draw(st.lists(valid, min_size=min_valid, max_size=max_valid))
     repeats = draw(st.lists(st.sampled_from(good), max_size=5)) if good else []
-    hostile_records = draw(st.lists(hostile, max_size=max_hostile))
+    hostile_records = draw(st.lists(hostile, min_size=min_hostile, max_size=max_hostile))
     return list(draw(st.permutations(good + repeats + hostile_records)))
 
 
@@ -212,8 +209,8 @@ def trade_rows() -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries({
         "v": st.just(1),
         "pair": st.sampled_from(PAIRS),
-        "price": positive_floats(),
-        "volume": positive_floats(),
+        "price": positive_floats(MAX_TRADE),
+        "volume": positive_floats(MAX_TRADE),
         "side": st.sampled_from(["buy", "sell", "unknown"]),
         "order_type": st.sampled_from(["market", "limit", "unknown"]),
         "trade_id": st.one_of(st.integers(0, 10**6), st.just(INT64_MAX)),
@@ -227,6 +224,8 @@ TRADE_MUTATIONS: list[Mutation] = [
     *wrong_int("trade_id"), *wrong_int("timestamp_ms"),
     ("price_zero", "price", 0.0), ("price_negative", "price", -1.0),
     ("volume_zero", "volume", 0), ("volume_negative", "volume", -1e300),
+    ("price_beyond_1e100", "price", 1.0000000000000001e101),
+    ("price_float_max", "price", 1.7976931348623157e308), ("volume_1e300", "volume", 1e300),
     ("trade_id_negative", "trade_id", -1),
     ("timestamp_zero", "timestamp_ms", 0), ("timestamp_negative", "timestamp_ms", -T0),
     ("timestamp_far_future_1e18", "timestamp_ms", 10**18),

@@ -1,0 +1,357 @@
+"""Hostile inputs through the real processors on Apache Kafka, checked on the dead-letter topic
+itself. The generated mixes of the in-process suite (`tests/unit/reliability/strategies.py`) go
+through a plain confluent-kafka producer, with null, empty and wrong keys among them, into the
+input topics of running candle, sensor-window, sensor-join and archive processors:
+
+(a) every invalid record is on the dead-letter topic exactly once, with a reason, its topic,
+    partition, offset, key and value;
+(b) no valid record is;
+(c) a single-topic processor emits what the valid records make (candles; features); the archive
+    holds every record, valid or not, once and byte for byte (the batch layer judges them);
+(d) the processor is alive: records produced after the mix still give their output.
+
+Every message carries the producer's timestamp `INGEST_MS`, so the event-time skew rule judges
+the records as the in-process suite does. One derandomized mix per processor (hypothesis picks
+it, the same every run); the in-process suite runs hundreds.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features.sensors.schemas import FEATURES
+from streaming.pipelines.markets import MarketsTopics, candle_processor
+from streaming.pipelines.sensors import (
+    SensorTopics,
+    archive_processor,
+    join_processor,
+    window_processor,
+)
+from streaming.runtime.processor import StreamProcessor
+from streaming.runtime.topic_reader import read_topic
+from streaming.settings import KafkaSettings, TopicSettings
+from streaming.sinks.gcs_parquet_archive import read_archive
+from streaming.sinks.object_store import LocalStore
+from streaming.topics import TopicSpec, ensure_topics
+from tests.support.reliability_report import record_hostile
+from tests.unit.reliability import strategies as s
+from tests.unit.reliability.strategies import INGEST_MS, SPAN_MS, T0, Wire
+from tests.unit.reliability.test_hostile_inputs import (
+    MODEL,
+    WINDOWS,
+    expected_candles,
+    expected_features,
+    join_records,
+)
+
+pytestmark = [pytest.mark.integration]
+
+ONE_MIX = settings(max_examples=1, derandomize=True, database=None, deadline=None,
+                   suppress_health_check=list(HealthCheck))
+KEYS = st.sampled_from([b"right-key", b"", None, b"\xff\xfe", b"x" * 300])
+Tagged = tuple[str, Wire]
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    wire: Wire
+
+
+def _mixes(items: st.SearchStrategy[list[Tagged]]) -> st.SearchStrategy[list[tuple[Tagged,
+                                                                                   bytes | None]]]:
+    return items.flatmap(lambda xs: st.lists(KEYS, min_size=len(xs), max_size=len(xs)).map(
+        lambda keys: list(zip(xs, keys, strict=True))))
+
+
+SIZES = {"min_valid": 15, "max_valid": 50, "min_hostile": 20, "max_hostile": 40}  # per mix
+
+
+def _one_partition(specs: list[TopicSpec]) -> list[TopicSpec]:
+    """One partition per topic (so every record meets the same operator, in order) and no
+    retention: the records carry the strategies' 2026-01-01 timestamps."""
+    return [replace(spec, partitions=1, retention_ms=-1) for spec in specs]
+
+
+def _produce(kafka: KafkaSettings, names: dict[str, str],
+             mix: Sequence[tuple[Tagged, bytes | None]]) -> list[Sent]:
+    """Produce `mix` in order (logical topic -> real topic by `names`); where each landed."""
+    producer = Producer({**kafka.client_config(), "enable.idempotence": True,
+                         "message.max.bytes": 2_000_000})
+    sent: list[Sent | None] = [None] * len(mix)
+    errors: list[str] = []
+
+    def landed(i: int, key: bytes | None, wire: Wire) -> Callable[[Any, Any], None]:
+        def report(error: Any, message: Any) -> None:
+            if error is not None:
+                errors.append(str(error))
+            else:
+                sent[i] = Sent(message.topic(), message.partition(), message.offset(), key, wire)
+        return report
+
+    for i, ((topic, wire), key) in enumerate(mix):
+        producer.produce(names[topic], value=wire.value, key=key, partition=0,
+                         timestamp=INGEST_MS, on_delivery=landed(i, key, wire))
+        producer.poll(0)
+    assert producer.flush(30) == 0 and not errors, errors
+    return [x for x in sent if x is not None]
+
+
+def _letters(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for _, _, _, v in read_topic(kafka, topic, settle_s=0.3)
+            if v is not None]
+
+
+def _raw(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    if text.startswith("base64:"):
+        return base64.b64decode(text[7:])
+    return text.encode("utf-8")
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout_s:.0f} s for {what}")
+        time.sleep(0.5)
+
+
+def check_dead_letter_topic(name: str, kafka: KafkaSettings, topic: str,
+                            sent: Sequence[Sent]) -> list[dict[str, Any]]:
+    """(a) and (b) on the topic: waits until a letter came for every invalid record, then
+    checks each letter against what was produced at its place."""
+    invalid = [x for x in sent if not x.wire.valid]
+    letters: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        letters[:] = _letters(kafka, topic)
+        return len(letters) >= len(invalid)
+
+    _wait_for(f"{len(invalid)} dead letters", arrived)
+    time.sleep(1)  # a duplicate letter would come now
+    letters = _letters(kafka, topic)
+    by_place = {(x.topic, x.partition, x.offset): x for x in sent}
+    seen = Counter((d["topic"], d["partition"], d["offset"]) for d in letters)
+    for letter in letters:
+        place = (letter["topic"], letter["partition"], letter["offset"])
+        x = by_place.get(place)
+        assert x is not None, f"a dead letter for a record never produced: {place}"
+        assert not x.wire.valid, f"valid {x.wire.kind} record dead-lettered: {letter['reason']}"
+        assert isinstance(letter["reason"], str) and letter["reason"].strip()
+        assert _raw(letter["value"]) == x.wire.value, f"{x.wire.kind}: value differs"
+        assert _raw(letter["key"]) == x.key, f"{x.wire.kind}: key differs"
+        assert letter["processor"]
+    for x in invalid:
+        assert seen[(x.topic, x.partition, x.offset)] == 1, (
+            f"invalid {x.wire.kind} at {x.topic}/{x.offset}: "
+            f"{seen[(x.topic, x.partition, x.offset)]} letters")
+    record_hostile(f"{name} (process)", [x.wire.kind for x in sent],
+                   [d["reason"] for d in letters])
+    return letters
+
+
+@contextmanager
+def running(processor: StreamProcessor) -> Iterator[StreamProcessor]:
+    thread = threading.Thread(target=processor.run, kwargs={"install_signals": False},
+                              daemon=True)
+    thread.start()
+    try:
+        yield processor
+    finally:
+        processor.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "the processor did not stop"
+
+
+def _read_values(kafka: KafkaSettings, topics: Sequence[str]) -> list[tuple[str, bytes | None,
+                                                                          dict[str, Any]]]:
+    out = []
+    for topic in topics:
+        out += [(topic, key, orjson.loads(value))
+                for _, _, key, value in read_topic(kafka, topic, settle_s=0.3)
+                if value is not None]
+    return out
+
+
+# --- candles ----------------------------------------------------------------------------------
+
+@given(mix=_mixes(s.sequences(s.tagged("trades", s.trade_wires()),
+                              s.tagged("trades", s.hostile_trades()), **SIZES)))
+@ONE_MIX
+def test_the_candle_processor_dead_letters_every_hostile_trade_on_the_topic(
+        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        unique_topic_prefix: str) -> None:
+    topics = MarketsTopics.prefixed(unique_topic_prefix)
+    ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
+    processor = candle_processor(kafka_settings, WINDOWS, topics=topics, idle_timeout_ms=2_000,
+                                 group=f"{unique_topic_prefix}candles", poll_timeout_s=0.05)
+    with running(processor):
+        sent = _produce(kafka_settings, {"trades": topics.trades}, mix)
+        check_dead_letter_topic("candles", kafka_settings, topics.dead_letter, sent)
+        want = expected_candles([x.wire.row for x in sent if x.wire.valid and x.wire.row])
+
+        def candles() -> Counter[str]:
+            got: Counter[str] = Counter()
+            for _, key, value in _read_values(kafka_settings, [topics.candles]):
+                assert key is not None and key.decode() not in got, f"candle {key!r} twice"
+                got[key.decode()] = value["trade_count"]
+            return got
+
+        _wait_for("the mix's candles", lambda: candles() == want)  # (c), idle windows closed
+
+        # (d) a known pair and a new one, a window later
+        later = [{"v": 1, "pair": pair, "price": 2.0, "volume": 1.0, "side": "buy",
+                  "order_type": "limit", "trade_id": 1, "timestamp_ms": T0 + 2 * SPAN_MS}
+                 for pair in (s.PAIRS[0], "NEW/USD")]
+        _produce(kafka_settings, {"trades": topics.trades},
+                 [(("trades", s.ok("valid", r)), b"k") for r in later])
+        want += expected_candles(later)
+        _wait_for("the later trades' candles", lambda: candles() == want)
+    assert len(_letters(kafka_settings, topics.dead_letter)) == sum(not x.wire.valid
+                                                                    for x in sent)
+
+
+# --- sensor windows ---------------------------------------------------------------------------
+
+@given(mix=_mixes(s.sequences(s.tagged("SZ", s.reading_wires("SZ")),
+                              s.tagged("SZ", s.hostile_readings("SZ")), **SIZES)))
+@ONE_MIX
+def test_the_sensor_window_processor_dead_letters_every_hostile_reading_on_the_topic(
+        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        unique_topic_prefix: str) -> None:
+    topics = SensorTopics.prefixed(unique_topic_prefix)
+    ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
+    processor = window_processor(kafka_settings, grace_ms=SPAN_MS, topics=topics,
+                                 idle_timeout_ms=2_000, group=f"{unique_topic_prefix}windows",
+                                 poll_timeout_s=0.05)
+    feature_topics = [topics.of(f) for f in FEATURES]
+    with running(processor):
+        sent = _produce(kafka_settings, {"SZ": topics.SZ}, mix)
+        check_dead_letter_topic("sensor_windows", kafka_settings, topics.dead_letter, sent)
+        want = expected_features([x.wire.row for x in sent if x.wire.valid and x.wire.row])
+
+        def features() -> Counter[tuple[str, str, int]]:
+            got: Counter[tuple[str, str, int]] = Counter()
+            for _, _, value in _read_values(kafka_settings, feature_topics):
+                assert value["count"] >= 1 and 0 <= value["bin"] <= 9
+                got[(value["feature"], value["client"], value["timestamp_ms"])] += 1
+            return got
+
+        _wait_for("the mix's features", lambda: features() == want)
+
+        later = [{"v": 1, "client": client, "timestamp_ms": T0 + 2 * SPAN_MS, "value": 1.0}
+                 for client in (s.CLIENTS[0], "new")]
+        _produce(kafka_settings, {"SZ": topics.SZ},
+                 [(("SZ", s.ok("valid", r)), b"k") for r in later])
+        want += expected_features(later)
+        _wait_for("the later readings' features", lambda: features() == want)
+
+
+# --- sensor join ------------------------------------------------------------------------------
+
+@given(mix=_mixes(s.sequences(join_records()[0], join_records()[1], **SIZES)))
+@ONE_MIX
+def test_the_sensor_join_processor_dead_letters_every_hostile_event_on_the_topic(
+        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        unique_topic_prefix: str) -> None:
+    """Five input topics: their interleaving is the consumer's, so (c) checks that every
+    prediction's vector holds values the valid records gave its client, and (d) that a new
+    client's five fields give its prediction."""
+    topics = SensorTopics.prefixed(unique_topic_prefix)
+    ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
+    names = {n: topics.of(n) for n in ("SX", "SY", *FEATURES)}
+    processor = join_processor(kafka_settings, model=MODEL, topics=topics,
+                               group=f"{unique_topic_prefix}join", poll_timeout_s=0.05)
+    with running(processor):
+        sent = _produce(kafka_settings, names, mix)
+        check_dead_letter_topic("sensor_join", kafka_settings, topics.dead_letter, sent)
+        field_of = {real: name for name, real in names.items()}
+        given_values: dict[tuple[str, str], set[int]] = {}
+        for x in sent:
+            if x.wire.valid and x.wire.row is not None:
+                name = field_of[x.topic]
+                value = x.wire.row["bin" if name in FEATURES else "value"]
+                given_values.setdefault((x.wire.row["client"], name), set()).add(int(value))
+
+        final: list[tuple[Tagged, bytes | None]] = [
+            ((t, s.ok("valid", {"v": 1, "client": "final", "timestamp_ms": T0, "value": 3})),
+             b"final") for t in ("SX", "SY")]
+        final += [((t, s.ok("valid", {"v": 1, "client": "final", "feature": t,
+                                      "timestamp_ms": T0, "value": 0.5, "bin": 4,
+                                      "edges_version": "e1", "window_ms": 600_000,
+                                      "count": 2})), b"final") for t in FEATURES]
+        _produce(kafka_settings, names, final)
+
+        def predictions() -> list[dict[str, Any]]:
+            return [v for _, _, v in _read_values(kafka_settings, [topics.predictions])]
+
+        _wait_for("the final client's prediction",
+                  lambda: any(p["client"] == "final" for p in predictions()))
+    for p in predictions():
+        if p["client"] == "final":
+            assert p["vector"] == [3, 3, 4, 4, 4]
+            continue
+        for name, value in zip(("SX", "SY", *FEATURES), p["vector"], strict=True):
+            assert value in given_values[(p["client"], name)], (p, name)
+
+
+# --- archive ----------------------------------------------------------------------------------
+
+@given(mix=_mixes(s.sequences(
+    st.one_of(s.tagged("SZ", s.reading_wires("SZ")), s.tagged("SX", s.reading_wires("SX"))),
+    st.one_of(s.tagged("SZ", s.hostile_readings("SZ")), s.tagged("SX", s.hostile_readings("SX"))),
+    **SIZES)))
+@ONE_MIX
+def test_the_archive_keeps_every_record_hostile_ones_included_once_and_byte_for_byte(
+        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        unique_topic_prefix: str, tmp_path: Path) -> None:
+    topics = SensorTopics.prefixed(unique_topic_prefix)
+    ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
+    names = {"SZ": topics.SZ, "SX": topics.SX}
+    root = str(tmp_path / "archive")
+    processor = archive_processor(kafka_settings, root, topics=topics, max_rows=1_000,
+                                  max_age_s=0.3, group=f"{unique_topic_prefix}archive")
+    store = LocalStore(root)
+
+    def archived(topic: str) -> list[tuple[int, bytes | None]]:
+        table = read_archive(store, topic)
+        if not table.num_rows:
+            return []
+        return list(zip(table["offset"].to_pylist(), table["message"].to_pylist(), strict=True))
+
+    with running(processor):
+        sent = _produce(kafka_settings, names, mix)
+        for topic in names.values():
+            want = sorted((x.offset, x.wire.value) for x in sent if x.topic == topic)
+
+            def complete(topic: str = topic, count: int = len(want)) -> bool:
+                return len(archived(topic)) >= count
+
+            _wait_for(f"{topic} archived", complete)
+            assert archived(topic) == want  # once each, in offset order, the very bytes
+        later = [(("SZ", s.ok("valid", {"v": 1, "client": "c0", "timestamp_ms": T0 + 1,
+                                         "value": 1.0})), b"c0")]
+        tail = _produce(kafka_settings, names, later)
+        _wait_for("a later reading archived",
+                  lambda: any(o == tail[0].offset for o, _ in archived(topics.SZ)))
+    assert _letters(kafka_settings, topics.dead_letter) == []
+    record_hostile("archive (process)", [x.wire.kind for x in sent], [])

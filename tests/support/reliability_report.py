@@ -1,0 +1,53 @@
+"""Figures of the reliability tests, for `bench/bench_reliability.py`: when
+`BRAID_RELIABILITY_REPORT` names a file, each call appends one JSON line to it (several pytest
+workers may append to the same file); otherwise the calls do nothing.
+
+- `record_hostile`: per processor, the record kinds tried and the dead-letter reasons seen;
+- `record_faults`: per fault-injection run, the faults injected and what the checker compared
+  (messages checked against the uninterrupted run, lost, duplicated with a different value)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+
+import orjson
+
+ENV = "BRAID_RELIABILITY_REPORT"
+
+
+def reason_class(reason: str) -> str:
+    """A reason with its variable parts (numbers, parenthesised detail) cut, so like reasons
+    group together."""
+    reason = re.sub(r"\(.*", "(...)", reason)
+    return re.sub(r"\d+", "N", reason)[:90]
+
+
+def _append(line: dict[str, object]) -> None:
+    path = os.environ.get(ENV)
+    if not path:
+        return
+    with open(path, "ab") as out:  # one write per line: appends from workers do not interleave
+        out.write(orjson.dumps(line) + b"\n")
+
+
+def record_hostile(processor: str, kinds: Iterable[str], reasons: Iterable[str]) -> None:
+    """What was fed to `processor` (each record's kind) and the reasons it dead-lettered."""
+    record_counts(processor, Counter(kinds), Counter(reason_class(r) for r in reasons))
+
+
+def record_counts(processor: str, tried: Mapping[str, int], reasons: Mapping[str, int]) -> None:
+    """Counted already: records tried by kind, dead letters by reason class."""
+    _append({"type": "hostile", "processor": processor, "tried": dict(tried),
+             "reasons": dict(reasons)})
+
+
+def record_faults(scenario: str, faults: Mapping[str, int], *, checked: int, lost: int,
+                  duplicated_different: int, duplicated_identical: int = 0) -> None:
+    """One fault-injection run: `faults` injected (by kind), `checked` output messages compared
+    one by one with the uninterrupted run, `lost` of its messages missing, duplicates."""
+    _append({"type": "faults", "scenario": scenario, "faults": dict(faults),
+             "checked": checked, "lost": lost, "duplicated_different": duplicated_different,
+             "duplicated_identical": duplicated_identical})
