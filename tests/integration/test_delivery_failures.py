@@ -22,6 +22,8 @@ from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.records import Emission, InputBatch, OutputRecord
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.topics import TopicSpec, ensure_topics
+from tests.support.history_checker import HistoryCheck
+from tests.support.reliability_report import record_faults
 
 pytestmark = [pytest.mark.integration]
 
@@ -97,4 +99,9 @@ def test_a_refused_output_stops_the_processor_before_any_commit(
     assert consumed == OUTPUTS  # it read everything, then stopped on the refused deliveries
     assert "MSG_SIZE_TOO_LARGE" in str(stopped.value) or "too large" in str(stopped.value).lower()
     # nothing was committed past the lost outputs: a restart replays every input
-    assert _committed(kafka, group, names["in"]) < 0  # OFFSET_INVALID: no commit at all
+    committed = _committed(kafka, group, names["in"])
+    record_faults(f"output deliveries refused ({'idempotent' if idempotent else 'plain'})",
+                  {"refused delivery": 1},
+                  HistoryCheck(checked=consumed, lost=max(committed, 0), unexpected=0,
+                               different=0, identical_duplicates=0))
+    assert committed < 0  # OFFSET_INVALID: no commit at all

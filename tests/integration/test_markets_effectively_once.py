@@ -5,12 +5,13 @@ not)."""
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
@@ -26,7 +27,9 @@ from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.synthetic import SyntheticTradeSource
 from streaming.topics import ensure_topics
+from tests.support.history_checker import compare_history
 from tests.support.processes import BraidProcess
+from tests.support.reliability_report import record_faults
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,22 +108,27 @@ def test_kill_9_and_restart_gives_exactly_the_uninterrupted_output(
     assert candles.log_path.read_text().count('"restored": 4') >= 2
     assert indicators.log_path.read_text().count('"restored": 4') >= 1
 
-    got_candles = _values_by_key(kafka_settings, topics.candles)
-    want_candles = {_key(r): r for r in reference_candles.to_pylist()}
-    assert got_candles.keys() == want_candles.keys()
-    for key, values in got_candles.items():
-        assert all(v == want_candles[key] for v in values), key
+    # every emitted message against the uninterrupted run (a duplicate with the identical
+    # value is allowed, a different value is not)
+    candles_check = compare_history(_values_by_key(kafka_settings, topics.candles),
+                                    {_key(r): r for r in reference_candles.to_pylist()})
+    indicators_check = compare_history(_values_by_key(kafka_settings, topics.indicators),
+                                       {_key(r): r for r in reference_indicators.to_pylist()},
+                                       _same_indicators)
+    record_faults("markets processors killed", {"kill -9": 3, "SIGTERM": 2},
+                  candles_check + indicators_check)
+    assert candles_check.clean, candles_check
+    assert indicators_check.clean, indicators_check
+    assert candles_check.checked >= reference_candles.num_rows
 
-    got_indicators = _values_by_key(kafka_settings, topics.indicators)
-    want_indicators = {_key(r): r for r in reference_indicators.to_pylist()}
-    assert got_indicators.keys() == want_indicators.keys()
-    for key, values in got_indicators.items():
-        want = want_indicators[key]
-        for value in values:
-            for column in INDICATOR_COLUMNS:  # null on the wire is NaN in the reference
-                expected = want[column]
-                assert (value[column] is None and np.isnan(expected)) or value[column] == expected
-            assert value["close"] == want["close"]
+
+def _same_indicators(got: dict[str, Any], want: dict[str, Any]) -> bool:
+    """Every indicator column equal (null on the wire is NaN in the reference), close too."""
+    for column in INDICATOR_COLUMNS:
+        value, expected = got[column], want[column]
+        if not ((value is None and math.isnan(expected)) or value == expected):
+            return False
+    return bool(got["close"] == want["close"])
 
 
 def _wait_for_keys(kafka: KafkaSettings, topic: str, want: set[str]) -> None:
@@ -184,12 +192,15 @@ def test_broker_restart_mid_stream_loses_nothing_and_processors_carry_on(
 
     stored = read_topic(kafka, topics.trades)
     assert len({(json_key(v)) for *_, v in stored}) == trades.num_rows  # every trade, once
-    got_candles = _values_by_key(kafka, topics.candles)
-    want_candles = {_key(r): r for r in reference_candles.to_pylist()}
-    assert got_candles.keys() == want_candles.keys()
-    assert all(v == want_candles[k] for k, vs in got_candles.items() for v in vs)
-    got_indicators = _values_by_key(kafka, topics.indicators)
-    assert got_indicators.keys() == {_key(r) for r in reference_indicators.to_pylist()}
+    candles_check = compare_history(_values_by_key(kafka, topics.candles),
+                                    {_key(r): r for r in reference_candles.to_pylist()})
+    indicators_check = compare_history(_values_by_key(kafka, topics.indicators),
+                                       {_key(r): r for r in reference_indicators.to_pylist()},
+                                       _same_indicators)
+    record_faults("broker killed and restarted", {"broker kill -9": 1},
+                  candles_check + indicators_check)
+    assert candles_check.clean, candles_check
+    assert indicators_check.clean, indicators_check
 
 
 def _key(row: dict[str, object]) -> str:

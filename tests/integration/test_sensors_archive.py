@@ -18,11 +18,14 @@ import pytest
 from features.sensors.schemas import READING_WIRE_SCHEMA
 from streaming.pipelines.sensors import SensorTopics, produce_events, reading_message
 from streaming.runtime.records import InputBatch
+from streaming.runtime.topic_reader import read_topic
 from streaming.settings import TopicSettings
 from streaming.sinks.gcs_parquet_archive import ArchiveConfig, ArchiveOperator, read_archive
 from streaming.sinks.object_store import GcsStore
 from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.topics import ensure_topics
+from tests.support.history_checker import compare_history
+from tests.support.reliability_report import record_faults
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +124,20 @@ def test_kill_9_and_restart_archive_every_message_exactly_once(
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     got = _archived(store, topics)
+    # every archived message against the topics, byte for byte
+    want: dict[tuple[str, int, int], bytes | None] = {}
+    archived: dict[tuple[str, int, int], list[bytes | None]] = {}
+    for sensor in expected:
+        for partition, offset, _, value in read_topic(kafka_settings, topics.of(sensor)):
+            want[(sensor, partition, offset)] = value
+        table = read_archive(store, topics.of(sensor))
+        for partition, offset, message in zip(table["partition"].to_pylist(),
+                                              table["offset"].to_pylist(),
+                                              table["message"].to_pylist(), strict=True):
+            archived.setdefault((sensor, partition, offset), []).append(message)
+    check = compare_history(archived, want)
+    record_faults("archive killed", {"kill -9": 1}, check)
+    assert check.clean and not check.identical_duplicates, check
     for sensor, count in expected.items():
         assert len(got[sensor]) == count, f"{sensor}: duplicates or losses ({log.read_text()})"
         assert len(set(got[sensor])) == count

@@ -26,7 +26,9 @@ from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.topics import ensure_topics
+from tests.support.history_checker import compare_history
 from tests.support.processes import BraidProcess
+from tests.support.reliability_report import record_faults
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -102,17 +104,20 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
                 process.terminate()
     assert windows.log_path.read_text().count(f'"restored": {PARTITIONS}') >= 2
 
+    # every feature message against the uninterrupted run's (value, bin, count)
+    got: dict[tuple[str, str, int], list[tuple[float, int, int]]] = {}
+    expected: dict[tuple[str, str, int], tuple[float, int, int]] = {}
     for name in ("FA", "FI", "FD"):
-        got: dict[tuple[str, int], list[dict]] = {}
         for row in _rows(kafka_settings, topics.of(name)):
-            got.setdefault((row["client"], row["timestamp_ms"]), []).append(row)
-        assert got.keys() == want.keys(), name
-        for key, rows in got.items():
-            for row in rows:
-                assert (row["value"], row["bin"], row["count"]) == (
-                    want[key][name], want[key][f"{name}_bin"], want[key]["count"]), key
-
+            got.setdefault((name, row["client"], row["timestamp_ms"]), []).append(
+                (row["value"], row["bin"], row["count"]))
+        expected |= {(name, *key): (r[name], r[f"{name}_bin"], r["count"])
+                     for key, r in want.items()}
+    check = compare_history(got, expected)
     got_predictions = _rows(kafka_settings, topics.predictions)
+    record_faults("sensor processors killed", {"kill -9": 3, "SIGTERM": 2}, check)
+    assert check.clean, check
+
     ref_predictions = reference.predictions.to_pylist()
     assert len(ref_predictions) > 1_000
     assert _last_vectors(got_predictions) == _last_vectors(ref_predictions)

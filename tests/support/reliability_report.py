@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 
 import orjson
 
+from tests.support.history_checker import HistoryCheck
+
 ENV = "BRAID_RELIABILITY_REPORT"
 
 
@@ -44,10 +46,9 @@ def record_counts(processor: str, tried: Mapping[str, int], reasons: Mapping[str
              "reasons": dict(reasons)})
 
 
-def record_faults(scenario: str, faults: Mapping[str, int], *, checked: int, lost: int,
-                  duplicated_different: int, duplicated_identical: int = 0) -> None:
-    """One fault-injection run: `faults` injected (by kind), `checked` output messages compared
-    one by one with the uninterrupted run, `lost` of its messages missing, duplicates."""
+def record_faults(scenario: str, faults: Mapping[str, int], check: HistoryCheck) -> None:
+    """One fault-injection run: `faults` injected (by kind) and what the checker found."""
     _append({"type": "faults", "scenario": scenario, "faults": dict(faults),
-             "checked": checked, "lost": lost, "duplicated_different": duplicated_different,
-             "duplicated_identical": duplicated_identical})
+             "checked": check.checked, "lost": check.lost, "unexpected": check.unexpected,
+             "different": check.different,
+             "identical_duplicates": check.identical_duplicates})
