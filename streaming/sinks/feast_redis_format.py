@@ -63,6 +63,9 @@ def encode_double(value: object) -> bytes:
     return NULL if math.isnan(number) else _DOUBLE.pack(_DOUBLE_TAG, number)
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def encode_int64(value: object) -> bytes:
     if value is None:
         return NULL
@@ -74,6 +77,8 @@ def encode_int64(value: object) -> bytes:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError("must be an integer")
+    if not _INT64_MIN <= value <= _INT64_MAX:  # varint would encode it, Feast read it wrong
+        raise ValueError("is beyond the 64-bit integer range")
     return _INT64_TAG + varint(value)
 
 

@@ -37,11 +37,22 @@ class InvalidRow(ValueError):
     """A message the sink cannot turn into an online row (the text is the dead-letter reason)."""
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _int64(value: int, name: str) -> int:
+    """An integer the store's Int64 columns hold. Checked here, on decoding, so that a row the
+    store would refuse never competes with valid rows for "newest of its entity"."""
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise InvalidRow(f"schema: {name} is beyond the 64-bit integer range")
+    return value
+
+
 def _positive_int(obj: dict[str, Any], name: str) -> int:
     value = obj.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise InvalidRow(f"schema: {name} must be a positive integer")
-    return value
+    return _int64(value, name)
 
 
 def _string(obj: dict[str, Any], name: str) -> str:
@@ -63,7 +74,8 @@ def _market_row(kind: str, obj: dict[str, Any]) -> OnlineRow:
     pair = _string(obj, "pair")
     view = f"{kind}_{format_duration(_positive_int(obj, 'window_ms'))}"
     end = _positive_int(obj, "window_end_ms")
-    values = {k: (v if isinstance(v, int) and not isinstance(v, bool) else _number(v, k))
+    values = {k: (_int64(v, k) if isinstance(v, int) and not isinstance(v, bool)
+                  else _number(v, k))
               for k, v in obj.items() if k not in ("pair", "window_ms")}
     return OnlineRow(view, "pair", pair, end, values)
 
@@ -75,7 +87,8 @@ def _sensor_feature_row(obj: dict[str, Any]) -> OnlineRow:
     if not isinstance(bin_, int) or isinstance(bin_, bool):
         raise InvalidRow("schema: bin must be an integer")
     return OnlineRow(f"sensor_{name.lower()}", "client", _string(obj, "client"),
-                     _positive_int(obj, "timestamp_ms"), {name: value, f"{name}_bin": bin_})
+                     _positive_int(obj, "timestamp_ms"),
+                     {name: value, f"{name}_bin": _int64(bin_, "bin")})
 
 
 def _sensor_reading_row(sensor: str, obj: dict[str, Any]) -> OnlineRow:
@@ -83,7 +96,7 @@ def _sensor_reading_row(sensor: str, obj: dict[str, Any]) -> OnlineRow:
     if not value.is_integer():
         raise InvalidRow(f"schema: {sensor} must be an integer category")
     return OnlineRow(f"sensor_{sensor.lower()}", "client", _string(obj, "client"),
-                     _positive_int(obj, "timestamp_ms"), {sensor: int(value)})
+                     _positive_int(obj, "timestamp_ms"), {sensor: _int64(int(value), sensor)})
 
 
 def decode_row(kind: str, raw: bytes | None) -> OnlineRow:

@@ -11,13 +11,15 @@ input topics of running candle, sensor-window, sensor-join and archive processor
 (d) the processor is alive: records produced after the mix still give their output.
 
 Every message carries the producer's timestamp `INGEST_MS`, so the event-time skew rule judges
-the records as the in-process suite does. One derandomized mix per processor (hypothesis picks
-it, the same every run); the in-process suite runs hundreds.
+the records as the in-process suite does. Each mix holds every hostile kind of its formats once
+(`strategies.garbage_records` and the formats' mutations) among valid records drawn from a seeded
+generator; the in-process suite searches hundreds of generated mixes.
 """
 
 from __future__ import annotations
 
 import base64
+import random
 import threading
 import time
 from collections import Counter
@@ -30,8 +32,6 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from features.sensors.schemas import FEATURES
 from streaming.pipelines.markets import MarketsTopics, candle_processor
@@ -49,21 +49,21 @@ from streaming.sinks.object_store import LocalStore
 from streaming.topics import TopicSpec, ensure_topics
 from tests.support.reliability_report import record_hostile
 from tests.unit.reliability import strategies as s
-from tests.unit.reliability.strategies import INGEST_MS, SPAN_MS, T0, Wire
+from tests.unit.reliability.strategies import INGEST_MS, SPAN_MS, T0, Mutation, Wire
 from tests.unit.reliability.test_hostile_inputs import (
     MODEL,
     WINDOWS,
     expected_candles,
     expected_features,
-    join_records,
 )
 
 pytestmark = [pytest.mark.integration]
 
-ONE_MIX = settings(max_examples=1, derandomize=True, database=None, deadline=None,
-                   suppress_health_check=list(HealthCheck))
-KEYS = st.sampled_from([b"right-key", b"", None, b"\xff\xfe", b"x" * 300])
+SEED = 10
+KEYS = [b"right-key", b"", None, b"\xff\xfe", b"x" * 300]
+VALID_PER_MIX = 40
 Tagged = tuple[str, Wire]
+Mix = list[tuple[Tagged, bytes | None]]
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,60 @@ class Sent:
     wire: Wire
 
 
-def _mixes(items: st.SearchStrategy[list[Tagged]]) -> st.SearchStrategy[list[tuple[Tagged,
-                                                                                   bytes | None]]]:
-    return items.flatmap(lambda xs: st.lists(KEYS, min_size=len(xs), max_size=len(xs)).map(
-        lambda keys: list(zip(xs, keys, strict=True))))
+# --- the mixes: valid records drawn at random, every hostile kind of the format once ----------
+
+def _trade(rng: random.Random) -> dict[str, Any]:
+    return {"v": 1, "pair": rng.choice(s.PAIRS),
+            "price": rng.choice([rng.uniform(1e-6, 1e5), 1e100, 5e-324]),
+            "volume": rng.choice([rng.uniform(1e-6, 1e3), 1e100]),
+            "side": rng.choice(["buy", "sell", "unknown"]),
+            "order_type": rng.choice(["market", "limit", "unknown"]),
+            "trade_id": rng.randrange(10**6), "timestamp_ms": T0 + rng.randrange(SPAN_MS)}
 
 
-SIZES = {"min_valid": 15, "max_valid": 50, "min_hostile": 20, "max_hostile": 40}  # per mix
+def _reading(sensor: str) -> Callable[[random.Random], dict[str, Any]]:
+    def row(rng: random.Random) -> dict[str, Any]:
+        value = rng.uniform(-1e6, 1e6) if sensor == "SZ" else rng.randrange(10)
+        return {"v": 1, "client": rng.choice(s.CLIENTS),
+                "timestamp_ms": T0 + rng.randrange(SPAN_MS), "value": value}
+    return row
+
+
+def _feature(name: str) -> Callable[[random.Random], dict[str, Any]]:
+    def row(rng: random.Random) -> dict[str, Any]:
+        return {"v": 1, "client": rng.choice(s.CLIENTS), "feature": name,
+                "timestamp_ms": T0 + rng.randrange(SPAN_MS), "value": rng.uniform(-1e3, 1e3),
+                "bin": rng.randrange(10), "edges_version": "e1", "window_ms": 600_000,
+                "count": rng.randrange(1, 500)}
+    return row
+
+
+def _encoded(rng: random.Random, row: dict[str, Any]) -> Wire:
+    """A valid record in one of its valid encodings."""
+    return rng.choice([
+        s.ok("valid", row),
+        s.ok("valid_keys_reversed", row, s.encode(dict(reversed(list(row.items()))))),
+        s.ok("valid_padded_whitespace", row, b" \t" + s.encode(row) + b"\r\n"),
+    ])
+
+
+def _every_hostile(topic: str, base: dict[str, Any], mutations: Sequence[Mutation]
+                   ) -> list[Tagged]:
+    """Every garbage kind and every mutation of the format, once each."""
+    wires = s.garbage_records(s.encode(base)) + [s.mutate(base, m) for m in mutations]
+    return [(topic, w) for w in wires]
+
+
+def _mix(rng: random.Random, valid: dict[str, Callable[[random.Random], dict[str, Any]]],
+         hostile: list[Tagged]) -> Mix:
+    """`VALID_PER_MIX` valid records over the topics of `valid` (some repeated verbatim) and
+    the hostile ones, shuffled; each with a key drawn from `KEYS` (null, empty, not UTF-8,
+    long: keys mean nothing to a processor's validity)."""
+    topics = sorted(valid)
+    good = [(t, _encoded(rng, valid[t](rng))) for t in rng.choices(topics, k=VALID_PER_MIX)]
+    items = good + rng.sample(good, 5) + hostile
+    rng.shuffle(items)
+    return [(item, rng.choice(KEYS)) for item in items]
 
 
 def _one_partition(specs: list[TopicSpec]) -> list[TopicSpec]:
@@ -194,12 +241,12 @@ def _read_values(kafka: KafkaSettings, topics: Sequence[str]) -> list[tuple[str,
 
 # --- candles ----------------------------------------------------------------------------------
 
-@given(mix=_mixes(s.sequences(s.tagged("trades", s.trade_wires()),
-                              s.tagged("trades", s.hostile_trades()), **SIZES)))
-@ONE_MIX
 def test_the_candle_processor_dead_letters_every_hostile_trade_on_the_topic(
-        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        kafka_settings: KafkaSettings,
         unique_topic_prefix: str) -> None:
+    rng = random.Random(SEED)
+    mix = _mix(rng, {"trades": _trade},
+               _every_hostile("trades", _trade(rng), s.TRADE_MUTATIONS))
     topics = MarketsTopics.prefixed(unique_topic_prefix)
     ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
     processor = candle_processor(kafka_settings, WINDOWS, topics=topics, idle_timeout_ms=2_000,
@@ -232,12 +279,12 @@ def test_the_candle_processor_dead_letters_every_hostile_trade_on_the_topic(
 
 # --- sensor windows ---------------------------------------------------------------------------
 
-@given(mix=_mixes(s.sequences(s.tagged("SZ", s.reading_wires("SZ")),
-                              s.tagged("SZ", s.hostile_readings("SZ")), **SIZES)))
-@ONE_MIX
 def test_the_sensor_window_processor_dead_letters_every_hostile_reading_on_the_topic(
-        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        kafka_settings: KafkaSettings,
         unique_topic_prefix: str) -> None:
+    rng = random.Random(SEED)
+    mix = _mix(rng, {"SZ": _reading("SZ")},
+               _every_hostile("SZ", _reading("SZ")(rng), s.reading_mutations("SZ")))
     topics = SensorTopics.prefixed(unique_topic_prefix)
     ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
     processor = window_processor(kafka_settings, grace_ms=SPAN_MS, topics=topics,
@@ -268,14 +315,20 @@ def test_the_sensor_window_processor_dead_letters_every_hostile_reading_on_the_t
 
 # --- sensor join ------------------------------------------------------------------------------
 
-@given(mix=_mixes(s.sequences(join_records()[0], join_records()[1], **SIZES)))
-@ONE_MIX
 def test_the_sensor_join_processor_dead_letters_every_hostile_event_on_the_topic(
-        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        kafka_settings: KafkaSettings,
         unique_topic_prefix: str) -> None:
     """Five input topics: their interleaving is the consumer's, so (c) checks that every
     prediction's vector holds values the valid records gave its client, and (d) that a new
     client's five fields give its prediction."""
+    rng = random.Random(SEED)
+    makers = {"SX": _reading("SX"), "SY": _reading("SY"),
+              **{f: _feature(f) for f in FEATURES}}
+    hostile = [h for t in ("SX", "SY") for h in _every_hostile(t, makers[t](rng),
+                                                               s.reading_mutations(t))]
+    hostile += [h for f in FEATURES for h in _every_hostile(f, makers[f](rng),
+                                                            s.feature_mutations(f))]
+    mix = _mix(rng, makers, hostile)
     topics = SensorTopics.prefixed(unique_topic_prefix)
     ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
     names = {n: topics.of(n) for n in ("SX", "SY", *FEATURES)}
@@ -316,14 +369,13 @@ def test_the_sensor_join_processor_dead_letters_every_hostile_event_on_the_topic
 
 # --- archive ----------------------------------------------------------------------------------
 
-@given(mix=_mixes(s.sequences(
-    st.one_of(s.tagged("SZ", s.reading_wires("SZ")), s.tagged("SX", s.reading_wires("SX"))),
-    st.one_of(s.tagged("SZ", s.hostile_readings("SZ")), s.tagged("SX", s.hostile_readings("SX"))),
-    **SIZES)))
-@ONE_MIX
 def test_the_archive_keeps_every_record_hostile_ones_included_once_and_byte_for_byte(
-        mix: list[tuple[Tagged, bytes | None]], kafka_settings: KafkaSettings,
+        kafka_settings: KafkaSettings,
         unique_topic_prefix: str, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    hostile = [h for t in ("SZ", "SX") for h in _every_hostile(t, _reading(t)(rng),
+                                                               s.reading_mutations(t))]
+    mix = _mix(rng, {"SZ": _reading("SZ"), "SX": _reading("SX")}, hostile)
     topics = SensorTopics.prefixed(unique_topic_prefix)
     ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
     names = {"SZ": topics.SZ, "SX": topics.SX}
@@ -354,4 +406,4 @@ def test_the_archive_keeps_every_record_hostile_ones_included_once_and_byte_for_
         _wait_for("a later reading archived",
                   lambda: any(o == tail[0].offset for o, _ in archived(topics.SZ)))
     assert _letters(kafka_settings, topics.dead_letter) == []
-    record_hostile("archive (process)", [x.wire.kind for x in sent], [])
+    record_hostile("archive (process)", [x.wire.kind for x in sent], [], keeps_all=True)

@@ -35,15 +35,19 @@ def _append(line: dict[str, object]) -> None:
         out.write(orjson.dumps(line) + b"\n")
 
 
-def record_hostile(processor: str, kinds: Iterable[str], reasons: Iterable[str]) -> None:
-    """What was fed to `processor` (each record's kind) and the reasons it dead-lettered."""
-    record_counts(processor, Counter(kinds), Counter(reason_class(r) for r in reasons))
+def record_hostile(processor: str, kinds: Iterable[str], reasons: Iterable[str], *,
+                   keeps_all: bool = False) -> None:
+    """What was fed to `processor` (each record's kind) and the reasons it dead-lettered;
+    `keeps_all`: it keeps every record by design (the archive), dead-lettering none."""
+    record_counts(processor, Counter(kinds), Counter(reason_class(r) for r in reasons),
+                  keeps_all=keeps_all)
 
 
-def record_counts(processor: str, tried: Mapping[str, int], reasons: Mapping[str, int]) -> None:
+def record_counts(processor: str, tried: Mapping[str, int], reasons: Mapping[str, int], *,
+                  keeps_all: bool = False) -> None:
     """Counted already: records tried by kind, dead letters by reason class."""
     _append({"type": "hostile", "processor": processor, "tried": dict(tried),
-             "reasons": dict(reasons)})
+             "reasons": dict(reasons), "keeps_all": keeps_all})
 
 
 def record_faults(scenario: str, faults: Mapping[str, int], check: HistoryCheck) -> None:

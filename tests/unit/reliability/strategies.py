@@ -93,25 +93,31 @@ def positive_floats(largest: float = 1.7976931348623157e308) -> st.SearchStrateg
 def garbage(base: bytes) -> st.SearchStrategy[Wire]:
     """Messages no format accepts, whatever the record: `base` is a valid record's bytes."""
     return st.one_of(
-        st.sampled_from([
-            bad("not_json", b"not json"),
-            bad("truncated_json", base[:-1]),
-            bad("empty_bytes", b""),
-            bad("whitespace_only", b"  \n "),
-            bad("none_value", None),
-            bad("json_array", b"[" + base + b"]"),
-            bad("json_null", b"null"),
-            bad("json_number", b"42"),
-            bad("json_string", b'"hello"'),
-            bad("json_true", b"true"),
-            bad("two_objects_two_lines", base + b"\n" + base),
-            bad("two_objects_one_line", base + b" " + base),
-            bad("single_quotes", base.replace(b'"', b"'")),
-            bad("invalid_utf8_prefix", b"\xff\xfe" + base),
-            bad("huge_not_json", b"{" + b"x" * HUGE),
-        ]),
+        st.sampled_from(garbage_records(base)),
         st.binary(max_size=40).map(lambda b: bad("binary", b"\x00" + b)),
     )
+
+
+def garbage_records(base: bytes) -> list[Wire]:
+    """Every kind of :func:`garbage` once (binary: one fixed sample)."""
+    return [
+        bad("not_json", b"not json"),
+        bad("truncated_json", base[:-1]),
+        bad("empty_bytes", b""),
+        bad("whitespace_only", b"  \n "),
+        bad("none_value", None),
+        bad("json_array", b"[" + base + b"]"),
+        bad("json_null", b"null"),
+        bad("json_number", b"42"),
+        bad("json_string", b'"hello"'),
+        bad("json_true", b"true"),
+        bad("two_objects_two_lines", base + b"\n" + base),
+        bad("two_objects_one_line", base + b" " + base),
+        bad("single_quotes", base.replace(b'"', b"'")),
+        bad("invalid_utf8_prefix", b"\xff\xfe" + base),
+        bad("huge_not_json", b"{" + b"x" * HUGE),
+        bad("binary", b"\x00\x01\xff"),
+    ]
 
 
 Mutation = tuple[str, str, object]  # (kind, field, new value); value MISSING drops the field
@@ -122,13 +128,16 @@ def mutated(base: st.SearchStrategy[dict[str, Any]], mutations: Sequence[Mutatio
             ) -> st.SearchStrategy[Wire]:
     """An invalid record: a valid row with one field broken (every mutation here must make
     any record invalid)."""
-    def build(row: dict[str, Any], mutation: Mutation) -> Wire:
-        kind, name, value = mutation
-        broken = {k: v for k, v in row.items() if k != name}
-        if value is not MISSING:
-            broken[name] = value
-        return bad(kind, encode(broken))
-    return st.builds(build, base, st.sampled_from(list(mutations)))
+    return st.builds(mutate, base, st.sampled_from(list(mutations)))
+
+
+def mutate(row: dict[str, Any], mutation: Mutation) -> Wire:
+    """`row` with one field broken by `mutation`."""
+    kind, name, value = mutation
+    broken = {k: v for k, v in row.items() if k != name}
+    if value is not MISSING:
+        broken[name] = value
+    return bad(kind, encode(broken))
 
 
 def common_mutations(fields: Sequence[str], string_field: str, max_length: int
