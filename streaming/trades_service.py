@@ -4,7 +4,10 @@ Every row is validated with the rules of :class:`features.schemas.trade.Trade` (
 columns at once). A valid trade goes to topic ``trades`` as the JSON of ``Trade.to_wire()``
 (``{"v": 1, "pair": ..., ...}``), keyed by its pair, on the partition Braid computes with
 :func:`streaming.partitioning.partition_for` (never the client's default partitioner). A row that
-fails goes to ``dead_letter`` as ``{"reason", "source", "row"}`` and is never sent to ``trades``.
+fails goes to ``dead_letter`` as ``{"reason", "source", "row"}`` and is never sent to ``trades``;
+input the source could not read as a trade at all (a WebSocket frame that is not JSON, a trade of
+a frame with a missing or mistyped field: :meth:`TradeSource.take_rejects`) goes there as
+``{"reason", "source", "raw"}``, and the source reads on.
 
 The producer is idempotent (no duplicates from its own retries), lingers ~5 ms and compresses
 with lz4. On exit, on SIGTERM and on Ctrl-C the source is closed and the producer flushed, so
@@ -121,6 +124,7 @@ class TradesService:
                 if max_trades is not None:
                     batch = batch.slice(0, max_trades - self.summary.read)
                 self._publish(producer, batch)
+                self._publish_rejects(producer)
                 bar.update(batch.num_rows)
                 producer.poll(0)
                 if self._stop.is_set() or (
@@ -129,6 +133,7 @@ class TradesService:
                     break
         finally:
             self.source.close()
+            self._publish_rejects(producer)
             left = producer.flush(self.flush_timeout_s)
             bar.close()
             if previous is not None:
@@ -161,6 +166,14 @@ class TradesService:
             value = orjson.dumps({"v": TRADE_SCHEMA_VERSION, **row})
             self._produce(producer, self.trades_topic, value, pair.encode(), partition,
                           self._on_trade)
+
+    def _publish_rejects(self, producer: Producer) -> None:
+        """Dead-letter what the source could not read (a malformed frame, a broken trade)."""
+        for reject in self.source.take_rejects():
+            value = orjson.dumps({"reason": reject.reason, "source": self.source.name,
+                                  "raw": reject.raw})
+            self._produce(producer, self.dead_letter_topic, value, b"",
+                          partition_for("", self._dead_letter_partitions), self._on_dead_letter)
 
     def _dead_letter(self, producer: Producer, row: dict[str, Any], reason: str) -> None:
         log.warning("rejected trade", reason=reason, source=self.source.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -34,6 +35,20 @@ class TradeSource(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for finite sources
         """Ask the source to stop; the current ``batches()`` ends at the next batch boundary."""
+
+    def take_rejects(self) -> list[SourceReject]:
+        """Input the source could not read as trades since the last call (a malformed frame,
+        one broken trade of a frame), for the trades service's dead-letter topic. Sources that
+        cannot meet such input return nothing."""
+        return []
+
+
+@dataclass(frozen=True)
+class SourceReject:
+    """Input a source could not turn into a trade: why, and the input as received (text)."""
+
+    reason: str
+    raw: str
 
 
 def conform(table: pa.Table) -> pa.Table:

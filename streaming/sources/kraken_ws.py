@@ -31,7 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from features.schemas.trade import TRADE_ARROW_SCHEMA
 from features.trade_ids import MAX_TRADES_PER_MICROSECOND, seconds_to_microseconds
-from streaming.sources.base import TradeSource
+from streaming.sources.base import SourceReject, TradeSource
 
 log = structlog.get_logger(__name__)
 
@@ -57,31 +57,49 @@ def rfc3339_to_us(value: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def parse_v2_trades(message: dict[str, Any]) -> list[ParsedTrade]:
-    """The trades of a v2 ``{"channel": "trade", "type": "snapshot"|"update", "data": [...]}``."""
-    return [
-        (
-            str(t["symbol"]),
-            float(t["price"]),
-            float(t["qty"]),
-            str(t["side"]),
-            str(t["ord_type"]),
-            int(t["trade_id"]),
-            rfc3339_to_us(str(t["timestamp"])),
-        )
-        for t in message.get("data", [])
-    ]
+# what a broken trade of a frame raises while being read (a missing field, a wrong type)
+_BROKEN = (KeyError, IndexError, TypeError, ValueError, ArithmeticError)
 
 
-def parse_v1_trades(message: list[Any]) -> list[ParsedTrade]:
+def _text(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode()
+
+
+def parse_v2_trades(message: dict[str, Any]) -> tuple[list[ParsedTrade], list[SourceReject]]:
+    """The trades of a v2 ``{"channel": "trade", "type": "snapshot"|"update", "data": [...]}``,
+    and those it holds that cannot be read (each rejected alone: the others go on)."""
+    trades: list[ParsedTrade] = []
+    rejects: list[SourceReject] = []
+    data = message.get("data", [])
+    if not isinstance(data, list):
+        return [], [SourceReject("frame: data is not a list", _text(message))]
+    for t in data:
+        try:
+            trades.append((
+                _string(t["symbol"]),
+                float(t["price"]),
+                float(t["qty"]),
+                _string(t["side"]),
+                _string(t["ord_type"]),
+                _integer(t["trade_id"]),
+                rfc3339_to_us(_string(t["timestamp"])),
+            ))
+        except _BROKEN as error:
+            rejects.append(SourceReject(f"frame: unreadable trade ({_why(error)})", _text(t)))
+    return trades, rejects
+
+
+def parse_v1_trades(message: list[Any]) -> tuple[list[ParsedTrade], list[SourceReject]]:
     """The trades of a v1 ``[channelID, [[price, volume, time, side, type, misc], ...], "trade",
-    pair]`` frame; ids are left for the caller to derive (they depend on earlier frames)."""
+    pair]`` frame; ids are left for the caller to derive (they depend on earlier frames). Rows
+    that cannot be read are rejected alone."""
     pair = str(message[-1])
     trades: list[ParsedTrade] = []
+    rejects: list[SourceReject] = []
     for row in message[1]:
-        micros = int(seconds_to_microseconds(float(row[2])))  # type: ignore[arg-type]
-        trades.append(
-            (
+        try:
+            micros = int(seconds_to_microseconds(float(row[2])))  # type: ignore[arg-type]
+            trades.append((
                 pair,
                 float(row[0]),
                 float(row[1]),
@@ -89,9 +107,29 @@ def parse_v1_trades(message: list[Any]) -> list[ParsedTrade]:
                 _V1_ORDER_TYPE.get(str(row[4]), str(row[4])),
                 None,
                 micros,
-            )
-        )
-    return trades
+            ))
+        except _BROKEN as error:
+            rejects.append(SourceReject(f"frame: unreadable trade ({_why(error)})",
+                                        _text([*message[:1], row, *message[2:]])))
+    return trades, rejects
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value
+
+
+def _integer(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return f"missing {error}"
+    return f"{type(error).__name__}: {error}"[:200]
 
 
 def is_v1_trade_frame(message: object) -> bool:
@@ -185,6 +223,7 @@ class KrakenWebSocketSource(TradeSource):
         self.dedup = TradeDeduplicator()
         self.connections = 0  # successful connections so far (reconnects = connections - 1)
         self._rejected: set[str] = set()
+        self._rejects: list[SourceReject] = []
         self._closed = False
         self._ws: ClientConnection | None = None
 
@@ -249,23 +288,40 @@ class KrakenWebSocketSource(TradeSource):
                 self._ws = None
             failures += 1
 
+    def take_rejects(self) -> list[SourceReject]:
+        rejects, self._rejects = self._rejects, []
+        return rejects
+
     def _handle(self, raw: str | bytes) -> pa.Table | None:
-        """A trade frame as a batch of new trades; ``None`` for anything else (or no new trade)."""
-        message = orjson.loads(raw)
+        """A trade frame as a batch of new trades; ``None`` for anything else (or no new trade).
+        A frame that is not JSON, and each trade of a frame that cannot be read, is kept for
+        :meth:`take_rejects` (the trades service dead-letters it) and the stream goes on."""
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+            self._reject_input(SourceReject(f"frame: not JSON ({error.msg})", text))
+            return None
         if isinstance(message, dict):
             self._control(message)
             if message.get("channel") != "trade":
                 return None
-            trades = parse_v2_trades(message)
+            trades, rejects = parse_v2_trades(message)
         elif is_v1_trade_frame(message):
-            trades = parse_v1_trades(message)
+            trades, rejects = parse_v1_trades(message)
         else:
             log.debug("ignored frame", frame=message)
             return None
+        for reject in rejects:
+            self._reject_input(reject)
         fresh = self.dedup.accept(trades)
         if len(fresh) < len(trades):
             log.info("dropped repeated trades", repeated=len(trades) - len(fresh))
         return trades_to_table(fresh) if fresh else None
+
+    def _reject_input(self, reject: SourceReject) -> None:
+        log.warning("unreadable input", reason=reject.reason, raw=reject.raw[:200])
+        self._rejects.append(reject)
 
     def _control(self, message: dict[str, Any]) -> None:
         """Acks, errors and status messages of both API versions."""

@@ -119,6 +119,48 @@ def test_valid_trades_arrive_once_keyed_and_partitioned_and_invalid_ones_are_dea
     assert dead[1]["row"]["volume"] == "nan" and dead[2]["row"]["pair"] == "ETH|USD"
 
 
+def test_hostile_kraken_frames_become_dead_letters_and_the_service_keeps_publishing(
+    kafka_settings: KafkaSettings, unique_topic_prefix: str
+) -> None:
+    """The trades service's input, live: a Kraken WebSocket (a local server) sends a frame that
+    is not JSON, a trade with a missing field and one with a negative price among good ones;
+    the first two are dead-lettered as unreadable input with the raw text, the third by the
+    trade rules, and every good trade is published once."""
+    from streaming.sources.kraken_ws import KrakenWebSocketSource
+    from tests.support.kraken_servers import (
+        KrakenWsServer,
+        v2_subscribe_ack,
+        v2_trade,
+        v2_trade_frame,
+    )
+
+    t0_us = 1_695_628_177_708_706
+    good = [v2_trade("BTC/USD", i, t0_us + i, 26_000.0, 0.5) for i in range(1, 5)]
+    missing = {k: v for k, v in good[0].items() if k != "price"}
+    negative = {**v2_trade("BTC/USD", 9, t0_us + 9, 26_000.0, 0.5), "price": -1.0}
+    script = [v2_subscribe_ack("BTC/USD"), v2_trade_frame("update", good[:2]), "}{ not json",
+              v2_trade_frame("update", [missing, good[2], good[3], negative])]
+    with KrakenWsServer([script]) as server:
+        source = KrakenWebSocketSource(url=server.url, pairs=["BTC/USD"], max_trades=5)
+        service = TradesService(
+            source, kafka_settings, topic_settings=TopicSettings(market_partitions=2),
+            progress=False, trades_topic=f"{unique_topic_prefix}trades",
+            dead_letter_topic=f"{unique_topic_prefix}dead_letter")
+        summary = service.run()
+    assert (summary.read, summary.sent, summary.rejected, summary.failed) == (5, 4, 3, 0)
+    published = consume_all(kafka_settings, service.trades_topic, 2, 4)
+    assert sorted(orjson.loads(m.value())["trade_id"] for m in published) == [1, 2, 3, 4]
+    dead = [orjson.loads(m.value())
+            for m in consume_all(kafka_settings, service.dead_letter_topic, 1, 3)]
+    by_reason = {d["reason"].split(" (")[0]: d for d in dead}
+    assert set(by_reason) == {"frame: not JSON", "frame: unreadable trade",
+                              "price must be positive"}
+    assert by_reason["frame: not JSON"]["raw"] == "}{ not json"
+    assert orjson.loads(by_reason["frame: unreadable trade"]["raw"]) == missing
+    assert by_reason["price must be positive"]["row"]["trade_id"] == 9
+    assert {d["source"] for d in dead} == {"kraken-ws"}
+
+
 def test_sigterm_stops_the_publish_command_after_flushing_every_read_trade(
     kafka_settings: KafkaSettings, unique_topic_prefix: str
 ) -> None:

@@ -147,3 +147,49 @@ def test_silence_beyond_idle_timeout_reconnects() -> None:
         got = collect(source)
     assert got["trade_id"].to_pylist() == [1, 2]
     assert server.connections == 2
+
+
+HOSTILE_FRAMES = ["not json", '{"channel": "trade", "type": "update", "data": 5}']
+
+
+def test_hostile_frames_and_broken_trades_are_rejected_alone_and_the_stream_goes_on() -> None:
+    """A frame that is not JSON, a trade frame whose data is not a list, and broken trades
+    among good ones (missing field, price not a number, id not an integer, bad timestamp, a
+    trade that is not an object; a v1 row too short): each is rejected with its reason for the
+    service's dead-letter topic; the good trades of the same frames arrive; one connection."""
+    good = trades(range(1, 4))
+    broken = [
+        {k: v for k, v in good[0].items() if k != "qty"},
+        {**good[0], "price": "abc"},
+        {**good[0], "trade_id": "7"},
+        {**good[0], "timestamp": "yesterday"},
+        [1, 2, 3],
+    ]
+    mixed = [good[0], broken[0], broken[1], good[1], broken[2], broken[3], broken[4], good[2]]
+    v1 = json.dumps([42, [["26001.5", "0.5", "1695628178.000001", "b", "l", ""], ["1.0"]],
+                     "trade", "XBT/USD"])
+    script = [v2_subscribe_ack("BTC/USD"), *HOSTILE_FRAMES,
+              v2_trade_frame("update", mixed), "\xff not json either", v1,
+              v2_trade_frame("update", trades(range(4, 5)))]
+    with KrakenWsServer([script]) as server:
+        source = KrakenWebSocketSource(url=server.url, pairs=["BTC/USD", "XBT/USD"],
+                                       max_trades=5)
+        got = collect(source)
+    assert got["trade_id"].to_pylist()[:3] == [1, 2, 3]
+    assert got["pair"].to_pylist()[3] == "XBT/USD" and got["trade_id"][4].as_py() == 4
+    assert source.connections == 1
+    rejects = source.take_rejects()
+    reasons = [r.reason for r in rejects]
+    assert reasons[0].startswith("frame: not JSON")
+    assert reasons[1] == "frame: data is not a list"
+    assert reasons[2] == "frame: unreadable trade (missing 'qty')"
+    assert reasons[3].startswith("frame: unreadable trade (ValueError")
+    assert reasons[4] == "frame: unreadable trade (TypeError: '7' is not an integer)"
+    assert reasons[5].startswith("frame: unreadable trade (ValueError")
+    assert reasons[6].startswith("frame: unreadable trade (TypeError")
+    assert reasons[7].startswith("frame: not JSON")
+    assert reasons[8].startswith("frame: unreadable trade (IndexError")
+    assert len(rejects) == 9
+    assert json.loads(rejects[3].raw)["price"] == "abc"  # the broken trade as received
+    assert rejects[0].raw == "not json"
+    assert source.take_rejects() == []  # taken once
