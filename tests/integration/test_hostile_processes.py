@@ -1,7 +1,7 @@
 """Hostile inputs through the real processors on Apache Kafka, checked on the dead-letter topic
 itself. The generated mixes of the in-process suite (`tests/unit/reliability/strategies.py`) go
 through a plain confluent-kafka producer, with null, empty and wrong keys among them, into the
-input topics of running candle, sensor-window, sensor-join and archive processors:
+input topics of running candle, indicator, sensor-window, sensor-join and archive processors:
 
 (a) every invalid record is on the dead-letter topic exactly once, with a reason, its topic,
     partition, offset, key and value;
@@ -34,7 +34,7 @@ import pytest
 from confluent_kafka import Producer
 
 from features.sensors.schemas import FEATURES
-from streaming.pipelines.markets import MarketsTopics, candle_processor
+from streaming.pipelines.markets import MarketsTopics, candle_processor, indicator_processor
 from streaming.pipelines.sensors import (
     SensorTopics,
     archive_processor,
@@ -55,6 +55,7 @@ from tests.unit.reliability.test_hostile_inputs import (
     WINDOWS,
     expected_candles,
     expected_features,
+    expected_indicators,
 )
 
 pytestmark = [pytest.mark.integration]
@@ -84,6 +85,17 @@ def _trade(rng: random.Random) -> dict[str, Any]:
             "side": rng.choice(["buy", "sell", "unknown"]),
             "order_type": rng.choice(["market", "limit", "unknown"]),
             "trade_id": rng.randrange(10**6), "timestamp_ms": T0 + rng.randrange(SPAN_MS)}
+
+
+def _candle(rng: random.Random) -> dict[str, Any]:
+    size = rng.choice(s.CANDLE_SIZES)
+    start = T0 + rng.randrange(7) * size  # a handful of windows: duplicates and disorder
+    row: dict[str, Any] = {"pair": rng.choice(s.PAIRS), "window_ms": size,
+                           "window_start_ms": start, "window_end_ms": start + size}
+    for name in s.CANDLE_FLOATS:
+        row[name] = rng.uniform(1e-3, 1e5)
+    row["trade_count"] = rng.randrange(1, 1000)
+    return row
 
 
 def _reading(sensor: str) -> Callable[[random.Random], dict[str, Any]]:
@@ -275,6 +287,46 @@ def test_the_candle_processor_dead_letters_every_hostile_trade_on_the_topic(
         _wait_for("the later trades' candles", lambda: candles() == want)
     assert len(_letters(kafka_settings, topics.dead_letter)) == sum(not x.wire.valid
                                                                     for x in sent)
+
+
+# --- indicators -------------------------------------------------------------------------------
+
+def test_the_indicator_processor_dead_letters_every_hostile_candle_on_the_topic(
+        kafka_settings: KafkaSettings, unique_topic_prefix: str) -> None:
+    rng = random.Random(SEED)
+    mix = _mix(rng, {"candles": _candle},
+               _every_hostile("candles", _candle(rng), s.CANDLE_MUTATIONS))
+    # the candles topic is compacted: the broker itself refuses a record without a key
+    mix = [(item, b"" if key is None else key) for item, key in mix]
+    topics = MarketsTopics.prefixed(unique_topic_prefix)
+    ensure_topics(kafka_settings, _one_partition(topics.specs(1)), TopicSettings())
+    processor = indicator_processor(kafka_settings, topics=topics,
+                                    group=f"{unique_topic_prefix}indicators")
+    with running(processor):
+        sent = _produce(kafka_settings, {"candles": topics.candles}, mix)
+        check_dead_letter_topic("indicators", kafka_settings, topics.dead_letter, sent)
+        rows = [x.wire.row for x in sent if x.wire.valid and x.wire.row]
+        want = expected_indicators(rows)
+
+        def indicators() -> Counter[tuple[str, float]]:
+            got: Counter[tuple[str, float]] = Counter()
+            for _, key, value in _read_values(kafka_settings, [topics.indicators]):
+                assert key is not None
+                got[(key.decode(), float(value["close"]))] += 1
+            return got
+
+        _wait_for("the mix's indicator rows", lambda: indicators() == want)
+
+        # (d) the next candle of a known pair
+        last = max(r["window_start_ms"] for r in rows
+                   if (r["pair"], r["window_ms"]) == (s.PAIRS[0], s.CANDLE_SIZES[0]))
+        size = s.CANDLE_SIZES[0]
+        candle = {**_candle(rng), "pair": s.PAIRS[0], "window_ms": size,
+                  "window_start_ms": last + size, "window_end_ms": last + 2 * size}
+        _produce(kafka_settings, {"candles": topics.candles},
+                 [(("candles", s.ok("valid", candle)), b"k")])
+        want += expected_indicators([candle])
+        _wait_for("the next candle's indicators", lambda: indicators() == want)
 
 
 # --- sensor windows ---------------------------------------------------------------------------
