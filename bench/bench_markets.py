@@ -390,6 +390,21 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
 
 
 # --- main -------------------------------------------------------------------------------------
+def run_freshness_only(kafka: KafkaSettings, args: argparse.Namespace) -> None:
+    """Step 4 alone (both producer variants): for profiling the freshness without the
+    throughput runs before it."""
+    for label, idempotent in FRESHNESS_VARIANTS:
+        f = bench_freshness(kafka, args, label, idempotent)
+        print(f"Freshness at {f['rate']:,.0f} trades/s, 1 s windows, grace 200 ms ({label}): "
+              f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms, max {f['max']:.1f} ms over "
+              f"{f['candles']:,} candles (target p99 < 50 ms); due -> produced p50 "
+              f"{f['emit_p50']:.1f} / p99 {f['emit_p99']:.1f} ms, produced -> received p50 "
+              f"{f['recv_p50']:.1f} / p99 {f['recv_p99']:.1f} ms; step() p50 "
+              f"{f['step_p50_ms']:.1f} / p99 {f['step_p99_ms']:.1f} / max "
+              f"{f['step_max_ms']:.1f} ms; load {f['load']:.1f}", flush=True)
+    print(f"Machine load (1/5/15 min) at end: {_load()}")
+
+
 def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     n = args.trades
     limit = max(120.0, n / 5_000)
@@ -397,6 +412,9 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
           f"{PARTITIONS} partitions, local Apache Kafka at {kafka.bootstrap_servers}")
     print(f"machine load at start: {_load()}")
 
+    if args.freshness_only:
+        run_freshness_only(kafka, args)
+        return
     quix_python = ensure_quix_venv()
     prefix = f"bm{uuid.uuid4().hex[:8]}."
     topics = MarketsTopics.prefixed(prefix)
@@ -535,6 +553,8 @@ def main() -> None:
     parser.add_argument("--source-linger-ms", type=int, default=-1,
                         help="freshness: linger.ms of the bench's trade producer (default: "
                              "Braid's make_producer setting)")
+    parser.add_argument("--freshness-only", action="store_true",
+                        help="only step 4, the freshness runs (no throughput, Quix or memory)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 100k trades, 10 s of freshness (explicit values win)")
     # child-process plumbing (not for direct use)

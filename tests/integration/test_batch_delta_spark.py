@@ -27,7 +27,7 @@ from pyspark.sql import SparkSession
 
 from batch.backfill import BackfillConfig, run_backfill
 from batch.kafka_input import KafkaInput, KafkaInputError, KafkaPosition
-from batch.spark_session import delta_spark_available, spark_session
+from batch.spark_session import LOCAL_FS_CLASS, delta_spark_available, spark_session
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
 from streaming.settings import KafkaSettings
 
@@ -71,6 +71,12 @@ def test_a_delta_spark_table_reads_the_same_through_delta_rs_duckdb_and_spark(
     from serving.duckdb_delta import ensure_delta_extension
 
     assert delta_spark_available(spark), "delta-spark jars missing: python -m infra.jars spark"
+    # local files go through the FileSystem that forks no `chmod` per file (spark_session)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    local_fs = jvm.org.apache.hadoop.fs.FileSystem.get(
+        jvm.java.net.URI("file:///"), spark.sparkContext._jsc.hadoopConfiguration())
+    assert local_fs.getClass().getName() == LOCAL_FS_CLASS
     archive = tmp_path / "trades-0001.parquet"
     pq.write_table(trades(6_000), archive)
     output = tmp_path / "offline"
@@ -92,6 +98,10 @@ def test_a_delta_spark_table_reads_the_same_through_delta_rs_duckdb_and_spark(
                                       check_exact=True, obj=f"{name}: delta-rs vs DuckDB")
         pd.testing.assert_frame_equal(through_rs.to_pandas(), through_spark.to_pandas(),
                                       check_exact=True, obj=f"{name}: delta-rs vs Spark")
+        # files carry Hadoop's usual permissions (0666 less its umask 022), set through
+        # Java's file API instead of a `chmod` process
+        data_file = next((output / name).rglob("*.parquet"))
+        assert data_file.stat().st_mode & 0o777 == 0o644
         # the re-run is one commit that replaced the range's partitions (not an append)
         last = table.history(1)[0]
         assert last["operation"] == "WRITE"

@@ -120,3 +120,18 @@ def test_submit_stages_code_and_sends_the_request(monkeypatch: pytest.MonkeyPatc
     assert len(sent) == 1
     assert sent[0].job.pyspark_job.main_python_file_uri == CODE.main_python_file_uri
     assert job.placement.cluster_name == "braid-batch"
+
+
+def test_local_sessions_use_the_fork_free_file_system_only_when_its_jar_is_fetched() -> None:
+    """`hadoop-bare-naked-local-fs` (in infra/poms/spark.xml) goes on the local driver's
+    classpath as `fs.file.impl`; without its jar nothing changes (Hadoop's own local FS)."""
+    from batch.spark_session import LOCAL_FS_CLASS, local_fs_conf
+
+    delta = "/jars/delta-spark_4.2_2.13-4.4.0.jar"
+    fs_jar = "/jars/hadoop-bare-naked-local-fs-0.1.0.jar"
+    assert local_fs_conf([delta]) == {}
+    assert local_fs_conf([]) == {}
+    assert local_fs_conf([delta, fs_jar]) == {
+        "spark.driver.extraClassPath": fs_jar, "spark.hadoop.fs.file.impl": LOCAL_FS_CLASS}
+    pom = (Path(__file__).resolve().parents[2] / "infra" / "poms" / "spark.xml").read_text()
+    assert "<artifactId>hadoop-bare-naked-local-fs</artifactId>" in pom
