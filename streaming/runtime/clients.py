@@ -22,6 +22,7 @@ def producer_config(kafka: KafkaSettings, **overrides: object) -> ClientConfig:
     }
     if not kafka.enable_idempotence:
         conf["max.in.flight.requests.per.connection"] = 1  # retries keep the order
+    conf.update(kafka.extra)  # the operator's KAFKA_EXTRA wins over Braid's defaults
     conf.update(overrides)
     return conf
 
@@ -30,7 +31,7 @@ def make_producer(kafka: KafkaSettings, **overrides: object) -> Producer:
     return Producer(producer_config(kafka, **overrides))
 
 
-def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> Consumer:
+def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: object) -> ClientConfig:
     """A consumer that never commits by itself; the processor commits what is safe to skip."""
     conf: ClientConfig = {
         **kafka.client_config(),
@@ -48,5 +49,10 @@ def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> C
         "reconnect.backoff.max.ms": 1_000,
         "queued.min.messages": 200_000,
     }
+    conf.update(kafka.extra)  # the operator's KAFKA_EXTRA wins over Braid's defaults
     conf.update(overrides)
-    return Consumer(conf)
+    return conf
+
+
+def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> Consumer:
+    return Consumer(consumer_config(kafka, group_id, **overrides))
