@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -205,7 +206,7 @@ def braid_online(store: FeatureStore, reads: int) -> dict[str, float]:
             "features": float(len(features))}
 
 
-def http(path: Path, rate: float, seconds: float) -> dict[str, float]:
+def http(path: Path, rate: float, seconds: float) -> dict[str, Any]:
     import socket
 
     with socket.socket() as s:
@@ -228,7 +229,7 @@ def http(path: Path, rate: float, seconds: float) -> dict[str, float]:
                     raise
                 time.sleep(0.5)
         latencies: list[float] = []
-        errors = 0
+        errors: list[str] = []
         interval, next_at = 1 / rate, time.perf_counter()
         end = next_at + seconds
         while next_at < end:
@@ -239,15 +240,16 @@ def http(path: Path, rate: float, seconds: float) -> dict[str, float]:
             try:
                 urllib.request.urlopen(urllib.request.Request(url, body, JSON), timeout=5).read()
                 latencies.append((time.perf_counter() - start) * 1000)
-            except OSError:  # counted, not fatal: a loaded machine resets connections
-                errors += 1
+            except OSError as error:  # counted and shown, not fatal
+                errors.append(f"{type(error).__name__}: {error}"[:200])
             next_at += interval
         achieved = len(latencies) / (time.perf_counter() - (end - seconds))
     finally:
         proc.terminate()
         proc.wait(10)
     return {"p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
-            "achieved_rps": achieved, "requests": float(len(latencies)), "errors": float(errors)}
+            "achieved_rps": achieved, "requests": float(len(latencies)),
+            "errors": float(len(errors)), "first_error": errors[0] if errors else ""}
 
 
 def sink(store: FeatureStore, table: pa.Table, rows: int, peer_rows: int) -> dict[str, float]:
@@ -508,7 +510,8 @@ def main() -> int:
             print(f"braid feast serve (redis) at {r['achieved_rps']:.0f} req/s, "
                   f"{int(r['requests'])} requests ({int(r['errors'])} failed): "
                   f"p50/p99 {r['p50_ms']:.2f}/{r['p99_ms']:.2f} ms"
-                  f" (target p99 < 10 ms; Feast's published tuned server ~5 ms p99)")
+                  f" (target p99 < 10 ms; Feast's published tuned server ~5 ms p99)"
+                  + (f"; first failure: {r['first_error']}" if r["errors"] else ""))
         if "sink" not in skip:
             r = sink(stores["redis"], table, args.sink_rows, args.sink_peer_rows)
             peer_rate = peer_results["redis"]["write_rows_per_s"] if "peer" not in skip else 0

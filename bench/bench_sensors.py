@@ -13,8 +13,11 @@
    FA, FI, FD joined) arrive. Grace is 0 here: with a grace g, a reading's features wait by
    definition until its client's stream time passes t + g, so end-to-end latency is g plus the
    figures printed. The processors run with a 10 ms poll timeout; every consumer uses
-   `fetch.wait.max.ms` = `--fetch-wait-ms` (10, the runtime default). `BENCH_TIMELINE=1` also
-   prints the latency per second of the run.
+   `fetch.wait.max.ms` = `--fetch-wait-ms` (default 10 here; the runtime's default is 500).
+   Every `--lag-every-s` (10) seconds of production it prints the window and join groups'
+   consumer lag (high watermark - committed offset over their input partitions) and the
+   readings sent without a prediction yet. `BENCH_TIMELINE=1` also prints the latency per
+   second of the run.
 3. **The peer**: the same run, same rate, topics, partitions, clients and settings, with two
    pass-through processes instead of Braid's (`_pass`: SZ -> one message on each of FA, FI,
    FD; FA/FI/FD -> one prediction; no state, features or checkpoints). Its latency is the floor
@@ -39,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +53,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
-from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from infra import stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
@@ -284,6 +287,15 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     start = time.perf_counter()
     k = 0
     values = rng.normal(50, 5, per_tick * int(args.seconds / tick) + 1)
+    label = "Braid" if engine == "braid" else "pass-through peer"
+    monitor = LagMonitor(
+        kafka, {f"{prefix}windows": [topics.SZ],
+                f"{prefix}join": [topics.SX, topics.SY, topics.FA, topics.FI, topics.FD]},
+        args.lag_every_s, lambda: (len(sent), len(first)))
+    if args.lag_every_s > 0:
+        print(f"  [{label}] consumer lag at {args.rate:,} SZ/s, every {args.lag_every_s:g} s:",
+              flush=True)
+        monitor.__enter__()
     for step in range(int(args.seconds / tick)):
         target = start + step * tick
         delay = target - time.perf_counter()
@@ -305,6 +317,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
         producer.poll(0)
     producer.flush(30)
     elapsed = time.perf_counter() - start
+    if args.lag_every_s > 0:
+        monitor.__exit__()
+        monitor.sample(time.perf_counter() - start)  # once more, production over
     time.sleep(5)
     stop.set()
     reader.join(10)
@@ -326,7 +341,6 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
                 fd = f"{np.percentile(f1, 50):8.1f}" if f1 else "     n/a"
                 print(f"  t={sec:3d}s n={len(ks):6d} first p50 {np.percentile(lat, 50):8.1f} "
                       f"p99 {np.percentile(lat, 99):8.1f}  FD p50 {fd}")
-    label = "Braid" if engine == "braid" else "pass-through peer"
     label += ", producers without idempotence" if no_idempotence else ""
     print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
           f"{elapsed:.0f} s "
@@ -339,6 +353,64 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
           f"first prediction p50 {np.percentile(hop2, 50):.1f} / p99 "
           f"{np.percentile(hop2, 99):.1f} ms")
     return Latency(*(float(np.percentile(a, q)) for a in (firsts, full) for q in (50, 99)))
+
+
+class LagMonitor:
+    """Consumer lag of the processors' groups (high watermark - committed offset, summed over
+    their input partitions) and the pipeline's backlog (readings sent without a prediction yet),
+    printed every `every_s` seconds from a thread while the latency run produces."""
+
+    def __init__(self, kafka: KafkaSettings, groups: dict[str, list[str]], every_s: float,
+                 backlog: Callable[[], tuple[int, int]]) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.kafka, self.groups, self.every_s, self.backlog = kafka, groups, every_s, backlog
+        self.admin = AdminClient(kafka.client_config())
+        self.samples: list[dict[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def lag(self, group: str, topics: list[str]) -> int:
+        from confluent_kafka.admin import OffsetSpec
+
+        parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+        latest = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in parts})
+        ends = {(tp.topic, tp.partition): f.result(30).offset for tp, f in latest.items()}
+        reader = Consumer({**self.kafka.client_config(), "group.id": group,
+                           "enable.auto.commit": False})
+        try:
+            committed = reader.committed(parts, timeout=30)
+        finally:
+            reader.close()
+        return sum(max(0, ends[(tp.topic, tp.partition)] - max(tp.offset, 0))
+                   for tp in committed)
+
+    def sample(self, elapsed_s: float) -> None:
+        row = {"t": round(elapsed_s)}
+        for group, topics in self.groups.items():
+            row[group] = self.lag(group, topics)
+        sent, predicted = self.backlog()
+        row["backlog"] = sent - predicted
+        self.samples.append(row)
+        lags = ", ".join(f"{g} group lag {row[g]:,}" for g in self.groups)
+        print(f"    t={row['t']:3d} s: {lags}; readings sent without a prediction yet "
+              f"{row['backlog']:,} (of {sent:,})", flush=True)
+
+    def _loop(self) -> None:
+        start = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            try:
+                self.sample(time.monotonic() - start)
+            except Exception as error:  # a sample lost is printed, the run goes on
+                print(f"    lag sample failed: {error}", flush=True)
+
+    def __enter__(self) -> LagMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
 
 
 WARM_UP = b"warm-up"
@@ -419,6 +491,8 @@ def main() -> None:
     parser.add_argument("--fetch-wait-ms", type=int, default=10,
                         help="fetch.wait.max.ms of every consumer (KAFKA_FETCH_WAIT_MAX_MS)")
     parser.add_argument("--idempotence", choices=["both", "on", "off"], default="on")
+    parser.add_argument("--lag-every-s", type=float, default=10.0,
+                        help="latency runs: print the groups' consumer lag this often (0: never)")
     args = parser.parse_args()
     started = time.perf_counter()
     total = 0
