@@ -14,10 +14,10 @@
    definition until its client's stream time passes t + g, so end-to-end latency is g plus the
    figures printed. The processors run with a 10 ms poll timeout; every consumer uses
    `fetch.wait.max.ms` = `--fetch-wait-ms` (default 10 here; the runtime's default is 500).
-   Every `--lag-every-s` (10) seconds of production it prints the window and join groups'
-   consumer lag (high watermark - committed offset over their input partitions) and the
-   readings sent without a prediction yet. `BENCH_TIMELINE=1` also prints the latency per
-   second of the run.
+   Every `--lag-every-s` (10) seconds of production it prints the readings sent without a
+   prediction yet (the pipeline's backlog: does it keep up?) and the window and join groups'
+   committed-offset lag (see `LagMonitor` for why that one is not a measure of keeping up).
+   `BENCH_TIMELINE=1` also prints the latency per second of the run.
 3. **The peer**: the same run, same rate, topics, partitions, clients and settings, with two
    pass-through processes instead of Braid's (`_pass`: SZ -> one message on each of FA, FI,
    FD; FA/FI/FD -> one prediction; no state, features or checkpoints). Its latency is the floor
@@ -356,9 +356,15 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
 
 
 class LagMonitor:
-    """Consumer lag of the processors' groups (high watermark - committed offset, summed over
-    their input partitions) and the pipeline's backlog (readings sent without a prediction yet),
-    printed every `every_s` seconds from a thread while the latency run produces."""
+    """Committed-offset lag of the processors' groups (high watermark - committed offset, summed
+    over their input partitions) and the pipeline's backlog (readings sent without a prediction
+    yet), printed every `every_s` seconds from a thread while the latency run produces.
+
+    The backlog is the lag that says whether the pipeline keeps up. The committed offsets do
+    not: the window processor commits only past readings no open 10-minute window needs (a
+    restart rebuilds the windows from them), so in a run shorter than the window its group's
+    committed lag is every reading sent; the peer never commits (auto-commit stores no offset
+    under Braid's consumer settings)."""
 
     def __init__(self, kafka: KafkaSettings, groups: dict[str, list[str]], every_s: float,
                  backlog: Callable[[], tuple[int, int]]) -> None:
@@ -392,7 +398,7 @@ class LagMonitor:
         sent, predicted = self.backlog()
         row["backlog"] = sent - predicted
         self.samples.append(row)
-        lags = ", ".join(f"{g} group lag {row[g]:,}" for g in self.groups)
+        lags = ", ".join(f"{g} committed lag {row[g]:,}" for g in self.groups)
         print(f"    t={row['t']:3d} s: {lags}; readings sent without a prediction yet "
               f"{row['backlog']:,} (of {sent:,})", flush=True)
 
