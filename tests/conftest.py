@@ -41,12 +41,12 @@ TESTS = Path(__file__).resolve().parent
 LONGEST_FIRST = (
     "integration/orchestration/test_orchestration_deployments.py",  # a stack, Spark flow runs
     "integration/test_demo.py",
+    "integration/test_sensors_effectively_once.py",  # processor kills, then a broker kill
     "integration/test_batch_backfill.py",
     "integration/test_markets_effectively_once.py",
     "integration/test_batch_sparse_ranges.py",
     "integration/test_lambda_markets.py",
     "integration/test_stack.py",
-    "integration/test_sensors_effectively_once.py",
     "integration/test_batch_delta_spark.py",
     "integration/test_sensors_lambda.py",
     "integration/serving/test_sensor_readings_backfill.py",

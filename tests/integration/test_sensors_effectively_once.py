@@ -5,7 +5,10 @@ end on the same latest vector per client. Every prediction emitted, duplicates i
 checked against independent facts (`_check_every_prediction`). (Which events find a client's
 vector complete, and what the join holds for the other fields when an event arrives, depend on
 how the five input topics interleave on arrival, which no two runs share; the latest values do
-not.)"""
+not.)
+
+And kill -9 of the broker itself mid-stream, restarted from its log directory: every reading
+stored once, the same features, the same latest predictions, with no processor restarted."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import pytest
 
 from features.sensors.model import DEFAULT_MODEL
 from features.sensors.schemas import CATEGORICAL_SENSORS, VECTOR_FIELDS
+from infra.testing import BrokerStack
 from streaming.pipelines.sensors import SensorTopics, produce_events, run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
@@ -169,3 +173,69 @@ def _check_every_prediction(predictions: list[dict], events: pa.Table,
                                                            strict=True))
         assert p["probability"] == pytest.approx(1.0 / (1.0 + math.exp(-z)), rel=1e-12), p
         assert p["model_version"] == model.version
+
+
+def test_broker_kill_9_mid_stream_loses_no_reading_feature_or_prediction(
+    broker_stack: BrokerStack, unique_topic_prefix: str, tmp_path: Path
+) -> None:
+    """The broker is killed (kill -9) and started again from its log directory while readings
+    flow; the producer and both processors reconnect by themselves: every reading is stored
+    once, every feature message equals the uninterrupted run's, and the predictions agree.
+
+    The idle timeout is longer than the outage: a window also closes on wall-clock silence, and
+    a processor that cannot reach the broker sees exactly that."""
+    kafka = broker_stack.kafka_settings
+    events = simulate(SimulatorConfig(clients=12, duration_ms=30 * 60_000, disorder_ms=6_000,
+                                      seed=11))
+    reference = run_sensors_through_stream(events, kafka,
+                                           topic_prefix=unique_topic_prefix + "ref.",
+                                           grace_ms=3_000, partitions=PARTITIONS)
+    want = {(r["client"], r["timestamp_ms"]): r for r in reference.features.to_pylist()}
+
+    prefix = unique_topic_prefix + "run."
+    topics = SensorTopics.prefixed(prefix)
+    ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
+    common = ["--topic-prefix", prefix, "--partitions", str(PARTITIONS)]
+    windows = BraidProcess(["sensors", "windows", "--grace", GRACE, "--idle-timeout", "25s",
+                            "--batch-size", "300", *common], kafka,
+                           tmp_path / "windows.log").start()
+    join = BraidProcess(["sensors", "join", "--model", "builtin", "--batch-size", "300", *common],
+                        kafka, tmp_path / "join.log").start()
+    producer = threading.Thread(target=_produce_slowly, args=(kafka, topics, events, 20.0))
+    try:
+        windows.wait_for_log('"event": "assigned"', 1)
+        join.wait_for_log('"event": "assigned"', 1)
+        producer.start()
+        time.sleep(4)
+        broker_stack.restart_broker(hard=True)
+        producer.join()
+        _wait_for(kafka, topics, len(want))
+        _wait_for_latest_vectors(kafka, topics.predictions,
+                                 _last_vectors(reference.predictions.to_pylist()))
+        assert windows.alive() and join.alive(), "a processor died with the broker"
+    finally:
+        for process in (windows, join):
+            if process.alive():
+                process.terminate()
+
+    # every reading stored, once (the producer is idempotent across the outage)
+    stored = [(topic.removeprefix(prefix), orjson.loads(v)) for topic in
+              (topics.SX, topics.SY, topics.SZ)
+              for _, _, _, v in read_topic(kafka, topic) if v is not None]
+    keys = [(sensor, r["client"], r["timestamp_ms"]) for sensor, r in stored]
+    assert len(keys) == len(set(keys)) == events.num_rows
+
+    got: dict[tuple[str, str, int], list[tuple[float, int, int]]] = {}
+    expected: dict[tuple[str, str, int], tuple[float, int, int]] = {}
+    for name in ("FA", "FI", "FD"):
+        for row in _rows(kafka, topics.of(name)):
+            got.setdefault((name, row["client"], row["timestamp_ms"]), []).append(
+                (row["value"], row["bin"], row["count"]))
+        expected |= {(name, *key): (r[name], r[f"{name}_bin"], r["count"])
+                     for key, r in want.items()}
+    check = compare_history(got, expected)
+    record_faults("broker killed and restarted (sensors)", {"broker kill -9": 1}, check)
+    assert check.clean, check
+    got_predictions = _rows(kafka, topics.predictions)
+    assert _last_vectors(got_predictions) == _last_vectors(reference.predictions.to_pylist())
+    _check_every_prediction(got_predictions, events, want)
