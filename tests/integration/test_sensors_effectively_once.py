@@ -123,7 +123,9 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
     assert check.clean, check
 
     ref_predictions = reference.predictions.to_pylist()
-    assert len(ref_predictions) > 1_000
+    # how many events find a complete vector depends on how the join's five topics interleave
+    # (893 and over 1,000 were both seen): a floor that shows the run predicted, not a value
+    assert len(ref_predictions) > 300
     assert _last_vectors(got_predictions) == _last_vectors(ref_predictions)
     _check_every_prediction(got_predictions, events, want)
 
