@@ -8,10 +8,12 @@ from typing import Annotated
 
 import typer
 
-from serving.consistency import consistency_report
+from serving.consistency import WrittenRows, consistency_report, written_rows
 from serving.consistency_output import text_table, to_html, to_json
 from serving.settings import FEATURE_REPO
 from serving.store import ServingError, open_store
+from streaming.settings import KafkaSettings
+from streaming.topics import ONLINE_WRITES
 
 
 def _utc(text: str) -> datetime:
@@ -33,11 +35,17 @@ def consistency(
                         ] = None,
     threshold: Annotated[float, typer.Option(
         help="Exit 1 when the match rate is below this (0..1).")] = 1.0,
+    history: Annotated[bool, typer.Option(
+        help="Also every row the online sink wrote in the range (its online_writes log on the "
+             "broker of KAFKA_BOOTSTRAP_SERVERS), not only what the store holds now.")] = False,
+    topic_prefix: Annotated[str, typer.Option(help="Prefix of the log topic's name.")] = "",
 ) -> None:
     """Compare the online store's rows with the offline tables' rows at the same event times:
     per feature rows compared, match rate, missing and extra rows, largest difference."""
     try:
-        report = consistency_report(open_store(profile, repo), _utc(start), _utc(end), pipeline)
+        written = _write_log(topic_prefix + ONLINE_WRITES) if history else None
+        report = consistency_report(open_store(profile, repo), _utc(start), _utc(end), pipeline,
+                                    written)
     except ServingError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
@@ -49,3 +57,22 @@ def consistency(
     if report.match_rate < threshold:
         typer.echo(f"match rate {report.match_rate:.6%} is below {threshold:.6%}", err=True)
         raise typer.Exit(1)
+
+
+def _write_log(topic: str) -> WrittenRows:
+    """Every row of the online sink's write log (read from the start)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from streaming.runtime.topic_reader import read_topic
+
+    kafka = KafkaSettings()
+    try:
+        known = AdminClient(kafka.client_config()).list_topics(timeout=15).topics
+    except KafkaException as error:
+        raise ServingError(f"the write log's broker {kafka.bootstrap_servers} is unreachable: "
+                           f"{error}") from error
+    if topic not in known:
+        raise ServingError(f"no write log: topic {topic} does not exist on "
+                           f"{kafka.bootstrap_servers} (run the sink with --write-log)")
+    return written_rows([v for _, _, _, v in read_topic(kafka, topic) if v is not None])

@@ -17,6 +17,7 @@ from streaming.topics import (
     CHECKPOINTS,
     DEAD_LETTER,
     INDICATORS,
+    ONLINE_WRITES,
     SENSOR_FEATURES,
     catalogue,
     ensure_topics,
@@ -46,6 +47,9 @@ def online_sink(
                      ] = "braid-online-sink",
     batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 10_000,
     topic_prefix: Annotated[str, typer.Option(help="Prefix of every topic name.")] = "",
+    write_log: Annotated[bool, typer.Option(
+        help="Also produce every written row to the online_writes topic (what "
+             "`braid consistency --history` compares).")] = True,
 ) -> None:
     """Consume candles, technical_indicators and the sensor topics; write every final row to
     Feast's online store (newest per key, never older over newer) until SIGTERM. Run
@@ -64,9 +68,10 @@ def online_sink(
     kinds = sink_kinds(pipelines, topic_prefix)
     topics = TopicSettings()
     specs = [s for s in catalogue(topics) if topic_prefix + s.name in kinds
-             or s.name in (DEAD_LETTER, CHECKPOINTS)]
+             or s.name in (DEAD_LETTER, CHECKPOINTS) or (write_log and s.name == ONLINE_WRITES)]
     kafka = KafkaSettings()
     ensure_topics(kafka, [replace(s, name=topic_prefix + s.name) for s in specs], topics)
     online_sink_processor(kafka, store, kinds, group=group, batch_size=batch_size,
                           dead_letter_topic=topic_prefix + DEAD_LETTER,
-                          checkpoint_topic=topic_prefix + CHECKPOINTS).run()
+                          checkpoint_topic=topic_prefix + CHECKPOINTS,
+                          log_topic=topic_prefix + ONLINE_WRITES if write_log else None).run()

@@ -12,16 +12,24 @@ compared (online and offline rows at the same event time), **missing** (the offl
 a row in the range for an entity the online store lacks or holds older), **extra** (an online
 row with no offline row at its event time); per feature: match rate (|diff| <= 1e-9; NaN, null
 and NaN match: both mean "no value"), largest difference, and a few example mismatches.
+
+**History.** What the store holds now is only each entity's latest row. Given `written` (the
+online sink's write log, `online_writes`: every row the store was written, read by `braid
+consistency --history`), every logged row in the range is judged the same way too, so a value
+that was served an hour ago and has since been overwritten is compared as well. A logged row at
+the event time the store still holds is judged once, by what the store holds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 import duckdb
+import orjson
 from feast import FeatureStore, FeatureView
 from feast.infra.offline_stores.file_source import FileSource
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -31,6 +39,9 @@ from feast.type_map import feast_value_type_to_python_type
 from serving.duckdb_delta import ensure_delta_extension
 from serving.offline_store import TIMESTAMP_MS_TAG, source_filters
 from serving.store import ServingError
+
+WrittenRows = Mapping[str, Mapping[tuple[str, int], Mapping[str, Any]]]
+"""view -> (entity, event ms) -> feature values: the rows the online store was written."""
 
 TOLERANCE = 1e-9
 EXAMPLES = 5
@@ -149,7 +160,9 @@ def _online_rows(store: FeatureStore, view: FeatureView, entities: list[str]
 
 
 def compare_view(store: FeatureStore, view: FeatureView, start_ms: int, end_ms: int,
-                 con: duckdb.DuckDBPyConnection) -> tuple[ViewResult, list[FeatureResult]]:
+                 con: duckdb.DuckDBPyConnection,
+                 written: Mapping[tuple[str, int], Mapping[str, Any]] | None = None,
+                 ) -> tuple[ViewResult, list[FeatureResult]]:
     offline = _offline_rows(view, con)
     names = [f.name for f in view.features]
     entities = sorted({entity for entity, _ in offline})
@@ -160,40 +173,51 @@ def compare_view(store: FeatureStore, view: FeatureView, start_ms: int, end_ms: 
     for entity, ts in offline:
         if start_ms <= ts < end_ms and ts > latest_offline.get(entity, -1):
             latest_offline[entity] = ts
+
+    def judge(entity: str, ts: int, values: Mapping[str, Any]) -> bool:
+        """Compare one online row with the offline row at its event time; False: extra."""
+        row = offline.get((entity, ts))
+        if row is None:
+            result.extra += 1
+            if len(result.extra_examples) < EXAMPLES:
+                result.extra_examples.append({"entity": entity, "event_ms": ts})
+            return False
+        result.compared += 1
+        for name in names:
+            ok, diff = values_match(values.get(name), row[name])
+            feature = features[name]
+            feature.compared += 1
+            feature.matched += ok
+            if not ok:
+                feature.max_abs_diff = max(feature.max_abs_diff, diff)
+                if len(feature.examples) < EXAMPLES:
+                    feature.examples.append({"entity": entity, "event_ms": ts,
+                                             "online": values.get(name),
+                                             "offline": row[name]})
+        return True
+
     for entity in entities:
         served = online.get(entity)
-        if served is not None and start_ms <= served[0] < end_ms:
-            ts, values = served
-            row = offline.get((entity, ts))
-            if row is None:
-                result.extra += 1
-                if len(result.extra_examples) < EXAMPLES:
-                    result.extra_examples.append({"entity": entity, "event_ms": ts})
-                continue
-            result.compared += 1
-            for name in names:
-                ok, diff = values_match(values.get(name), row[name])
-                feature = features[name]
-                feature.compared += 1
-                feature.matched += ok
-                if not ok:
-                    feature.max_abs_diff = max(feature.max_abs_diff, diff)
-                    if len(feature.examples) < EXAMPLES:
-                        feature.examples.append({"entity": entity, "event_ms": ts,
-                                                 "online": values.get(name),
-                                                 "offline": row[name]})
+        if served is not None and start_ms <= served[0] < end_ms and not judge(entity, *served):
+            continue  # an extra row: not also counted missing
         if entity in latest_offline and (served is None or served[0] < latest_offline[entity]):
             result.missing += 1
             if len(result.missing_examples) < EXAMPLES:
                 result.missing_examples.append({
                     "entity": entity, "offline_event_ms": latest_offline[entity],
                     "online_event_ms": None if served is None else served[0]})
+    for (entity, ts), values in sorted((written or {}).items()):
+        served = online.get(entity)
+        if start_ms <= ts < end_ms and (served is None or served[0] != ts):
+            judge(entity, ts, values)
     return result, list(features.values())
 
 
 def consistency_report(store: FeatureStore, start: datetime, end: datetime,
-                       pipeline: str = "markets") -> ConsistencyReport:
-    """The report for the pipeline's views over `[start, end)` (see the module docstring)."""
+                       pipeline: str = "markets", written: WrittenRows | None = None
+                       ) -> ConsistencyReport:
+    """The report for the pipeline's views over `[start, end)`; with `written` (the sink's
+    write log) over every row the store was written in it (see the module docstring)."""
     if pipeline not in PIPELINE_VIEWS:
         raise ServingError(f"unknown pipeline {pipeline!r} (markets or sensors)")
     views = [v for v in store.list_feature_views()
@@ -208,7 +232,8 @@ def consistency_report(store: FeatureStore, start: datetime, end: datetime,
     for view in sorted(views, key=lambda v: v.name):
         if not _table_exists(_source(view).path):
             continue
-        view_result, features = compare_view(store, view, start_ms, end_ms, con)
+        view_result, features = compare_view(store, view, start_ms, end_ms, con,
+                                             (written or {}).get(view.name))
         view_results.append(view_result)
         feature_results.extend(features)
     if not view_results:
@@ -223,3 +248,14 @@ def _table_exists(path: str) -> bool:
     from pathlib import Path
 
     return (Path(path) / "_delta_log").is_dir()
+
+
+def written_rows(records: list[bytes]) -> dict[str, dict[tuple[str, int], dict[str, Any]]]:
+    """The write log's records (`streaming.sinks.online_store.write_log_record` values) as
+    `WrittenRows`; a row logged twice (a replay) keeps its last record."""
+    out: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
+    for raw in records:
+        body = orjson.loads(raw)
+        out.setdefault(str(body["view"]), {})[
+            (str(body["entity"]), int(body["event_ms"]))] = dict(body["values"])
+    return out

@@ -46,6 +46,7 @@ SENSOR_INPUTS = ("SX", "SY", "SZ")
 SENSOR_FEATURES = ("FA", "FI", "FD")
 SENSOR_PREDICTIONS = "predictions.sensors"
 MARKET_PREDICTIONS = "predictions.markets"
+ONLINE_WRITES = "online_writes"
 
 
 def catalogue(settings: TopicSettings | None = None) -> list[TopicSpec]:
@@ -76,6 +77,9 @@ def catalogue(settings: TopicSettings | None = None) -> list[TopicSpec]:
         TopicSpec(MARKET_PREDICTIONS, markets, retention_ms=7 * DAY_MS,
                   description="next-candle direction predictions keyed "
                               "pair|duration|window_start (one per candle: not compacted)"),
+        TopicSpec(ONLINE_WRITES, markets, retention_ms=30 * DAY_MS,
+                  description="every row the online sink wrote, keyed view|entity|event_ms "
+                              "(braid consistency --history; a log: not compacted)"),
     ]
 
 

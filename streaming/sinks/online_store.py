@@ -13,6 +13,14 @@ is decoded (`online_rows`: which topic feeds which feature view), keeps the newe
 
 Both read the registry once and never let an older row overwrite a newer one.
 
+**The write log.** With a `log_topic` (`online_writes`; `braid online-sink` sets it), every row
+handed to the store and not refused is also produced there: `{"view", "entity", "event_ms",
+"values"}`, keyed `view|entity|event_ms`. `braid consistency --history` compares each of them
+with the batch layer's row at the same event time, so the report covers every key and time the
+store was written, not only what it holds now. Log records are outputs of the runtime like any
+other (produced before the offsets that led to them are committed); a replay after kill -9 logs
+a row again with the same values.
+
 Effectively once: writes are synchronous, so the safe offset is one past the batch's last
 message; a replay after kill -9 rewrites rows carrying the same values (outputs are keyed) or
 drops them as not newer, so the store ends as an uninterrupted run leaves it. Rows that cannot be
@@ -24,20 +32,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import orjson
 import structlog
 from feast import FeatureStore
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 
 from streaming.runtime.operator import PartitionOperator, Snapshot
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
-from streaming.runtime.records import DeadLetter, Emission, InputBatch
+from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 from streaming.settings import KafkaSettings
 from streaming.sinks.feast_online_writer import OnlineWriter
 from streaming.sinks.online_rows import InvalidRow, OnlineRow, decode_row
 from streaming.sinks.redis_online_writer import RedisBulkWriter
 
 __all__ = ["InvalidRow", "OnlineRow", "OnlineSinkOperator", "OnlineWriter", "RedisBulkWriter",
-           "decode_row", "online_sink_processor", "online_writer"]
+           "decode_row", "online_sink_processor", "online_writer", "write_log_record"]
 
 log = structlog.get_logger(__name__)
 
@@ -53,9 +62,11 @@ def online_writer(store: FeatureStore) -> OnlineWriter:
 class OnlineSinkOperator(PartitionOperator):
     """One partition of the sink: decode, route, keep the newest per entity, write, commit."""
 
-    def __init__(self, writer: OnlineWriter, kinds: Mapping[str, str]) -> None:
+    def __init__(self, writer: OnlineWriter, kinds: Mapping[str, str],
+                 log_topic: str | None = None) -> None:
         self.writer = writer
         self.kinds = kinds  # input topic -> kind
+        self.log_topic = log_topic  # the write log (module docstring); None: no log
         self.next_offset: dict[str, int] = {}
 
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
@@ -96,6 +107,11 @@ class OnlineSinkOperator(PartitionOperator):
             for row, reason in rejected:
                 i = index[id(row)]
                 dead(reason, int(batch.offsets[i]), batch.keys[i], batch.values[i])
+            if self.log_topic is not None:
+                refused = {id(row) for row, _ in rejected}
+                emission.records.extend(
+                    write_log_record(self.log_topic, row)
+                    for row, _ in entries if id(row) not in refused)
         if len(batch):
             self.next_offset[batch.topic] = int(batch.offsets[-1]) + 1
         return emission
@@ -110,6 +126,14 @@ class OnlineSinkOperator(PartitionOperator):
         self.next_offset = {k: int(v) for k, v in snapshot.get("next_offset", {}).items()}
 
 
+def write_log_record(topic: str, row: OnlineRow) -> OutputRecord:
+    """A row of the write log (NaN is written as null: both mean "no value")."""
+    body = {"view": row.view, "entity": row.entity, "event_ms": row.event_ms,
+            "values": dict(row.values)}
+    return OutputRecord(topic, f"{row.view}|{row.entity}|{row.event_ms}",
+                        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), row.entity)
+
+
 def online_sink_processor(
     kafka: KafkaSettings,
     store: FeatureStore,
@@ -120,13 +144,14 @@ def online_sink_processor(
     checkpoint_topic: str,
     batch_size: int = 10_000,
     writer_factory: Callable[[FeatureStore], OnlineWriter] = online_writer,
+    log_topic: str | None = None,
 ) -> StreamProcessor:
     """The sink as a processor over the topics of `kinds` (topic -> kind), one writer shared by
-    every partition's operator (one store, one registry read)."""
+    every partition's operator (one store, one registry read); `log_topic`: the write log."""
     writer = writer_factory(store)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, tuple(kinds), batch_size=batch_size,
                         dead_letter_topic=dead_letter_topic, checkpoint_topic=checkpoint_topic),
-        lambda partition: OnlineSinkOperator(writer, kinds),
+        lambda partition: OnlineSinkOperator(writer, kinds, log_topic),
     )
