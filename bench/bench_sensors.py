@@ -295,7 +295,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     if args.lag_every_s > 0:
         print(f"  [{label}] consumer lag at {args.rate:,} SZ/s, every {args.lag_every_s:g} s:",
               flush=True)
-        monitor.__enter__()
+        monitor.start()
     for step in range(int(args.seconds / tick)):
         target = start + step * tick
         delay = target - time.perf_counter()
@@ -318,7 +318,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     producer.flush(30)
     elapsed = time.perf_counter() - start
     if args.lag_every_s > 0:
-        monitor.__exit__()
+        monitor.stop()
         monitor.sample(time.perf_counter() - start)  # once more, production over
     time.sleep(5)
     stop.set()
@@ -410,11 +410,10 @@ class LagMonitor:
             except Exception as error:  # a sample lost is printed, the run goes on
                 print(f"    lag sample failed: {error}", flush=True)
 
-    def __enter__(self) -> LagMonitor:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join(60)
 

@@ -25,12 +25,17 @@ import pytest
 from features.sensors.model import DEFAULT_MODEL
 from features.sensors.schemas import CATEGORICAL_SENSORS, VECTOR_FIELDS
 from infra.testing import BrokerStack
-from streaming.pipelines.sensors import SensorTopics, produce_events, run_sensors_through_stream
+from streaming.pipelines.sensors import (
+    SensorTopics,
+    StreamResult,
+    produce_events,
+    run_sensors_through_stream,
+)
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.topics import ensure_topics
-from tests.support.history_checker import compare_history
+from tests.support.history_checker import HistoryCheck, compare_history
 from tests.support.processes import BraidProcess
 from tests.support.reliability_report import record_faults
 
@@ -69,21 +74,9 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
     # arrival delays up to 6 s against a 3 s grace: late readings are part of the replay too
     events = simulate(SimulatorConfig(clients=16, duration_ms=45 * 60_000, disorder_ms=6_000,
                                       seed=9))
-    reference = run_sensors_through_stream(events, kafka_settings,
-                                           topic_prefix=unique_topic_prefix + "ref.",
-                                           grace_ms=3_000, partitions=PARTITIONS)
-    want = {(r["client"], r["timestamp_ms"]): r for r in reference.features.to_pylist()}
-
-    prefix = unique_topic_prefix + "run."
-    topics = SensorTopics.prefixed(prefix)
-    ensure_topics(kafka_settings, topics.specs(PARTITIONS), TopicSettings())
-    common = ["--topic-prefix", prefix, "--partitions", str(PARTITIONS)]
-    windows = BraidProcess(["sensors", "windows", "--grace", GRACE, "--idle-timeout", "2s",
-                            "--batch-size", "300", *common], kafka_settings,
-                           tmp_path / "windows.log").start()
-    join = BraidProcess(["sensors", "join", "--model", "builtin", "--batch-size", "300", *common],
-                        kafka_settings,
-                        tmp_path / "join.log").start()
+    reference, want = _reference(kafka_settings, events, unique_topic_prefix)
+    topics, windows, join = _start_processors(kafka_settings, unique_topic_prefix + "run.",
+                                              "2s", tmp_path)
     producer = threading.Thread(target=_produce_slowly, args=(kafka_settings, topics, events,
                                                               25.0))
     producer.start()
@@ -108,16 +101,7 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
                 process.terminate()
     assert windows.log_path.read_text().count(f'"restored": {PARTITIONS}') >= 2
 
-    # every feature message against the uninterrupted run's (value, bin, count)
-    got: dict[tuple[str, str, int], list[tuple[float, int, int]]] = {}
-    expected: dict[tuple[str, str, int], tuple[float, int, int]] = {}
-    for name in ("FA", "FI", "FD"):
-        for row in _rows(kafka_settings, topics.of(name)):
-            got.setdefault((name, row["client"], row["timestamp_ms"]), []).append(
-                (row["value"], row["bin"], row["count"]))
-        expected |= {(name, *key): (r[name], r[f"{name}_bin"], r["count"])
-                     for key, r in want.items()}
-    check = compare_history(got, expected)
+    check = _feature_history(kafka_settings, topics, want)
     got_predictions = _rows(kafka_settings, topics.predictions)
     record_faults("sensor processors killed", {"kill -9": 3, "SIGTERM": 2}, check)
     assert check.clean, check
@@ -128,6 +112,43 @@ def test_kill_9_and_restart_give_exactly_the_uninterrupted_features(
     assert len(ref_predictions) > 300
     assert _last_vectors(got_predictions) == _last_vectors(ref_predictions)
     _check_every_prediction(got_predictions, events, want)
+
+
+def _reference(kafka: KafkaSettings, events: pa.Table, prefix: str
+               ) -> tuple[StreamResult, dict[tuple[str, int], dict]]:
+    """The uninterrupted run (on its own topics) and its feature rows by (client, time)."""
+    reference = run_sensors_through_stream(events, kafka, topic_prefix=prefix + "ref.",
+                                           grace_ms=3_000, partitions=PARTITIONS)
+    return reference, {(r["client"], r["timestamp_ms"]): r
+                       for r in reference.features.to_pylist()}
+
+
+def _start_processors(kafka: KafkaSettings, prefix: str, idle_timeout: str, tmp_path: Path
+                      ) -> tuple[SensorTopics, BraidProcess, BraidProcess]:
+    """The topics under `prefix`, and the window and join processors started on them."""
+    topics = SensorTopics.prefixed(prefix)
+    ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
+    common = ["--topic-prefix", prefix, "--partitions", str(PARTITIONS)]
+    windows = BraidProcess(["sensors", "windows", "--grace", GRACE, "--idle-timeout",
+                            idle_timeout, "--batch-size", "300", *common], kafka,
+                           tmp_path / "windows.log").start()
+    join = BraidProcess(["sensors", "join", "--model", "builtin", "--batch-size", "300", *common],
+                        kafka, tmp_path / "join.log").start()
+    return topics, windows, join
+
+
+def _feature_history(kafka: KafkaSettings, topics: SensorTopics,
+                     want: dict[tuple[str, int], dict]) -> HistoryCheck:
+    """Every FA, FI, FD message against the uninterrupted run's (value, bin, count)."""
+    got: dict[tuple[str, str, int], list[tuple[float, int, int]]] = {}
+    expected: dict[tuple[str, str, int], tuple[float, int, int]] = {}
+    for name in ("FA", "FI", "FD"):
+        for row in _rows(kafka, topics.of(name)):
+            got.setdefault((name, row["client"], row["timestamp_ms"]), []).append(
+                (row["value"], row["bin"], row["count"]))
+        expected |= {(name, *key): (r[name], r[f"{name}_bin"], r["count"])
+                     for key, r in want.items()}
+    return compare_history(got, expected)
 
 
 def _last_vectors(rows: list[dict]) -> dict[str, list[int]]:
@@ -189,20 +210,9 @@ def test_broker_kill_9_mid_stream_loses_no_reading_feature_or_prediction(
     kafka = broker_stack.kafka_settings
     events = simulate(SimulatorConfig(clients=12, duration_ms=30 * 60_000, disorder_ms=6_000,
                                       seed=11))
-    reference = run_sensors_through_stream(events, kafka,
-                                           topic_prefix=unique_topic_prefix + "ref.",
-                                           grace_ms=3_000, partitions=PARTITIONS)
-    want = {(r["client"], r["timestamp_ms"]): r for r in reference.features.to_pylist()}
-
+    reference, want = _reference(kafka, events, unique_topic_prefix)
     prefix = unique_topic_prefix + "run."
-    topics = SensorTopics.prefixed(prefix)
-    ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
-    common = ["--topic-prefix", prefix, "--partitions", str(PARTITIONS)]
-    windows = BraidProcess(["sensors", "windows", "--grace", GRACE, "--idle-timeout", "25s",
-                            "--batch-size", "300", *common], kafka,
-                           tmp_path / "windows.log").start()
-    join = BraidProcess(["sensors", "join", "--model", "builtin", "--batch-size", "300", *common],
-                        kafka, tmp_path / "join.log").start()
+    topics, windows, join = _start_processors(kafka, prefix, "25s", tmp_path)
     producer = threading.Thread(target=_produce_slowly, args=(kafka, topics, events, 20.0))
     try:
         windows.wait_for_log('"event": "assigned"', 1)
@@ -227,15 +237,7 @@ def test_broker_kill_9_mid_stream_loses_no_reading_feature_or_prediction(
     keys = [(sensor, r["client"], r["timestamp_ms"]) for sensor, r in stored]
     assert len(keys) == len(set(keys)) == events.num_rows
 
-    got: dict[tuple[str, str, int], list[tuple[float, int, int]]] = {}
-    expected: dict[tuple[str, str, int], tuple[float, int, int]] = {}
-    for name in ("FA", "FI", "FD"):
-        for row in _rows(kafka, topics.of(name)):
-            got.setdefault((name, row["client"], row["timestamp_ms"]), []).append(
-                (row["value"], row["bin"], row["count"]))
-        expected |= {(name, *key): (r[name], r[f"{name}_bin"], r["count"])
-                     for key, r in want.items()}
-    check = compare_history(got, expected)
+    check = _feature_history(kafka, topics, want)
     record_faults("broker killed and restarted (sensors)", {"broker kill -9": 1}, check)
     assert check.clean, check
     got_predictions = _rows(kafka, topics.predictions)
