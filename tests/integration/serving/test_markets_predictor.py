@@ -4,12 +4,14 @@ store (SQLite; Redis too for the first test), real XGBoost models in a real MLfl
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import orjson
 import pytest
@@ -35,6 +37,7 @@ from streaming.sinks.online_store import online_sink_processor
 from streaming.topics import CANDLES, TopicSpec, ensure_topics
 from tests.integration.serving.model_registry import register, sqlite_registry
 from tests.integration.serving.offline_tables import local_repo
+from tests.support.processes import BraidProcess
 from training.model_contract import FEATURE_SERVICES, MODEL_NAMES, feature_columns
 
 pytestmark = pytest.mark.integration
@@ -300,3 +303,68 @@ def test_rows_waiting_for_the_sink_are_predicted_after_a_restart(rig: Rig) -> No
     for candle, indicator in rows:
         expected = model.classifier.predict_proba(expected_features(candle, indicator))[0, 1]
         assert got[str(candle["pair"])]["prediction"] == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_predictor_process_killed_mid_stream_loses_and_changes_no_prediction(
+        rig: Rig, running: Callable[[StreamProcessor], None], tmp_path: Path) -> None:
+    """`braid markets predictor` as a process, killed with -9 three times (at random points
+    while a round of candles is in flight) and stopped with SIGTERM once, started again each
+    time: every row gets a prediction, every record of a row (replays included) is the same
+    bytes, each equals the model on the row's own features, and no row is skipped."""
+    model = register(NAME, service_columns(), seed=4)
+    running(rig.sink())
+    predictor = BraidProcess(
+        ["markets", "predictor", "--repo", str(rig.store.repo_path), "--topic-prefix",
+         rig.prefix, "--group", rig.prefix + "predictor"], rig.kafka, tmp_path / "predictor.log",
+        {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+         "BRAID_TOPIC_MARKET_PARTITIONS": str(PARTITIONS)}).start()
+    pairs = ("XBT/USD", "ETH/USD", "SOL/USD", "ADA/USD")
+    # candles ending from the next minute on: never older than the views' TTL when published
+    base = int(time.time() * 1000) // MINUTE * MINUTE
+    published: dict[tuple[str, int], tuple[dict[str, object], dict[str, object]]] = {}
+    jitter = random.Random(5)
+
+    def predicted() -> set[tuple[str, int]]:
+        return {(str(p["pair"]), int(p["window_end_ms"]))  # type: ignore[call-overload]
+                for p in rig.predictions()}
+
+    try:
+        predictor.wait_for_log('"event": "assigned"', 1, timeout_s=120)
+        for k in range(8):
+            end = base + (k + 1) * MINUTE
+            rows = [candle_rows(pair, end, 10 * k + i) for i, pair in enumerate(pairs)]
+            rig.publish(rows)
+            published.update({(pair, end): r for pair, r in zip(pairs, rows, strict=True)})
+            if k in (1, 3, 4, 6):
+                time.sleep(jitter.uniform(0, 0.3))  # before, during or after the decision
+                if k == 4:
+                    assert predictor.terminate() == 0
+                else:
+                    predictor.kill9()
+                predictor.start()
+                predictor.wait_for_log('"event": "assigned"', predictor.starts, timeout_s=120)
+            # the next round only once this one is decided: a later candle online would make
+            # a replayed row `superseded` (the store keeps only the latest row)
+            wait_for(lambda: predicted() >= set(published), f"round {k}'s predictions",
+                     timeout_s=120)
+    finally:
+        if predictor.alive():
+            predictor.terminate()
+
+    records: dict[tuple[str, int], set[bytes]] = {}
+    for _, _, _, value in read_topic(rig.kafka, rig.topics.predictions):
+        assert value is not None
+        row = orjson.loads(value)
+        records.setdefault((row["pair"], row["window_end_ms"]), set()).add(value)
+    assert set(records) == set(published)
+    for key, values in records.items():
+        assert len(values) == 1, f"{key}: a replay published other values: {values}"
+        prediction = orjson.loads(next(iter(values)))
+        candle, indicator = published[key]
+        expected = model.classifier.predict_proba(expected_features(candle, indicator))[0, 1]
+        assert prediction["prediction"] == pytest.approx(float(expected), rel=1e-6)
+        assert prediction["model_version"] == model.version
+    log = (tmp_path / "predictor.log").read_text()
+    assert '"no prediction"' not in log
+    assert [v for *_, v in read_topic(rig.kafka, rig.topics.dead_letter)] == []
