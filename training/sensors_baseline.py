@@ -1,10 +1,15 @@
 """Fit the sensors pipeline's transparent baseline: a logistic regression over the 5 integers.
 
-Training set (point-in-time correct, built with the same `features/` code as both engines): for
-every SZ reading of the simulated history, the vector the join would hold at that event time —
-SX and SY as of that time (the latest reading with event time <= t), and the reading's own FA,
-FI, FD bins — labelled with the simulator's `incident` flag. Readings before a client's first SX
-or SY are left out (the join makes no prediction without all five fields).
+Training set (built with the same `features/` code as both engines): for every SZ reading of
+the history, the vector the stream's join holds when it predicts for that reading — the
+reading's own FA, FI, FD bins, and SX and SY as of the moment those features are final — labelled
+with the reading's `incident` flag. The window processor emits a reading's features once the
+client's stream time reaches `t + grace` (the client's next reading at or after that time), and
+the join pairs them with the latest SX and SY it holds then: SX and SY as of that reading's event
+time, not as of `t` (in a live stream they are seconds newer; training on `t` would teach the
+model a vector it is never served: measured on the simulator, a third of the stream's vectors
+differed). Readings before a client's first SX or SY are left out (the join makes no prediction
+without all five fields).
 
 The model is stored as JSON (`features.sensors.model.LogisticAlertModel` plus training facts):
 its version is derived from its parameters and bin edges, so the same fit gets the same version.
@@ -56,6 +61,26 @@ def _as_of(codes: np.ndarray, ts: np.ndarray, src_codes: np.ndarray, src_ts: np.
     return values.astype(np.int64), found
 
 
+DEFAULT_GRACE_MS = 5_000
+"""The window processor's default grace (`braid sensors windows --grace`)."""
+
+
+def features_final_at(codes: np.ndarray, ts: np.ndarray, grace_ms: int) -> np.ndarray:
+    """Per SZ reading (sorted by client code, then event time): the event time at which the
+    window processor emits its features — that of the client's first reading at or after
+    `t + grace` (its stream time reaches `t + grace`: `features.windows.SlidingWindow`), or
+    `t + grace` when none follows (emitted on idleness)."""
+    if len(ts) == 0:
+        return ts.copy()
+    base = int(ts.min())
+    span = int(ts.max()) + grace_ms - base + 1
+    key = codes * span + (ts - base)
+    pos = np.searchsorted(key, key + grace_ms, side="left")
+    found = pos < len(ts)
+    found[found] = codes[pos[found]] == codes[found]
+    return np.where(found, ts[np.minimum(pos, len(ts) - 1)], ts + grace_ms).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class SensorRows:
     """The training rows with their event time and client (for time-ordered splits)."""
@@ -66,8 +91,10 @@ class SensorRows:
     clients: np.ndarray  # (n,) object
 
 
-def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES) -> SensorRows:
-    """The rows of :func:`training_set` plus each row's event time and client."""
+def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES,
+                  grace_ms: int = DEFAULT_GRACE_MS) -> SensorRows:
+    """The rows of :func:`training_set` plus each row's event time and client (`grace_ms`: the
+    window processor's grace, which decides when the join sees a reading's features)."""
     names = sorted(set(events["client"].to_pylist()))
     by = {s: events.filter(pc.equal(events["sensor"], s)) for s in ("SX", "SY", "SZ")}
     sz = by["SZ"]
@@ -79,11 +106,12 @@ def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES) -> SensorRo
     codes, ts, values, labels = codes[order], ts[order], values[order], labels[order]
     feats = window_features(codes, ts, values)
     columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
+    served_at = features_final_at(codes, ts, grace_ms)
     vectors = np.empty((len(ts), len(VECTOR_FIELDS)), dtype=np.int64)
     complete = np.ones(len(ts), dtype=bool)
     for k, sensor in enumerate(("SX", "SY")):
         src = by[sensor]
-        vectors[:, k], found = _as_of(codes, ts, _codes(src["client"], names),
+        vectors[:, k], found = _as_of(codes, served_at, _codes(src["client"], names),
                                       src["timestamp_ms"].to_numpy(), src["value"].to_numpy())
         complete &= found
     for k, name in enumerate(FEATURES, start=2):
@@ -93,10 +121,10 @@ def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES) -> SensorRo
                       clients[complete])
 
 
-def training_set(events: pa.Table, edges: BinEdges = DEFAULT_EDGES
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def training_set(events: pa.Table, edges: BinEdges = DEFAULT_EDGES,
+                 grace_ms: int = DEFAULT_GRACE_MS) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (n, 5) int64, labels (n,) int) from simulator events (see the module doc)."""
-    rows = training_rows(events, edges)
+    rows = training_rows(events, edges, grace_ms)
     return rows.vectors, rows.labels
 
 

@@ -129,6 +129,7 @@ def train_sensors(
     started = time.perf_counter()
     events, facts = events_of(source, clients=clients, minutes=minutes, seed=settings.seed,
                               skab_dir=skab_dir)
-    data = prepare(training_rows(events), facts, settings.sensors_gap_ms)
+    data = prepare(training_rows(events, grace_ms=settings.sensors_grace_ms),
+                   {**facts, "grace_ms": settings.sensors_grace_ms}, settings.sensors_gap_ms)
     data.seconds = {"training_set": time.perf_counter() - started}
     return train_and_register(data, settings, tracking_uri)

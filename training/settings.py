@@ -20,6 +20,10 @@ class TrainingSettings(BaseSettings):
     #: Sensors: time left out between train, validation and test (the label is the reading's own
     #: incident flag; its window features look this far back).
     sensors_gap_ms: int = Field(default=60_000, ge=0)
+    #: Sensors: the window processor's grace (`braid sensors windows --grace`): a reading's
+    #: features reach the join once the client's stream time passes `t + grace`, and the join
+    #: pairs them with the SX and SY it holds then (`training.sensors_baseline`).
+    sensors_grace_ms: int = Field(default=5_000, ge=0)
     seed: int = 0
     nthread: int = Field(default=2, ge=1)
     n_estimators: int = Field(default=400, ge=1)
