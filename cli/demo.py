@@ -11,7 +11,11 @@ As a deployment would run it, in order:
 5. an XGBoost model trained on the point-in-time training set, logged and registered in MLflow,
    promoted to `champion` when it beats the one before;
 6. the predictor (child process) serving the champion while `--live-seconds` of live trades
-   flow: live predictions on `predictions.markets`, printed.
+   flow: live predictions on `predictions.markets`, printed;
+7. the sensors pipeline: an XGBoost alert model trained on simulated history, registered and
+   promoted in MLflow; the window and join processors (child processes, the join serving the
+   registry's champion) over simulated readings of other clients ending now; the alerts,
+   printed against the simulator's incident labels (`cli/demo_sensors.py`).
 Processes stop at the end; the stack stays up (`braid status`, `braid down`). Logs: var/log/.
 """
 
@@ -29,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.demo_sensors import SensorsDemo, show_alerts, stream_readings, train_champion
 from cli.demo_trades import history_trades, publish_live_trades
 from infra import stack
 from infra.processes import parent_death_hook
@@ -50,6 +55,13 @@ def demo(
     live_seconds: float = typer.Option(75.0, help="Seconds of live trades at the end (1-minute "
                                                   "candles: more than 60 s to close one)."),
     idle_timeout: str = typer.Option("3s", help="Close quiet pairs' windows after this."),
+    sensor_clients: int = typer.Option(200, min=1, help="Sensors: clients streamed live."),
+    sensor_minutes: int = typer.Option(40, min=11, help="Sensors: minutes of readings streamed "
+                                                        "(ending now; windows are 10 minutes)."),
+    sensor_train_clients: int = typer.Option(100, min=10, help="Sensors: simulated clients of "
+                                                              "the training history."),
+    sensor_train_minutes: int = typer.Option(240, min=60, help="Sensors: minutes of training "
+                                                               "history."),
 ) -> None:
     """Run the markets pipeline end to end on embedded defaults and show what it computed."""
     from serving.feast_definitions import definitions
@@ -119,6 +131,17 @@ def demo(
                 on_tick=lambda s: status.update(f"live trades: {s:.0f}/{live_seconds:.0f} s"))
         _show_predictions(kafka, f"{prefix}predictions.markets")
         _show_indicators(kafka, topics.indicators)
+
+        console.rule("7. sensors: XGBoost alert model in MLflow; the join serves the champion")
+        sensors = SensorsDemo(sensor_train_clients, sensor_train_minutes, sensor_clients,
+                              sensor_minutes, seed)
+        train_champion(sensors, console)
+        sensor_topics, events, sensor_children = stream_readings(
+            sensors, kafka, prefix,
+            lambda args, name: _spawn(args, kafka, log_dir / name), console)
+        children += sensor_children
+        _wait_for_output(kafka, sensor_topics.predictions)
+        show_alerts(kafka, sensor_topics, events, console)
     finally:
         for child in children:
             child.terminate()

@@ -1,6 +1,7 @@
-"""`braid demo` in a small configuration (2 pairs, 0.6 days of history, 70 s live), on a stack
-of its own: it ends with the consistency report at 100%, a champion in MLflow, live predictions
-from it, and every printed indicator warmed up (the stream carried on from the history)."""
+"""`braid demo` in a small configuration (2 pairs, 0.6 days of history, 70 s live; 60 sensor
+clients), on a stack of its own: it ends with the consistency report at 100%, a champion in
+MLflow for each pipeline, live predictions from each, and every printed indicator warmed up (the
+stream carried on from the history)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def test_the_demo_ends_with_consistent_features_a_champion_and_live_predictions(
         with log.open("w") as sink:
             done = subprocess.run(
                 [sys.executable, "-m", "cli.main", "demo", "--days", "0.6", "--pairs", "2",
-                 "--live-seconds", "70"],
+                 "--live-seconds", "70", "--sensor-clients", "60", "--sensor-minutes", "25",
+                 "--sensor-train-clients", "40", "--sensor-train-minutes", "120"],
                 cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=1_400)
         out = log.read_text()
         assert done.returncode == 0, out[-4000:]
@@ -70,6 +72,17 @@ def test_the_demo_ends_with_consistent_features_a_champion_and_live_predictions(
             cold = [k for k in ("macd", "macd_signal", "adx_14", "rsi_14", "obv_50")
                     if row[k] is None]
             assert not cold, f"{pair}: {cold} not warmed up"
+
+        # sensors: the join served the version the demo registered as champion
+        champion = re.search(r"braid-sensors-alert version (\d+) -> champion", out)
+        assert champion, out[-4000:]
+        alerts = [orjson.loads(v) for _, _, _, v in
+                  read_topic(kafka, prefix.group(1) + "predictions.sensors") if v]
+        assert {a["client"] for a in alerts} <= {f"demo-{i:06d}" for i in range(60)}
+        assert len({a["client"] for a in alerts}) > 30
+        assert {a["model_version"] for a in alerts} == {f"braid-sensors-alert/{champion[1]}"}
+        assert all(0.0 <= a["probability"] <= 1.0 for a in alerts)
+        assert f"{len({(a['client'], a['timestamp_ms']) for a in alerts}):,} predictions" in out
     finally:
         subprocess.run([sys.executable, "-m", "cli.main", "down"], cwd=ROOT, env=env,
                        capture_output=True, timeout=120)
