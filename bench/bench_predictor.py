@@ -1,10 +1,11 @@
 """Benchmark of live predictions: the stream predictor and the HTTP API.
 
     .venv/bin/python bench/bench_predictor.py [--pairs 8] [--seconds 60] [--http-rate 100]
-        [--http-seconds 10] [--trees 100]
+        [--http-seconds 10] [--trees 100] [--online-store redis|sqlite]
 
-Starts an Apache Kafka broker of its own, a Feast repo with 1-second candle views (SQLite
-online store; `candles_1s`, `indicators_1s` in `markets_direction_v1`, TTL 2 s), a SQLite MLflow
+Starts an Apache Kafka broker and a Redis of its own (the stack's services, free ports), a Feast
+repo with 1-second candle views (Redis online store, or SQLite with `--online-store sqlite`;
+`candles_1s`, `indicators_1s` in `markets_direction_v1`, TTL 2 s), a SQLite MLflow
 registry holding an XGBoost champion over the service's 30 columns (`--trees` trees of depth
 4), and, as separate processes through the `braid` command, the online sink, the markets
 predictor and the API.
@@ -13,7 +14,10 @@ predictor and the API.
   `candles` and its indicator row to `technical_indicators` (as the candle and indicator
   processors publish them); latency = the indicator row's `produce()` -> the prediction's
   arrival at a consumer of `predictions.markets` (this includes the online sink writing the
-  candle's features, which the predictor waits for). p50/p99 after a warm-up of 5 s.
+  candle's features, which the predictor waits for). p50/p99 after a warm-up of 5 s, and the
+  stages: row produced -> the sink's write-log record of the candle (its CreateTime: produced
+  right after the write) -> the prediction's CreateTime (the predictor's `produce()`) ->
+  received.
 - **stream, predictor alone**: the same rows, but each indicator row goes to a second predictor
   (own topics) only once `get_online_features` shows the sink has written its candle: the
   predictor's own latency (two Kafka hops, one Feast read, the model), without the race.
@@ -37,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, TopicPartition  # noqa: E402
 from feast import FeatureStore  # noqa: E402
 
 from features.indicators import INDICATOR_COLUMNS  # noqa: E402
@@ -55,9 +60,9 @@ from infra.testing import broker_settings  # noqa: E402
 from serving.feast_definitions import definitions  # noqa: E402
 from serving.online_features import FeatureServiceReader  # noqa: E402
 from serving.settings import FeastSettings  # noqa: E402
-from serving.store import write_repo_config  # noqa: E402
+from serving.store import feast_redis_connection, write_repo_config  # noqa: E402
 from streaming.partitioning import partition_for  # noqa: E402
-from streaming.runtime.clients import make_producer  # noqa: E402
+from streaming.runtime.clients import consume_available, make_producer  # noqa: E402
 from streaming.settings import KafkaSettings  # noqa: E402
 from streaming.topics import (  # noqa: E402
     CANDLES,
@@ -65,6 +70,7 @@ from streaming.topics import (  # noqa: E402
     DEAD_LETTER,
     INDICATORS,
     MARKET_PREDICTIONS,
+    ONLINE_WRITES,
     SENSOR_PREDICTIONS,
     TopicSpec,
     ensure_topics,
@@ -85,9 +91,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def feast_repo(folder: Path) -> FeatureStore:
-    """A Feast repo whose markets service holds 1-second candles (SQLite online store)."""
-    write_repo_config(folder, f"bench{uuid.uuid4().hex[:8]}")
+def feast_repo(folder: Path, redis_url: str | None) -> FeatureStore:
+    """A Feast repo whose markets service holds 1-second candles (Redis online store at
+    `redis_url`, else SQLite)."""
+    online = (f"online_store:\n  type: redis\n  connection_string: "
+              f"'{feast_redis_connection(redis_url)}'\n" if redis_url else None)
+    write_repo_config(folder, f"bench{uuid.uuid4().hex[:8]}", online)
     store = FeatureStore(repo_path=str(folder))
     entities, views, services = definitions(
         FeastSettings(offline_root=str(folder / "offline"), durations=["1s"]))
@@ -190,24 +199,29 @@ class Stream:
 
 
 class Arrivals:
-    """Arrival time of every prediction on predictions.markets."""
+    """Arrival time of every prediction on predictions.markets, and its Kafka CreateTime (the
+    predictor's `produce()`)."""
 
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
         self.consumer = Consumer({**kafka.client_config(), "group.id": f"b{uuid.uuid4().hex}",
                                   "enable.auto.commit": False, "fetch.wait.max.ms": 5})
         self.consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
         self.seen: dict[tuple[str, int], tuple[float, dict[str, object]]] = {}
+        self.created: dict[tuple[str, int], float] = {}
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for message in self.consumer.consume(100, 0.05):
+            # not consume(100, 0.05): it would wait for 100 messages, adding up to 50 ms
+            for message in consume_available(self.consumer, 100, 0.05):
                 if message.error() is None:
                     record = orjson.loads(message.value() or b"{}")
                     key = (str(record["pair"]), int(record["window_end_ms"]))
-                    self.seen.setdefault(key, (time.time(), record))
+                    if key not in self.seen:
+                        self.seen[key] = (time.time(), record)
+                        self.created[key] = message.timestamp()[1] / 1000
         self.consumer.close()
 
     def stop(self) -> None:
@@ -215,10 +229,44 @@ class Arrivals:
         self.thread.join(5)
 
 
+def sink_written(kafka: KafkaSettings, topic: str) -> dict[tuple[str, int], float]:
+    """When the online sink had written both of a candle's rows (the later CreateTime of its
+    two write-log records, produced right after each write), per (pair, window_end_ms)."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"b{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    written: dict[tuple[str, int], float] = {}
+    ended: set[int] = set()
+    deadline = time.time() + 60
+    while len(ended) < PARTITIONS and time.time() < deadline:
+        for message in consumer.consume(10_000, 0.5):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {topic}: {error}")
+                ended.add(int(message.partition() or 0))
+                continue
+            _, pair, event_ms = (message.key() or b"").decode().split("|")
+            slot = (pair, int(event_ms))
+            written[slot] = max(written.get(slot, 0.0), message.timestamp()[1] / 1000)
+    consumer.close()
+    return written
+
+
+@dataclass
+class StreamFigures:
+    latencies: list[float]  # ms, indicator row produced -> prediction received
+    sent: int
+    ages: list[float]  # the records' feature_age_ms
+    to_sink: list[float]  # ms, row produced -> the sink had written the candle (write log)
+    sink_to_predictor: list[float]  # ms, written -> the predictor's produce() of the prediction
+    out_hop: list[float]  # ms, the predictor's produce() -> prediction received
+
+
 def measure_stream(kafka: KafkaSettings, prefix: str, stream: Stream, seconds: int, work: Path,
-                   *, stop: bool = True) -> tuple[list[float], int, list[float]]:
+                   *, stop: bool = True, write_log: str | None = None) -> StreamFigures:
     """Run `stream` until predictions flow, then `seconds` more after a 5 s warm-up: the
-    latencies (ms) of the rows sent meanwhile, how many were sent, the records' feature ages."""
+    latencies (ms) of the rows sent meanwhile and where they went (`write_log`: the sink's)."""
     arrivals = Arrivals(kafka, prefix + MARKET_PREDICTIONS)
     stream.start()
     deadline = time.time() + 120
@@ -233,11 +281,16 @@ def measure_stream(kafka: KafkaSettings, prefix: str, stream: Stream, seconds: i
     time.sleep(1)
     arrivals.stop()
     measured = {k: v for k, v in stream.sent.items() if warm <= v <= warm + seconds}
-    latencies = [(arrivals.seen[k][0] - sent) * 1000 for k, sent in measured.items()
-                 if k in arrivals.seen]
-    ages = [float(str(r["feature_age_ms"])) for _, r in arrivals.seen.values()
-            if r.get("feature_age_ms") is not None]
-    return latencies, len(measured), ages
+    got = [k for k in measured if k in arrivals.seen]
+    written = sink_written(kafka, write_log) if write_log else {}
+    ms = 1000.0
+    return StreamFigures(
+        [(arrivals.seen[k][0] - measured[k]) * ms for k in got], len(measured),
+        [float(str(r["feature_age_ms"])) for _, r in arrivals.seen.values()
+         if r.get("feature_age_ms") is not None],
+        [(written[k] - measured[k]) * ms for k in got if k in written],
+        [(arrivals.created[k] - written[k]) * ms for k in got if k in written],
+        [(arrivals.seen[k][0] - arrivals.created[k]) * ms for k in got])
 
 
 def braid(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -294,10 +347,15 @@ def main() -> None:
     parser.add_argument("--http-rate", type=float, default=100)
     parser.add_argument("--http-seconds", type=float, default=10)
     parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--online-store", choices=("redis", "sqlite"), default="redis",
+                        help="Feast online store: Redis (the stack's, as deployed) or SQLite")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-predictor-"))
-    settings = broker_settings(work / "kafka", die_with_parent=True)
+    redis = args.online_store == "redis"
+    settings = broker_settings(work / "kafka", die_with_parent=True,
+                               services=["broker", "redis"] if redis else ["broker"],
+                               redis_port=free_port())
     stack.up(settings, create_topics=False)
     children: list[subprocess.Popen[bytes]] = []
     ok = False
@@ -309,7 +367,7 @@ def main() -> None:
                       + [TopicSpec(prefix + DEAD_LETTER, 1),
                          TopicSpec(prefix + SENSOR_PREDICTIONS, 1),
                          TopicSpec(prefix + CHECKPOINTS, 1, cleanup_policy="compact")])
-        store = feast_repo(work / "repo")
+        store = feast_repo(work / "repo", settings.redis_url if redis else None)
         columns = FeatureServiceReader(store, FEATURE_SERVICES["markets"], "pair").columns
         tracking = register_champion(work, columns, args.trees)
         api_port = free_port()
@@ -324,7 +382,8 @@ def main() -> None:
         children.append(braid(["markets", "predictor", *common], env, work / "predictor.log"))
         pairs = [f"P{i}/USD" for i in range(args.pairs)]
         print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores)")
-        race = measure_stream(kafka, prefix, Stream(kafka, prefix, pairs), args.seconds, work)
+        race = measure_stream(kafka, prefix, Stream(kafka, prefix, pairs), args.seconds, work,
+                              write_log=prefix + ONLINE_WRITES)
         # the predictor alone: a second predictor on its own topics gets each indicator row
         # once the sink has written the candle's features
         alone = f"bq{uuid.uuid4().hex[:6]}."
@@ -342,15 +401,22 @@ def main() -> None:
         get = http_phase(api_port, "GET", pairs, args.http_rate, args.http_seconds)
         post = http_phase(api_port, "POST", pairs, args.http_rate, args.http_seconds)
         relay.stop()
-        print(f"stream: {args.pairs} pairs x 1-second candles, model {args.trees} trees "
-              f"(target p99 < 50 ms)")
-        for name, (latencies, count, ages) in (
+        print(f"stream: {args.pairs} pairs x 1-second candles, model {args.trees} trees, "
+              f"{args.online_store} online store (target p99 < 50 ms)")
+        for name, figures in (
                 ("indicator row produced -> prediction received (with the sink race)", race),
                 ("the same once the sink has written the candle (predictor alone)", isolated)):
-            print(f"  {name}: {len(latencies)}/{count} rows predicted, "
-                  f"p50 {pct(latencies, 50):.1f} ms, p99 {pct(latencies, 99):.1f} ms, "
-                  f"max {max(latencies, default=float('nan')):.1f} ms; "
-                  f"median feature_age_ms {statistics.median(ages) if ages else float('nan'):.0f}")
+            lat = figures.latencies
+            print(f"  {name}: {len(lat)}/{figures.sent} rows predicted, "
+                  f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, "
+                  f"max {max(lat, default=float('nan')):.1f} ms; median feature_age_ms "
+                  f"{statistics.median(figures.ages) if figures.ages else float('nan'):.0f}")
+            for stage, values in (("row produced -> sink wrote the candle", figures.to_sink),
+                                  ("sink wrote -> predictor produced", figures.sink_to_predictor),
+                                  ("predictor produced -> received", figures.out_hop)):
+                if values:
+                    print(f"    {stage}: p50 {pct(values, 50):.1f} ms, "
+                          f"p99 {pct(values, 99):.1f} ms")
         for name, (lat, codes) in (("GET /predict/{pair}", get), ("POST /predict", post)):
             print(f"http {name} at {args.http_rate:.0f} req/s for {args.http_seconds:.0f} s: "
                   f"p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, max {max(lat):.2f} ms "

@@ -64,7 +64,7 @@ from streaming.pipelines.sensors import (  # noqa: E402
     reading_message,
     window_processor,
 )
-from streaming.runtime.clients import make_consumer, make_producer  # noqa: E402
+from streaming.runtime.clients import consume_available, make_consumer, make_producer  # noqa: E402
 from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streaming.sources.sensors_simulator import SimulatorConfig, simulate  # noqa: E402
 from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
@@ -436,7 +436,7 @@ def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace,
 
     def read() -> None:
         while not stop.is_set():
-            for msg in consumer.consume(1_000, 0.01):
+            for msg in consume_available(consumer, 1_000, 0.01):  # not a fixed 10 ms wait
                 value = msg.value()
                 if msg.error() is None and value is not None and value != WARM_UP:
                     latencies.append(time.time() * 1000 - float(value))

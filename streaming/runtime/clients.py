@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from streaming.settings import KafkaSettings
 
@@ -56,3 +56,17 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: object) ->
 
 def make_consumer(kafka: KafkaSettings, group_id: str, **overrides: object) -> Consumer:
     return Consumer(consumer_config(kafka, group_id, **overrides))
+
+
+def consume_available(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """What is already fetched, up to `max_messages`; if nothing, wait for the first message (up
+    to `timeout_s`) and take what arrived with it. `consume(n, timeout)` alone waits until n
+    messages came or the timeout passed, which delays a trickle of live messages by the timeout.
+    """
+    messages = consumer.consume(max_messages, 0)
+    if messages:
+        return messages
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, 0)]

@@ -33,7 +33,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from features.event_time import NO_INGESTION_TIME
 from streaming.partitioning import partition_for
 from streaming.runtime.checkpoint import CheckpointStore, checkpoint_key
-from streaming.runtime.clients import make_consumer, make_producer
+from streaming.runtime.clients import consume_available, make_consumer, make_producer
 from streaming.runtime.dead_letter import DeadLetterSink
 from streaming.runtime.deliveries import Deliveries, DeliveryCallback
 from streaming.runtime.operator import PartitionOperator
@@ -203,16 +203,11 @@ class StreamProcessor:
         return consumed
 
     def _poll(self) -> list[Message]:
-        """What is already fetched, up to a batch; if nothing, wait for the first message (up
-        to the poll timeout) and take what arrived with it. A live stream is handled as soon
-        as it arrives instead of after a fixed wait; a backlog still comes in full batches."""
-        messages = self._consumer.consume(self.config.batch_size, 0)
-        if messages:
-            return messages
-        first = self._consumer.poll(self.config.poll_timeout_s)
-        if first is None:
-            return []
-        return [first, *self._consumer.consume(self.config.batch_size - 1, 0)]
+        """Up to a batch of what is fetched, waiting up to the poll timeout only when nothing
+        is (`consume_available`): a live stream is handled as soon as it arrives instead of
+        after a fixed wait; a backlog still comes in full batches."""
+        return consume_available(self._consumer, self.config.batch_size,
+                                 self.config.poll_timeout_s)
 
     def _split(self, messages: Sequence[Message]) -> list[InputBatch]:
         """Group a consumed list into per-topic-partition batches, keeping offset order."""
