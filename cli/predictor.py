@@ -72,6 +72,7 @@ def predictor(
     processor, shared = predictor_processor(
         kafka, reader, watcher, window_ms=window_ms, topics=topics, group=group,
         feature_wait_ms=parse_duration_ms(feature_wait or settings.feature_wait),
+        retry_interval_ms=parse_duration_ms(settings.retry_interval),
         poll_timeout_s=parse_duration_ms(settings.poll_timeout) / 1000)
     try:
         processor.run()

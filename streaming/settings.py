@@ -107,7 +107,10 @@ class PredictorSettings(BaseSettings):
     # How long an indicator row waits for its candle's features to reach the online store
     # (the online sink writes them at about the same time) before it counts as `missing`.
     feature_wait: str = "2s"
-    # Longest wait for a message in one poll; waiting rows are retried after each poll.
-    poll_timeout: str = "10ms"
+    # How often rows waiting for their candle's online features read the store again (the
+    # processor's poll waits no longer while any row waits).
+    retry_interval: str = "2ms"
+    # Longest wait for a message in one poll while no row waits (a message ends it at once).
+    poll_timeout: str = "100ms"
     # Feast profile and repository of the online store read.
     feast_profile: str = "local"

@@ -61,13 +61,16 @@ def predictor_processor(
     topics: PredictorTopics = PredictorTopics(),
     group: str = "braid-markets-predictor",
     feature_wait_ms: int = 2_000,
-    poll_timeout_s: float = 0.01,
+    retry_interval_ms: int = 2,
+    poll_timeout_s: float = 0.1,
     batch_size: int = 1_000,
 ) -> tuple[StreamProcessor, PredictorGroup]:
-    """The processor and its shared group (whose `counts` hold the reasons). A short poll
-    timeout retries rows waiting for the online sink soon after it writes."""
-    shared = PredictorGroup(PredictorConfig(topics.predictions, window_ms, feature_wait_ms),
-                            features, models)
+    """The processor and its shared group (whose `counts` hold the reasons). Rows waiting for
+    the online sink are retried every `retry_interval_ms` (the poll waits no longer while any
+    row waits), so they are predicted soon after the sink writes; an idle predictor polls
+    every `poll_timeout_s` (a message ends a poll at once)."""
+    shared = PredictorGroup(PredictorConfig(topics.predictions, window_ms, feature_wait_ms,
+                                            retry_interval_ms), features, models)
     processor = StreamProcessor(
         kafka,
         ProcessorConfig(group, (topics.indicators,), batch_size=batch_size,

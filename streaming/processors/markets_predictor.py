@@ -14,7 +14,8 @@ keyed `pair|window_ms|window_start_ms` (as the candle and the indicator row).
 at about the same time, so the online store may not hold the row's candle yet. A prediction is
 made only from exactly the candle the row is about: every view of the service must hold a row
 whose event time is the row's `window_end_ms`. While a view holds an older row (or none), the
-row waits (not blocking the loop: it is retried at every poll) for up to `feature_wait_ms`.
+row waits (not blocking the loop: it is retried every `retry_interval_ms` while any row waits,
+the processor's poll waiting no longer than that) for up to `feature_wait_ms`.
 
 No prediction, with a counted reason logged per row (`counts`), never a default:
 - `missing`: a view has no row for this candle after the wait (none at all, or an older one:
@@ -105,6 +106,7 @@ class PredictorConfig:
     output_topic: str
     window_ms: int  # the candle duration of the feature service's views
     feature_wait_ms: int = 2_000
+    retry_interval_ms: int = 2  # how often waiting rows read the online store again
 
 
 @dataclass
@@ -295,6 +297,12 @@ def _decode(raw: bytes | None) -> tuple[tuple[str, int, int, int] | None, str | 
     return (pair, numbers[0], numbers[1], numbers[2]), None
 
 
+def _groups(operators: Sequence[PartitionOperator]) -> list[PredictorGroup]:
+    groups = {id(op.group): op.group for op in operators
+              if isinstance(op, MarketsPredictorOperator)}
+    return list(groups.values())
+
+
 class MarketsPredictorOperator(PartitionOperator):
     """One partition's handle on a :class:`PredictorGroup`."""
 
@@ -311,11 +319,14 @@ class MarketsPredictorOperator(PartitionOperator):
     @classmethod
     def tick_many(cls, operators: Sequence[PartitionOperator], now_ms: int) -> Emission:
         emission = Emission()
-        groups = {id(op.group): op.group for op in operators
-                  if isinstance(op, MarketsPredictorOperator)}
-        for group in groups.values():
+        for group in _groups(operators):
             emission.extend(group.attempt())
         return emission
+
+    @classmethod
+    def retry_after_s(cls, operators: Sequence[PartitionOperator]) -> float | None:
+        waiting = [g.config.retry_interval_ms for g in _groups(operators) if g.pending]
+        return min(waiting) / 1000 if waiting else None
 
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
         return self.group.process_many([(self.partition, batch)], now_ms)

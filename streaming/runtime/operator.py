@@ -44,6 +44,13 @@ class PartitionOperator(ABC):
             emission.extend(operator.tick(now_ms))
         return emission
 
+    @classmethod
+    def retry_after_s(cls, operators: Sequence[PartitionOperator]) -> float | None:
+        """How soon these operators want another `tick_many` even if no message comes (e.g.
+        rows waiting on an outside store): the processor's poll waits at most this long. None
+        (default): the processor's poll timeout."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - an optional hook
         """Called once the partition is revoked (after its last checkpoint): release shared
         state held for it. Default: nothing."""

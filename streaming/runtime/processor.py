@@ -203,11 +203,19 @@ class StreamProcessor:
         return consumed
 
     def _poll(self) -> list[Message]:
-        """Up to a batch of what is fetched, waiting up to the poll timeout only when nothing
-        is (`consume_available`): a live stream is handled as soon as it arrives instead of
-        after a fixed wait; a backlog still comes in full batches."""
-        return consume_available(self._consumer, self.config.batch_size,
-                                 self.config.poll_timeout_s)
+        """Up to a batch of what is fetched, waiting only when nothing is (`consume_available`):
+        a live stream is handled as soon as it arrives instead of after a fixed wait; a backlog
+        still comes in full batches. The wait is the poll timeout, or shorter when an operator
+        asks to be ticked again sooner (`PartitionOperator.retry_after_s`)."""
+        timeout = self.config.poll_timeout_s
+        kinds: dict[type[PartitionOperator], list[PartitionOperator]] = {}
+        for operator in self._operators.values():
+            kinds.setdefault(type(operator), []).append(operator)
+        for kind, operators in kinds.items():
+            soon = kind.retry_after_s(operators)
+            if soon is not None:
+                timeout = min(timeout, soon)
+        return consume_available(self._consumer, self.config.batch_size, timeout)
 
     def _split(self, messages: Sequence[Message]) -> list[InputBatch]:
         """Group a consumed list into per-topic-partition batches, keeping offset order."""
