@@ -102,10 +102,11 @@ def prepare(ts: TrainingSet, columns: list[str], horizon: int, params: dict[str,
     labelled = label_rows(frame, _close_column(columns), horizon, window_ms)
     if labelled.empty:
         raise ValueError("no row has both a previous and a future close: widen the range")
-    rows = frame.loc[labelled.index]
-    order = np.lexsort((rows[PAIR].to_numpy(), labelled["time_ms"].to_numpy()))
-    rows, labelled = rows.iloc[order], labelled.iloc[order]
-    features = rows[columns].astype("float64").reset_index(drop=True)
+    # only the rows and columns the model needs are copied (a year of 8 pairs is GiBs)
+    pairs = frame[PAIR].loc[labelled.index].to_numpy(dtype=object)
+    order = np.lexsort((pairs, labelled["time_ms"].to_numpy()))
+    labelled, pairs = labelled.iloc[order], pairs[order]
+    features = frame.loc[labelled.index, columns].astype("float64").reset_index(drop=True)
     labels = labelled["label"].to_numpy()
     previous_up = labelled["previous_up"].to_numpy()
 
@@ -120,7 +121,7 @@ def prepare(ts: TrainingSet, columns: list[str], horizon: int, params: dict[str,
         features=features,
         labels=labels,
         times=labelled["time_ms"].to_numpy(dtype=np.int64),
-        keys=rows[PAIR].to_numpy(dtype=object),
+        keys=pairs,
         gap_ms=horizon * window_ms,
         baselines=baselines,
         source_tags={
@@ -168,5 +169,6 @@ def train_markets(
     built = time.perf_counter()
     data = prepare(ts, service_columns(store, service), settings.horizon,
                    {"pairs": ",".join(pairs), "start": str(start), "end": str(end)})
+    del ts  # Feast's frame: the model's columns are copied out, the rest is not needed
     data.seconds = {"training_set": built - started, "labels": time.perf_counter() - built}
     return train_and_register(data, settings, tracking_uri)
