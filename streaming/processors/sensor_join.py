@@ -11,6 +11,12 @@ that time:
   the client has all five fields, triggers a prediction for its event time: the vector in
   `VECTOR_FIELDS` order, the probability from the :class:`AlertModel`, the alert decision
   (`probability >= threshold`), the model and bin-edges versions, keyed by client;
+- the window processor emits a reading's FA, FI and FD together, so one poll usually carries
+  all three: a feature event then sees the poll's other features as of its own time (not the
+  values held after the whole topic was joined, which would give an earlier reading a later
+  one's bins when the poll carries several readings of a client), and the reading gets one
+  prediction, at its last feature. The result is the vector training builds for the reading
+  (`training.sensors_baseline`; `tests/unit/test_sensors_training_serving_skew.py`);
 - invalid events (undecodable, schema, SX/SY outside 0..9, bins outside 0..9) go to the
   dead-letter topic with the reason.
 
@@ -18,7 +24,7 @@ State is small (five values per client), so a partition's checkpoint holds all o
 next offset of every topic; the commit offset is the next offset, and replayed messages (below
 the checkpointed offsets, already reflected in the state) are skipped. The operators of one
 processor share a :class:`SensorJoinGroup`: one poll's batches of every partition are joined in
-one vectorized pass per topic.
+one vectorized pass per topic (SX and SY first, then the feature topics).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import orjson
@@ -81,6 +88,37 @@ class _Partition:
     replay_until: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Live:
+    """One topic's events of a poll that change the state, in arrival order."""
+
+    field: str  # SX, SY, FA, FI, FD
+    codes: np.ndarray  # client codes
+    ts: np.ndarray  # event times
+    values: np.ndarray  # SX/SY values or feature bins
+    versions: np.ndarray | None  # features: edges version codes
+
+    @cached_property
+    def _order(self) -> np.ndarray:
+        """The events sorted by client, event time, arrival."""
+        return np.lexsort((np.arange(len(self.ts)), self.ts, self.codes))
+
+    def as_of(self, codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Per (client, time): the index of this topic's latest event of that client with
+        event time <= time (equal times: the later arrival), or -1."""
+        if len(self.ts) == 0 or len(ts) == 0:
+            return np.full(len(ts), -1, dtype=np.int64)
+        order = self._order
+        base = int(min(self.ts.min(), ts.min()))
+        span = int(max(self.ts.max(), ts.max())) - base + 1
+        keys = self.codes[order].astype(np.int64) * span + (self.ts[order] - base)
+        pos = np.searchsorted(keys, codes.astype(np.int64) * span + (ts - base),
+                              side="right") - 1
+        found = pos >= 0
+        found[found] = self.codes[order][pos[found]] == codes[found]
+        return np.where(found, order[np.maximum(pos, 0)], -1)
+
+
 class SensorJoinGroup:
     """The state of every partition one processor owns (clients never span partitions), so
     one poll's batches of every partition are joined in one vectorized pass per topic."""
@@ -127,17 +165,31 @@ class SensorJoinGroup:
         return self.edges_versions.index(version)
 
     def process_many(self, work: Sequence[tuple[int, InputBatch]], now_ms: int) -> Emission:
-        """One poll's batches (partition, batch): per topic, all partitions in one pass."""
+        """One poll's batches (partition, batch): per topic, all partitions in one pass; the
+        feature topics (FA, FI, FD) of the poll together (see `_join`)."""
         emission = Emission()
         by_topic: dict[str, list[tuple[int, InputBatch]]] = {}
         for partition, batch in work:
             if len(batch):
                 by_topic.setdefault(batch.topic, []).append((partition, batch))
+        features: list[_Live] = []
         for topic, batches in by_topic.items():
-            emission.extend(self._process_topic(topic, batches))
+            letters, live = self._decode(topic, batches)
+            emission.extend(letters)
+            if live is None:
+                continue
+            if live.field in CATEGORICAL_SENSORS:
+                emission.extend(self._join(live, (), ()))
+            else:
+                features.append(live)
+        for k, live in enumerate(features):
+            emission.extend(self._join(live, features, features[k + 1:]))
         return emission
 
-    def _process_topic(self, topic: str, work: list[tuple[int, InputBatch]]) -> Emission:
+    def _decode(self, topic: str, work: list[tuple[int, InputBatch]]
+                ) -> tuple[Emission, _Live | None]:
+        """A topic's batches decoded: dead letters for bad rows, and the rows that change the
+        state (valid, not replays, not stale)."""
         field_name = self.config.input_topics[topic]
         merged = InputBatch(topic, -1, np.concatenate([b.offsets for _, b in work]),
                             [k for _, b in work for k in b.keys],
@@ -163,7 +215,7 @@ class SensorJoinGroup:
         fresh = decoded.offsets >= replay[valid]
         table = decoded.table.filter(pa.array(fresh)) if not fresh.all() else decoded.table
         if table.num_rows == 0:
-            return emission
+            return emission, None
         codes, new = self.clients.encode(table["client"].to_pylist())
         self._grow(new)
         self.client_partition[codes] = part[fresh]
@@ -179,27 +231,55 @@ class SensorJoinGroup:
         stale = ts < stream_time_before(codes, ts, self.field_ts[f])
         self.counts["stale"] += int(stale.sum())
         live = np.flatnonzero(~stale)
-        codes, ts, values = codes[live], ts[live], values[live]
-        # the vector each live event sees: the held values, with its own field replaced
+        return emission, _Live(field_name, codes[live], ts[live], values[live],
+                               None if versions is None else versions[live])
+
+    def _join(self, live: _Live, same_poll: Sequence[_Live], later: Sequence[_Live]
+              ) -> Emission:
+        """Each live event's prediction, and the held values updated.
+
+        The vector an event sees: the held values with its own field replaced; for a feature
+        event, the other features of the same poll override the held ones as of its time (the
+        latest with event time <= its own), so a reading whose FA, FI, FD arrive in one poll is
+        predicted from its own three bins even when one poll carries several readings of a
+        client (topic by topic, an earlier reading would see a later one's bins). Such a
+        reading gets one prediction, at its last feature (`later`: the poll's features joined
+        after this one), not one per feature."""
+        f = VECTOR_FIELDS.index(live.field)
+        codes, ts, values = live.codes, live.ts, live.values
         vectors = self.field_value[:, codes].T.copy()
         vectors[:, f] = values
         known = self.field_ts[:, codes].T != NO_STREAM_TIME
         known[:, f] = True
         edges = self.field_edges[:, codes].T.copy()
-        if versions is not None:
-            edges[:, FEATURES.index(field_name)] = versions[live]
+        if live.versions is not None:
+            edges[:, FEATURES.index(live.field)] = live.versions
+        for other in same_poll:
+            if other.field == live.field:
+                continue
+            at = other.as_of(codes, ts)
+            found = at >= 0
+            g = VECTOR_FIELDS.index(other.field)
+            vectors[found, g] = other.values[at[found]]
+            known[found, g] = True
+            if other.versions is not None:
+                edges[found, FEATURES.index(other.field)] = other.versions[at[found]]
         # the new held values: each client's last live event (its latest event time)
         last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]
         self.field_ts[f, codes[last]] = ts[last]
         self.field_value[f, codes[last]] = values[last]
-        if versions is not None:
-            self.field_edges[FEATURES.index(field_name), codes[last]] = versions[live][last]
+        if live.versions is not None:
+            self.field_edges[FEATURES.index(live.field), codes[last]] = live.versions[last]
         complete = known.all(axis=1)
         self.counts["incomplete"] += int((~complete).sum())
-        if complete.any():
-            emission.batches.append(self._predictions(
-                field_name, codes[complete], ts[complete], vectors[complete], edges[complete]))
-        return emission
+        for other in later:  # the same reading's prediction comes with a later feature
+            at = other.as_of(codes, ts)
+            hits = np.flatnonzero(at >= 0)
+            complete[hits[other.ts[at[hits]] == ts[hits]]] = False
+        if not complete.any():
+            return Emission()
+        return Emission(batches=[self._predictions(
+            live.field, codes[complete], ts[complete], vectors[complete], edges[complete])])
 
     def _predictions(self, trigger: str, codes: np.ndarray, ts: np.ndarray,
                      vectors: np.ndarray, edges: np.ndarray) -> OutputBatch:
