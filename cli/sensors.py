@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from features.sensors.window_math import DEFAULT_GRACE_MS
 from features.windows import parse_duration_ms
 from streaming.pipelines.sensors import SensorTopics
 from streaming.settings import EventTimeSettings, KafkaSettings, TopicSettings
@@ -85,7 +86,8 @@ def replay_skab(
 
 @app.command()
 def windows(
-    grace: str = typer.Option("5s", help="Grace for out-of-order SZ readings."),
+    grace: str = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="Grace for out-of-order SZ "
+                                                            "readings."),
     edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
     idle_timeout: str = typer.Option("10s", help="Emit a quiet client's pending features after "
                                                  "this much wall-clock silence."),
@@ -182,7 +184,8 @@ def backfill(
     output: str = typer.Option(..., help="Offline store Delta table (gs:// or a folder)."),
     start: str = typer.Option(None, help="First date (YYYY-MM-DD, UTC), inclusive."),
     end: str = typer.Option(None, help="Day after the last date (YYYY-MM-DD, UTC), exclusive."),
-    grace: str = typer.Option("5s", help="The stream's grace (same lateness rule)."),
+    grace: str = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="The stream's grace (same "
+                                                            "lateness rule)."),
     edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
     learn_edges: str = typer.Option("", help="Also learn bin edges from the recomputed "
                                              "features and save them to this JSON file."),

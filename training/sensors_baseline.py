@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from features.sensors.binning import DEFAULT_EDGES, BinEdges
 from features.sensors.model import LogisticAlertModel
 from features.sensors.schemas import FEATURES, VECTOR_FIELDS
-from features.sensors.window_math import sort_readings, window_features
+from features.sensors.window_math import DEFAULT_GRACE_MS, sort_readings, window_features
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,6 @@ def _as_of(codes: np.ndarray, ts: np.ndarray, src_codes: np.ndarray, src_ts: np.
     found[found] = src_codes[order][pos[found]] == codes[found]
     values = np.where(found, src_values[order][np.maximum(pos, 0)], -1)
     return values.astype(np.int64), found
-
-
-DEFAULT_GRACE_MS = 5_000
-"""The window processor's default grace (`braid sensors windows --grace`)."""
 
 
 def features_final_at(codes: np.ndarray, ts: np.ndarray, grace_ms: int) -> np.ndarray:

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.sensors.window_math import DEFAULT_GRACE_MS
+
 
 class TrainingSettings(BaseSettings):
     """What a training run does, apart from its data (time range, pairs, source)."""
@@ -23,7 +25,7 @@ class TrainingSettings(BaseSettings):
     #: Sensors: the window processor's grace (`braid sensors windows --grace`): a reading's
     #: features reach the join once the client's stream time passes `t + grace`, and the join
     #: pairs them with the SX and SY it holds then (`training.sensors_baseline`).
-    sensors_grace_ms: int = Field(default=5_000, ge=0)
+    sensors_grace_ms: int = Field(default=DEFAULT_GRACE_MS, ge=0)
     seed: int = 0
     nthread: int = Field(default=2, ge=1)
     n_estimators: int = Field(default=400, ge=1)

@@ -32,6 +32,7 @@ from features.windows import SlidingWindow
 
 WINDOW_MS = 10 * 60 * 1000
 SENSOR_WINDOW = SlidingWindow(WINDOW_MS)  # grace is a deployment setting: see sensor_window
+DEFAULT_GRACE_MS = 5_000  # the windows' default grace (`braid sensors windows --grace`)
 
 
 def sensor_window(grace_ms: int) -> SlidingWindow:
