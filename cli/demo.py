@@ -1,4 +1,4 @@
-"""`braid demo`: the markets pipeline end to end on the embedded stack, with no data and no network.
+"""`braid demo`: both pipelines end to end on the embedded stack, with no data and no network.
 
 As a deployment would run it, in order:
 1. the local stack (`braid up`: Apache Kafka, Redis, MLflow, ...) and `feast apply`;
@@ -63,7 +63,8 @@ def demo(
     sensor_train_minutes: int = typer.Option(240, min=60, help="Sensors: minutes of training "
                                                                "history."),
 ) -> None:
-    """Run the markets pipeline end to end on embedded defaults and show what it computed."""
+    """Run the markets and sensors pipelines end to end on embedded defaults and show what
+    they computed."""
     from serving.feast_definitions import definitions
     from serving.store import open_store
 
