@@ -333,11 +333,14 @@ def wait_http(port: int, timeout_s: float = 120) -> None:
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
+            response = connection.getresponse()
+            # caught up: the API has read the predictions topic to its end once
+            if response.status == 200 and orjson.loads(response.read())["caught_up"]:
                 return
         except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("the API did not answer /health")
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the API did not answer /health (caught up)")
 
 
 def main() -> None:

@@ -84,6 +84,9 @@ class Health(BaseModel):
     feature_service: str
     predictions_followed: bool
     alerts_followed: bool
+    caught_up: bool = Field(description="Every followed topic has been read to its end once "
+                                        "(GET routes answer from the whole lookback; before "
+                                        "that a 404 may only mean not read yet).")
 
 
 _BEARER = HTTPBearer(auto_error=False, description="BRAID_API_TOKEN, when set.")
@@ -116,10 +119,12 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/health", response_model=Health, summary="Liveness and what is loaded")
     def health() -> Health:
         model = services.watcher.current
+        followed = [f for f in (services.predictions, services.alerts) if f is not None]
         return Health(status="ok", model=model.label if model else None,
                       feature_service=services.reader.name,
                       predictions_followed=services.predictions is not None,
-                      alerts_followed=services.alerts is not None)
+                      alerts_followed=services.alerts is not None,
+                      caught_up=all(f.caught_up.is_set() for f in followed))
 
     @app.get("/predict/{pair:path}", response_model=Prediction, dependencies=guarded,
              responses={**_AUTH, **_NOT_FOUND}, summary="The latest stream prediction of a pair")

@@ -16,6 +16,7 @@ import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from streaming.runtime.clients import consume_available
 from streaming.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -59,7 +60,8 @@ class LatestByKey:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                for message in self._consumer.consume(1000, 0.2):
+                # not consume(1000, 0.2): it waits for 1,000 messages or 200 ms
+                for message in consume_available(self._consumer, 1000, 0.2):
                     error = message.error()
                     if error is not None:
                         if error.code() == KafkaError._PARTITION_EOF:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,8 @@ class Api:
     model: Registered
     written: dict[str, dict[str, object]]  # what XBT/USD's rows hold online, by view
     columns: list[str]
+    services: Services
+    kafka: KafkaSettings
 
 
 def write_online(store: FeatureStore, pair: str, end_ms: int, seed: int, nan: bool = False
@@ -113,8 +115,8 @@ def api(tmp_path_factory: pytest.TempPathFactory, kafka_settings: KafkaSettings
     alerts = LatestByKey(kafka_settings, topics[SENSOR_PREDICTIONS], key_field="client",
                          time_field="timestamp_ms", lookback_ms=HOUR).start()
     assert predictions.caught_up.wait(30) and alerts.caught_up.wait(30)
-    app = create_app(Services(reader, watcher, predictions, alerts, TOKEN))
-    yield Api(app, model, written, reader.columns)
+    services = Services(reader, watcher, predictions, alerts, TOKEN)
+    yield Api(create_app(services), model, written, reader.columns, services, kafka_settings)
     predictions.stop()
     alerts.stop()
 
@@ -163,6 +165,12 @@ def test_predictions_now_and_from_the_stream_and_clear_errors(api: Api) -> None:
     health = client.get("/health")
     assert health.status_code == 200
     assert health.json()["model"] == f"{MODEL_NAMES['markets']}/{api.model.version}"
+    assert health.json()["caught_up"] is True  # both topics were read to their end above
+    # a follower that has not read its topic to the end yet: not caught up
+    unread = LatestByKey(api.kafka, PREFIX + MARKET_PREDICTIONS, key_field="pair",
+                         time_field="window_end_ms", lookback_ms=HOUR)
+    fresh = TestClient(create_app(replace(api.services, predictions=unread)))
+    assert fresh.get("/health").json()["caught_up"] is False
 
 
 def test_no_generated_request_gets_a_server_error(api: Api) -> None:
