@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -68,6 +69,10 @@ def api(
                          time_field="timestamp_ms", lookback_ms=lookback).start()
     token = settings.token.get_secret_value() if settings.token else None
     app = create_app(Services(reader, watcher, predictions, alerts, token or None))
+    # the startup heap out of the collector's sight: a full collection (~200 ms with Feast and
+    # MLflow loaded) would otherwise stall a request now and then
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(app, host=host or settings.host, port=port or settings.port,
                     log_level="warning")

@@ -19,6 +19,7 @@ replays from the last commit, so nothing is lost.
 
 from __future__ import annotations
 
+import gc
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -134,6 +135,12 @@ class StreamProcessor:
             signal.signal(signal.SIGTERM, self._request_stop)
             signal.signal(signal.SIGINT, self._request_stop)
         self.start()
+        # The startup heap (Feast, MLflow, pandas, the operators' tables: ~400k objects) lives
+        # as long as the process: out of the collector's sight, a full collection no longer
+        # stalls the loop (it took 190-260 ms in the markets predictor, a 300 ms latency spike
+        # about once a minute).
+        gc.collect()
+        gc.freeze()
         quiet_since = time.monotonic()
         try:
             while not self._stopping:
