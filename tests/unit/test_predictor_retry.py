@@ -4,9 +4,6 @@ with nothing waiting it waits the full poll timeout (an idle predictor does not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 import numpy as np
 import orjson
 
@@ -18,52 +15,10 @@ from streaming.processors.markets_predictor import (
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.records import InputBatch
 from streaming.settings import KafkaSettings
+from tests.support.predictor_fakes import FakeModels, FakeOnlineStore
 
 MINUTE = 60_000
 END = 1_767_225_600_000
-
-
-@dataclass(frozen=True)
-class _View:
-    name: str = "candles_1m"
-    ttl_ms: int = 0
-
-
-@dataclass(frozen=True)
-class _Vectors:
-    values: np.ndarray
-    event_ms: np.ndarray
-
-
-class Store:
-    """The online store: the end of the candle it holds for every pair."""
-
-    name = "markets_test"
-    columns = ("close",)
-    views = (_View(),)
-
-    def __init__(self) -> None:
-        self.held_end = END - MINUTE  # the candle before the row's
-        self.reads = 0
-
-    def read(self, entities: Sequence[str]) -> _Vectors:
-        self.reads += 1
-        return _Vectors(np.ones((len(entities), 1)),
-                        np.full((len(entities), 1), self.held_end, dtype=np.int64))
-
-
-@dataclass(frozen=True)
-class _Model:
-    name: str = "m"
-    version: str = "1"
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return np.full(len(features), 0.5)
-
-
-@dataclass(frozen=True)
-class _Models:
-    current: _Model = _Model()
 
 
 class RecordingConsumer:
@@ -81,9 +36,10 @@ class RecordingConsumer:
 
 
 def test_the_poll_waits_the_retry_interval_only_while_rows_wait() -> None:
-    store = Store()
+    store = FakeOnlineStore()
+    store.latest_end["XBT/USD"] = END - MINUTE  # the candle before the row's
     group = PredictorGroup(PredictorConfig("predictions", MINUTE, feature_wait_ms=60_000,
-                                           retry_interval_ms=3), store, _Models())
+                                           retry_interval_ms=3), store, FakeModels())
     operator = MarketsPredictorOperator(group, 0)
     processor = StreamProcessor(
         KafkaSettings(bootstrap_servers="127.0.0.1:1"),
@@ -105,7 +61,7 @@ def test_the_poll_waits_the_retry_interval_only_while_rows_wait() -> None:
     assert consumer.timeouts[-1] == 0.003
     assert group.commit_offset(0) == 5  # the commit never passes a waiting row
 
-    store.held_end = END  # the sink writes the candle
+    store.latest_end["XBT/USD"] = END  # the sink writes the candle
     emission = MarketsPredictorOperator.tick_many([operator], 0)
     assert [orjson.loads(r.value)["window_end_ms"] for r in emission.records] == [END]
     processor._poll()

@@ -43,6 +43,7 @@ from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindow
 from streaming.runtime.operator import PartitionOperator
 from streaming.runtime.records import DeadLetter, Emission, InputBatch
 from tests.support.operator_harness import FAR_FUTURE_MS
+from tests.support.predictor_fakes import FakeModels, FakeOnlineStore
 from tests.unit.reliability import strategies as s
 from tests.unit.reliability.strategies import INGEST_MS, SPAN_MS, T0, TALLY, Wire
 
@@ -241,47 +242,6 @@ def test_indicator_operator_survives_hostile_candles(items: list[Tagged], first:
 # --- markets predictor ------------------------------------------------------------------------
 
 PREDICTED_MS = s.CANDLE_SIZES[0]
-
-
-@dataclass(frozen=True)
-class _View:
-    name: str = "indicators_1m"
-    ttl_ms: int = 0
-
-
-@dataclass(frozen=True)
-class _Vectors:
-    values: np.ndarray
-    event_ms: np.ndarray
-
-
-class FakeOnlineStore:
-    """The online store in memory: per pair, the end of the latest candle it holds."""
-
-    name = "markets_test"
-    columns = ("close",)
-    views = (_View(),)
-
-    def __init__(self) -> None:
-        self.latest_end: dict[str, int] = {}
-
-    def read(self, entities: Sequence[str]) -> _Vectors:
-        ends = np.array([[self.latest_end.get(p, -1)] for p in entities], dtype=np.int64)
-        return _Vectors(np.ones((len(entities), 1)), ends.reshape(len(entities), 1))
-
-
-@dataclass(frozen=True)
-class FakeModel:
-    name: str = "markets"
-    version: str = "7"
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return np.full(len(features), 0.25)
-
-
-@dataclass(frozen=True)
-class FakeModels:
-    current: FakeModel = FakeModel()
 
 
 @given(items=tagged_sequences("indicators", s.indicator_wires(), s.hostile_indicators()),
