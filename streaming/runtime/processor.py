@@ -107,6 +107,7 @@ class StreamProcessor:
         self._checkpoints = CheckpointStore(kafka, self._producer, config.checkpoint_topic)
         self._dead_letters = DeadLetterSink(self._producer, config.dead_letter_topic, config.name)
         self._operators: dict[int, PartitionOperator] = {}
+        self._kinds: dict[type[PartitionOperator], list[PartitionOperator]] = {}
         self._at_end: set[tuple[str, int]] = set()  # (topic, partition) consumed to the end
         self._blind: set[int] = set()  # partition numbers to resume after a broker outage
         self._partition_counts: dict[str, int] = {}
@@ -215,14 +216,17 @@ class StreamProcessor:
         still comes in full batches. The wait is the poll timeout, or shorter when an operator
         asks to be ticked again sooner (`PartitionOperator.retry_after_s`)."""
         timeout = self.config.poll_timeout_s
-        kinds: dict[type[PartitionOperator], list[PartitionOperator]] = {}
-        for operator in self._operators.values():
-            kinds.setdefault(type(operator), []).append(operator)
-        for kind, operators in kinds.items():
+        for kind, operators in self._kinds.items():
             soon = kind.retry_after_s(operators)
             if soon is not None:
                 timeout = min(timeout, soon)
         return consume_available(self._consumer, self.config.batch_size, timeout)
+
+    def _group_kinds(self) -> None:
+        """The operators by class (what `_poll` asks), regrouped when the assignment changes."""
+        self._kinds = {}
+        for operator in self._operators.values():
+            self._kinds.setdefault(type(operator), []).append(operator)
 
     def _split(self, messages: Sequence[Message]) -> list[InputBatch]:
         """Group a consumed list into per-topic-partition batches, keeping offset order."""
@@ -419,6 +423,7 @@ class StreamProcessor:
             if key in snapshots:
                 operator.restore(snapshots[key])
             self._operators[number] = operator
+        self._group_kinds()
         self._assigned_at = time.monotonic()
         self._log.info("assigned", partitions=numbers, restored=len(snapshots))
 
@@ -440,6 +445,7 @@ class StreamProcessor:
             operator = self._operators.pop(number, None)
             if operator is not None:
                 operator.close()
+        self._group_kinds()
         self._at_end -= {(tp.topic, tp.partition) for tp in partitions}
         self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}))
 

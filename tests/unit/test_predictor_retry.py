@@ -48,6 +48,7 @@ def test_the_poll_waits_the_retry_interval_only_while_rows_wait() -> None:
     consumer = RecordingConsumer()
     processor._consumer = consumer  # type: ignore[assignment]
     processor._operators = {0: operator}
+    processor._group_kinds()
 
     processor._poll()
     assert consumer.timeouts == [0.25]  # nothing waits: the poll timeout
