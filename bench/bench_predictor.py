@@ -54,6 +54,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition  # noqa: E402
 from feast import FeatureStore  # noqa: E402
 
 from features.indicators import INDICATOR_COLUMNS  # noqa: E402
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES  # noqa: E402
 from features.schemas.candle import record_key  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
@@ -75,7 +76,6 @@ from streaming.topics import (  # noqa: E402
     TopicSpec,
     ensure_topics,
 )
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES  # noqa: E402
 
 SECOND = 1_000
 PARTITIONS = 8

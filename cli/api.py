@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
 from features.windows import parse_duration_ms
-from serving.settings import FEATURE_REPO, ModelServingSettings
+from serving.settings import FEATURE_REPO, MlflowSettings, ModelServingSettings
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.topics import MARKET_PREDICTIONS, SENSOR_PREDICTIONS, catalogue, ensure_topics
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES, MlflowSettings
 
 
 def api(

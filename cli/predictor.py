@@ -8,11 +8,11 @@ from typing import Annotated
 import structlog
 import typer
 
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
 from features.windows import parse_duration_ms
-from serving.settings import FEATURE_REPO, ModelServingSettings
+from serving.settings import FEATURE_REPO, MlflowSettings, ModelServingSettings
 from streaming.settings import KafkaSettings, PredictorSettings, TopicSettings
 from streaming.topics import ensure_topics
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES, MlflowSettings
 
 log = structlog.get_logger(__name__)
 

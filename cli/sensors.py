@@ -146,9 +146,9 @@ def join(
 def _registry_model(model_uri: str) -> AlertModel:
     import mlflow
 
+    from features.model_contract import MODEL_NAMES
     from serving.models import ModelRefused, registry_alert_model
-    from serving.settings import ModelServingSettings
-    from training.model_contract import MODEL_NAMES, MlflowSettings
+    from serving.settings import MlflowSettings, ModelServingSettings
 
     serving = ModelServingSettings()
     mlflow.set_tracking_uri(MlflowSettings().resolved_tracking_uri())

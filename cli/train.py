@@ -115,7 +115,8 @@ def models(tracking_uri: TrackingUri = None) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from training.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, MlflowSettings
+    from features.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES
+    from serving.settings import MlflowSettings
 
     uri = tracking_uri or MlflowSettings().resolved_tracking_uri()
     client = MlflowClient(uri, uri)

@@ -3,7 +3,7 @@
 - :func:`load_model` loads `models:/<name>@<alias>` (the alias is resolved to a version first,
   so the version reported is the one loaded), `models:/<name>/<version>` or any other MLflow
   model URI with `mlflow.xgboost`, after checking that the model's signature lists exactly the
-  feature service's columns in order (`training.model_contract`). A model without a signature
+  feature service's columns in order (`features.model_contract`). A model without a signature
   or with other columns is refused with :class:`ModelRefused`, whose one-line message prints
   both lists.
 - :class:`ModelWatcher` keeps the current model of a URI: it polls the alias every
@@ -31,10 +31,10 @@ import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from features.model_contract import FEATURE_SERVICES, feature_columns
 from features.sensors.model import AlertModel
 from features.sensors.schemas import VECTOR_FIELDS
 from serving.feast_definitions import definitions
-from training.model_contract import FEATURE_SERVICES, feature_columns
 
 log = structlog.get_logger(__name__)
 

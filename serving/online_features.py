@@ -1,5 +1,5 @@
 """A feature service's online features as model input: one float64 column per feature, named
-`<view>__<feature>` in the service's order (`training.model_contract`), with each view's event
+`<view>__<feature>` in the service's order (`features.model_contract`), with each view's event
 time, for many entities in one Feast call.
 
 The stream predictor and the HTTP API read through this, so both ask Feast exactly what
@@ -20,8 +20,8 @@ import numpy as np
 from feast import FeatureService, FeatureStore
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
+from features.model_contract import feature_columns
 from serving.offline_store import WINDOW_MS_TAG
-from training.model_contract import feature_columns
 
 NO_ROW = -1
 """Event time of a view that has no online row for an entity."""

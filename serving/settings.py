@@ -7,6 +7,7 @@ from `feature_repo/` and a training script run from anywhere read the same table
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -44,7 +45,7 @@ class FeastSettings(BaseSettings):
 
 class ModelServingSettings(BaseSettings):
     """Which registry alias the predictors and the API serve, and how often they look at it
-    (prefix `BRAID_MODEL_`; the tracking URI is `training.model_contract.MlflowSettings`)."""
+    (prefix `BRAID_MODEL_`; the tracking URI is `MlflowSettings`)."""
 
     model_config = SettingsConfigDict(env_prefix="BRAID_MODEL_", env_file=".env", extra="ignore")
 
@@ -52,3 +53,18 @@ class ModelServingSettings(BaseSettings):
     alias: str = "champion"
     # Seconds between two looks at the alias.
     poll_interval_s: float = Field(default=10.0, gt=0)
+
+
+class MlflowSettings(BaseSettings):
+    """Where MLflow lives (prefix `BRAID_MLFLOW_`); `MLFLOW_TRACKING_URI` wins when set."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_MLFLOW_", env_file=".env",
+                                      extra="ignore")
+
+    #: The local stack's MLflow server (`braid up`); any tracking URI works.
+    tracking_uri: str = "http://127.0.0.1:15000"
+    experiment_markets: str = "braid-markets"
+    experiment_sensors: str = "braid-sensors"
+
+    def resolved_tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from features.model_contract import FEATURE_SERVICES, feature_columns
 from serving.offline_store import EVENT_TIMESTAMP
 from serving.store import open_store
 from training.evaluation import persistence_baseline
-from training.model_contract import FEATURE_SERVICES, feature_columns
 from training.results import TrainResult
 from training.run import PreparedData, train_and_register
 from training.settings import TrainingSettings

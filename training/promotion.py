@@ -21,8 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import get_model_info
 from mlflow.tracking import MlflowClient
 
+from features.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, Pipeline
 from training.evaluation import classification_metrics, higher_is_better
-from training.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, Pipeline
 from training.results import PromotionDecision
 
 log = structlog.get_logger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 class PromotionDecision:
     """Which alias a new version got, and the two scores on the same test period behind it."""
 
-    #: `champion` or `challenger` (training.model_contract).
+    #: `champion` or `challenger` (features.model_contract).
     alias: str
     metric: str
     candidate_score: float

@@ -21,10 +21,11 @@ import structlog
 import xgboost as xgb
 from mlflow.tracking import MlflowClient
 
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES, Pipeline
+from serving.settings import MlflowSettings
 from training import classifier, plots
 from training.evaluation import classification_metrics, majority_baseline
 from training.mlflow_logging import git_tags, log_model, log_predictions, log_training_data
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES, MlflowSettings, Pipeline
 from training.promotion import promote
 from training.results import TrainResult
 from training.settings import TrainingSettings

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.model_contract import FEATURE_SERVICES, feature_columns
 from features.sensors.schemas import VECTOR_FIELDS
 from serving.feast_definitions import definitions
 from serving.settings import FeastSettings
-from training.model_contract import FEATURE_SERVICES, feature_columns
 from training.results import TrainResult
 from training.run import PreparedData, train_and_register
 from training.sensors_baseline import SensorRows, fit, training_rows

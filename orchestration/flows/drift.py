@@ -11,6 +11,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
+from features.model_contract import FEATURE_SERVICES
 from orchestration.days import day_range
 from orchestration.errors import FlowInputError
 from orchestration.events import DRIFT_DETECTED, emit_check_event
@@ -18,7 +19,6 @@ from orchestration.psi import psi_per_feature
 from orchestration.run_logging import forward_logs_to_prefect
 from orchestration.settings import FlowSettings
 from serving.store import ServingError, open_store
-from training.model_contract import FEATURE_SERVICES
 
 
 @task(retries=1, retry_delay_seconds=10,

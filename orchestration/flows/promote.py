@@ -16,10 +16,11 @@ from mlflow.tracking import MlflowClient
 from prefect import flow, task
 from prefect.logging import get_run_logger
 
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
 from orchestration.errors import FlowInputError
 from orchestration.run_logging import forward_logs_to_prefect
 from orchestration.settings import FlowSettings
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES, MlflowSettings
+from serving.settings import MlflowSettings
 
 
 def latest_version(client: MlflowClient, name: str) -> str:

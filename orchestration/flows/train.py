@@ -17,7 +17,7 @@ from orchestration.days import today
 from orchestration.errors import FlowInputError
 from orchestration.run_logging import forward_logs_to_prefect
 from orchestration.settings import FlowSettings
-from training.model_contract import MlflowSettings
+from serving.settings import MlflowSettings
 from training.results import TrainResult
 
 

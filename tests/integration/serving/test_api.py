@@ -20,6 +20,7 @@ from feast import FeatureStore
 from hypothesis import HealthCheck, given, settings
 
 from features.indicators import INDICATOR_COLUMNS
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
 from serving.api.app import Services, create_app
 from serving.api.latest import LatestByKey
 from serving.models import ModelWatcher
@@ -29,7 +30,6 @@ from streaming.settings import KafkaSettings
 from streaming.topics import MARKET_PREDICTIONS, SENSOR_PREDICTIONS, TopicSpec, ensure_topics
 from tests.integration.serving.model_registry import Registered, register, sqlite_registry
 from tests.integration.serving.offline_tables import local_repo
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from cli.online_sink import sink_kinds
 from features.indicators import INDICATOR_COLUMNS
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES, feature_columns
 from features.schemas.candle import record_key
 from serving.feast_definitions import definitions
 from serving.models import ModelWatcher
@@ -38,7 +39,6 @@ from streaming.topics import CANDLES, TopicSpec, ensure_topics
 from tests.integration.serving.model_registry import register, sqlite_registry
 from tests.integration.serving.offline_tables import local_repo
 from tests.support.processes import BraidProcess
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES, feature_columns
 
 pytestmark = pytest.mark.integration
 

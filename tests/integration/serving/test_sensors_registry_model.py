@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
 from serving.models import ModelRefused, defined_service_columns, registry_alert_model
 from streaming.pipelines.sensors import run_sensors_through_stream
 from streaming.settings import KafkaSettings
 from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from tests.integration.serving.model_registry import register, sqlite_registry
-from training.model_contract import FEATURE_SERVICES, MODEL_NAMES
 
 pytestmark = pytest.mark.integration
 

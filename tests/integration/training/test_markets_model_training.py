@@ -17,9 +17,9 @@ from feast import FeatureStore
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from features.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, model_uri
 from tests.integration.serving.offline_tables import candle_tables
 from training.markets_model import service_columns, train_markets
-from training.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, model_uri
 from training.results import TrainResult
 from training.training_sets import training_set
 

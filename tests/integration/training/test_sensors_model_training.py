@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from training.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, model_uri
+from features.model_contract import CHALLENGER, CHAMPION, MODEL_NAMES, model_uri
 from training.sensors_model import contract_columns, train_sensors
 from training.settings import TrainingSettings
 

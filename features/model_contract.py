@@ -1,7 +1,10 @@
 """What a trained model promises its users: registry names, aliases and its input columns.
 
 Training (`training/`), the stream predictors (`streaming/`), the HTTP API and the Prefect flows
-all meet here, so none of them guesses another's names:
+all meet here, so none of them guesses another's names. It lives in `features/`, the layer every
+other one may import: `serving/` (which loads and checks models) needs it and must not import
+`training/` (which registers them, above `serving/`). Where MLflow runs is deployment
+configuration, not part of the contract: `serving.settings.MlflowSettings`.
 
 - a pipeline's model is registered in MLflow under `MODEL_NAMES[pipeline]`;
 - the model serving live traffic carries the registry alias `CHAMPION`; a trained model that did
@@ -17,10 +20,7 @@ all meet here, so none of them guesses another's names:
 
 from __future__ import annotations
 
-import os
 from typing import Literal
-
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Pipeline = Literal["markets", "sensors"]
 
@@ -35,20 +35,6 @@ FEATURE_SERVICES: dict[str, str] = {
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
-
-class MlflowSettings(BaseSettings):
-    """Where MLflow lives (prefix `BRAID_MLFLOW_`); `MLFLOW_TRACKING_URI` wins when set."""
-
-    model_config = SettingsConfigDict(env_prefix="BRAID_MLFLOW_", env_file=".env",
-                                      extra="ignore")
-
-    #: The local stack's MLflow server (`braid up`); any tracking URI works.
-    tracking_uri: str = "http://127.0.0.1:15000"
-    experiment_markets: str = "braid-markets"
-    experiment_sensors: str = "braid-sensors"
-
-    def resolved_tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
 
 
 def model_uri(pipeline: Pipeline, alias: str = CHAMPION) -> str:
