@@ -55,6 +55,7 @@ import orjson  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
+from features.sensors.simulator import SimulatorConfig, simulate  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
 from streaming.partitioning import partition_for  # noqa: E402
@@ -66,7 +67,6 @@ from streaming.pipelines.sensors import (  # noqa: E402
 )
 from streaming.runtime.clients import consume_available, make_consumer, make_producer  # noqa: E402
 from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate  # noqa: E402
 from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
 
 PARTITIONS = 100

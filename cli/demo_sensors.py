@@ -24,11 +24,11 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from features.sensors.simulator import SimulatorConfig, simulate
 from streaming.partitioning import partition_for
 from streaming.pipelines.sensors import SensorTopics, read_predictions, reading_message
 from streaming.runtime.clients import make_producer
 from streaming.settings import KafkaSettings, TopicSettings
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.topics import ensure_topics
 
 MINUTE_MS = 60_000

@@ -47,8 +47,8 @@ def simulate(
     """Simulate clients' SX, SY, SZ readings with labelled incidents; produce them to Kafka."""
     import pyarrow.parquet as pq
 
+    from features.sensors.simulator import SimulatorConfig, simulate
     from streaming.pipelines.sensors import produce_events
-    from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 
     disorder_ms = 0 if disorder.strip() in ("0", "0s") else parse_duration_ms(disorder)
     events = simulate(SimulatorConfig(clients=clients, duration_ms=minutes * 60_000, seed=seed,

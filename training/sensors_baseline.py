@@ -149,7 +149,7 @@ def fit(vectors: np.ndarray, labels: np.ndarray, edges: BinEdges = DEFAULT_EDGES
 def train_on_simulation(clients: int = 300, minutes: int = 240, seed: int = 0,
                         version: str | None = None, edges: BinEdges = DEFAULT_EDGES
                         ) -> tuple[LogisticAlertModel, TrainingReport]:
-    from streaming.sources.sensors_simulator import SimulatorConfig, simulate
+    from features.sensors.simulator import SimulatorConfig, simulate
 
     events = simulate(SimulatorConfig(clients=clients, duration_ms=minutes * 60_000, seed=seed,
                                       incidents_per_hour=1.0))

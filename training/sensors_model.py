@@ -52,7 +52,7 @@ def events_of(source: SensorsSource, *, clients: int, minutes: int, seed: int,
               skab_dir: Path | None) -> tuple[pa.Table, dict[str, Any]]:
     """The raw SX/SY/SZ events and facts about where they came from."""
     if source == "simulator":
-        from streaming.sources.sensors_simulator import SimulatorConfig, simulate
+        from features.sensors.simulator import SimulatorConfig, simulate
 
         config = SimulatorConfig(clients=clients, duration_ms=minutes * 60_000, seed=seed,
                                  incidents_per_hour=1.0)

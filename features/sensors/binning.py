@@ -81,7 +81,7 @@ class BinEdges:
 
 
 # Configured edges for the simulator's value scale (SZ around 20..80 units, see
-# streaming.sources.sensors_simulator): FA in units, FI in unit-seconds over <= 600 s, FD in
+# features.sensors.simulator): FA in units, FI in unit-seconds over <= 600 s, FD in
 # units per second.
 DEFAULT_EDGES = BinEdges(
     "config-v1",

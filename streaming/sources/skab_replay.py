@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.sensors.binning import BinRange
-from streaming.sources.sensors_simulator import EVENT_SCHEMA
+from features.sensors.simulator import EVENT_SCHEMA
 
 DEFAULT_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "sensors" / "skab"
 SZ_COLUMN = "Volume Flow RateRMS"

@@ -16,13 +16,13 @@ import pyarrow.compute as pc
 import pytest
 
 from features.sensors.schemas import READING_WIRE_SCHEMA
+from features.sensors.simulator import SimulatorConfig, simulate
 from streaming.pipelines.sensors import SensorTopics, produce_events, reading_message
 from streaming.runtime.records import InputBatch
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import TopicSettings
 from streaming.sinks.gcs_parquet_archive import ArchiveConfig, ArchiveOperator, read_archive
 from streaming.sinks.object_store import GcsStore
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.topics import ensure_topics
 from tests.support.history_checker import compare_history
 from tests.support.reliability_report import record_faults

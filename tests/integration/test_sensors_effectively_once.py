@@ -24,6 +24,7 @@ import pytest
 
 from features.sensors.model import DEFAULT_MODEL
 from features.sensors.schemas import CATEGORICAL_SENSORS, VECTOR_FIELDS
+from features.sensors.simulator import SimulatorConfig, simulate
 from infra.testing import BrokerStack
 from streaming.pipelines.sensors import (
     SensorTopics,
@@ -33,7 +34,6 @@ from streaming.pipelines.sensors import (
 )
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.topics import ensure_topics
 from tests.support.history_checker import HistoryCheck, compare_history
 from tests.support.processes import BraidProcess

@@ -9,9 +9,9 @@ import pytest
 
 from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel
+from features.sensors.simulator import SimulatorConfig, simulate
 from streaming.pipelines.sensors import run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,9 +17,9 @@ from batch.sensors_backfill import run_backfill
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS, skew_reason
 from features.sensors.binning import BinEdges, learn_edges
 from features.sensors.schemas import FEATURES
+from features.sensors.simulator import SimulatorConfig, simulate
 from streaming.pipelines.sensors import archive_processor, run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,13 +15,13 @@ import orjson
 
 from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel
+from features.sensors.simulator import SimulatorConfig, simulate
 from features.sensors.window_math import sensor_window
 from streaming.pipelines.sensors import reading_message
 from streaming.processors.sensor_join import SensorJoinConfig, SensorJoinOperator
 from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindowOperator
 from streaming.runtime.operator import PartitionOperator
 from streaming.runtime.records import Emission, InputBatch
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from training.sensors_baseline import features_final_at, training_rows
 
 GRACE_MS = 5_000

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
+from features.sensors.simulator import SimulatorConfig, simulate
 from serving.models import ModelRefused, defined_service_columns, registry_alert_model
 from streaming.pipelines.sensors import run_sensors_through_stream
 from streaming.settings import KafkaSettings
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from tests.integration.serving.model_registry import register, sqlite_registry
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,8 @@
 """A seeded simulator of N clients' sensors with labelled incidents (tests, benchmarks, training).
 
+It lives in `features/` because both the speed layer (`braid sensors simulate`, the demo, the
+benchmarks) and `training/` (simulated history) read it, and neither may import the other.
+
 Model, per client (vectorized over clients with numpy):
 - **SZ**, a float reading (think pump pressure), every `sz_interval_ms` on average (each gap
   drawn uniformly in [0.5, 1.5] x the interval): a client-specific level in [30, 60] plus AR(1)
