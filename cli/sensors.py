@@ -72,8 +72,8 @@ def replay_skab(
     """Replay the real SKAB pump series: each experiment file is a client."""
     import pyarrow.parquet as pq
 
+    from features.sensors.skab import DEFAULT_DIR, skab_events
     from streaming.pipelines.sensors import produce_events
-    from streaming.sources.skab_replay import DEFAULT_DIR, skab_events
 
     events = skab_events(Path(data_dir) if data_dir else DEFAULT_DIR)
     if output:

@@ -3,7 +3,7 @@
 Rows: one per SZ reading, the vector the stream's join holds at that event time (SX and SY as
 of then, the reading's FA/FI/FD bins), labelled with the reading's incident flag — built by
 `training.sensors_baseline.training_rows`, the same point-in-time code the logistic baseline
-uses, from the simulator's events or the real SKAB experiments (`streaming.sources.skab_replay`,
+uses, from the simulator's events or the real SKAB experiments (`features.sensors.skab`,
 each experiment a client, its `anomaly` column the label). The vector is not read back through
 Feast: the simulator's history is not in Delta tables, and building it with the `features/` code
 directly gives the same values the service would serve (see training/README.md).
@@ -60,7 +60,7 @@ def events_of(source: SensorsSource, *, clients: int, minutes: int, seed: int,
                                  "seed": seed, "incidents_per_hour": config.incidents_per_hour}
         return simulate(config), facts
     if source == "skab":
-        from streaming.sources.skab_replay import DEFAULT_DIR, skab_events, skab_files
+        from features.sensors.skab import DEFAULT_DIR, skab_events, skab_files
 
         folder = skab_dir or DEFAULT_DIR
         files = skab_files(folder)

@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 import pytest
 
 from features.sensors.binning import learn_edges
+from features.sensors.skab import DEFAULT_DIR, read_experiment, skab_events
 from features.sensors.window_math import sort_readings, window_features
-from streaming.sources.skab_replay import DEFAULT_DIR, read_experiment, skab_events
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DIR.exists(),
                                 reason=f"SKAB data not found at {DEFAULT_DIR}")

@@ -10,6 +10,8 @@ Mapping (declared here, so every run maps the same way):
 
 Events come in event-time order (ties: client, then SX, SY, SZ), like the file replay of trades.
 The data is read in place from `../shared/data/sensors/skab` (never copied into the repository).
+It lives in `features/` because the speed layer (`braid sensors replay-skab`) and `training/`
+(the alert model on real data) both read it, and neither may import the other.
 """
 
 from __future__ import annotations
