@@ -79,7 +79,9 @@ def _fit(data: PreparedData, parts: TimeSplit, settings: TrainingSettings
     blanked = list(data.unused_columns)
 
     def part(rows: np.ndarray) -> pd.DataFrame:
-        frame = data.features.iloc[rows]  # a copy
+        # `take` copies the rows and owns them; `iloc[rows]` copies too but stays marked as a
+        # possible view, so the assignment below would raise SettingWithCopyWarning
+        frame = data.features.take(rows)
         if blanked:
             frame.loc[:, blanked] = np.nan
         return frame
