@@ -9,11 +9,13 @@ from cli import (
     batch,
     consistency,
     demo,
+    flows,
     markets,
     online_sink,
     sensors,
     sources,
     stack,
+    topics,
     train,
 )
 from cli.logging_setup import configure_logging
@@ -40,6 +42,8 @@ app.add_typer(markets.app, name="markets", help="Markets processors: candles, in
 app.add_typer(batch.app, name="batch", help="Spark backfills and Dataproc submission.")
 app.add_typer(sensors.app, name="sensors", help="The sensors pipeline.")
 app.add_typer(train.app, name="train", help="Train, log to MLflow, register, promote.")
+app.add_typer(topics.app, name="topics", help="Create the topic catalogue on the broker.")
+app.add_typer(flows.app, name="flows", help="Serve the Prefect deployments (the worker).")
 app.command(name="online-sink")(online_sink.online_sink)
 app.command(name="consistency")(consistency.consistency)
 app.command(name="api")(api.api)
