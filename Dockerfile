@@ -71,7 +71,8 @@ COPY --from=build /opt/braid /opt/braid
 COPY --from=build /app /app
 # var/: the Feast registry and online SQLite, offline tables, archive, MLflow's and Prefect's
 # state; a volume in compose, a PersistentVolumeClaim or emptyDir in Kubernetes.
-RUN mkdir -p /app/var/feast /app/var/offline /app/var/archive /app/var/mlflow /app/var/prefect \
+RUN mkdir -p /app/var/feast /app/var/offline /app/var/archive /app/var/trades /app/var/mlflow \
+      /app/var/prefect \
     && chown -R 10001:10001 /app/var
 # Logs as JSON lines (structlog), one event a line, for the cluster's log collector.
 ENV BRAID_LOG_JSON=1

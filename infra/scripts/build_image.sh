@@ -7,14 +7,14 @@
 # Extra arguments go to `<engine> build`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-engine=${ENGINE:-docker}
+read -ra engine <<< "${ENGINE:-docker}"  # e.g. ENGINE="podman --runtime runc"
 image=${IMAGE:-braid}
 version=$(python3 -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
 tag="$image:$version-$(date -u +%Y%m%d)"
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 # the remote's URL without any user:token@ part
 source=$(git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' || true)
-"$engine" build "$@" \
+"${engine[@]}" build "$@" \
   --build-arg VERSION="$version" \
   --build-arg REVISION="$revision" \
   --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
