@@ -299,14 +299,23 @@ def test_every_command_is_a_real_entry_point(
     assert checked >= 60
 
 
-def test_a_misspelt_command_or_option_is_caught() -> None:
-    """The resolution above fails on what the CLIs would refuse (it cannot pass vacuously)."""
-    for argv in (("braid", "markets", "candle"), ("braid", "api", "--prot", "1"),
-                 ("braid", "sensors", "archive"), ("feast", "serve", "--port", "x"),
-                 ("mlflow", "server", "--hots", "0"), ("prefect", "server", "begin"),
-                 ("python", "-m", "infra.probe", "tcp"), ("spark-shell",)):
-        with pytest.raises(Exception):  # noqa: B017 - each CLI raises its own kind
-            resolve_command(argv)
+@pytest.mark.parametrize(("wrong", "right"), [
+    (("braid", "markets", "candle"), ("braid", "markets", "candles")),
+    (("braid", "api", "--prot", "1"), ("braid", "api", "--port", "1")),
+    (("braid", "sensors", "archive"), ("braid", "sensors", "archive", "--root", "var/a")),
+    (("feast", "serve", "--port", "x"), ("feast", "serve", "--port", "1")),
+    (("mlflow", "server", "--hots", "0"), ("mlflow", "server", "--host", "0")),
+    (("prefect", "server", "begin"), ("prefect", "server", "start")),
+    (("python", "-m", "infra.probe", "tcp"), ("python", "-m", "infra.probe", "kafka")),
+    (("spark-shell",), ("braid", "topics", "create")),
+])
+def test_a_misspelt_command_or_option_is_caught(wrong: tuple[str, ...],
+                                                right: tuple[str, ...]) -> None:
+    """The resolution fails on what the CLI would refuse, and only on that: the corrected
+    line passes (so the checks above cannot pass vacuously)."""
+    resolve_command(right)
+    with pytest.raises(Exception):  # noqa: B017 - each CLI raises its own kind of usage error
+        resolve_command(wrong)
 
 
 def test_every_variable_set_is_a_real_setting(
