@@ -54,16 +54,6 @@ RUN pip install --no-deps -e . \
     && python -m infra.jars spark
 
 FROM base AS runtime
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG CREATED=unknown
-ARG SOURCE=unknown
-LABEL org.opencontainers.image.title="braid" \
-      org.opencontainers.image.description="Braid: a batch-plus-stream feature platform for real-time ML" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.version="${VERSION}"
 RUN groupadd --gid 10001 braid \
     && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin braid
 COPY --from=build /opt/braid /opt/braid
@@ -78,6 +68,17 @@ RUN mkdir -p /app/var/feast /app/var/offline /app/var/archive /app/var/trades /a
 ENV BRAID_LOG_JSON=1
 WORKDIR /app
 USER 10001:10001
+# Last: they change on every build, the layers above stay cached.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="braid" \
+      org.opencontainers.image.description="Braid: a batch-plus-stream feature platform for real-time ML" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.version="${VERSION}"
 # The stream processors serve no HTTP: by default a container is healthy while its broker answers
 # (KAFKA_* settings). compose.yaml and the Kubernetes probes check the HTTP services' endpoints.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \

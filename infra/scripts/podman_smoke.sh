@@ -33,27 +33,36 @@ sources=/etc/apt/sources.list.d/debian.sources
 [ -f "$sources" ] || sources=/etc/apt/sources.list
 if ! "${podman[@]}" image exists "$base"; then
   step "base image: mmdebstrap bookworm from $sources"
+  # the site's certificate authorities (this host's extra ones, e.g. a TLS-inspecting egress)
+  # and pip pointed at the system store, as a site's own base image would carry them
   mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    --customize-hook='cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true' \
+    --customize-hook='chroot "$1" update-ca-certificates' \
+    --customize-hook='printf "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n" > "$1/etc/pip.conf"' \
     bookworm "$work/base.tar" "$sources"
   "${podman[@]}" import "$work/base.tar" "$base"
 fi
 
 step "build (infra/scripts/build_image.sh, BASE_IMAGE=$base)"
 start=$(date +%s)
-tag=$(ENGINE="${podman[*]}" IMAGE=localhost/braid infra/scripts/build_image.sh \
-  --format docker --network host "${limits[@]}" --build-arg BASE_IMAGE="$base" | tail -1)
+ENGINE="${podman[*]}" IMAGE=localhost/braid infra/scripts/build_image.sh --format docker \
+  --network host "${limits[@]}" --build-arg BASE_IMAGE="$base" | tee "$work/build.log" \
+  | grep -E "^(STEP|COMMIT|Successfully)" || true
+tag=$(tail -1 "$work/build.log")
 echo "built $tag in $(( $(date +%s) - start )) s"
 "${podman[@]}" image inspect "$tag" --format 'size {{.Size}} bytes; user {{.Config.User}}'
 "${podman[@]}" image inspect "$tag" --format '{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}
 {{end}}' | grep org.opencontainers
 "${podman[@]}" image inspect "$tag" --format 'healthcheck {{.Config.Healthcheck.Test}}'
 
-run() { "${podman[@]}" run --rm --network host "${limits[@]}" "$tag" "$@"; }
+# one-off commands: no health-check timer (this host has no systemd to run one)
+run() { "${podman[@]}" run --rm --network host --health-interval=disable "${limits[@]}" "$tag" "$@"; }
 step "commands in the image"
 run id
-run braid --help | head -30
+help=$(run braid --help); head -40 <<< "$help"
 run feast version
-run spark-submit --version 2>&1 | grep -m1 -i "version"
+spark=$(run spark-submit --version 2>&1); grep -m1 "version" <<< "$spark"
+run java -version 2>&1 | head -1
 run python -c "import talib, numpy; print('TA-Lib', talib.__ta_version__.decode(), talib.RSI(numpy.arange(30.0))[-1])"
 
 step "a broker of the local stack on 127.0.0.1:$broker_port"
@@ -61,7 +70,7 @@ BRAID_STACK_BROKER_PORT=$broker_port BRAID_STACK_CONTROLLER_PORT=$((broker_port 
   .venv/bin/python -m cli.main up --services broker --state-dir "$stack_dir" | tail -3
 
 step "feast apply and braid api in the image"
-"${podman[@]}" run -d --name "$container" --network host "${limits[@]}" \
+"${podman[@]}" run -d --name "$container" --network host --health-interval=disable "${limits[@]}" \
   -e KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$broker_port" -e BRAID_API_PORT="$api_port" \
   -e BRAID_MLFLOW_TRACKING_URI=http://127.0.0.1:9 -e MLFLOW_HTTP_REQUEST_MAX_RETRIES=0 \
   "$tag" sh -c 'feast -c /app/feature_repo apply && exec braid api' >/dev/null
