@@ -62,7 +62,7 @@ run id
 help=$(run braid --help); head -40 <<< "$help"
 run feast version
 spark=$(run spark-submit --version 2>&1); grep -m1 "version" <<< "$spark"
-java=$(run java -version 2>&1); head -1 <<< "$java"
+java=$(run java -version 2>&1); grep -m1 "openjdk version" <<< "$java"
 run python -c "import talib, numpy; print('TA-Lib', talib.__ta_version__.decode(), talib.RSI(numpy.arange(30.0))[-1])"
 
 step "a broker of the local stack on 127.0.0.1:$broker_port"
