@@ -297,12 +297,15 @@ def _write_with_delta_spark(
 
 def _align_properties(spark: SparkSession, target: str, properties: dict[str, str]) -> None:
     """Give an existing table `properties` (one `ALTER` commit) where it holds other values."""
-    from delta.tables import DeltaTable
+    from pyspark.errors import AnalysisException
 
-    if not properties or not DeltaTable.isDeltaTable(spark, target):
+    if not properties:
         return
-    current = DeltaTable.forPath(spark, target).detail().select("properties").first()
-    configuration = dict(current["properties"] or {}) if current else {}
+    try:
+        rows = spark.sql(f"SHOW TBLPROPERTIES delta.`{target}`").collect()
+    except AnalysisException:  # no table there yet: the write creates it with the properties
+        return
+    configuration = {str(row["key"]): str(row["value"]) for row in rows}
     changed = {k: v for k, v in properties.items() if configuration.get(k) != v}
     if changed:
         settings = ", ".join(f"'{k}' = {_sql_literal(v)}" for k, v in changed.items())
