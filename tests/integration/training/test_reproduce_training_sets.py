@@ -30,10 +30,10 @@ from batch.spark_session import spark_session
 from batch.table_maintenance import optimize, vacuum
 from batch.table_retention import TableRetention
 from cli.train import app as train_app
+from features.model_contract import MODEL_NAMES
 from serving.table_versions import TableVersionGone
 from tests.integration.serving.offline_tables import DATA, TRADE_FILES, local_repo
 from training.markets_model import train_markets
-from training.model_contract import MODEL_NAMES
 from training.reproduce import reproduce
 from training.results import TrainResult
 from training.sensors_model import train_sensors
