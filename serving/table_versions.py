@@ -87,7 +87,8 @@ def require_version(path: str, version: int) -> None:
             f"{_retention_text(path)}") from error
     gone = missing_files(table)
     if gone:
+        example = gone[0].removeprefix(_local_path(table.table_uri).rstrip("/") + "/")
         raise TableVersionGone(
             f"offline table {path} no longer holds version {version}: {len(gone)} of its "
-            f"{len(table.file_uris())} data files were removed (VACUUM), e.g. {gone[0]}; "
+            f"{len(table.file_uris())} data files were removed (VACUUM), e.g. {example}; "
             f"{_retention_text(path)}")

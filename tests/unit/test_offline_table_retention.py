@@ -80,7 +80,7 @@ def test_vacuum_keeps_what_the_retention_keeps_then_the_old_version_is_one_clear
         require_version(uri, 0)
     assert str(gone.value).startswith(
         f"offline table {uri} no longer holds version 0: 1 of its 1 data files were removed "
-        "(VACUUM), e.g. ")
+        "(VACUUM), e.g. day=2018-05-09/part-")
     assert ("the table's retention: delta.deletedFileRetentionDuration = interval 1 seconds, "
             "delta.logRetentionDuration = interval 180 days (set by "
             "BRAID_DELTA_DELETED_FILE_RETENTION / BRAID_DELTA_LOG_RETENTION, batch/README.md)"
