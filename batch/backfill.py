@@ -54,6 +54,7 @@ from batch.object_storage import join
 from batch.rejected_rows import REJECTED_PARTITIONS, REJECTED_ROWS_SCHEMA, rejected_rows_frame
 from batch.spark_session import require_delta_spark
 from batch.table_history import history_before
+from batch.table_retention import TableRetention
 from batch.trade_files import parse_trade_file
 from batch.trade_inputs import InputFiles, input_files
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
@@ -85,6 +86,9 @@ class BackfillConfig:
     #: a trade whose event time lies more than this ahead of its Kafka timestamp is rejected,
     #: as the stream dead-letters it: must be the stream's `BRAID_MAX_EVENT_TIME_SKEW`
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
+    #: how long the tables keep removed files and old log entries (what reproducing a model
+    #: trained on an older version needs): set on every table written (`batch.table_retention`)
+    retention: TableRetention = field(default_factory=TableRetention.from_env)
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -199,13 +203,14 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
             written = write_table_counted(
                 _with_day(candles.where(in_range)), config.table(CANDLES_TABLE),
                 partition_by=TABLE_PARTITIONS, replace=replace, run_id=summary.run_id,
+                retention=config.retention,
             )
             summary.table_versions[CANDLES_TABLE] = written.version
             summary.candles_written = written.rows
         with stage("write indicators"):
             written = write_table_counted(
                 indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
-                replace=replace, run_id=summary.run_id,
+                replace=replace, run_id=summary.run_id, retention=config.retention,
             )
             summary.table_versions[INDICATORS_TABLE] = written.version
             summary.indicator_rows_written = written.rows
@@ -222,12 +227,13 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
                 written = empty_commit(
                     config.table(REJECTED_TABLE), REJECTED_ROWS_SCHEMA,
                     partition_by=REJECTED_PARTITIONS, replace=range_partition,
-                    run_id=summary.run_id,
+                    run_id=summary.run_id, retention=config.retention,
                 )
             else:
                 written = write_table_counted(
                     rejected, config.table(REJECTED_TABLE), partition_by=REJECTED_PARTITIONS,
                     replace=range_partition, run_id=summary.run_id,
+                    retention=config.retention,
                 )
             summary.table_versions[REJECTED_TABLE] = written.version
             summary.rejected_in_range = written.rows

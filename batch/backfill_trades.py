@@ -30,6 +30,12 @@ if __package__ in (None, ""):
 
 from batch.arrival_order import ArrivalOrder
 from batch.backfill import BackfillConfig, durations_from, parse_day, run_backfill
+from batch.table_retention import (
+    DEFAULT_RETENTION,
+    DELETED_FILE_RETENTION_ENV,
+    LOG_RETENTION_ENV,
+    TableRetention,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a trade stamped more than this ahead of its Kafka timestamp is "
                         "rejected, as the stream dead-letters it; use the stream's value "
                         "(default: $BRAID_MAX_EVENT_TIME_SKEW, else 1h)")
+    parser.add_argument("--deleted-file-retention",
+                        default=os.environ.get(DELETED_FILE_RETENTION_ENV, DEFAULT_RETENTION),
+                        help="the tables' delta.deletedFileRetentionDuration: VACUUM keeps "
+                        "removed files this long, so models trained on older versions can be "
+                        "rebuilt (default: $BRAID_DELTA_DELETED_FILE_RETENTION, else 180d)")
+    parser.add_argument("--log-retention",
+                        default=os.environ.get(LOG_RETENTION_ENV, DEFAULT_RETENTION),
+                        help="the tables' delta.logRetentionDuration: how long old versions "
+                        "stay in the log (default: $BRAID_DELTA_LOG_RETENTION, else 180d)")
     parser.add_argument("--no-history-from-table", action="store_true",
                         help="do not read earlier candles from the table for indicator warm-up")
     parser.add_argument("--master", default=None,
@@ -128,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         file_reader=args.file_reader,
         kafka=kafka,
         max_event_time_skew_ms=parse_duration_ms(args.max_event_time_skew),
+        retention=TableRetention.parse(args.deleted_file_retention, args.log_retention),
     )
 
 

@@ -28,6 +28,7 @@ from google.cloud import dataproc_v1
 
 from batch.object_storage import filesystem_for, is_gcs
 from batch.spark_session import DELTA_SPARK_PACKAGE, DELTA_SQL_CONF, SPARK_PACKAGES
+from batch.table_retention import TableRetention
 
 log = structlog.get_logger(__name__)
 
@@ -79,8 +80,12 @@ def backfill_job_request(
     extra_properties: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
 ) -> dataproc_v1.SubmitJobRequest:
-    """The SubmitJobRequest for one backfill (`job_args`: backfill_trades.py's arguments)."""
+    """The SubmitJobRequest for one backfill (`job_args`: backfill_trades.py's arguments; the
+    tables' retention from this machine's settings unless they give it: the cluster has no
+    `BRAID_DELTA_*` environment)."""
     properties = {**delta_spark_properties(), **(extra_properties or {})}
+    if "--deleted-file-retention" not in job_args and "--log-retention" not in job_args:
+        job_args = [*job_args, *TableRetention.from_env().job_args()]
     job = dataproc_v1.Job(
         reference=dataproc_v1.JobReference(
             project_id=target.project_id, job_id=job_id or f"braid-backfill-{uuid.uuid4().hex[:12]}"

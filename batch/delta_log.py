@@ -90,17 +90,19 @@ def commit_files(
     adds: list[deltalake.transaction.AddAction],
     replace: dict[str, list[str]] | None,
     run_id: str,
+    properties: dict[str, str] | None = None,
 ) -> int:
     """Commit `adds`; with `replace`, first remove every file in the matching partitions.
 
     `replace` maps partition columns to the values to replace (a conjunction of `in` filters),
-    so a backfill replaces exactly its pairs, durations and days. Creates the table when absent.
-    Returns the committed version.
+    so a backfill replaces exactly its pairs, durations and days. Creates the table when absent
+    (with table `properties`; an existing table holding other values gets them in a commit of
+    their own first). Returns the committed version.
     """
     from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
     rows = sum(int(json.loads(add.stats).get("numRecords", 0)) for add in adds)
-    properties = CommitProperties(
+    commit = CommitProperties(
         custom_metadata={"braid_run_id": run_id, "braid_rows": str(rows)}
     )
     delta_schema = deltalake.Schema.from_arrow(schema)
@@ -109,10 +111,14 @@ def commit_files(
         if not exists:
             create_table_with_add_actions(
                 local, delta_schema, adds, mode="error", partition_by=partition_by,
-                commit_properties=properties,
+                configuration=properties, commit_properties=commit,
             )
         else:
             table = deltalake.DeltaTable(local)
+            configuration = table.metadata().configuration
+            changed = {k: v for k, v in (properties or {}).items() if configuration.get(k) != v}
+            if changed:
+                table.alter.set_table_properties(changed)
             filters = [(col, "in", values) for col, values in (replace or {}).items()]
             table.create_write_transaction(
                 list(adds),
@@ -120,7 +126,7 @@ def commit_files(
                 schema=delta_schema,
                 partition_by=partition_by,
                 partition_filters=filters or None,
-                commit_properties=properties,
+                commit_properties=commit,
             )
         return int(deltalake.DeltaTable(local).version())
 

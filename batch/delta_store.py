@@ -7,7 +7,9 @@ fails with the command that installs them, never silently through another writer
 
 A write with `replace` removes every file in the given partitions and adds the new ones in one
 commit, so re-running a backfill replaces exactly its range. Each commit carries the run id
-(`userMetadata`); :func:`write_table` returns the version that commit produced.
+(`userMetadata`); :func:`write_table` returns the version that commit produced. Every write
+carries the retention setting (`batch.table_retention`) as table properties: set when the
+write creates the table, and by one `ALTER` commit before the write when the setting changed.
 
 The former writer, a Python data source (`braid_delta`) whose tasks write Parquet and whose
 driver commits with delta-rs, is kept only for comparison (`bench/bench_backfill.py` measures
@@ -44,6 +46,7 @@ from batch.object_storage import (
     storage_env,
 )
 from batch.spark_session import gcs_connector_available, require_delta_spark
+from batch.table_retention import TableRetention
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +81,7 @@ class DeltaRsDataSource(DataSource):
     """`df.write.format("braid_delta").option("path", uri)...`: Parquet tasks, one commit.
 
     Options: `path`, `partition_by` (JSON list), `replace` (JSON object column -> values, or
-    absent to append), `run_id`.
+    absent to append), `run_id`, `properties` (JSON object: table properties to carry).
     """
 
     @classmethod
@@ -99,6 +102,7 @@ class DeltaRsWriter(DataSourceArrowWriter):
         self.replace: dict[str, list[str]] | None = json.loads(replace) if replace else None
         self.run_id = options.get("run_id", uuid.uuid4().hex)
         self.env: dict[str, str] = json.loads(options.get("storage_env", "{}"))
+        self.properties: dict[str, str] = json.loads(options.get("properties", "{}"))
         self.arrow_schema = _without_nullability(to_arrow_schema(schema))
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> FilesWritten:
@@ -156,6 +160,7 @@ class DeltaRsWriter(DataSourceArrowWriter):
             adds=adds,
             replace=self.replace,
             run_id=self.run_id,
+            properties=self.properties,
         )
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
@@ -175,10 +180,11 @@ def write_table(
     partition_by: list[str],
     replace: dict[str, list[str]] | None,
     run_id: str,
+    retention: TableRetention | None = None,
 ) -> int:
     """Write `df` to the Delta table at `uri`; returns the version this write committed."""
     return write_table_counted(
-        df, uri, partition_by=partition_by, replace=replace, run_id=run_id
+        df, uri, partition_by=partition_by, replace=replace, run_id=run_id, retention=retention
     ).version
 
 
@@ -189,15 +195,18 @@ def write_table_counted(
     partition_by: list[str],
     replace: dict[str, list[str]] | None,
     run_id: str,
+    retention: TableRetention | None = None,
 ) -> TableWrite:
-    """Write `df` to the Delta table at `uri` (one commit); returns its version and row count,
-    so callers need no separate count of `df`."""
+    """Write `df` to the Delta table at `uri` (one commit, and one before it when the table's
+    retention properties differ from `retention`: None, `TableRetention.from_env()`); returns
+    its version and row count, so callers need no separate count of `df`."""
     uri = normalize_uri(uri)
     spark = df.sparkSession
+    properties = (retention or TableRetention.from_env()).properties()
     if delta_writer(spark, uri) == DELTA_SPARK:
         require_delta_spark(spark)
         return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
-                                       run_id=run_id)
+                                       run_id=run_id, properties=properties)
     df = df.repartition(*partition_by) if partition_by else df
     _register_once(spark)
     writer = (
@@ -207,6 +216,7 @@ def write_table_counted(
         .option("partition_by", json.dumps(partition_by))
         .option("run_id", run_id)
         .option("storage_env", json.dumps(storage_env()))
+        .option("properties", json.dumps(properties))
     )
     if replace is not None:
         writer = writer.option("replace", json.dumps(replace))
@@ -226,12 +236,14 @@ def empty_commit(
     partition_by: list[str],
     replace: dict[str, list[str]],
     run_id: str,
+    retention: TableRetention | None = None,
 ) -> TableWrite:
     """Replace partitions with nothing (delta-rs writer only, from the driver): what writing an
     empty DataFrame would commit, without a Spark job. Creates the table when absent."""
     version = delta_log.commit_files(
         normalize_uri(uri), schema=_without_nullability(schema), partition_by=partition_by,
         adds=[], replace=replace, run_id=run_id,
+        properties=(retention or TableRetention.from_env()).properties(),
     )
     log.info("delta table written", table=uri, version=version, rows=0, engine="delta-rs")
     return TableWrite(version, 0)
@@ -253,11 +265,17 @@ def _write_with_delta_spark(
     partition_by: list[str],
     replace: dict[str, list[str]] | None,
     run_id: str,
+    properties: dict[str, str],
 ) -> TableWrite:
-    """`replaceWhere` over the replaced partitions, one commit; its version and rows added."""
+    """`replaceWhere` over the replaced partitions, one commit; its version and rows added.
+    `properties` are set as the write creates the table, or first by an `ALTER` commit where an
+    existing table holds other values."""
     spark = df.sparkSession
     target = uri if is_gcs(uri) or uri.startswith("file:") else f"file://{uri}"
+    _align_properties(spark, target, properties)
     writer = df.write.format("delta").partitionBy(*partition_by).option("userMetadata", run_id)
+    for key, value in properties.items():
+        writer = writer.option(key, value)  # taken as table properties when it creates it
     if replace is not None:
         writer = writer.mode("overwrite").option("replaceWhere", replace_condition(replace))
     else:
@@ -275,6 +293,24 @@ def _write_with_delta_spark(
         version, rows = max(int(c["version"]) for c in history), 0
     log.info("delta table written", table=uri, version=version, rows=rows, engine="delta-spark")
     return TableWrite(version, rows)
+
+
+def _align_properties(spark: SparkSession, target: str, properties: dict[str, str]) -> None:
+    """Give an existing table `properties` (one `ALTER` commit) where it holds other values."""
+    from pyspark.errors import AnalysisException
+
+    if not properties:
+        return
+    try:
+        rows = spark.sql(f"SHOW TBLPROPERTIES delta.`{target}`").collect()
+    except AnalysisException:  # no table there yet: the write creates it with the properties
+        return
+    configuration = {str(row["key"]): str(row["value"]) for row in rows}
+    changed = {k: v for k, v in properties.items() if configuration.get(k) != v}
+    if changed:
+        settings = ", ".join(f"'{k}' = {_sql_literal(v)}" for k, v in changed.items())
+        spark.sql(f"ALTER TABLE delta.`{target}` SET TBLPROPERTIES ({settings})")
+        log.info("delta table properties set", table=target, properties=changed)
 
 
 def replace_condition(replace: dict[str, list[str]]) -> str:

@@ -1,4 +1,5 @@
-"""`braid train markets | sensors | models`: train, log to MLflow, register, promote by alias."""
+"""`braid train markets | sensors | models | reproduce`: train, log to MLflow, register, promote
+by alias; rebuild a registered model's training data from its run."""
 
 from __future__ import annotations
 
@@ -131,3 +132,38 @@ def models(tracking_uri: TrackingUri = None) -> None:
             score = run.data.metrics.get("promotion_candidate_score") if run else None
             typer.echo(f"{pipeline:<8} {name} @{alias}: v{version.version} "
                        f"(run {version.run_id}, promotion score {score})")
+
+
+@app.command()
+def reproduce(
+    model: Annotated[str, typer.Option(
+        help="Registered model version: NAME/VERSION or NAME@ALIAS, "
+             "e.g. braid-markets-direction/3.")],
+    refit: Annotated[bool, typer.Option(
+        help="Also fit again with the run's logged settings and seed, and compare every "
+             "logged score.")] = False,
+    profile: Annotated[str, typer.Option(help="Feast profile of the store (markets).")
+                       ] = "local",
+    repo: Annotated[Path | None, typer.Option(
+        help="Feast repository (default: feature_repo/ of the checkout).")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Rebuild a model's training set from its MLflow run (markets: the Delta table versions it
+    read; sensors: the simulator seed or SKAB files) and compare its digest with the logged one.
+    Exit 0 when everything matches, 1 when something differs, 2 when it cannot be rebuilt."""
+    import os
+
+    from serving.store import ServingError
+    from training.reproduce import reproduce as rebuild
+
+    # the record is one small file: no download progress bar around the comparison
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        result = rebuild(model, refit=refit, profile=profile, repo=repo,
+                         tracking_uri=tracking_uri)
+    except (ServingError, ValueError, FileNotFoundError) as error:
+        raise _fail("reproduce", error) from error
+    for line in result.lines():
+        typer.echo(line)
+    if not result.matches:
+        raise typer.Exit(1)

@@ -19,6 +19,7 @@ from orchestration.events import RETRAIN_EVENTS, retrain_trigger
 from orchestration.flows.backfill import backfill, sensors_backfill
 from orchestration.flows.consistency import consistency
 from orchestration.flows.drift import drift
+from orchestration.flows.maintenance import offline_maintenance
 from orchestration.flows.materialize import materialize
 from orchestration.flows.promote import promote
 from orchestration.flows.retrain import retrain, sensors_retrain
@@ -62,4 +63,6 @@ def deployments(settings: FlowSettings | None = None) -> list[RunnerDeployment]:
         deploy(consistency, f"sensors-{HOURLY}", "27 * * * *", "sensors"),
         deploy(drift, DAILY, "0 2 * * *", "markets"),
         deploy(drift, f"sensors-{DAILY}", "5 2 * * *", "sensors"),
+        # vacuums within the tables' retention only (BRAID_DELTA_DELETED_FILE_RETENTION)
+        deploy(offline_maintenance, "weekly", "0 4 * * 0", concurrency_limit=1),
     ]

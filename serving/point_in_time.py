@@ -13,6 +13,10 @@ Only for views whose batch source is a Braid Delta source (`offline_store` tags:
 is an epoch-ms column, `source_filters` keep a duration's or a sensor's rows); `supports` says
 whether a list of views qualifies. Times are compared in epoch microseconds (DuckDB's timestamp
 precision, as Feast's join), so sub-millisecond entity times behave as in Feast.
+
+Each view can be read as of a Delta table version (`ViewRequest.version`, DuckDB's
+`delta_scan(path, version := N)`): the same join over the files that version listed, so a
+training set built today from last month's versions has last month's values.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class ViewRequest:
     view: FeatureView
     features: list[str]
     prefix: str
+    #: The Delta table version to read (time travel); None: the latest.
+    version: int | None = None
 
 
 def supports(views: list[FeatureView]) -> bool:
@@ -49,6 +55,14 @@ def supports(views: list[FeatureView]) -> bool:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def delta_scan(path: str, version: int | None) -> tuple[str, list[object]]:
+    """DuckDB's `delta_scan` of the table at `path`, as of `version` when given (Delta time
+    travel: the files that version's log lists), and its parameters."""
+    if version is None:
+        return "delta_scan(?)", [path]
+    return "delta_scan(?, version := ?)", [path, int(version)]
 
 
 def _view_sql(index: int, request: ViewRequest, full_feature_names: bool
@@ -62,10 +76,11 @@ def _view_sql(index: int, request: ViewRequest, full_feature_names: bool
     ts_column = _quote(source.tags[TIMESTAMP_MS_TAG])
     filters = source_filters(source)
     where = ("WHERE " + " AND ".join(f"{_quote(c)} = ?" for c, _ in filters)) if filters else ""
-    params: list[object] = [source.path, *(v for _, v in filters)]
+    scan, scan_params = delta_scan(source.path, request.version)
+    params: list[object] = [*scan_params, *(v for _, v in filters)]
     columns = ", ".join(_quote(f) for f in request.features)
     join = (f"ASOF LEFT JOIN (SELECT {_quote(key)} AS k, {ts_column} * 1000 AS t, {columns} "
-            f"FROM delta_scan(?) {where}) {alias} "
+            f"FROM {scan} {where}) {alias} "
             f"ON e.{_quote(key)} = {alias}.k AND e.{_US} >= {alias}.t")
     ttl_us = int(view.ttl.total_seconds() * 1_000_000) if view.ttl else 0
     fresh = f"{alias}.t >= e.{_US} - {ttl_us}" if ttl_us else "TRUE"

@@ -48,6 +48,7 @@ LONGEST_FIRST = (
     "integration/test_lambda_markets.py",
     "integration/test_stack.py",
     "integration/test_batch_delta_spark.py",
+    "integration/training/test_reproduce_training_sets.py",  # two Spark backfills, 3 fits
     "integration/test_sensors_lambda.py",
     "integration/serving/test_sensor_readings_backfill.py",
     "integration/orchestration/test_orchestration_flows.py",

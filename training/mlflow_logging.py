@@ -19,6 +19,8 @@ from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, DataType, Schema
 
 REPO = Path(__file__).resolve().parents[1]
+#: MLflow stores a dataset digest of at most 36 characters: a sha256's first 32 hex digits.
+DATASET_DIGEST_CHARS = 32
 
 
 def git_tags() -> dict[str, str]:
@@ -56,8 +58,8 @@ class TrainingFrame(PandasDataset):
     that could hold missing values, which these never do."""
 
     def __init__(self, frame: pd.DataFrame, *, source: DatasetSource, targets: str,
-                 name: str) -> None:
-        super().__init__(frame, source=source, targets=targets, name=name)
+                 name: str, digest: str | None = None) -> None:
+        super().__init__(frame, source=source, targets=targets, name=name, digest=digest)
         self._schema = frame_schema(frame)
 
     @property
@@ -66,12 +68,15 @@ class TrainingFrame(PandasDataset):
 
 
 def log_training_data(frame: pd.DataFrame, *, name: str, target: str,
-                      source_tags: dict[str, Any], record: dict[str, Any]) -> None:
+                      source_tags: dict[str, Any], record: dict[str, Any],
+                      digest: str | None = None) -> None:
     """The training frame as an MLflow dataset (its source: the tables and versions it came
-    from), and `record` (feature service, Delta versions, entity digest ...) as
-    `training_set.json`."""
+    from; its digest: the first :data:`DATASET_DIGEST_CHARS` hex digits of `digest`, Braid's
+    canonical frame digest, else MLflow's own), and `record` (feature service, Delta
+    versions, full digests ...) as `training_set.json`."""
     source = CodeDatasetSource(tags={k: str(v) for k, v in source_tags.items()})
-    dataset = TrainingFrame(frame, source=source, targets=target, name=name)
+    dataset = TrainingFrame(frame, source=source, targets=target, name=name,
+                            digest=None if digest is None else digest[:DATASET_DIGEST_CHARS])
     mlflow.log_input(dataset, context="training")
     mlflow.log_dict(record, "training_set.json")
 

@@ -25,6 +25,7 @@ from features.model_contract import FEATURE_SERVICES, MODEL_NAMES, Pipeline
 from serving.settings import MlflowSettings
 from training import classifier, plots
 from training.evaluation import classification_metrics, majority_baseline
+from training.frame_digest import frame_digest
 from training.mlflow_logging import git_tags, log_model, log_predictions, log_training_data
 from training.promotion import promote
 from training.results import TrainResult
@@ -90,16 +91,23 @@ def _fit(data: PreparedData, parts: TimeSplit, settings: TrainingSettings
                           part(parts.validation), data.labels[parts.validation], settings)
 
 
-def train_and_register(data: PreparedData, settings: TrainingSettings,
-                       tracking_uri: str | None = None) -> TrainResult:
-    """Fit, evaluate against the baselines on the test period, log everything, register the
-    model, decide its alias. Returns the run's :class:`TrainResult`."""
-    mlflow_settings = MlflowSettings()
-    uri = tracking_uri or mlflow_settings.resolved_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment(_experiment(data.pipeline, mlflow_settings))
+@dataclass
+class Scored:
+    """A fitted model and its scores: what a run logs, before it is logged."""
 
+    model: xgb.XGBClassifier
+    parts: TimeSplit
+    #: Every metric the run logs (model, baselines, validation, rows, `seconds_*`).
+    metrics: dict[str, float]
+    #: Each model's and baseline's probability on the test rows.
+    scores: dict[str, np.ndarray]
+    #: Each part's rows, positives, first and last time (`train_rows`, `test_start_ms`, ...).
+    parts_facts: dict[str, int]
+
+
+def fit_and_score(data: PreparedData, settings: TrainingSettings) -> Scored:
+    """Split, fit, and score the model and the baselines on the test period (nothing logged):
+    the same data, settings and seed give the same model and metrics."""
     parts = time_split(data.times, gap=data.gap_ms,
                        validation_fraction=settings.validation_fraction,
                        test_fraction=settings.test_fraction)
@@ -131,11 +139,44 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
                             ("end_ms", int(data.times[idx].max())),
                             ("positives", int(y[idx].sum())))
     }
-
     metrics.update({k: float(v) for k, v in parts_facts.items() if not k.endswith("_ms")})
+    return Scored(model=model, parts=parts, metrics=metrics, scores=scores,
+                  parts_facts=parts_facts)
+
+
+#: The dataset frame's row keys (`dataset_frame`).
+DATASET_KEYS = ("key", "time_ms")
+
+
+def dataset_frame(data: PreparedData) -> pd.DataFrame:
+    """The rows the model is fitted and scored on, as logged (the MLflow dataset): key,
+    time_ms, the contract's columns, label."""
+    return pd.concat([pd.DataFrame({"key": data.keys, "time_ms": data.times}),
+                      data.features.reset_index(drop=True),
+                      pd.DataFrame({"label": data.labels})], axis=1)
+
+
+def train_and_register(data: PreparedData, settings: TrainingSettings,
+                       tracking_uri: str | None = None) -> TrainResult:
+    """Fit, evaluate against the baselines on the test period, log everything, register the
+    model, decide its alias. Returns the run's :class:`TrainResult`."""
+    mlflow_settings = MlflowSettings()
+    uri = tracking_uri or mlflow_settings.resolved_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment(_experiment(data.pipeline, mlflow_settings))
+
+    scored = fit_and_score(data, settings)
+    model, parts, metrics, scores = scored.model, scored.parts, scored.metrics, scored.scores
+    x, y = data.features, data.labels
+    x_test, y_test = x.iloc[parts.test], y[parts.test]
+    moved_test = None if data.moved is None else data.moved[parts.test]
     service = FEATURE_SERVICES[data.pipeline]
     name = MODEL_NAMES[data.pipeline]
     columns = list(x.columns)
+    frame = dataset_frame(data)
+    digest = frame_digest(frame, DATASET_KEYS)
+    record = {**data.record, "dataset_digest": digest, "dataset_rows": len(frame)}
     with mlflow.start_run() as run:
         mlflow.set_tags({**git_tags(), "pipeline": data.pipeline, "feature_service": service,
                          "model_name": name})
@@ -143,16 +184,13 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
             **data.params, **settings.model_dump(), "feature_service": service,
             "gap_ms": data.gap_ms, "n_features": len(columns),
             "unused_columns": ",".join(data.unused_columns) or "-",
-            **{k: v for k, v in parts_facts.items() if k.endswith("_ms")},
+            **{k: v for k, v in scored.parts_facts.items() if k.endswith("_ms")},
         })
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"feature_service": service, "features": columns},
                         "feature_service.json")
-        frame = pd.concat([pd.DataFrame({"key": data.keys, "time_ms": data.times}),
-                           x.reset_index(drop=True),
-                           pd.DataFrame({"label": y})], axis=1)
         log_training_data(frame, name=f"{service}-training-set", target="label",
-                          source_tags=data.source_tags, record=data.record)
+                          source_tags=data.source_tags, record=record, digest=digest)
         log_predictions(data.times[parts.test], data.keys[parts.test], y_test, scores)
         for figure, file in (
             (plots.feature_importance(columns, classifier.importance(model)),
@@ -171,4 +209,4 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
              alias=decision.alias, **{k: round(v, 4) for k, v in metrics.items()
                                       if k.endswith(("roc_auc", "accuracy"))})
     return TrainResult(run_id=run_id, model_name=name, version=version, metrics=metrics,
-                       decision=decision, data=json.loads(json.dumps(data.record, default=str)))
+                       decision=decision, data=json.loads(json.dumps(record, default=str)))

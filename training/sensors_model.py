@@ -126,10 +126,21 @@ def train_sensors(
                  if v is not None}
     # validated (model_copy would not check a metric name or a horizon)
     settings = TrainingSettings.model_validate({**base.model_dump(), **overrides})
-    started = time.perf_counter()
-    events, facts = events_of(source, clients=clients, minutes=minutes, seed=settings.seed,
-                              skab_dir=skab_dir)
-    data = prepare(training_rows(events, grace_ms=settings.sensors_grace_ms),
-                   {**facts, "grace_ms": settings.sensors_grace_ms}, settings.sensors_gap_ms)
-    data.seconds = {"training_set": time.perf_counter() - started}
+    data = sensors_data(source, clients=clients, minutes=minutes, seed=settings.seed,
+                        skab_dir=skab_dir, grace_ms=settings.sensors_grace_ms,
+                        gap_ms=settings.sensors_gap_ms)
     return train_and_register(data, settings, tracking_uri)
+
+
+def sensors_data(source: SensorsSource, *, clients: int, minutes: int, seed: int,
+                 skab_dir: Path | None, grace_ms: int, gap_ms: int) -> PreparedData:
+    """The labelled rows of a sensors run; what its record holds (the source and its
+    facts: simulator parameters and seed, or the SKAB files' digest; the grace) rebuilds them
+    (`training.reproduce`)."""
+    started = time.perf_counter()
+    events, facts = events_of(source, clients=clients, minutes=minutes, seed=seed,
+                              skab_dir=skab_dir)
+    data = prepare(training_rows(events, grace_ms=grace_ms), {**facts, "grace_ms": grace_ms},
+                   gap_ms)
+    data.seconds = {"training_set": time.perf_counter() - started}
+    return data

@@ -26,7 +26,10 @@ ARGS = ["--input", "gs://braid-data/trades/*.csv", "--start", "2018-05-08", "--e
         "--pairs", "XBT/USD", "--output", "gs://braid-offline/markets"]
 
 
-def test_request_targets_the_cluster_and_region_with_the_entry_point_and_code_zip() -> None:
+def test_request_targets_the_cluster_and_region_with_the_entry_point_and_code_zip(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRAID_DELTA_DELETED_FILE_RETENTION", raising=False)
+    monkeypatch.setenv("BRAID_DELTA_LOG_RETENTION", "365d")
     request = backfill_job_request(TARGET, CODE, ARGS, job_id="backfill-1")
     assert request.project_id == "braid-prod"
     assert request.region == "europe-west1"
@@ -35,8 +38,13 @@ def test_request_targets_the_cluster_and_region_with_the_entry_point_and_code_zi
     assert job.reference.job_id == "backfill-1"
     assert job.pyspark_job.main_python_file_uri == CODE.main_python_file_uri
     assert list(job.pyspark_job.python_file_uris) == list(CODE.python_file_uris)
-    assert list(job.pyspark_job.args) == [*ARGS, "--no-progress"]
+    # the cluster has no BRAID_DELTA_* environment: the tables' retention travels as arguments
+    assert list(job.pyspark_job.args) == [*ARGS, "--deleted-file-retention", "180d",
+                                          "--log-retention", "365d", "--no-progress"]
     assert job.labels["app"] == "braid"
+    given = [*ARGS, "--deleted-file-retention", "30d"]
+    assert list(backfill_job_request(TARGET, CODE, given).job.pyspark_job.args) == [
+        *given, "--no-progress"]
 
 
 def test_request_brings_delta_spark_with_its_extension_and_catalog() -> None:

@@ -4,17 +4,20 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from feast import FeatureStore
 
 from orchestration.errors import FlowInputError
 from orchestration.flows.consistency import ConsistencyBelowThreshold, consistency
 from orchestration.flows.drift import drift
+from orchestration.flows.maintenance import offline_maintenance
 from orchestration.flows.materialize import materialize
 from orchestration.psi import psi_per_feature
 from training.training_sets import training_set
@@ -72,3 +75,25 @@ def test_drift_is_the_psi_of_the_last_day_against_the_days_before_per_feature(
     assert len(features) > 20 and set(values) == set(features)
     assert values == pytest.approx(psi_per_feature(reference, current, features))
     assert all(np.isfinite(v) and v >= 0 for v in values.values())
+
+
+def test_offline_maintenance_compacts_and_vacuums_only_what_the_retention_lets_go(
+        prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = str(tmp_path / "candles")
+    for value in (1, 2, 3):  # three commits, three files in one partition
+        write_deltalake(uri, pa.table({"day": ["2018-05-09"], "value": [value]}),
+                        partition_by=["day"], mode="append")
+    monkeypatch.setenv("BRAID_DELTA_DELETED_FILE_RETENTION", "1h")
+    (first,) = offline_maintenance(tables=[uri])
+    assert (first["files_compacted"], first["files_added"], first["files_deleted"]) == (3, 1, 0)
+    assert first["retention"]["delta.deletedFileRetentionDuration"] == "interval 1 hours"
+    assert DeltaTable(uri).metadata().configuration["delta.deletedFileRetentionDuration"] == \
+        "interval 1 hours"
+    # the version before OPTIMIZE still reads its own three files
+    assert sorted(DeltaTable(uri, version=2).to_pyarrow_table()["value"].to_pylist()) == [1, 2, 3]
+
+    monkeypatch.setenv("BRAID_DELTA_DELETED_FILE_RETENTION", "1s")
+    time.sleep(1.1)
+    (second,) = offline_maintenance(tables=[uri], optimize=False)
+    assert second["optimized_version"] is None and second["files_deleted"] == 3
+    assert sorted(DeltaTable(uri).to_pyarrow_table()["value"].to_pylist()) == [1, 2, 3]
