@@ -104,7 +104,8 @@ def demo(
         history = history_trades(days, names, seed, int(now.timestamp() * 1000))
         start = now - timedelta(days=days)
         with console.status(f"publishing {history.num_rows:,} trades of history"):
-            produce_trades(kafka, topics.trades, history, partitions)
+            # the history ends here: its last windows close (end-of-input closure records)
+            produce_trades(kafka, topics.trades, history, partitions, close_windows_at_end=True)
         console.print(f"published {history.num_rows:,} trades of {len(names)} pairs, "
                       f"{start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC")
         _wait_for_output(kafka, topics.indicators)

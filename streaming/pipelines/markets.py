@@ -7,6 +7,7 @@ the results back (the streaming half of the Lambda test and of the replay benchm
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,9 +17,10 @@ import pyarrow as pa
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.indicators import INDICATOR_COLUMNS
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
+from features.schemas.window_closure import ClosureRule, WindowClosure
 from features.windows import TumblingWindow, parse_duration_ms
 from streaming.partitioning import partition_for
-from streaming.processors.candles import CandleConfig, CandleOperator
+from streaming.processors.candles import DEFAULT_LIVE_LAG_MS, CandleConfig, CandleOperator
 from streaming.processors.indicators import IndicatorConfig, IndicatorOperator
 from streaming.runtime.clients import make_producer
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
@@ -76,13 +78,17 @@ def candle_processor(
     *,
     topics: MarketsTopics = MarketsTopics(),
     idle_timeout_ms: int = 10_000,
+    live_lag_ms: int = DEFAULT_LIVE_LAG_MS,
     group: str = "braid-candles",
     batch_size: int = 10_000,
     poll_timeout_s: float = 0.1,
     consumer_overrides: dict[str, str | int | bool] | None = None,
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> StreamProcessor:
-    config = CandleConfig(windows, topics.candles, idle_timeout_ms, max_event_time_skew_ms)
+    """The candle processor: `trades` -> final candles; a quiet live pair's windows close on
+    idle through closure records it writes back into `trades` (`processors.candles`)."""
+    config = CandleConfig(windows, topics.candles, idle_timeout_ms, max_event_time_skew_ms,
+                          live_lag_ms=live_lag_ms, group=group)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, (topics.trades,), batch_size=batch_size,
@@ -109,24 +115,41 @@ def indicator_processor(
     )
 
 
-def produce_trades(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int) -> int:
-    """Produce trades (in row order) as wire JSON keyed by pair; returns the count."""
+def produce_trades(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int, *,
+                   close_windows_at_end: bool = False) -> int:
+    """Produce trades (in row order) as wire JSON keyed by pair; returns the count. With
+    `close_windows_at_end`, the input ends there: an end-of-input closure record per pair
+    follows its trades (`features.schemas.window_closure`), so its last windows close."""
     producer = make_producer(kafka)
     rows = trades.to_pylist()
-    for row in rows:
-        pair = row["pair"]
-        value = orjson.dumps({"v": 1, **row})
+
+    def send(pair: str, value: bytes) -> None:
         while True:
             try:
                 producer.produce(topic, key=pair, value=value,
                                  partition=partition_for(pair, partitions))
-                break
+                return
             except BufferError:
                 producer.poll(0.1)
+
+    for row in rows:
+        send(row["pair"], orjson.dumps({"v": 1, **row}))
         producer.poll(0)
+    if close_windows_at_end and rows:
+        for closure in end_of_input_closures(trades, by="produce_trades"):
+            send(closure.pair, closure.to_wire())
     if producer.flush(60):
         raise RuntimeError("trades were not all delivered")
     return len(rows)
+
+
+def end_of_input_closures(trades: pa.Table, *, by: str) -> list[WindowClosure]:
+    """One end-of-input closure record per pair of `trades`, through its largest event time."""
+    latest = trades.group_by("pair").aggregate([("timestamp_ms", "max")]).to_pylist()
+    now_ms = int(time.time() * 1000)
+    return [WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=row["pair"],
+                          through_ms=row["timestamp_ms_max"], decided_at_ms=now_ms, by=by)
+            for row in sorted(latest, key=lambda r: r["pair"])]
 
 
 def read_candles(kafka: KafkaSettings, topic: str) -> pa.Table:
@@ -167,11 +190,12 @@ def run_trades_through_stream(
     partitions: int = 4,
     idle_timeout_ms: int = 1_000,
 ) -> tuple[pa.Table, pa.Table]:
-    """Produce `trades` (row order = arrival order), run the candle then the indicator
+    """Produce `trades` (row order = arrival order) followed by end-of-input closure records
+    (the table is the whole input: its last windows close), run the candle then the indicator
     processor until idle, and return (candles, indicators) as read back from the topics."""
     topics = MarketsTopics.prefixed(topic_prefix)
     ensure_topics(kafka, topics.specs(partitions), TopicSettings())
-    produce_trades(kafka, topics.trades, trades, partitions)
+    produce_trades(kafka, topics.trades, trades, partitions, close_windows_at_end=True)
     windows = tuple(TumblingWindow(d, grace_ms) for d in durations)
     idle_s = idle_timeout_ms / 1000
     candle_processor(kafka, windows, topics=topics, idle_timeout_ms=idle_timeout_ms,
