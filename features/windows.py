@@ -5,6 +5,17 @@ Lateness is decided per key (a pair, a client) in arrival order: a record is lat
 window has ended at least `grace_ms` before the largest event time already seen for the same key
 (its stream time). Because the rule only looks at one key's own arrival sequence, the batch engine
 can apply it to an archive in arrival order and drop exactly the records the speed layer dropped.
+
+A window closes when its pair's stream time passes its end + grace, or when a closure record in
+the `trades` log closes it: a quiet live pair's window is closed on idle by a closure record the
+candle processor writes into the log, so history closes by event time alone and the batch,
+reading the same log, drops exactly the trades the stream drops. Closure records
+(`features.schemas.window_closure`) sit in the arrival order like records; :class:`Closures`
+holds those of one sequence, :func:`closed_until_at` says which windows of each record's key
+were closed when it arrived, and :func:`lateness` tells why a record is late
+(:data:`LATE_BY_STREAM_TIME`, judged first, or :data:`CLOSED_BY_LOG`). No wall-clock decision
+lives here: the candle processor decides when to write an idle closure record, and both engines
+only read it.
 """
 
 from __future__ import annotations

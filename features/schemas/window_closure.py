@@ -5,7 +5,8 @@ pair, so it has a place in the pair's arrival order like a trade. From that plac
 the pair's windows of `window_ms` (every duration where `window_ms` is null) that contain an
 event time at or before `through_ms`: a later trade of such a window is late by that closure
 (`features.windows.lateness`). Both engines read the same records in the same order (the stream
-consumes them, the batch reads the topic or an archive of it), so both drop the same trades.
+consumes them, the batch reads the topic or an archive of it), so both drop the same trades; every
+candle processor reading the topic obeys every closure record of its durations, whoever wrote it.
 
 Who writes one, and why (its `rule`):
 - `idle`: the candle processor, when a live pair has been quiet for the idle timeout and a window

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import orjson
 import pyarrow as pa
+from confluent_kafka import Producer
 
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.indicators import INDICATOR_COLUMNS
@@ -122,29 +123,41 @@ def produce_trades(kafka: KafkaSettings, topic: str, trades: pa.Table, partition
     follows its trades (`features.schemas.window_closure`), so its last windows close."""
     producer = make_producer(kafka)
     rows = trades.to_pylist()
-
-    def send(pair: str, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(topic, key=pair, value=value,
-                                 partition=partition_for(pair, partitions))
-                return
-            except BufferError:
-                producer.poll(0.1)
-
     for row in rows:
-        send(row["pair"], orjson.dumps({"v": 1, **row}))
+        _send(producer, topic, row["pair"], orjson.dumps({"v": 1, **row}), partitions)
         producer.poll(0)
-    if close_windows_at_end and rows:
+    if close_windows_at_end:
         for closure in end_of_input_closures(trades, by="produce_trades"):
-            send(closure.pair, closure.to_wire())
+            _send(producer, topic, closure.pair, closure.to_wire(), partitions)
     if producer.flush(60):
         raise RuntimeError("trades were not all delivered")
     return len(rows)
 
 
+def close_input(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int) -> None:
+    """Say in the log that the input `trades` (produced before) has ended: an end-of-input
+    closure record per pair, on its partition, through its largest event time."""
+    producer = make_producer(kafka)
+    for closure in end_of_input_closures(trades, by="close_input"):
+        _send(producer, topic, closure.pair, closure.to_wire(), partitions)
+    if producer.flush(60):
+        raise RuntimeError("closure records were not all delivered")
+
+
+def _send(producer: Producer, topic: str, pair: str, value: bytes, partitions: int) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=pair, value=value,
+                             partition=partition_for(pair, partitions))
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 def end_of_input_closures(trades: pa.Table, *, by: str) -> list[WindowClosure]:
     """One end-of-input closure record per pair of `trades`, through its largest event time."""
+    if trades.num_rows == 0:
+        return []
     latest = trades.group_by("pair").aggregate([("timestamp_ms", "max")]).to_pylist()
     now_ms = int(time.time() * 1000)
     return [WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=row["pair"],

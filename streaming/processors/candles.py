@@ -210,7 +210,8 @@ class CandleOperator(PartitionOperator):
         self.last_arrival_ms[np.unique(codes)] = now_ms
         ingested = np.full(len(ts), now_ms, dtype=np.int64)
         if batch.timestamps is not None:
-            stamps = batch.timestamps[np.searchsorted(batch.offsets, offsets)]
+            stamps = (batch.timestamps if len(offsets) == len(batch.offsets)
+                      else batch.timestamps[np.searchsorted(batch.offsets, offsets)])
             ingested = np.where(stamps > 0, stamps, now_ms)
         np.maximum.at(self.ingested_ms, codes, ingested)
 
