@@ -354,10 +354,13 @@ class CandleOperator(PartitionOperator):
         return min([self.position, *lows])
 
     def snapshot(self) -> Snapshot:
+        """A copy of the state: the processor serialises it only once the outputs before it are
+        acknowledged, while this operator goes on processing (a pair seen meanwhile must not
+        join the snapshot's pairs without its stream time)."""
         return {
             "version": 1,
             "next_offset": max(self.position or 0, self.replay_until),
-            "pairs": self.pairs,
+            "pairs": list(self.pairs),
             "stream_time": self.stream_time.tolist(),
             "closed_until": {str(k): v.tolist() for k, v in self.closed_until.items()},
             "ingested_ms": self.ingested_ms.tolist(),

@@ -194,3 +194,20 @@ def test_restart_from_any_checkpoint_gives_exactly_the_uninterrupted_candles(
         # duplicates are allowed, but only with the identical value
         assert [orjson.loads(v) for v in values_for_key] == [expected[key]], key
     assert letters_seen == {letter.offset for letter in expected_letters}
+
+
+def test_a_snapshot_is_a_copy_that_later_processing_leaves_alone() -> None:
+    """The processor writes a snapshot once the outputs before it are acknowledged, while the
+    operator processes on: a pair seen meanwhile must not slip into it (its restore then
+    failed with an IndexError on the pair's missing stream time, seen in a kill -9 test)."""
+    op = candle_operator(WINDOWS)
+    rows = _trades(40, 3)
+    feed(op, encode_trades([r for r in rows if r["pair"] == "XBT/USD"][:5]))
+    snapshot = op.snapshot()
+    feed(op, encode_trades([r for r in rows if r["pair"] != "XBT/USD"]), first_offset=5)
+    written = orjson.loads(orjson.dumps(snapshot))
+    assert written["pairs"] == ["XBT/USD"] and len(written["stream_time"]) == 1
+    restored = candle_operator(WINDOWS)
+    restored.restore(written)
+    _, letters, _ = feed(restored, encode_trades(rows), first_offset=0)
+    assert letters == [] and restored.pairs[0] == "XBT/USD"
