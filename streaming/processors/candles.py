@@ -6,10 +6,11 @@ the open windows, not by trades seen). At close a candle is computed from its tr
 `features.candles.aggregate_trades`, the batch engine's own call, so the value is bit-identical
 however the stream was split into micro-batches or restarted. Only final candles are emitted.
 
-Closing (`features.windows`): a window closes when its pair's stream time passes end + grace, or
-when a closure record in the `trades` log closes it; a quiet live pair's window is closed on
-idle by a closure record the candle processor writes into the log, so history closes by event
-time alone and the batch, reading the same log, drops exactly the trades the stream drops.
+Closing (`features.windows`): a window closes when its pair's stream time passes its end +
+grace, or when a closure record in the `trades` log closes it: a quiet live pair's window is
+closed on idle by a closure record the candle processor writes into the log, so history closes
+by event time alone and the batch, reading the same log, drops exactly the trades the stream
+drops.
 In detail: on a wall-clock tick, a pair that has been quiet for the idle timeout, whose stream
 time is live (its latest trade reached Kafka within `live_lag_ms` of its stream time) and whose
 window is over by the wall clock (end + grace), gets an `idle` closure record

@@ -7,10 +7,10 @@ with its REST, file and WebSocket sources, against local Kraken servers), `braid
 candles` and `braid markets indicators`; then Spark reads the very `trades` topic (the job of
 `braid batch backfill --kafka-topic`), and the stream's rows go through the online sink into
 `braid consistency`'s report against the backfill's tables. The rule under test
-(`features.windows`): a window closes when its pair's stream time passes end + grace, or when a
-closure record in the `trades` log closes it; a quiet live pair's window is closed on idle by a
-closure record the candle processor writes into the log, so history closes by event time alone
-and the batch, reading the same log, drops exactly the trades the stream drops.
+(`features.windows`): a window closes when its pair's stream time passes its end + grace, or
+when a closure record in the `trades` log closes it: a quiet live pair's window is closed on
+idle by a closure record the candle processor writes into the log, so history closes by event
+time alone and the batch, reading the same log, drops exactly the trades the stream drops.
 
 1. History (real 2018 XBT/USD and ETH/USD trades): 20 minutes through the REST source against
    a server that rate-limits every third request (backoff 2 s, the idle timeout 1 s), then
