@@ -39,11 +39,13 @@ from batch.delta_store import (
     write_table_counted,
 )
 from batch.file_results import (
+    CLOSURE,
     COUNT,
     FILE_RESULT_SCHEMA,
     LATE,
     SPAN,
     FileContext,
+    closures_reach_later_files,
     file_contexts,
     file_results_function,
     optimistic_pass_is_exact,
@@ -272,9 +274,9 @@ def _file_results(
         ))
 
     def facts(results: DataFrame) -> list[Row]:
-        return results.where(F.col("kind").isin(SPAN, COUNT, LATE)).select(
+        return results.where(F.col("kind").isin(SPAN, COUNT, LATE, CLOSURE)).select(
             "kind", "pair", "source_index", "window_ms", "span_min_ms", "span_max_ms",
-            "span_first_ms", "rows_valid", "rows_rejected", "rows_late",
+            "span_first_ms", "rows_valid", "rows_rejected", "rows_late", "timestamp_ms",
         ).collect()
 
     if len(files.paths) == 1:
@@ -287,11 +289,16 @@ def _file_results(
          int(r["span_first_ms"]))
         for r in rows if r["kind"] == SPAN
     ]
-    if optimistic_pass_is_exact(spans, config.durations_ms, config.arrival):
+    closures = [(int(r["source_index"]), str(r["pair"]), int(r["window_ms"]),
+                 int(r["timestamp_ms"])) for r in rows if r["kind"] == CLOSURE]
+    reach = closures_reach_later_files(spans, closures, config.arrival)
+    if not reach and optimistic_pass_is_exact(spans, config.durations_ms, config.arrival):
         return results, rows
-    log_.info("input files overlap in time: second pass with every file's span")
+    log_.info("second pass with every file's span" + (
+        " and the closure records of earlier files" if reach else
+        ": input files overlap in time"))
     results.unpersist()
-    results = mapped(file_contexts([s[:4] for s in spans], config.arrival))
+    results = mapped(file_contexts([s[:4] for s in spans], config.arrival, closures))
     return results, facts(results)
 
 

@@ -9,9 +9,13 @@ may share are emitted as rows, and Spark aggregates them per window after a shuf
 non-late trades, exactly as the stream computes it. The file also yields its rejected rows and
 per-pair counts.
 
-Lateness (`features.windows.late_mask`) needs each pair's stream time before the file. In
+Lateness (`features.windows.lateness`) needs each pair's stream time before the file. In
 `EVENT_TIME` arrival order (files merged by event time) no trade is ever late. In `FILE` order
-a file's initial stream time for a pair is the largest event time of the pair in earlier files.
+a file's initial stream time for a pair is the largest event time of the pair in earlier files,
+and window closure records (`features.schemas.window_closure`, in archives of the `trades` topic
+and in the topic itself) close windows as in the stream: a trade after a closure record of its
+pair, whose window the record closes, is late (a closure record in an earlier file closes them
+for the whole file). In `EVENT_TIME` order closure records have no place and are ignored.
 The first pass assumes files follow each other in time (`contexts=None`); every file reports its
 spans, and when :func:`optimistic_pass_is_exact` says the assumption fails, the driver builds one
 :class:`FileContext` per file and pair from those spans for an exact second pass.
@@ -30,7 +34,13 @@ from batch.arrival_order import ArrivalOrder, arrival_permutation
 from batch.trade_files import parse_trade_file
 from features.candles import aggregate_trades, finalize
 from features.schemas.candle import CANDLE_ARROW_SCHEMA
-from features.windows import NO_STREAM_TIME, TumblingWindow, late_mask
+from features.windows import (
+    NO_STREAM_TIME,
+    Closures,
+    TumblingWindow,
+    closed_until_at,
+    lateness,
+)
 
 CANDLE = "candle"
 TRADE = "trade"
@@ -38,6 +48,7 @@ REJECTED = "rejected"
 COUNT = "count"
 SPAN = "span"
 LATE = "late"
+CLOSURE = "closure"  # a closure record of the file: pair, window_ms (0: all), timestamp_ms
 
 FILE_RESULT_SCHEMA = pa.schema(
     [
@@ -49,7 +60,7 @@ FILE_RESULT_SCHEMA = pa.schema(
         # few binary values instead of millions of rows
         pa.field("source_index", pa.int32()),
         pa.field("shared_trades", pa.binary()),
-        pa.field("timestamp_ms", pa.int64()),  # rejected rows (null: unknown)
+        pa.field("timestamp_ms", pa.int64()),  # rejected rows (null: unknown); closures' through
         # rejected rows
         pa.field("source", pa.string()),
         pa.field("row_number", pa.int64()),
@@ -73,15 +84,26 @@ class FileContext:
 
     stream_time_before: int  # NO_STREAM_TIME in event-time order or for the first file
     other_spans: tuple[tuple[int, int], ...]  # (min, max) event time of the pair in other files
+    # (window_ms or 0 for every duration, through_ms) of the pair's closure records in earlier
+    # files (file order only)
+    closed_before: tuple[tuple[int, int], ...] = ()
+
+    def closed_until(self, window: TumblingWindow) -> int:
+        """End of the pair's last `window`-sized window closed by earlier files' closures."""
+        ends = [window.start_of(np.array([t]))[0] + window.size_ms
+                for w, t in self.closed_before if w in (0, window.size_ms)]
+        return int(max(ends, default=NO_STREAM_TIME))
 
 
 Contexts = Mapping[tuple[int, str], FileContext]
 
 
 def file_contexts(
-    spans: Sequence[tuple[int, str, int, int]], arrival: ArrivalOrder
+    spans: Sequence[tuple[int, str, int, int]], arrival: ArrivalOrder,
+    closures: Sequence[tuple[int, str, int, int]] = (),
 ) -> dict[tuple[int, str], FileContext]:
-    """From (source_index, pair, min, max event time) per file: each file's context per pair.
+    """From (source_index, pair, min, max event time) per file, and (source_index, pair,
+    window_ms, through_ms) per closure record: each file's context per pair.
 
     Files arrive in `source_index` order (in `FILE` order; in event-time order nothing is late).
     """
@@ -95,9 +117,28 @@ def file_contexts(
         for index, _low, high in files:
             before = running if arrival is ArrivalOrder.FILE else NO_STREAM_TIME
             others = tuple((lo, hi) for i, lo, hi in files if i != index)
-            out[(index, pair)] = FileContext(before, others)
+            closed = tuple(sorted((int(w), int(t)) for i, p, w, t in closures
+                                  if p == pair and i < index)) if (
+                arrival is ArrivalOrder.FILE) else ()
+            out[(index, pair)] = FileContext(before, others, closed)
             running = max(running, high)
     return out
+
+
+def closures_reach_later_files(
+    spans: Sequence[tuple[int, str, int, int, int]],
+    closures: Sequence[tuple[int, str, int, int]], arrival: ArrivalOrder,
+) -> bool:
+    """Whether a closure record of one file may close windows of a later file's trades (its
+    pair has trades in a later file, in `FILE` order): then only the exact pass, which hands
+    each file the closures before it, is right."""
+    if arrival is not ArrivalOrder.FILE:
+        return False
+    files_of: dict[str, set[int]] = {}
+    for index, pair, *_ in spans:
+        files_of.setdefault(pair, set()).add(int(index))
+    return any(any(other > index for other in files_of.get(pair, ()))
+               for index, pair, _, _ in closures)
 
 
 def file_results(
@@ -123,17 +164,33 @@ def file_results(
     """
     parsed = parse(content, path, source_index)
     wanted = pc.is_in(parsed["pair"], pa.array(list(pairs), pa.string()))
+    is_closure = pc.is_valid(parsed["closure_rule"])
+    closures = parsed.filter(pc.and_(wanted, is_closure))
+    parsed = parsed.filter(pc.invert(is_closure))
+    wanted = pc.is_in(parsed["pair"], pa.array(list(pairs), pa.string()))
     rejected_mask = pc.is_valid(parsed["reject_reason"])
     keep_rejected = pc.and_(rejected_mask, pc.or_(wanted, pc.equal(parsed["pair"], "")))
     trades = parsed.filter(pc.and_(wanted, pc.invert(rejected_mask)))
     rejected = parsed.filter(keep_rejected)
     pieces = [
         *_candles_and_shared_trades(trades, source_index, durations_ms, grace_ms, arrival,
-                                    contexts),
+                                    contexts, closures),
         _rejected(rejected),
         _counts(trades, rejected),
+        _closure_facts(closures, source_index),
     ]
     return pa.concat_tables([_conform(p) for p in pieces])
+
+
+def _closure_facts(closures: pa.Table, source_index: int) -> pa.Table:
+    n = closures.num_rows
+    return pa.table({
+        "kind": pa.array([CLOSURE] * n, pa.string()),
+        "pair": closures["pair"],
+        "source_index": pa.array(np.full(n, source_index, dtype=np.int32)),
+        "window_ms": closures["closure_window_ms"],
+        "timestamp_ms": closures["timestamp_ms"],
+    })
 
 
 def _candles_and_shared_trades(
@@ -143,6 +200,7 @@ def _candles_and_shared_trades(
     grace_ms: int,
     arrival: ArrivalOrder,
     contexts: Contexts | None,
+    closure_rows: pa.Table | None = None,
 ) -> list[pa.Table]:
     if trades.num_rows == 0:
         return []
@@ -167,14 +225,16 @@ def _candles_and_shared_trades(
     price = column("price")
     volume = column("volume")
     row_index = column("row_index")
+    closures = _file_closures(closure_rows, names)
     pieces: list[pa.Table] = [_spans(names, codes, ts, source_index)]
     for size_ms in durations_ms:
         window = TumblingWindow(size_ms, grace_ms)
-        on_time = (
-            np.ones(len(ts), dtype=bool)
-            if arrival is ArrivalOrder.EVENT_TIME
-            else ~late_mask(window, codes, ts, initial)
-        )
+        if arrival is ArrivalOrder.EVENT_TIME:
+            on_time = np.ones(len(ts), dtype=bool)
+        else:
+            closed_before = np.array([c.closed_until(window) for c in context], dtype=np.int64)
+            closed_at, _ = closed_until_at(window, codes, row_index, ts, closed_before, closures)
+            on_time = lateness(window, codes, ts, initial, closed_at) == 0
         late_per_pair = np.bincount(codes[~on_time], minlength=len(names))
         pieces.append(pa.table({
             "kind": pa.array([LATE] * len(names), pa.string()),
@@ -212,6 +272,22 @@ def _candles_and_shared_trades(
                 "shared_trades": pa.array(blobs, pa.binary()),
             }))
     return pieces
+
+
+def _file_closures(rows: pa.Table | None, names: list[str]) -> Closures:
+    """The file's closure records of pairs that have trades in it, as `Closures` over the
+    trades' positions (`row_index`): a record closes windows for the rows at its `row_index`
+    and after, i.e. after position `row_index - 1`."""
+    if rows is None or rows.num_rows == 0:
+        return Closures.empty()
+    code_of = {name: i for i, name in enumerate(names)}
+    pairs = rows["pair"].to_pylist()
+    keep = np.array([p in code_of for p in pairs], dtype=bool)
+    return Closures(
+        np.array([code_of[p] for p in pairs if p in code_of], dtype=np.int64),
+        rows["row_index"].to_numpy()[keep].astype(np.int64) - 1,
+        rows["closure_window_ms"].to_numpy()[keep].astype(np.int64),
+        rows["timestamp_ms"].to_numpy()[keep].astype(np.int64))
 
 
 def column_of(values: np.ndarray, order: np.ndarray, in_order: bool) -> np.ndarray:

@@ -11,7 +11,10 @@ is one "file" in `file` arrival order, so lateness is decided in the order the s
 records.
 
 Rejected rows keep where they came from: `source` is `kafka:<topic>/<partition>`, `row_number`
-is the record's offset, and `raw` is its JSON line (with `kafka_timestamp_ms`).
+is the record's offset, and `raw` is its JSON line (with `kafka_timestamp_ms`). Window closure
+records (`features.schemas.window_closure`: the stream's idle closures, a finished source's end
+of input) come through in their place among the trades, located the same way, and close the
+same windows as in the stream (`batch.file_results`).
 
 A topic that does not exist, or a range holding no record, stops the job with
 :class:`KafkaInputError` before anything is written: an empty read must never replace good
@@ -246,22 +249,24 @@ def parse_kafka_lines(content: bytes, path: str, source_index: int, *,
     parsed = parse_trade_file(content, f"{path}.jsonl", source_index,
                               max_event_time_skew_ms=max_event_time_skew_ms)
     reasons = parsed["reject_reason"]
-    if reasons.null_count == parsed.num_rows:
+    closures = parsed["closure_rule"]
+    if reasons.null_count == parsed.num_rows and closures.null_count == parsed.num_rows:
         return parsed
     lines = content.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
     row_numbers = parsed["row_number"].to_pylist()
-    unreadable = {n - 1 for n in row_numbers if n is not None}
-    # parsed rows come in line order, skipping the lines the parser could not read (those
-    # carry their 1-based line in row_number)
-    readable = [i for i in range(len(lines)) if i not in unreadable]
+    closure_col = closures.to_pylist()
+    # lines that are no trade row: rejected lines and closure records (both carry their line)
+    not_rows = {n - 1 for n in row_numbers if n is not None}
+    # parsed trade rows come in line order, skipping those lines
+    readable = [i for i in range(len(lines)) if i not in not_rows]
     row_index = parsed["row_index"].to_pylist()
     source_col = parsed["source"].to_pylist()
     raw_col = parsed["raw"].to_pylist()
     reason_col = reasons.to_pylist()
     for i, reason in enumerate(reason_col):
-        if reason is None:
+        if reason is None and closure_col[i] is None:
             continue
         number = row_numbers[i]
         line_no = number - 1 if number is not None else readable[row_index[i]]
@@ -270,7 +275,7 @@ def parse_kafka_lines(content: bytes, path: str, source_index: int, *,
         source_col[i] = path
         row_numbers[i] = int(found.group(1)) if found else None
         raw_col[i] = line.decode("utf-8", "replace")
-        if line.startswith(b'{"' + NOT_AN_OBJECT_FIELD.encode() + b'":'):
+        if reason is not None and line.startswith(b'{"' + NOT_AN_OBJECT_FIELD.encode() + b'":'):
             reason_col[i] = NOT_AN_OBJECT
     out = parsed
     for name, values, kind in (("source", source_col, pa.string()),

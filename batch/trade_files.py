@@ -14,6 +14,12 @@ read at all becomes one rejected row (`row_number` null).
 Every row carries `source_index` (the file's position in the input list) and `row_index` (its
 position among the file's data rows): together they are the file order.
 
+Window closure records (`features.schemas.window_closure`) in a JSON-lines archive of the topic
+are not trades: each comes back as a row with `closure_rule` set (null on every other row), its
+pair, `timestamp_ms` = its `through_ms`, `closure_window_ms` = its `window_ms` (0: every
+duration), `row_index` = the number of trade rows before it (it closes windows for the rows at
+that index and after), `row_number` its line and `raw` its text. A malformed one is rejected.
+
 Event-time sanity (`features.event_time`), as the stream applies it: an archive of the `trades`
 topic may keep each record's Kafka timestamp, `kafka_timestamp_ms` (epoch ms; a field of each
 JSON line, a column of a Parquet file). A trade whose `timestamp_ms` lies more than the maximum
@@ -49,6 +55,7 @@ from features.schemas.trade import (
     TRADE_ARROW_SCHEMA,
     invalid_trade_reasons,
 )
+from features.schemas.window_closure import CLOSURE_TAG, WindowClosure, is_closure, parse_closure
 
 PARSED_TRADE_SCHEMA = pa.schema(
     [
@@ -59,6 +66,8 @@ PARSED_TRADE_SCHEMA = pa.schema(
         pa.field("source", pa.string()),  # set on rejected rows only
         pa.field("row_number", pa.int64()),  # 1-based line in the file, rejected rows only
         pa.field("raw", pa.string()),  # the row's text, rejected rows only
+        pa.field("closure_rule", pa.string()),  # closure records only (see the docstring)
+        pa.field("closure_window_ms", pa.int64()),  # closure records only; 0: every duration
     ]
 )
 
@@ -88,6 +97,7 @@ def parse_trade_file(
     """All rows of one file in `PARSED_TRADE_SCHEMA`, in file order. `max_event_time_skew_ms`
     must be the stream's (`BRAID_MAX_EVENT_TIME_SKEW`) for the same trades to be rejected."""
     ingestion: np.ndarray | None = None
+    closures: list[Closure] = []
     try:
         if path.lower().endswith(".gz"):
             import gzip
@@ -101,19 +111,23 @@ def parse_trade_file(
             trades, rejects = _conform(table), []
             ingestion = _ingestion(table)
         else:
-            trades, rejects, ingestion = _parse_jsonl(content)
+            trades, rejects, ingestion, closures = _parse_jsonl(content)
     except Exception as exc:  # the whole file is unreadable: one rejected row says why
         return _rejected_table(
             [(None, f"unreadable file: {type(exc).__name__}: {exc}"[:500], None)],
             path, source_index, start_index=0,
         )
-    return _assemble(trades, rejects, path, source_index,
-                     ingestion=ingestion, max_event_time_skew_ms=max_event_time_skew_ms)
+    parsed = _assemble(trades, rejects, path, source_index,
+                       ingestion=ingestion, max_event_time_skew_ms=max_event_time_skew_ms)
+    if not closures:
+        return parsed
+    return pa.concat_tables([parsed, _closure_table(closures, path, source_index)])
 
 
 # --- formats -----------------------------------------------------------------------------------
 
 Reject = tuple[int | None, str, str | None]  # (1-based line, reason, raw text)
+Closure = tuple[int, int, WindowClosure, str]  # (trade rows before it, 1-based line, it, text)
 
 
 def _parse_csv(content: bytes, path: str) -> tuple[pa.Table, list[Reject]]:
@@ -188,7 +202,40 @@ def _ingestion(table: pa.Table) -> np.ndarray | None:
     return np.asarray(column.to_numpy(), dtype=np.int64)
 
 
-def _parse_jsonl(content: bytes) -> tuple[pa.Table, list[Reject], np.ndarray | None]:
+def _parse_jsonl(
+    content: bytes,
+) -> tuple[pa.Table, list[Reject], np.ndarray | None, list[Closure]]:
+    """Trades, rejected lines, the ingestion times (if kept) and the closure records."""
+    closure_lines: list[tuple[int, bytes]] = []
+    rejects: list[Reject] = []
+    if CLOSURE_TAG in content:  # rare: blank the closure lines (line numbers stay)
+        lines = content.split(b"\n")
+        for i, line in enumerate(lines):
+            if is_closure(line):
+                closure_lines.append((i, line))
+                lines[i] = b""
+        content = b"\n".join(lines)
+    trades, row_lines, ingestion = _parse_trade_lines(content, rejects,
+                                                      need_lines=bool(closure_lines))
+    closures: list[Closure] = []
+    for index, line in closure_lines:
+        text = line.decode("utf-8", "replace")
+        try:
+            record = parse_closure(line)
+        except ValueError as exc:
+            rejects.append((index + 1, f"unparseable: {exc}"[:300], text))
+            continue
+        before = int(np.searchsorted(row_lines, index))
+        closures.append((before, index + 1, record, text))
+    rejects.sort(key=lambda r: r[0] or 0)
+    return trades, rejects, ingestion, closures
+
+
+def _parse_trade_lines(
+    content: bytes, rejects: list[Reject], *, need_lines: bool,
+) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
+    """The trade lines: the trades, each one's 0-based line (when `need_lines`), the ingestion
+    times if kept; unreadable lines are added to `rejects`."""
     wire = pa.schema([*(f.with_nullable(True) for f in TRADE_ARROW_SCHEMA),
                       pa.field(INGESTION_COLUMN, pa.int64())])
     try:
@@ -197,12 +244,15 @@ def _parse_jsonl(content: bytes) -> tuple[pa.Table, list[Reject], np.ndarray | N
             parse_options=pajson.ParseOptions(explicit_schema=wire,
                                               unexpected_field_behavior="ignore"),
         )
-        return _conform(table), [], _ingestion(table)
+        # every line that is not blank is a row (the reader skips blank lines)
+        row_lines = (np.flatnonzero([bool(line.strip()) for line in content.split(b"\n")])
+                     if need_lines else np.empty(0, dtype=np.int64))
+        return _conform(table), row_lines, _ingestion(table)
     except pa.ArrowInvalid:
         pass
     rows: list[dict[str, Any]] = []
     ingestion: list[int] = []
-    rejects: list[Reject] = []
+    kept: list[int] = []
     for number, line in enumerate(content.decode("utf-8", "replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -220,10 +270,36 @@ def _parse_jsonl(content: bytes) -> tuple[pa.Table, list[Reject], np.ndarray | N
                 "timestamp_ms": int(record["timestamp_ms"]),
             })
             ingestion.append(row_ingestion)
+            kept.append(number - 1)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             rejects.append((number, f"unparseable: {type(exc).__name__}: {exc}"[:300], line))
-    return (pa.Table.from_pylist(rows, schema=TRADE_ARROW_SCHEMA), rejects,
-            np.asarray(ingestion, dtype=np.int64))
+    return (pa.Table.from_pylist(rows, schema=TRADE_ARROW_SCHEMA),
+            np.asarray(kept, dtype=np.int64), np.asarray(ingestion, dtype=np.int64))
+
+
+def _closure_table(closures: list[Closure], path: str, source_index: int) -> pa.Table:
+    """Closure records as rows of `PARSED_TRADE_SCHEMA` (see the module docstring)."""
+    m = len(closures)
+    return pa.table(
+        {
+            "pair": pa.array([c[2].pair for c in closures], pa.string()),
+            "price": pa.array(np.full(m, np.nan)),
+            "volume": pa.array(np.full(m, np.nan)),
+            "side": pa.array([""] * m, pa.string()),
+            "order_type": pa.array([""] * m, pa.string()),
+            "trade_id": pa.array(np.full(m, -1, np.int64)),
+            "timestamp_ms": pa.array([c[2].through_ms for c in closures], pa.int64()),
+            "source_index": pa.array(np.full(m, source_index, np.int32)),
+            "row_index": pa.array([c[0] for c in closures], pa.int64()),
+            "reject_reason": pa.nulls(m, pa.string()),
+            "source": pa.array([path] * m, pa.string()),
+            "row_number": pa.array([c[1] for c in closures], pa.int64()),
+            "raw": pa.array([c[3] for c in closures], pa.string()),
+            "closure_rule": pa.array([str(c[2].closure) for c in closures], pa.string()),
+            "closure_window_ms": pa.array([c[2].window_ms or 0 for c in closures], pa.int64()),
+        },
+        schema=PARSED_TRADE_SCHEMA,
+    )
 
 
 # --- validation and assembly ---------------------------------------------------------------------
@@ -296,6 +372,8 @@ def _assemble(
         .append_column(PARSED_TRADE_SCHEMA.field("source"), source)
         .append_column(PARSED_TRADE_SCHEMA.field("row_number"), pa.nulls(n, pa.int64()))
         .append_column(PARSED_TRADE_SCHEMA.field("raw"), raw)
+        .append_column(PARSED_TRADE_SCHEMA.field("closure_rule"), pa.nulls(n, pa.string()))
+        .append_column(PARSED_TRADE_SCHEMA.field("closure_window_ms"), pa.nulls(n, pa.int64()))
     )
     if not rejects:
         return parsed
@@ -322,6 +400,8 @@ def _rejected_table(
             "source": pa.array([path] * m, pa.string()),
             "row_number": pa.array([r[0] for r in rejects], pa.int64()),
             "raw": pa.array([r[2] for r in rejects], pa.string()),
+            "closure_rule": pa.nulls(m, pa.string()),
+            "closure_window_ms": pa.nulls(m, pa.int64()),
         },
         schema=PARSED_TRADE_SCHEMA,
     )

@@ -19,7 +19,11 @@ is excluded) to the last message handled (for Braid: outputs flushed, offsets co
 4. Freshness: the candle processor runs live (1 s windows, grace 200 ms) while trades stamped
    with the wall clock are produced at --rate trades/s; latency of each candle =
    receive time - (window_end + grace). Run twice: with Braid's default idempotent producers
-   and with producers without idempotence (KAFKA_ENABLE_IDEMPOTENCE=false).
+   and with producers without idempotence (KAFKA_ENABLE_IDEMPOTENCE=false). When production
+   stops every pair goes quiet: its last window closes on idle (--idle-timeout-ms, default
+   2000), through a closure record written into `trades` and read back; for those candles the
+   run prints window_end -> received (bound: idle timeout + grace, plus one hop) and
+   due -> received, due = max(last trade + idle timeout, window_end + grace).
 5. Peak RSS (VmHWM) of the candle processor child after 200k and after --trades trades.
 The machine load average is printed at the start, after each step and at the end.
 """
@@ -184,7 +188,8 @@ def child_live(args: argparse.Namespace) -> None:
     topics = MarketsTopics.prefixed(args.prefix)
     windows = (TumblingWindow(1_000, 200),)
     kafka = kafka.model_copy(update={"enable_idempotence": not args.no_idempotence})
-    proc = candle_processor(kafka, windows, topics=topics, group=args.group)
+    proc = candle_processor(kafka, windows, topics=topics, group=args.group,
+                            idle_timeout_ms=args.idle_timeout_ms)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -303,6 +308,7 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     grace_ms, size_ms = 200, 1_000
     child = _spawn([sys.executable, __file__, "--child", "live", "--bootstrap",
                     kafka.bootstrap_servers, "--prefix", prefix, "--group", f"{prefix}live",
+                    "--idle-timeout-ms", str(args.idle_timeout_ms),
                     *([] if idempotent else ["--no-idempotence"])])
     assert child.stdout is not None
     started = time.monotonic()
@@ -313,6 +319,7 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
 
     # (receive wall ms, window_end_ms, the candle's CreateTime = when the processor produced it)
     received: list[tuple[float, int, int]] = []
+    received_pairs: list[str] = []  # the pair of each received candle
     stop_reading = threading.Event()
     reader = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"{prefix}rd",
                        "enable.auto.commit": False, "fetch.wait.max.ms": 5,
@@ -325,8 +332,9 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
             for msg in consume_available(reader, 1_000, 0.02):  # not a fixed 20 ms wait
                 if msg.error() is None and msg.value() is not None:
                     now_ms = time.time() * 1000
-                    end = int(orjson.loads(msg.value())["window_end_ms"])  # type: ignore[arg-type]
-                    received.append((now_ms, end, msg.timestamp()[1]))
+                    candle = orjson.loads(msg.value())  # type: ignore[arg-type]
+                    received.append((now_ms, int(candle["window_end_ms"]), msg.timestamp()[1]))
+                    received_pairs.append(str(candle["pair"]))
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
@@ -341,6 +349,7 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     begin = time.monotonic()
     sent = 0
     last_ts = 0
+    last_of_pair: dict[str, int] = {}  # each pair's last trade: its event time = its send time
     while sent < count:
         due = min(count, int((time.monotonic() - begin) * args.rate) + 1)
         while sent < due:
@@ -349,12 +358,15 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
             producer.produce(topics.trades, key=pairs[sent],
                              value=orjson.dumps({"v": 1, **row, "timestamp_ms": last_ts}),
                              partition=partition_for(pairs[sent], PARTITIONS))
+            last_of_pair[pairs[sent]] = last_ts
             sent += 1
         producer.poll(0)
         time.sleep(0.001)
     producer.flush(30)
     produce_s = time.monotonic() - begin
-    time.sleep(1.5)  # every window closed by stream time is out by now
+    # every window closed by stream time is out after ~1.5 s; each pair's last one closes on
+    # idle once the pair is quiet for the idle timeout and the window is over (+ grace)
+    time.sleep(max(1.5, (args.idle_timeout_ms + size_ms + grace_ms) / 1000 + 2.0))
     stop_reading.set()
     thread.join()
     reader.close()
@@ -365,6 +377,12 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
 
     closed = [(recv, end + grace_ms, made) for recv, end, made in received
               if end + grace_ms <= last_ts]
+    # each pair's windows not closable by its own stream time: closed on idle
+    idle_closed = [(recv, end, max(last_of_pair[pair] + args.idle_timeout_ms, end + grace_ms))
+                   for (recv, end, _), pair in zip(received, received_pairs, strict=True)
+                   if end + grace_ms > last_of_pair[pair]]
+    idle_from_end = np.array([recv - end for recv, end, _ in idle_closed])
+    idle_from_due = np.array([recv - due for recv, _, due in idle_closed])
     lat = np.array([recv - due for recv, due, _ in closed])
     to_emit = np.array([made - due for _, due, made in closed])  # trade hop + processing
     to_recv = np.array([recv - made for recv, _, made in closed])  # candle hop to the reader
@@ -386,7 +404,27 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
             "recv_p99": float(np.percentile(to_recv, 99)) if len(lat) else float("nan"),
             "step_p50_ms": live.get("step_p50_ms", float("nan")),
             "step_p99_ms": live.get("step_p99_ms", float("nan")),
-            "step_max_ms": live.get("step_max_ms", float("nan"))}
+            "step_max_ms": live.get("step_max_ms", float("nan")),
+            "idle_timeout_ms": args.idle_timeout_ms, "idle_pairs": len(last_of_pair),
+            "idle_candles": len(idle_closed),
+            "idle_end_p50": _pct(idle_from_end, 50), "idle_end_max": _pct(idle_from_end, 100),
+            "idle_due_p50": _pct(idle_from_due, 50), "idle_due_max": _pct(idle_from_due, 100)}
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def _idle_line(f: dict[str, Any]) -> str:
+    """How fast a quiet pair's last window closed on idle (through its closure record)."""
+    bound = f["idle_timeout_ms"] + f["grace_ms"]
+    return (f"Idle close of each quiet pair's last window ({f['idle_candles']} candles of "
+            f"{f['idle_pairs']} pairs; idle timeout {f['idle_timeout_ms']} ms, grace "
+            f"{f['grace_ms']} ms): window end -> received p50 {f['idle_end_p50']:.1f} / max "
+            f"{f['idle_end_max']:.1f} ms (bound idle timeout + grace = {bound} ms plus one "
+            f"hop: {'PASS' if f['idle_end_max'] <= bound + 100 else 'FAIL'}); due -> received "
+            f"p50 {f['idle_due_p50']:.1f} / max {f['idle_due_max']:.1f} ms (due = max(last "
+            "trade + idle timeout, window end + grace): the closure record's round trip)")
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -402,6 +440,7 @@ def run_freshness_only(kafka: KafkaSettings, args: argparse.Namespace) -> None:
               f"{f['recv_p50']:.1f} / p99 {f['recv_p99']:.1f} ms; step() p50 "
               f"{f['step_p50_ms']:.1f} / p99 {f['step_p99_ms']:.1f} / max "
               f"{f['step_max_ms']:.1f} ms; load {f['load']:.1f}", flush=True)
+        print(_idle_line(f), flush=True)
     print(f"Machine load (1/5/15 min) at end: {_load()}")
 
 
@@ -532,6 +571,7 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
         print(f"Freshness at {f['rate']:,.0f} trades/s, 1 s windows, grace 200 ms ({f['label']}): "
               f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms, max {f['max']:.1f} ms over "
               f"{f['candles']:,} candles (target p99 < 50 ms)")
+        print(_idle_line(f))
     print(f"Peak RSS of the candle processor: {small['maxrss_kb'] / mb:,.0f} MiB at "
           f"{small['consumed']:,} trades, {candles['maxrss_kb'] / mb:,.0f} MiB at "
           f"{candles['consumed']:,} trades")
@@ -553,6 +593,9 @@ def main() -> None:
     parser.add_argument("--source-linger-ms", type=int, default=-1,
                         help="freshness: linger.ms of the bench's trade producer (default: "
                              "Braid's make_producer setting)")
+    parser.add_argument("--idle-timeout-ms", type=int, default=2_000,
+                        help="freshness: the live candle processor's idle timeout (default "
+                             "2000); each pair's last window closes on idle after it")
     parser.add_argument("--freshness-only", action="store_true",
                         help="only step 4, the freshness runs (no throughput, Quix or memory)")
     parser.add_argument("--quick", action="store_true",

@@ -93,8 +93,12 @@ def demo(
         console.rule("2. the speed layer: candles, indicators, online sink")
         prefix_args = ["--topic-prefix", prefix]
         children += [
+            # the history ends at the demo's start, a minute or two before it is processed:
+            # live enough for its last windows to close on idle (through closure records in
+            # the log, which the backfill below applies too); the live trades carry on
             _spawn(["markets", "candles", "-d", "1m", "-d", "1h", "--idle-timeout",
-                    idle_timeout, *prefix_args], kafka, log_dir / "demo-candles.log"),
+                    idle_timeout, "--live-lag", "10m", *prefix_args], kafka,
+                   log_dir / "demo-candles.log"),
             _spawn(["markets", "indicators", *prefix_args], kafka,
                    log_dir / "demo-indicators.log"),
             _spawn(["online-sink", "--pipeline", "markets", "--repo", str(repo),

@@ -35,8 +35,13 @@ def candles(
     grace: Annotated[str | None, typer.Option(
         help="Grace period for out-of-order trades. [env BRAID_GRACE, default 5s]")] = None,
     idle_timeout: Annotated[str | None, typer.Option(
-        help="Close a quiet pair's windows after this much wall-clock silence. "
-             "[env BRAID_IDLE_TIMEOUT, default 10s]")] = None,
+        help="Close a quiet live pair's windows after this much wall-clock silence, through "
+             "a closure record written into `trades`. [env BRAID_IDLE_TIMEOUT, default 10s]")
+    ] = None,
+    live_lag: Annotated[str | None, typer.Option(
+        help="A pair is live (closed on idle) while its latest trade reached Kafka at most "
+             "this long after its stream time; history closes by event time alone. "
+             "[env BRAID_LIVE_LAG, default 1m]")] = None,
     group: Annotated[str, typer.Option(help="Consumer group (share it to scale out).")] = (
         "braid-candles"),
     batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 10_000,
@@ -51,10 +56,11 @@ def candles(
     windows = tuple(TumblingWindow(parse_duration_ms(d), grace_ms)
                     for d in (durations or settings.candle_durations))
     idle_ms = parse_duration_ms(idle_timeout or settings.idle_timeout)
+    live_lag_ms = parse_duration_ms(live_lag or settings.live_lag)
     skew_ms = parse_duration_ms(max_event_time_skew or EventTimeSettings().max_event_time_skew)
     candle_processor(KafkaSettings(), windows, topics=_topics(topic_prefix),
-                     idle_timeout_ms=idle_ms, group=group, batch_size=batch_size,
-                     max_event_time_skew_ms=skew_ms).run()
+                     idle_timeout_ms=idle_ms, live_lag_ms=live_lag_ms, group=group,
+                     batch_size=batch_size, max_event_time_skew_ms=skew_ms).run()
 
 
 @app.command()

@@ -106,6 +106,11 @@ def publish(
     topic_prefix: Annotated[str, typer.Option(
         help="Prefix for the topic names (isolates a run on a shared broker).")] = "",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    close_windows_at_end: Annotated[bool, typer.Option(
+        help="When the source ends by itself (a file, a REST backfill with --until, --count "
+             "reached), write an end-of-input closure record per pair into `trades`: the "
+             "history's last windows close in the stream and the batch alike (a later trade "
+             "of those windows is late).")] = False,
 ) -> None:
     """Validate every trade of a source and publish it to `trades` (keyed by pair).
 
@@ -124,6 +129,7 @@ def publish(
     service = TradesService(
         trade_source, KafkaSettings(), progress=progress,
         trades_topic=f"{topic_prefix}{TRADES}", dead_letter_topic=f"{topic_prefix}{DEAD_LETTER}",
+        close_windows_at_end=close_windows_at_end,
     )
     limit = None if source is SourceName.synthetic else count
     summary = service.run(max_trades=limit, total=count)

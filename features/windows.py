@@ -5,6 +5,17 @@ Lateness is decided per key (a pair, a client) in arrival order: a record is lat
 window has ended at least `grace_ms` before the largest event time already seen for the same key
 (its stream time). Because the rule only looks at one key's own arrival sequence, the batch engine
 can apply it to an archive in arrival order and drop exactly the records the speed layer dropped.
+
+A window closes when its pair's stream time passes its end + grace, or when a closure record in
+the `trades` log closes it: a quiet live pair's window is closed on idle by a closure record the
+candle processor writes into the log, so history closes by event time alone and the batch,
+reading the same log, drops exactly the trades the stream drops. Closure records
+(`features.schemas.window_closure`) sit in the arrival order like records; :class:`Closures`
+holds those of one sequence, :func:`closed_until_at` says which windows of each record's key
+were closed when it arrived, and :func:`lateness` tells why a record is late
+(:data:`LATE_BY_STREAM_TIME`, judged first, or :data:`CLOSED_BY_LOG`). No wall-clock decision
+lives here: the candle processor decides when to write an idle closure record, and both engines
+only read it.
 """
 
 from __future__ import annotations
@@ -112,15 +123,107 @@ def late_mask(
 ) -> np.ndarray:
     """True where a record arrives after its window closed (per-key stream time and grace).
 
-    `closed_until[code]`, if given, is the end of the last window already emitted for the key
-    (windows also close on idleness); records of windows ending at or before it are late too.
+    `closed_until[code]`, if given, is the end of the last window already closed for the key
+    (by a closure record, :class:`Closures`); records of windows ending at or before it are
+    late too.
     """
+    closed_at = None if closed_until is None else closed_until[key_codes]
+    return lateness(window, key_codes, timestamp_ms, initial_stream_time, closed_at) != ON_TIME
+
+
+ON_TIME = 0
+LATE_BY_STREAM_TIME = 1
+"""The record's window ended at least `grace` before its key's stream time."""
+CLOSED_BY_LOG = 2
+"""The record's window was closed by a closure record that arrived before it."""
+
+
+def lateness(
+    window: TumblingWindow,
+    key_codes: np.ndarray,
+    timestamp_ms: np.ndarray,
+    initial_stream_time: np.ndarray,
+    closed_until_at: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per record (arrival order), why it is late: :data:`ON_TIME`, :data:`LATE_BY_STREAM_TIME`
+    (judged first), or :data:`CLOSED_BY_LOG` where its window ends at or before
+    `closed_until_at[i]`, the end of its key's last closed window when it arrived
+    (:func:`closed_until_at`)."""
     before = stream_time_before(key_codes, timestamp_ms, initial_stream_time)
     starts = window.start_of(timestamp_ms)
+    out = np.zeros(len(starts), dtype=np.int8)
     late = window.closes_at(starts) <= before
-    if closed_until is not None:
-        late |= starts + window.size_ms <= closed_until[key_codes]
-    return late
+    out[late] = LATE_BY_STREAM_TIME
+    if closed_until_at is not None:
+        out[~late & (starts + window.size_ms <= closed_until_at)] = CLOSED_BY_LOG
+    return out
+
+
+@dataclass(frozen=True)
+class Closures:
+    """The closure records (`features.schemas.window_closure`) of one arrival sequence (a Kafka
+    partition, an archive file), as columns. Closure `j` closes, for every record of key
+    `key_codes[j]` at a position after `positions[j]`, the key's windows of `window_ms[j]` (0:
+    every duration) that contain an event time at or before `through_ms[j]`."""
+
+    key_codes: np.ndarray  # int64
+    positions: np.ndarray  # int64, same scale as the records' positions (e.g. Kafka offsets)
+    window_ms: np.ndarray  # int64; 0: every duration
+    through_ms: np.ndarray  # int64
+
+    @classmethod
+    def empty(cls) -> Closures:
+        none = np.empty(0, dtype=np.int64)
+        return cls(none, none, none, none)
+
+    def __len__(self) -> int:
+        return len(self.key_codes)
+
+    def ends(self, window: TumblingWindow) -> np.ndarray:
+        """Per closure: the end of the last `window`-sized window it closes (its key's windows
+        ending at or before it are closed), :data:`NO_STREAM_TIME` where it is for another
+        duration."""
+        through = np.asarray(self.through_ms, dtype=np.int64)
+        applies = (self.window_ms == 0) | (self.window_ms == window.size_ms)
+        return np.where(applies, window.start_of(through) + window.size_ms, NO_STREAM_TIME)
+
+
+def closed_until_at(
+    window: TumblingWindow,
+    key_codes: np.ndarray,
+    positions: np.ndarray,
+    timestamp_ms: np.ndarray,
+    initial_closed_until: np.ndarray,
+    closures: Closures,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: the end of its key's last closed window when it arrived (the key's
+    `initial_closed_until` raised by every closure of the key at a smaller position), and the
+    index of the closure that closed the record's own window (-1: none, or closed before).
+
+    Vectorized per key that has closures (few: closures are rare next to trades)."""
+    codes = np.asarray(key_codes, dtype=np.int64)
+    closed = np.asarray(initial_closed_until, dtype=np.int64)[codes]
+    initial = closed.copy()
+    closer = np.full(len(codes), -1, dtype=np.int64)
+    if not len(closures) or not len(codes):
+        return closed, closer
+    ends = closures.ends(window)
+    record_ends = window.start_of(timestamp_ms) + window.size_ms
+    for code in np.unique(closures.key_codes[ends != NO_STREAM_TIME]):
+        mine = np.flatnonzero((closures.key_codes == code) & (ends != NO_STREAM_TIME))
+        mine = mine[np.argsort(closures.positions[mine], kind="stable")]
+        running = np.maximum.accumulate(ends[mine])
+        records = np.flatnonzero(codes == code)
+        # closures of the key before each record: those at a smaller position
+        seen = np.searchsorted(closures.positions[mine], positions[records], side="left")
+        has = seen > 0
+        upto = np.where(has, running[np.maximum(seen - 1, 0)], NO_STREAM_TIME)
+        closed[records] = np.maximum(closed[records], upto)
+        # the first closure whose running end reaches the record's window end, if it came first
+        first = np.searchsorted(running, record_ends[records], side="left")
+        by_closure = has & (first < seen) & (initial[records] < record_ends[records])
+        closer[records[by_closure]] = mine[first[by_closure]]
+    return closed, closer
 
 
 @dataclass(frozen=True)

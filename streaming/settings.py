@@ -73,13 +73,16 @@ class TopicSettings(BaseSettings):
 
 
 class MarketsSettings(BaseSettings):
-    """The markets pipeline's windows and lateness."""
+    """The markets pipeline's windows and lateness. A quiet pair's windows are closed after
+    `idle_timeout` of wall-clock silence only while the pair is live: its latest trade reached
+    Kafka at most `live_lag` after its stream time (`streaming.processors.candles`)."""
 
     model_config = SettingsConfigDict(env_prefix="BRAID_", env_file=".env", extra="ignore")
 
     candle_durations: list[str] = Field(default_factory=lambda: ["60s"])
     grace: str = "5s"
     idle_timeout: str = "10s"
+    live_lag: str = "1m"
     pairs: list[str] = Field(default_factory=lambda: ["XBT/USD", "ETH/USD"])
 
 

@@ -12,6 +12,13 @@ a frame with a missing or mistyped field: :meth:`TradeSource.take_rejects`) goes
 The producer is idempotent (no duplicates from its own retries), lingers ~5 ms and compresses
 with lz4. On exit, on SIGTERM and on Ctrl-C the source is closed and the producer flushed, so
 every trade read before the stop is delivered; the summary counts what the broker acknowledged.
+
+End of input: with ``close_windows_at_end``, a source that ends by itself (a file replay, a
+REST backfill with an end, ``max_trades`` reached; not a stop) is followed by one
+``end_of_input`` window closure record per pair published (`features.schemas.window_closure`),
+through the pair's largest event time, on the pair's partition: the last windows of a history
+then close in the stream, and the batch layer reading the topic applies the same records. A
+later trade of such a window is late in both engines.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from tqdm import tqdm
 
 from features.schemas.trade import TRADE_SCHEMA_VERSION, invalid_trade_rows
+from features.schemas.window_closure import ClosureRule, WindowClosure
 from streaming.partitioning import partition_for
 from streaming.runtime.clients import producer_config
 from streaming.settings import KafkaSettings, TopicSettings
@@ -80,6 +88,7 @@ class TradesService:
         progress: bool = True,
         flush_timeout_s: float = 30.0,
         producer_factory: Callable[[dict[str, object]], Producer] = Producer,
+        close_windows_at_end: bool = False,
     ) -> None:
         self.source = source
         self.kafka = kafka or KafkaSettings()
@@ -89,7 +98,9 @@ class TradesService:
         self.progress = progress
         self.flush_timeout_s = flush_timeout_s
         self.producer_factory = producer_factory
+        self.close_windows_at_end = close_windows_at_end
         self.summary = PublishSummary()
+        self.latest_event_ms: dict[str, int] = {}  # pair -> largest event time published
         self._stop = threading.Event()
         self._partitions: dict[str, int] = {}  # pair -> partition of the trades topic
         self._trade_partitions = 0  # partition counts, read from the broker when run starts
@@ -131,6 +142,8 @@ class TradesService:
                     max_trades is not None and self.summary.read >= max_trades
                 ):
                     break
+            if self.close_windows_at_end and not self._stop.is_set():
+                self._publish_end_of_input(producer)
         finally:
             self.source.close()
             self._publish_rejects(producer)
@@ -160,12 +173,35 @@ class TradesService:
             batch = batch.filter(pa.array(reasons == None))  # noqa: E711
         for row in batch.to_pylist():
             pair = row["pair"]
-            partition = self._partitions.get(pair)
-            if partition is None:
-                partition = self._partitions[pair] = partition_for(pair, self._trade_partitions)
+            if row["timestamp_ms"] > self.latest_event_ms.get(pair, 0):
+                self.latest_event_ms[pair] = row["timestamp_ms"]
+            partition = self._partition_of(pair)
             value = orjson.dumps({"v": TRADE_SCHEMA_VERSION, **row})
             self._produce(producer, self.trades_topic, value, pair.encode(), partition,
                           self._on_trade)
+
+    def _publish_end_of_input(self, producer: Producer) -> None:
+        """One end-of-input closure record per pair published, after its trades (same key and
+        partition, so it follows them in the pair's arrival order)."""
+        now_ms = int(time.time() * 1000)
+        for pair, latest in sorted(self.latest_event_ms.items()):
+            closure = WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=pair,
+                                    through_ms=latest, decided_at_ms=now_ms,
+                                    by=f"trades-service:{self.source.name}")
+            self._produce(producer, self.trades_topic, closure.to_wire(), pair.encode(),
+                          self._partition_of(pair), self._on_closure)
+        log.info("closed the input's windows", pairs=sorted(self.latest_event_ms))
+
+    def _on_closure(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.summary.failed += 1
+            log.error("closure record not delivered", error=str(err), key=msg.key())
+
+    def _partition_of(self, pair: str) -> int:
+        partition = self._partitions.get(pair)
+        if partition is None:
+            partition = self._partitions[pair] = partition_for(pair, self._trade_partitions)
+        return partition
 
     def _publish_rejects(self, producer: Producer) -> None:
         """Dead-letter what the source could not read (a malformed frame, a broken trade)."""

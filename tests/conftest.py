@@ -46,6 +46,7 @@ LONGEST_FIRST = (
     "integration/test_markets_effectively_once.py",
     "integration/test_batch_sparse_ranges.py",
     "integration/test_lambda_markets.py",
+    "integration/test_lambda_arrival.py",  # real processes, pauses, two Spark backfills
     "integration/test_stack.py",
     "integration/test_batch_delta_spark.py",
     "integration/training/test_reproduce_training_sets.py",  # two Spark backfills, 3 fits

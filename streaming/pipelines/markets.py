@@ -7,18 +7,21 @@ the results back (the streaming half of the Lambda test and of the replay benchm
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 import orjson
 import pyarrow as pa
+from confluent_kafka import Producer
 
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.indicators import INDICATOR_COLUMNS
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
+from features.schemas.window_closure import ClosureRule, WindowClosure
 from features.windows import TumblingWindow, parse_duration_ms
 from streaming.partitioning import partition_for
-from streaming.processors.candles import CandleConfig, CandleOperator
+from streaming.processors.candles import DEFAULT_LIVE_LAG_MS, CandleConfig, CandleOperator
 from streaming.processors.indicators import IndicatorConfig, IndicatorOperator
 from streaming.runtime.clients import make_producer
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
@@ -76,13 +79,17 @@ def candle_processor(
     *,
     topics: MarketsTopics = MarketsTopics(),
     idle_timeout_ms: int = 10_000,
+    live_lag_ms: int = DEFAULT_LIVE_LAG_MS,
     group: str = "braid-candles",
     batch_size: int = 10_000,
     poll_timeout_s: float = 0.1,
     consumer_overrides: dict[str, str | int | bool] | None = None,
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> StreamProcessor:
-    config = CandleConfig(windows, topics.candles, idle_timeout_ms, max_event_time_skew_ms)
+    """The candle processor: `trades` -> final candles; a quiet live pair's windows close on
+    idle through closure records it writes back into `trades` (`processors.candles`)."""
+    config = CandleConfig(windows, topics.candles, idle_timeout_ms, max_event_time_skew_ms,
+                          live_lag_ms=live_lag_ms, group=group)
     return StreamProcessor(
         kafka,
         ProcessorConfig(group, (topics.trades,), batch_size=batch_size,
@@ -109,24 +116,53 @@ def indicator_processor(
     )
 
 
-def produce_trades(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int) -> int:
-    """Produce trades (in row order) as wire JSON keyed by pair; returns the count."""
+def produce_trades(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int, *,
+                   close_windows_at_end: bool = False) -> int:
+    """Produce trades (in row order) as wire JSON keyed by pair; returns the count. With
+    `close_windows_at_end`, the input ends there: an end-of-input closure record per pair
+    follows its trades (`features.schemas.window_closure`), so its last windows close."""
     producer = make_producer(kafka)
     rows = trades.to_pylist()
     for row in rows:
-        pair = row["pair"]
-        value = orjson.dumps({"v": 1, **row})
-        while True:
-            try:
-                producer.produce(topic, key=pair, value=value,
-                                 partition=partition_for(pair, partitions))
-                break
-            except BufferError:
-                producer.poll(0.1)
+        _send(producer, topic, row["pair"], orjson.dumps({"v": 1, **row}), partitions)
         producer.poll(0)
+    if close_windows_at_end:
+        for closure in end_of_input_closures(trades, by="produce_trades"):
+            _send(producer, topic, closure.pair, closure.to_wire(), partitions)
     if producer.flush(60):
         raise RuntimeError("trades were not all delivered")
     return len(rows)
+
+
+def close_input(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int) -> None:
+    """Say in the log that the input `trades` (produced before) has ended: an end-of-input
+    closure record per pair, on its partition, through its largest event time."""
+    producer = make_producer(kafka)
+    for closure in end_of_input_closures(trades, by="close_input"):
+        _send(producer, topic, closure.pair, closure.to_wire(), partitions)
+    if producer.flush(60):
+        raise RuntimeError("closure records were not all delivered")
+
+
+def _send(producer: Producer, topic: str, pair: str, value: bytes, partitions: int) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=pair, value=value,
+                             partition=partition_for(pair, partitions))
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
+def end_of_input_closures(trades: pa.Table, *, by: str) -> list[WindowClosure]:
+    """One end-of-input closure record per pair of `trades`, through its largest event time."""
+    if trades.num_rows == 0:
+        return []
+    latest = trades.group_by("pair").aggregate([("timestamp_ms", "max")]).to_pylist()
+    now_ms = int(time.time() * 1000)
+    return [WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=row["pair"],
+                          through_ms=row["timestamp_ms_max"], decided_at_ms=now_ms, by=by)
+            for row in sorted(latest, key=lambda r: r["pair"])]
 
 
 def read_candles(kafka: KafkaSettings, topic: str) -> pa.Table:
@@ -167,11 +203,12 @@ def run_trades_through_stream(
     partitions: int = 4,
     idle_timeout_ms: int = 1_000,
 ) -> tuple[pa.Table, pa.Table]:
-    """Produce `trades` (row order = arrival order), run the candle then the indicator
+    """Produce `trades` (row order = arrival order) followed by end-of-input closure records
+    (the table is the whole input: its last windows close), run the candle then the indicator
     processor until idle, and return (candles, indicators) as read back from the topics."""
     topics = MarketsTopics.prefixed(topic_prefix)
     ensure_topics(kafka, topics.specs(partitions), TopicSettings())
-    produce_trades(kafka, topics.trades, trades, partitions)
+    produce_trades(kafka, topics.trades, trades, partitions, close_windows_at_end=True)
     windows = tuple(TumblingWindow(d, grace_ms) for d in durations)
     idle_s = idle_timeout_ms / 1000
     candle_processor(kafka, windows, topics=topics, idle_timeout_ms=idle_timeout_ms,

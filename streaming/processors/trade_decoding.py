@@ -7,11 +7,15 @@ own so exactly the bad ones are rejected and the rest go on.
 Besides the trade schema's rules, a trade whose event time lies more than the maximum skew ahead
 of its message's Kafka timestamp is rejected (`features.event_time`), so it never moves its
 pair's stream time.
+
+Window closure records (`features.schemas.window_closure`) share the topic: they are set apart
+with their offsets (found by one search of the batch's bytes, so a batch without any costs
+nothing more), and a malformed one is dead-lettered like a bad trade.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 
 import numpy as np
@@ -26,6 +30,7 @@ from features.event_time import (
     skew_reason,
 )
 from features.schemas.trade import TRADE_ARROW_SCHEMA, TRADE_SCHEMA_VERSION, invalid_trade_rows
+from features.schemas.window_closure import CLOSURE_TAG, WindowClosure, is_closure, parse_closure
 from streaming.runtime.records import DeadLetter, InputBatch
 
 # Nullable, so a missing field decodes to null and is rejected by row, not by batch.
@@ -44,6 +49,7 @@ class DecodedTrades:
     table: pa.Table  # TRADE_ARROW_SCHEMA
     offsets: np.ndarray
     dead_letters: list[DeadLetter]
+    closures: list[tuple[int, WindowClosure]] = field(default_factory=list)  # (offset, record)
 
 
 def decode_trades(
@@ -53,11 +59,14 @@ def decode_trades(
     its Kafka timestamps, a trade whose event time lies more than `max_event_time_skew_ms`
     ahead of its message's timestamp is invalid."""
     values = batch.values
+    has_none = None in values
+    joined = b"" if has_none else b"\n".join(values)  # type: ignore[arg-type]
+    if (has_none or CLOSURE_TAG in joined) and any(is_closure(v) for v in values):
+        return _with_closures(batch, max_event_time_skew_ms)
     # Only well-formed-looking lines take the fast path: Arrow's JSON reader (pyarrow 25)
     # segfaults on a buffer that is just `null`, found by the fuzz test of this module.
-    if None in values:
+    if has_none:
         return _decode_one_by_one(batch, max_event_time_skew_ms)
-    joined = b"\n".join(values)  # type: ignore[arg-type]
     lines = len(values) - 1
     # every message one line, starting with `{` and ending with `}` (checked on the whole
     # buffer at once: the newlines are exactly the joins, each between `}` and `{`)
@@ -85,6 +94,35 @@ def decode_trades(
     _reject_ahead_of_ingestion(batch, np.arange(len(values)), table, reasons,
                                max_event_time_skew_ms)
     return _split(batch, table.select(TRADE_ARROW_SCHEMA.names), reasons)
+
+
+def _with_closures(batch: InputBatch, max_event_time_skew_ms: int) -> DecodedTrades:
+    """A batch holding closure records: the closures apart (in offset order), the rest decoded
+    as trades; a malformed closure record is dead-lettered."""
+    closures: list[tuple[int, WindowClosure]] = []
+    letters: list[DeadLetter] = []
+    trades = np.ones(len(batch), dtype=bool)
+    for i, raw in enumerate(batch.values):
+        if not is_closure(raw):
+            continue
+        trades[i] = False
+        offset = int(batch.offsets[i])
+        try:
+            closures.append((offset, parse_closure(raw)))  # type: ignore[arg-type]
+        except ValueError as exc:
+            letters.append(DeadLetter(f"schema: {exc}", batch.topic, batch.partition, offset,
+                                      batch.keys[i], raw))
+    rest = InputBatch(
+        batch.topic, batch.partition, batch.offsets[trades],
+        [k for k, t in zip(batch.keys, trades, strict=True) if t],
+        [v for v, t in zip(batch.values, trades, strict=True) if t],
+        None if batch.timestamps is None else batch.timestamps[trades])
+    decoded = (decode_trades(rest, max_event_time_skew_ms) if len(rest)
+               else DecodedTrades(TRADE_ARROW_SCHEMA.empty_table(),
+                                  np.empty(0, dtype=np.int64), []))
+    decoded.dead_letters = sorted([*decoded.dead_letters, *letters], key=lambda d: d.offset)
+    decoded.closures = closures
+    return decoded
 
 
 def _reject_ahead_of_ingestion(

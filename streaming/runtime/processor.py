@@ -267,7 +267,9 @@ class StreamProcessor:
         if records:
             track = self._outputs.track
             for record in records:
-                partition = partition_for(record.partition_key, self._partitions(record.topic))
+                partition = (record.partition if record.partition is not None
+                             else partition_for(record.partition_key,
+                                                self._partitions(record.topic)))
                 self._produce(record.topic, record.key, record.value, partition, track())
             self._producer.poll(0)
         for batch in emission.batches:

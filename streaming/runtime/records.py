@@ -40,12 +40,14 @@ def merged_timestamps(batches: Sequence[InputBatch]) -> np.ndarray | None:
 @dataclass(frozen=True)
 class OutputRecord:
     """A record to produce. `partition_key` picks the partition (e.g. the pair), so all of one
-    pair's records stay in order on one partition whatever the message key is."""
+    pair's records stay in order on one partition whatever the message key is; `partition`, if
+    set, names it instead (a record an operator writes back into the partition it reads)."""
 
     topic: str
     key: str
     value: bytes
     partition_key: str
+    partition: int | None = None
 
 
 @dataclass(frozen=True)

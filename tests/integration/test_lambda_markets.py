@@ -19,39 +19,42 @@ tables: 100%.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from batch import delta_log
 from batch.arrival_order import ArrivalOrder
 from batch.backfill import BackfillConfig, run_backfill
 from batch.kafka_input import KafkaInput
 from batch.spark_session import spark_session
-from features.candles import aggregate_trades, finalize
-from features.indicators import INDICATOR_COLUMNS, compute_indicators
 from features.kraken_formats import read_trades_csv
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
-from features.windows import NO_STREAM_TIME, TumblingWindow, late_mask
 from streaming.settings import KafkaSettings
+from tests.support.lambda_checks import (
+    CANDLE_FLOATS,
+    INDICATOR_FLOATS,
+    assert_identical,
+    assert_served_rows_consistent,
+    read_sorted,
+    reference_outputs,
+    sort_rows,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "kraken-trades"
+DATA = Path(os.environ.get("BRAID_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared"
+                           / "data")) / "kraken-trades"
 REAL_FILES = [DATA / "XBTUSD_kraken_2018_trades.sorted.csv",
               DATA / "ETHUSD_kraken_2018_trades.sorted.csv"]
 GRACE_MS = 5_000
-KEY = ["pair", "window_ms", "window_start_ms"]
-CANDLE_FLOATS = ["open", "high", "low", "close", "volume", "vwap"]
-INDICATOR_FLOATS = ["close", *INDICATOR_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -130,75 +133,12 @@ def batch_outputs(spark: SparkSession, trade_set: TradeSet,
     )
 
 
-def read_sorted(uri: str, schema: pa.Schema) -> pa.Table:
-    return sort_rows(delta_log.read_table(uri).select(schema.names).cast(schema))
-
-
-def sort_rows(table: pa.Table) -> pa.Table:
-    return table.sort_by([(k, "ascending") for k in KEY])
-
-
-def reference_outputs(trade_set: TradeSet) -> Outputs:
-    """pandas + features/ only: per pair in arrival order, lateness, candles, indicators."""
-    frame = trade_set.trades.to_pandas()
-    candles, indicators = [], []
-    for pair, trades in frame.groupby("pair", sort=True):
-        ts = trades["timestamp_ms"].to_numpy()
-        key = np.zeros(len(trades), dtype=np.int64)
-        for size in trade_set.durations:
-            window = TumblingWindow(size, GRACE_MS)
-            ok = ~late_mask(window, key, ts, np.array([NO_STREAM_TIME]))
-            c = finalize(aggregate_trades(
-                window, key[ok], ts[ok], trades["trade_id"].to_numpy()[ok],
-                trades["price"].to_numpy()[ok], trades["volume"].to_numpy()[ok],
-            ))
-            part = pd.DataFrame({
-                "pair": pair, "window_ms": size, "window_start_ms": c["window_start_ms"],
-                "window_end_ms": c["window_start_ms"] + size,
-                **{n: c[n] for n in (*CANDLE_FLOATS, "trade_count")},
-            })
-            candles.append(part)
-            values = compute_indicators({n: c[n] for n in ("open", "high", "low", "close",
-                                                           "volume")})
-            indicators.append(part[["pair", "window_ms", "window_start_ms", "window_end_ms",
-                                    "close"]].assign(**values))
-    return Outputs(to_table(pd.concat(candles), CANDLE_ARROW_SCHEMA),
-                   to_table(pd.concat(indicators), INDICATOR_ARROW_SCHEMA))
-
-
-def to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """Column by column from numpy, so NaN stays NaN (pandas conversion would make it null)."""
-    columns = [pa.array(frame[f.name].to_numpy(), f.type) for f in schema]
-    return sort_rows(pa.Table.from_arrays(columns, schema=schema))
-
-
-def assert_identical(got: pa.Table, want: pa.Table, floats: list[str], label: str) -> None:
-    """Same keys, integers equal, floats within 1e-9, NaN at the same places."""
-    got_keys = list(zip(*(got[k].to_pylist() for k in KEY), strict=True))
-    want_keys = list(zip(*(want[k].to_pylist() for k in KEY), strict=True))
-    missing, extra = set(want_keys) - set(got_keys), set(got_keys) - set(want_keys)
-    assert not missing and not extra, (
-        f"{label}: {len(missing)} missing, {len(extra)} extra keys, e.g. "
-        f"{sorted(missing)[:3]} / {sorted(extra)[:3]}")
-    assert len(got_keys) == len(set(got_keys)), f"{label}: duplicate keys"
-    for name in got.column_names:
-        if name in floats:
-            a, b = got[name].to_numpy(), want[name].to_numpy()
-            nan_a, nan_b = np.isnan(a), np.isnan(b)
-            assert np.array_equal(nan_a, nan_b), f"{label}.{name}: NaN positions differ"
-            worst = float(np.max(np.abs(a[~nan_a] - b[~nan_b]), initial=0.0))
-            assert worst <= 1e-9, f"{label}.{name}: largest difference {worst}"
-        else:
-            assert got[name].to_pylist() == want[name].to_pylist(), f"{label}.{name}"
-
-
 def test_backfill_equals_the_features_reference(trade_set: TradeSet,
                                                 batch_outputs: Outputs) -> None:
-    reference = reference_outputs(trade_set)
+    candles, indicators = reference_outputs(trade_set.trades, trade_set.durations, GRACE_MS)
     assert batch_outputs.candles.num_rows > 100
-    assert_identical(batch_outputs.candles, reference.candles, CANDLE_FLOATS, "candles")
-    assert_identical(batch_outputs.indicators, reference.indicators, INDICATOR_FLOATS,
-                     "indicators")
+    assert_identical(batch_outputs.candles, candles, CANDLE_FLOATS, "candles")
+    assert_identical(batch_outputs.indicators, indicators, INDICATOR_FLOATS, "indicators")
 
 
 @dataclass(frozen=True)
@@ -259,45 +199,14 @@ def test_spark_reading_the_trades_topic_gives_the_streams_candles_and_indicators
 def test_stream_rows_served_online_equal_the_backfill_in_the_consistency_report(
     trade_set: TradeSet, batch_outputs: Outputs, stream_run: StreamRun, tmp_path: Path,
 ) -> None:
-    """The stream's candles and indicators go through the online sink in batches of 500, as a
-    replay of the topics would (the newest row per pair and view of a batch is written and
-    logged); the consistency report then judges every logged row against the backfill's Delta
-    tables at the same event time (Feast's DuckDB offline store over them)."""
-    import orjson
-
-    from serving.consistency import consistency_report, written_rows
-    from streaming.runtime.records import InputBatch
-    from streaming.sinks.online_store import OnlineSinkOperator, OnlineWriter
-    from tests.integration.serving.offline_tables import local_repo
-
+    """The stream's rows through the online sink; `braid consistency` over every row it
+    wrote against the backfill's tables: 100% (`tests.support.lambda_checks`)."""
     assert batch_outputs.root is not None
-    store = local_repo(tmp_path / "repo", batch_outputs.root)
-    operator = OnlineSinkOperator(OnlineWriter(store), {"candles": "candles",
-                                                        "technical_indicators": "indicators"},
-                                  log_topic="online_writes")
-    logged: list[bytes] = []
-    for topic, table in (("candles", stream_run.outputs.candles),
-                         ("technical_indicators", stream_run.outputs.indicators)):
-        rows = sorted(table.to_pylist(), key=lambda r: (r["window_end_ms"], r["pair"]))
-        for first in range(0, len(rows), 500):
-            values: list[bytes | None] = [orjson.dumps(r) for r in rows[first:first + 500]]
-            emission = operator.process(InputBatch(topic, 0, np.arange(len(values)),
-                                                   [None] * len(values), values), 0)
-            # durations the repository has no view for (1d, 5m) are refused by name
-            assert all(d.reason.startswith("online-sink: no feature view")
-                       for d in emission.dead_letters), emission.dead_letters[:1]
-            logged += [r.value for r in emission.records]
-    written = written_rows(logged)
-    assert set(written) >= {"candles_1m", "indicators_1m"}
     ts = trade_set.trades["timestamp_ms"].to_numpy()
     start = datetime.fromtimestamp(ts.min() / 1000, UTC).replace(hour=0, minute=0, second=0,
                                                                 microsecond=0)
     end = datetime.fromtimestamp(ts.max() / 1000, UTC) + timedelta(days=1)
-    report = consistency_report(store, start, end, "markets", written)
-    for view in report.views:
-        assert view.compared == len(written.get(view.view, {})), view
-        assert (view.missing, view.extra) == (0, 0), view
-    assert sum(v.compared for v in report.views) > 50
-    mismatched = [(f.view, f.feature, f.examples[:1]) for f in report.features
-                  if f.match_rate < 1.0]
-    assert mismatched == []
+    compared = assert_served_rows_consistent(
+        stream_run.outputs.candles, stream_run.outputs.indicators, batch_outputs.root,
+        tmp_path / "repo", start, end)
+    assert compared > 50

@@ -82,6 +82,7 @@ V2_STATUS = json.dumps({"channel": "status", "type": "update", "data": [
 
 
 HOLD = "<hold the connection silently>"
+WAIT = "<wait until the test says go>"
 
 
 class KrakenWsServer:
@@ -90,13 +91,16 @@ class KrakenWsServer:
     Every script but the last ends with an abrupt TCP drop (no close frame), as a lost
     connection would; after the last script the connection stays open until the client leaves.
     Connections beyond the scripts get nothing and stay open. A :data:`HOLD` entry makes the
-    server go silent (no heartbeats) and keep the connection until the client closes it.
+    server go silent (no heartbeats) and keep the connection until the client closes it; a
+    :data:`WAIT` entry sends nothing but heartbeats until the test calls :meth:`go` (no trades
+    for as long as the test needs, without the client timing the connection out).
     """
 
     def __init__(self, scripts: Sequence[Sequence[str]]) -> None:
         self.scripts = [list(s) for s in scripts]
         self.received: list[str] = []
         self.connections = 0
+        self._go = threading.Event()
         self._lock = threading.Lock()
         self._server: Server = serve(self._handle, "127.0.0.1", 0, compression=None)
         self.port: int = self._server.socket.getsockname()[1]
@@ -108,8 +112,13 @@ class KrakenWsServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._go.set()
         self._server.shutdown()
         self._thread.join(timeout=5)
+
+    def go(self) -> None:
+        """End every :data:`WAIT` (now and later)."""
+        self._go.set()
 
     def _record(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -127,6 +136,10 @@ class KrakenWsServer:
                 if frame == HOLD:
                     self._drain(conn)
                     return
+                if frame == WAIT:
+                    while not self._go.wait(0.5):
+                        conn.send(V2_HEARTBEAT)
+                    continue
                 conn.send(frame)
             if index < len(self.scripts) - 1:
                 conn.socket.shutdown(socket.SHUT_RDWR)  # a lost connection, not a clean close
@@ -169,7 +182,8 @@ class KrakenRestServer:
 
     ``last`` is the last served row's time in ns (a string, as Kraken sends it; past the end, the
     ``since`` asked for). ``six_field`` strips the trade id (older responses); ``rate_limit_at``
-    answers the request of that index (0-based) with ``EGeneral:Too many requests`` once.
+    answers the request of that index (0-based) with ``EGeneral:Too many requests`` once;
+    ``rate_limit_every`` answers every n-th request (the 2nd, 4th, ... for n=2) so.
     Trades *at* ``since`` are served again (a time cursor cannot split trades sharing a
     timestamp otherwise; the recorded data has 182 such timestamps), so pages overlap.
     """
@@ -177,11 +191,13 @@ class KrakenRestServer:
     def __init__(self, rows: Sequence[Sequence[Any]], *, result_key: str = "XBTUSDT",
                  page_size: int = 250, six_field: bool = False,
                  rate_limit_at: int | None = None,
-                 rate_limit_error: str = "EGeneral:Too many requests") -> None:
+                 rate_limit_error: str = "EGeneral:Too many requests",
+                 rate_limit_every: int | None = None) -> None:
         self.rows = [list(r[:6]) if six_field else list(r) for r in rows]
         self.result_key = result_key
         self.page_size = page_size
         self.rate_limit_at = rate_limit_at
+        self.rate_limit_every = rate_limit_every
         self.rate_limit_error = rate_limit_error
         self.state = RestState()
         server = self
@@ -213,7 +229,8 @@ class KrakenRestServer:
         self.state.requests.append(query)
         if path != "/0/public/Trades":
             return {"error": ["EGeneral:Unknown method"]}
-        if index == self.rate_limit_at:
+        if index == self.rate_limit_at or (
+                self.rate_limit_every and (index + 1) % self.rate_limit_every == 0):
             self.state.rate_limited += 1
             return {"error": [self.rate_limit_error]}
         since = int(query.get("since", "0"))

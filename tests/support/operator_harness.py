@@ -12,8 +12,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from features.windows import TumblingWindow
-from streaming.processors.candles import CandleConfig, CandleOperator
+from features.schemas.window_closure import ClosureRule, WindowClosure
+from features.windows import NO_STREAM_TIME, TumblingWindow
+from streaming.processors.candles import DEFAULT_LIVE_LAG_MS, CandleConfig, CandleOperator
 from streaming.runtime.operator import PartitionOperator
 from streaming.runtime.records import DeadLetter, InputBatch
 
@@ -25,9 +26,10 @@ def encode_trades(trades: pa.Table | Iterable[dict[str, object]]) -> list[bytes]
     return [orjson.dumps({"v": 1, **row}) for row in rows]
 
 
-def candle_operator(windows: Sequence[TumblingWindow], idle_timeout_ms: int = 10_000
-                    ) -> CandleOperator:
-    return CandleOperator(CandleConfig(tuple(windows), "candles", idle_timeout_ms), 0)
+def candle_operator(windows: Sequence[TumblingWindow], idle_timeout_ms: int = 10_000,
+                    live_lag_ms: int = DEFAULT_LIVE_LAG_MS) -> CandleOperator:
+    return CandleOperator(CandleConfig(tuple(windows), "candles", idle_timeout_ms,
+                                       live_lag_ms=live_lag_ms, group="test"), 0)
 
 
 def feed(
@@ -56,10 +58,27 @@ def feed(
     return latest, letters, order
 
 
-def close_all(operator: PartitionOperator) -> dict[str, dict[str, object]]:
-    """Tick twice with a far-future wall clock so every quiet window closes on idleness."""
-    out: dict[str, dict[str, object]] = {}
-    for now in (FAR_FUTURE_MS - 1, FAR_FUTURE_MS + 10**9):
-        for record in operator.tick(now).records:
-            out[record.key] = orjson.loads(record.value)
+def close_all(operator: CandleOperator) -> dict[str, dict[str, object]]:
+    """Close every open window as a finished input does: an end-of-input closure record per
+    pair, through its stream time, fed after everything else."""
+    values: list[bytes | None] = [
+        WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=pair, through_ms=int(time)).to_wire()
+        for pair, time in zip(operator.pairs, operator.stream_time, strict=True)
+        if time != NO_STREAM_TIME]
+    out, letters, _ = feed(operator, values, first_offset=operator.position or 0)
+    assert not letters, letters
     return out
+
+
+def tick_and_read_back(operator: CandleOperator, now_ms: int) -> tuple[
+        dict[str, dict[str, object]], list[bytes]]:
+    """`tick` at `now_ms`, then feed the closure records it wrote back to the operator as its
+    next input (what the broker does); returns (candles emitted, closure records)."""
+    emission = operator.tick(now_ms)
+    assert all(r.topic == "trades" and r.partition == operator.partition
+               for r in emission.records), emission.records
+    values: list[bytes | None] = [r.value for r in emission.records]
+    out, letters, _ = feed(operator, values, first_offset=operator.position or 0,
+                           now_ms=now_ms)
+    assert not letters, letters
+    return out, [r.value for r in emission.records]

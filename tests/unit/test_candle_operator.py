@@ -11,6 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.schemas.window_closure import ClosureRule, WindowClosure
 from features.windows import TumblingWindow
 from tests.support.operator_harness import candle_operator, close_all, encode_trades, feed
 
@@ -66,7 +67,7 @@ def test_late_trade_beyond_grace_goes_to_dead_letter_with_reason_and_offset() ->
     # 66_000 makes [0, 60s) final (60s + 5s grace); the trade at 20_000 is then late, but
     # only for the 1-minute window: the 5-minute window [0, 300s) is still open
     assert [(letter.offset, letter.reason) for letter in letters] == [
-        (3, "late: beyond 5000 ms grace for 1m windows")]
+        (3, "late by stream time: beyond 5000 ms grace for 1m windows")]
     assert letters[0].value == encode_trades(rows)[3]
     minute = {k: v for k, v in out.items() if v["window_ms"] == 60_000}
     assert [c["trade_count"] for c in minute.values()] == [1, 2]
@@ -83,18 +84,33 @@ def test_candles_close_on_stream_time_without_waiting_for_idleness() -> None:
     assert list(out) == ["XBT/USD|60000|0"]  # closed when stream time reached 61_000
 
 
-def test_a_quiet_pair_gets_its_candle_on_idleness() -> None:
+def test_a_quiet_live_pair_gets_its_candle_through_an_idle_closure_record() -> None:
     op = candle_operator([TumblingWindow(60_000, 1_000)], idle_timeout_ms=10_000)
     rows = [{"pair": p, "price": 1.0, "volume": 1.0, "side": "buy", "order_type": "limit",
              "trade_id": 1, "timestamp_ms": 1_000} for p in ("XBT/USD", "ETH/USD")]
-    feed(op, encode_trades(rows), now_ms=100_000)
-    assert op.tick(105_000).records == []  # quiet for 5 s only
+    feed(op, encode_trades(rows), now_ms=2_000)  # live: arrived a second after event time
+    assert op.tick(20_000).records == []  # quiet long enough, but [0, 60 s) + grace not over
     # ETH/USD keeps trading (its stream time stays inside the window); XBT/USD goes quiet
     feed(op, encode_trades([{**rows[1], "trade_id": 2, "timestamp_ms": 2_000}]),
-         first_offset=2, now_ms=108_000)
-    closed = op.tick(112_000)
-    assert [r.key for r in closed.records] == ["XBT/USD|60000|0"]
-    assert closed.closed_on_idle
+         first_offset=2, now_ms=58_000)
+    written = op.tick(62_000)
+    # the decision is a record for the log, to the partition the operator reads; nothing
+    # closes until the operator reads it back at its offset
+    assert [(r.topic, r.partition, r.key) for r in written.records] == [("trades", 0, "XBT/USD")]
+    closure = orjson.loads(written.records[0].value)
+    assert {k: closure[k] for k in ("closure", "pair", "window_ms", "through_ms", "by")} == {
+        "closure": "idle", "pair": "XBT/USD", "window_ms": 60_000, "through_ms": 59_999,
+        "by": "test"}
+    assert op.tick(62_500).records == []  # asked once, not on every tick
+    out, letters, _ = feed(op, [written.records[0].value], first_offset=3, now_ms=62_600)
+    assert list(out) == ["XBT/USD|60000|0"] and letters == []
+    # a trade of the closed window after the closure record: late by that rule
+    out, letters, _ = feed(op, encode_trades([{**rows[0], "trade_id": 3,
+                                               "timestamp_ms": 30_000}]),
+                           first_offset=4, now_ms=63_000)
+    assert out == {}
+    assert [(d.offset, d.reason) for d in letters] == [
+        (4, "closed on idle: the pair's 1m window was closed by the closure record at offset 3")]
 
 
 def test_bad_messages_go_to_dead_letters_and_the_rest_is_processed() -> None:
@@ -111,6 +127,26 @@ def test_bad_messages_go_to_dead_letters_and_the_rest_is_processed() -> None:
     assert counts and sum(int(str(n)) for n in counts) == 4
 
 
+def _with_closures(values: list[bytes], seed: int) -> list[bytes]:
+    """`values` (some trades late) with an idle closure record of a pair after every ~40
+    messages, through a little before that pair's stream time, as the processor writes them."""
+    rng = np.random.default_rng(seed)
+    out: list[bytes] = []
+    latest: dict[str, int] = {}
+    for i, value in enumerate(values):
+        out.append(value)
+        trade = orjson.loads(value)
+        latest[trade["pair"]] = max(latest.get(trade["pair"], 0), trade["timestamp_ms"])
+        if i % 40 == 39:
+            pair = str(rng.choice(sorted(latest)))
+            window = WINDOWS[int(rng.integers(0, len(WINDOWS)))]
+            out.append(WindowClosure(closure=ClosureRule.IDLE, pair=pair,
+                                     window_ms=window.size_ms,
+                                     through_ms=latest[pair] - int(rng.integers(0, 20_000)),
+                                     by="test").to_wire())
+    return out
+
+
 @given(st.integers(0, 1000), st.lists(st.integers(1, 599), min_size=1, max_size=4,
                                      unique=True), st.booleans())
 @settings(max_examples=60, deadline=None)
@@ -119,8 +155,9 @@ def test_restart_from_any_checkpoint_gives_exactly_the_uninterrupted_candles(
 ) -> None:
     """Simulate kill -9 at several points: the run restores the last checkpoint and replays from
     the committed offset (one checkpoint older when the crash fell between checkpoint and
-    commit). Every value ever emitted for a key must equal the uninterrupted run's value."""
-    values = encode_trades(_trades(600, seed, jitter_ms=2 * GRACE))  # some trades are late
+    commit). Every value ever emitted for a key must equal the uninterrupted run's value, and
+    the closure records in the log are applied at the same offsets again."""
+    values = _with_closures(encode_trades(_trades(600, seed, jitter_ms=2 * GRACE)), seed)
     expected, expected_letters = _run(values, batch_size=37)
 
     emitted: dict[str, set[bytes]] = {}
@@ -157,3 +194,20 @@ def test_restart_from_any_checkpoint_gives_exactly_the_uninterrupted_candles(
         # duplicates are allowed, but only with the identical value
         assert [orjson.loads(v) for v in values_for_key] == [expected[key]], key
     assert letters_seen == {letter.offset for letter in expected_letters}
+
+
+def test_a_snapshot_is_a_copy_that_later_processing_leaves_alone() -> None:
+    """The processor writes a snapshot once the outputs before it are acknowledged, while the
+    operator processes on: a pair seen meanwhile must not slip into it (its restore then
+    failed with an IndexError on the pair's missing stream time, seen in a kill -9 test)."""
+    op = candle_operator(WINDOWS)
+    rows = _trades(40, 3)
+    feed(op, encode_trades([r for r in rows if r["pair"] == "XBT/USD"][:5]))
+    snapshot = op.snapshot()
+    feed(op, encode_trades([r for r in rows if r["pair"] != "XBT/USD"]), first_offset=5)
+    written = orjson.loads(orjson.dumps(snapshot))
+    assert written["pairs"] == ["XBT/USD"] and len(written["stream_time"]) == 1
+    restored = candle_operator(WINDOWS)
+    restored.restore(written)
+    _, letters, _ = feed(restored, encode_trades(rows), first_offset=0)
+    assert letters == [] and restored.pairs[0] == "XBT/USD"

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features.schemas.candle import record_key
+from features.schemas.window_closure import ClosureRule, WindowClosure
 from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel
 from features.sensors.schemas import MAX_SZ_MAGNITUDE
@@ -152,8 +153,23 @@ def feed_valid_after(op: PartitionOperator, topic: str, rows: list[dict[str, Any
 
 
 def close_everything(op: CandleOperator | SensorWindowOperator) -> Emission:
-    """Tick with a far-future wall clock, twice, so every quiet window closes on idleness."""
+    """Sensor windows: tick with a far-future wall clock, twice, so every quiet window closes on
+    idleness. Candles: an end-of-input closure record per pair read after everything else (the
+    valid event times lie up to `SPAN_MS` behind their ingestion time: history, which is never
+    closed on idle)."""
     emission = Emission()
+    if isinstance(op, CandleOperator):
+        values: list[bytes | None] = [
+            WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=pair,
+                          through_ms=int(time)).to_wire()
+            for pair, time in zip(op.pairs, op.stream_time, strict=True) if time >= 0]
+        if values:
+            start = op.position or 0
+            emission.extend(op.process(InputBatch(
+                "trades", PARTITION, np.arange(start, start + len(values), dtype=np.int64),
+                [KEY] * len(values), values), 0))
+        assert not emission.dead_letters
+        return emission
     for now in (FAR_FUTURE_MS - 1, FAR_FUTURE_MS + 10**9):
         emission.extend(op.tick(now))
     return emission
