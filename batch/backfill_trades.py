@@ -1,15 +1,20 @@
-"""spark-submit entry: backfill historical trades into the candles and indicators Delta tables.
+"""The trades backfill's command line: the one definition of its options.
 
-    spark-submit batch/backfill_trades.py --input ../shared/data/kraken-trades/XBTUSD_*.csv \
+    spark-submit --properties-file var/jars/spark.properties batch/backfill_trades.py \
+        --input ../shared/data/kraken-trades/XBTUSD_*.csv \
         --start 2018-05-08 --end 2018-05-23 --pairs XBT/USD --output var/offline
-    spark-submit --packages io.delta:delta-spark_4.2_2.13:4.4.0,\
-org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0 batch/backfill_trades.py \
-        --kafka-bootstrap 127.0.0.1:9092 --kafka-topic trades --kafka-start 2018-05-08 \
-        --start 2018-05-08 --end 2018-05-23 --pairs XBT/USD --output var/offline
+    braid batch backfill --input ... --start 2018-05-08 --end 2018-05-23 --pairs XBT/USD ...
 
-Runs locally (`local[*]` unless spark-submit set a master) and unchanged on Dataproc, where the
-Braid modules arrive as a `--py-files` zip of `features/` and `batch/` (see `batch.dataproc`).
-Prints the run summary as one JSON line on stdout.
+`braid batch backfill` hands its arguments to :func:`main` unchanged, so both take the same
+options with the same names (`--pairs`, or `--pair` / `-p` repeated; `--durations`, or
+`--duration` / `-d`; `--input` / `-i`). Programs that start the job (the Prefect flow, the demo,
+Dataproc submissions) build its arguments with :func:`job_args` and parse them with
+:func:`build_parser`: nothing else defines a backfill option.
+
+Runs locally (`local[*]` unless spark-submit set a master), on a standalone cluster (`--master
+spark://...`) and unchanged on Dataproc, where the Braid modules arrive as a `--py-files` zip of
+`features/` and `batch/` (see `batch.dataproc`). Prints the run summary as one JSON line on
+stdout. Bad input (a date, a reversed range, a duration) ends with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 if __package__ in (None, ""):
     # `spark-submit batch/backfill_trades.py` puts batch/ first on sys.path; Braid's packages
@@ -27,6 +33,8 @@ if __package__ in (None, ""):
         import batch.backfill  # noqa: F401
     except ImportError:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datetime import date
 
 from batch.arrival_order import ArrivalOrder
 from batch.backfill import BackfillConfig, durations_from, parse_day, run_backfill
@@ -37,10 +45,19 @@ from batch.table_retention import (
     TableRetention,
 )
 
+DEFAULT_DURATIONS = ("1m",)
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="backfill_trades.py",
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad input: one line naming it (`<prog>: error: ...`, see `--help`) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(prog: str = "backfill_trades.py") -> argparse.ArgumentParser:
+    parser = _OneLineErrors(
+        prog=prog,
         description="Backfill trades (Kraken CSV, Parquet, JSON lines; local or gs://; or a "
         "range of a Kafka topic) into Delta tables of candles and indicators for the UTC days "
         "[start, end), written with delta-spark (replaceWhere, one commit per table).",
@@ -49,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "input", "trade files (--input) or a range of a Kafka topic (--kafka-bootstrap and "
         "--kafka-topic); a Kafka range with no record, or a topic that does not exist, stops "
         "the job before anything is written")
-    source.add_argument("--input", nargs="+", default=[],
-                        help="input files, folders or globs (local or gs://), in arrival order")
+    source.add_argument("--input", "-i", nargs="+", action="extend", default=None,
+                        help="input files, folders or globs (local or gs://), in arrival order "
+                        "(repeatable)")
     source.add_argument("--kafka-bootstrap", default=None,
                         help="Kafka bootstrap servers (host:port,...) to read --kafka-topic from")
     source.add_argument("--kafka-topic", default=None,
@@ -70,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--start", required=True, type=parse_day, help="first day, YYYY-MM-DD")
     parser.add_argument("--end", required=True, type=parse_day,
                         help="day after the last day (exclusive), YYYY-MM-DD")
-    parser.add_argument("--pairs", nargs="+", required=True,
-                        help="pairs to backfill, e.g. XBT/USD ETH/USD (commas also work)")
+    parser.add_argument("--pairs", "--pair", "-p", nargs="+", action="extend", required=True,
+                        help="pairs to backfill, e.g. XBT/USD ETH/USD (commas also work; "
+                        "repeatable)")
     parser.add_argument("--output", required=True,
                         help="folder of the Delta tables (local or gs://)")
-    parser.add_argument("--durations", nargs="+", default=["1m"],
-                        help="candle durations, e.g. 1m 5m 1h 1d (default: 1m)")
+    parser.add_argument("--durations", "--duration", "-d", nargs="+", action="extend",
+                        default=None,
+                        help="candle durations, e.g. 1m 5m 1h 1d (default: 1m; repeatable)")
     parser.add_argument("--grace", default="5s", help="lateness grace, as the stream's (5s)")
     parser.add_argument("--arrival-order", choices=[o.value for o in ArrivalOrder],
                         default=None,
@@ -103,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-history-from-table", action="store_true",
                         help="do not read earlier candles from the table for indicator warm-up")
     parser.add_argument("--master", default=None,
-                        help="Spark master when spark-submit did not set one (default local[*])")
+                        help="Spark master when spark-submit did not set one: local[N] "
+                        "(default local[*]) or spark://host:port")
     parser.add_argument("--shuffle-partitions", type=int, default=4)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -114,23 +135,25 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     from features.windows import parse_duration_ms
 
     pairs = [p.strip() for item in args.pairs for p in item.split(",") if p.strip()]
+    inputs = list(args.input or [])
     kafka = None
     if args.kafka_topic or args.kafka_bootstrap:
         if not (args.kafka_topic and args.kafka_bootstrap):
             raise SystemExit("error: --kafka-topic and --kafka-bootstrap go together")
-        if args.input:
+        if inputs:
             raise SystemExit("error: give --input or --kafka-topic, not both")
         options = dict(item.split("=", 1) for item in args.kafka_option)
         kafka = KafkaInput(args.kafka_bootstrap, args.kafka_topic,
                            KafkaPosition.parse(args.kafka_start),
                            KafkaPosition.parse(args.kafka_end), options)
-    elif not args.input:
+    elif not inputs:
         raise SystemExit("error: give --input files or --kafka-bootstrap and --kafka-topic")
     arrival = args.arrival_order or (ArrivalOrder.FILE.value if kafka
                                      else ArrivalOrder.EVENT_TIME.value)
-    durations = [d.strip() for item in args.durations for d in item.split(",") if d.strip()]
+    durations = [d.strip() for item in (args.durations or DEFAULT_DURATIONS)
+                 for d in item.split(",") if d.strip()]
     return BackfillConfig(
-        inputs=list(args.input),
+        inputs=inputs,
         start=args.start,
         end=args.end,
         pairs=pairs,
@@ -147,9 +170,54 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+def job_args(
+    *,
+    start: date,
+    end: date,
+    pairs: Sequence[str],
+    output: str,
+    inputs: Sequence[str] = (),
+    durations: Sequence[str] = DEFAULT_DURATIONS,
+    grace: str | None = None,
+    arrival_order: str | None = None,
+    kafka_bootstrap: str | None = None,
+    kafka_topic: str | None = None,
+    kafka_start: str | None = None,
+    kafka_end: str | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """The job's arguments for these values, in :func:`build_parser`'s option names (what the
+    flow, the demo and Dataproc submissions pass)."""
+    args = ["--input", *inputs] if inputs else []
+    if kafka_bootstrap or kafka_topic:
+        args += ["--kafka-bootstrap", kafka_bootstrap or "", "--kafka-topic", kafka_topic or ""]
+        args += ["--kafka-start", kafka_start] if kafka_start else []
+        args += ["--kafka-end", kafka_end] if kafka_end else []
+    args += ["--start", start.isoformat(), "--end", end.isoformat(), "--pairs", *pairs,
+             "--output", output, "--durations", *durations]
+    args += ["--grace", grace] if grace else []
+    args += ["--arrival-order", arrival_order] if arrival_order else []
+    return args + ([] if progress else ["--no-progress"])
+
+
+def parse_config(argv: Sequence[str], prog: str = "backfill_trades.py") -> BackfillConfig:
+    """The job's config from its arguments; bad input exits with one line and code 2."""
+    parser = build_parser(prog)
+    args = parser.parse_args(list(argv))
+    try:
+        return config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+        raise  # unreachable: parser.error exits
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "backfill_trades.py") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     from batch.logging_setup import configure_job_logging
     from batch.spark_session import spark_session
 

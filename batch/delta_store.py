@@ -11,11 +11,15 @@ commit, so re-running a backfill replaces exactly its range. Each commit carries
 carries the retention setting (`batch.table_retention`) as table properties: set when the
 write creates the table, and by one `ALTER` commit before the write when the setting changed.
 
+`gs://` tables go through Hadoop's GCS connector (the `gcs` jar bundle locally, the image's on
+Dataproc) with Delta's GCS log store: a commit creates the version file only if it is absent (a
+GCS precondition), so concurrent writers never both commit one version.
+
 The former writer, a Python data source (`braid_delta`) whose tasks write Parquet and whose
-driver commits with delta-rs, is kept only for comparison (`bench/bench_backfill.py` measures
-both in one run) and for `gs://` where no GCS connector is installed (the local GCS emulator):
-`BRAID_DELTA_WRITER=delta-rs` selects it. Reading tables without Spark (history lookups,
-tests, Feast) goes through delta-rs or DuckDB (`batch.delta_log`).
+driver commits with delta-rs, is kept only for comparison on local tables
+(`bench/bench_backfill.py` measures both in one run): `BRAID_DELTA_WRITER=delta-rs` selects it.
+Reading tables without Spark (history lookups, tests, Feast) goes through delta-rs or DuckDB
+(`batch.delta_log`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from batch.object_storage import (
     normalize_uri,
     storage_env,
 )
-from batch.spark_session import gcs_connector_available, require_delta_spark
+from batch.spark_session import require_delta_spark
 from batch.table_retention import TableRetention
 
 log = structlog.get_logger(__name__)
@@ -57,16 +61,15 @@ WRITERS = (DELTA_SPARK, DELTA_RS)
 
 
 def delta_writer(spark: SparkSession | None = None, uri: str | None = None) -> str:
-    """The writer to use: `$BRAID_DELTA_WRITER` when set, else delta-spark, except for `gs://`
-    without the Hadoop GCS connector (the local emulator), which only the delta-rs writer
-    (gcsfs + a mirrored log) reaches."""
+    """The writer to use: `$BRAID_DELTA_WRITER` when set (delta-rs: local tables only), else
+    delta-spark."""
     configured = os.environ.get("BRAID_DELTA_WRITER", "").strip()
     if configured:
         if configured not in WRITERS:
             raise ValueError(f"BRAID_DELTA_WRITER={configured!r}: use one of {WRITERS}")
+        if configured == DELTA_RS and uri is not None and is_gcs(uri):
+            raise ValueError(f"BRAID_DELTA_WRITER=delta-rs writes local tables only, not {uri}")
         return configured
-    if uri is not None and is_gcs(uri) and spark is not None and not gcs_connector_available(spark):
-        return DELTA_RS
     return DELTA_SPARK
 
 

@@ -1,12 +1,15 @@
 """Where tables and input files live: a local path or `gs://bucket/path`.
 
-Outside Dataproc, `gs://` goes through gcsfs (fsspec). With `STORAGE_EMULATOR_HOST` set (the
-local GCS emulator in tests and demos) gcsfs talks to the emulator anonymously. On Dataproc the
-Spark readers use the Hadoop GCS connector instead (see `trade_inputs`).
+Python code reaches `gs://` through gcsfs (fsspec) and delta-rs; Spark through Hadoop's GCS
+connector (`batch.spark_conf`). With `STORAGE_EMULATOR_HOST` set (the local GCS emulator in
+tests and demos) each talks to the emulator anonymously: gcsfs with `endpoint_url`, delta-rs
+(`object_store`) with a service-account key that names the emulator as its base URL and turns
+OAuth off (:func:`delta_storage_options`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -58,6 +61,18 @@ def filesystem_for(uri: str) -> fsspec.AbstractFileSystem:
     if emulator:
         return fsspec.filesystem("gcs", token="anon", endpoint_url=emulator)
     return fsspec.filesystem("gcs")
+
+
+def delta_storage_options(uri: str) -> dict[str, str]:
+    """delta-rs `storage_options` for a table at `uri`: none locally or on GCS proper (Google's
+    application default credentials), the emulator's address for `gs://` when
+    `STORAGE_EMULATOR_HOST` is set."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not is_gcs(uri) or not emulator:
+        return {}
+    key = {"gcs_base_url": emulator.rstrip("/"), "disable_oauth": True,
+           "client_email": "", "private_key": "", "private_key_id": ""}
+    return {"google_service_account_key": json.dumps(key)}
 
 
 def join(uri: str, *parts: str) -> str:

@@ -15,7 +15,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date
 
-import deltalake
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,8 +31,7 @@ def rows_per_day(uri: str) -> dict[SeriesKey, dict[date, int | None]]:
 
     A count is None where a file carries no row-count statistic.
     """
-    with delta_log.local_table_uri(uri, for_commit=False) as local:
-        actions = pa.table(deltalake.DeltaTable(local).get_add_actions(flatten=True))
+    actions = pa.table(delta_log.open_table(uri).get_add_actions(flatten=True))
     names = set(actions.column_names)
     counts: dict[SeriesKey, dict[date, int | None]] = defaultdict(dict)
     records = actions["num_records"].to_pylist() if "num_records" in names else None

@@ -1,125 +1,121 @@
-"""`braid batch backfill | submit-dataproc`: the Spark trades backfill, here or on Dataproc."""
+"""`braid batch backfill | submit-dataproc | dataproc`: the Spark trades backfill, here, on an
+existing Dataproc cluster, or on an ephemeral one.
+
+The backfill's options are defined once, by the job (`batch/backfill_trades.py`): these commands
+hand the job's arguments to it unchanged, so `braid batch backfill` and `spark-submit
+batch/backfill_trades.py` take the same options (`braid batch backfill --help` prints them).
+The Dataproc commands take their own options first, then `--` and the job's arguments.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import date
 
 import typer
 
 app = typer.Typer(help="Spark backfills and Dataproc submission.", no_args_is_help=True)
 
-INPUTS = typer.Option([], "--input", "-i",
-                      help="Input file, folder or glob (local or gs://); repeatable, in order. "
-                      "Or read a Kafka topic: --kafka-bootstrap and --kafka-topic.")
-KAFKA_BOOTSTRAP = typer.Option(None, help="Kafka bootstrap servers to read --kafka-topic from.")
-KAFKA_TOPIC = typer.Option(None, help="Topic of trade records (the trades topic's wire format), "
-                           "read by Spark's Kafka source; a missing topic or an empty range "
-                           "stops the job before anything is written.")
-KAFKA_START = typer.Option("earliest", help="Range start (inclusive): earliest, latest, an "
-                           "offset, JSON offsets per partition ('{\"0\": 10}'), or a record "
-                           "time (ISO-8601 date/datetime, UTC; or ms:<epoch ms>).")
-KAFKA_END = typer.Option("latest", help="Range end (exclusive): latest, an offset, JSON offsets "
-                         "per partition, or a record time, as --kafka-start.")
-START = typer.Option(..., help="First UTC day, YYYY-MM-DD.")
-END = typer.Option(..., help="Day after the last UTC day (exclusive), YYYY-MM-DD.")
-PAIRS = typer.Option(..., "--pair", "-p", help="Pair to backfill, e.g. XBT/USD; repeatable.")
-OUTPUT = typer.Option(..., help="Folder of the Delta tables (local or gs://).")
-DURATIONS = typer.Option(["1m"], "--duration", "-d",
-                         help="Candle duration, repeatable (1m, 5m, 1h, 1d).")
-GRACE = typer.Option("5s", help="Lateness grace (the stream's).")
-ARRIVAL = typer.Option(None, help="event-time (file replay; default for files) or file "
-                       "(topic archive; default for a Kafka topic).")
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+JOB_ARGS_HELP = ("After `--`: the backfill's own arguments, as `braid batch backfill` takes them "
+                 "(--input ... --start ... --end ... --pairs ... --output gs://...).")
 
 
-def _job_args(inputs: list[str], start: date, end: date, pairs: list[str], output: str,
-              durations: list[str], grace: str, arrival_order: str | None,
-              kafka: tuple[str | None, str | None, str, str] = (None, None, "earliest",
-                                                                "latest")) -> list[str]:
-    bootstrap, topic, kafka_start, kafka_end = kafka
-    source = ["--input", *inputs] if inputs else []
-    if bootstrap or topic:
-        source += ["--kafka-bootstrap", bootstrap or "", "--kafka-topic", topic or "",
-                   "--kafka-start", kafka_start, "--kafka-end", kafka_end]
-    return [
-        *source, "--start", start.isoformat(), "--end", end.isoformat(),
-        "--pairs", *pairs, "--output", output, "--durations", *durations, "--grace", grace,
-        *(["--arrival-order", arrival_order] if arrival_order else []),
-    ]
-
-
-@app.command()
-def backfill(
-    inputs: list[str] = INPUTS,
-    start: str = START,
-    end: str = END,
-    pairs: list[str] = PAIRS,
-    output: str = OUTPUT,
-    durations: list[str] = DURATIONS,
-    grace: str = GRACE,
-    arrival_order: str | None = ARRIVAL,
-    kafka_bootstrap: str | None = KAFKA_BOOTSTRAP,
-    kafka_topic: str | None = KAFKA_TOPIC,
-    kafka_start: str = KAFKA_START,
-    kafka_end: str = KAFKA_END,
-    master: str = typer.Option("local[*]", help="Spark master for this process."),
-    shuffle_partitions: int = typer.Option(4, help="spark.sql.shuffle.partitions"),
-    progress: bool = typer.Option(True, help="Show per-stage progress."),
-) -> None:
+@app.command(context_settings=PASSTHROUGH, add_help_option=False)
+def backfill(ctx: typer.Context) -> None:
     """Backfill trades (files or a Kafka topic range) into the candles and indicators Delta
-    tables (delta-spark), in this process."""
-    from batch.backfill import run_backfill
-    from batch.backfill_trades import build_parser, config_from_args
-    from batch.spark_session import spark_session
+    tables (delta-spark), in this process. Options: `braid batch backfill --help`."""
+    from batch.backfill_trades import main
 
-    args = build_parser().parse_args(_job_args(
-        inputs, date.fromisoformat(start), date.fromisoformat(end), pairs, output, durations,
-        grace, arrival_order, (kafka_bootstrap, kafka_topic, kafka_start, kafka_end),
-    ) + ([] if progress else ["--no-progress"]))
-    config = config_from_args(args)
-    spark = spark_session(master=master, shuffle_partitions=shuffle_partitions)
-    summary = run_backfill(spark, config)
-    typer.echo(json.dumps(summary.as_dict(), indent=2, sort_keys=True))
+    raise typer.Exit(main(list(ctx.args), prog="braid batch backfill"))
 
 
-@app.command("submit-dataproc")
+def _checked_job_args(args: list[str], prog: str) -> list[str]:
+    """The job's arguments, parsed by the job's own parser here first (bad input fails before
+    anything is staged or created)."""
+    from batch.backfill_trades import parse_config
+
+    if not args:
+        raise typer.BadParameter(f"give the backfill's arguments after `--`. {JOB_ARGS_HELP}")
+    parse_config(args, prog=prog)
+    return args
+
+
+@app.command("submit-dataproc", context_settings=PASSTHROUGH,
+             help="Submit the backfill as a PySpark job to an existing Dataproc cluster. "
+             + JOB_ARGS_HELP)
 def submit_dataproc(
+    ctx: typer.Context,
     project: str = typer.Option(..., envvar="GOOGLE_CLOUD_PROJECT", help="GCP project id."),
     region: str = typer.Option(..., help="Dataproc region, e.g. europe-west1."),
     cluster: str = typer.Option(..., help="Dataproc cluster name."),
     staging: str = typer.Option(..., help="gs://bucket or gs://bucket/prefix for the job code."),
-    inputs: list[str] = INPUTS,
-    start: str = START,
-    end: str = END,
-    pairs: list[str] = PAIRS,
-    output: str = OUTPUT,
-    durations: list[str] = DURATIONS,
-    grace: str = GRACE,
-    arrival_order: str | None = ARRIVAL,
-    kafka_bootstrap: str | None = KAFKA_BOOTSTRAP,
-    kafka_topic: str | None = KAFKA_TOPIC,
-    kafka_start: str = KAFKA_START,
-    kafka_end: str = KAFKA_END,
     wait: bool = typer.Option(False, help="Wait until the job finishes."),
     dry_run: bool = typer.Option(False, help="Print the request instead of submitting it."),
 ) -> None:
-    """Submit the backfill as a PySpark job to a Dataproc cluster (delta-spark on the cluster)."""
-    from batch.dataproc import (
-        DataprocTarget,
-        StagedCode,
-        backfill_job_request,
-        submit_backfill,
-    )
+    from batch.dataproc import DataprocTarget, StagedCode, backfill_job_request, submit_backfill
 
     target = DataprocTarget(project, region, cluster, staging)
-    job_args = _job_args(inputs, date.fromisoformat(start), date.fromisoformat(end), pairs,
-                         output, durations, grace, arrival_order,
-                         (kafka_bootstrap, kafka_topic, kafka_start, kafka_end))
+    job_args = _checked_job_args(list(ctx.args), "braid batch submit-dataproc -- ")
     if dry_run:
-        prefix = f"{staging.rstrip('/')}/braid/<tag>"
-        code = StagedCode(f"{prefix}/backfill_trades.py", (f"{prefix}/braid_batch.zip",))
+        code = StagedCode(f"{staging.rstrip('/')}/braid/<tag>")
         request = backfill_job_request(target, code, job_args)
         typer.echo(type(request).to_json(request))
         return
     job = submit_backfill(target, job_args, wait=wait)
     typer.echo(f"submitted {job.reference.job_id} ({job.status.state.name})")
+
+
+@app.command("dataproc", context_settings=PASSTHROUGH,
+             help="Create an ephemeral Dataproc cluster, run the markets backfill (and the "
+             "sensors backfill with --sensors-archive) on it, and delete it, also on failure. "
+             + JOB_ARGS_HELP)
+def dataproc(
+    ctx: typer.Context,
+    project: str = typer.Option(None, envvar="BRAID_DATAPROC_PROJECT", help="GCP project id."),
+    region: str = typer.Option(None, envvar="BRAID_DATAPROC_REGION",
+                               help="Dataproc region (default europe-west1)."),
+    staging: str = typer.Option(None, envvar="BRAID_DATAPROC_STAGING",
+                                help="gs://bucket or gs://bucket/prefix for the code, wheel "
+                                "and init action."),
+    image_version: str = typer.Option(None, envvar="BRAID_DATAPROC_IMAGE_VERSION",
+                                      help="Dataproc image (default 3.0-debian12)."),
+    workers: int = typer.Option(None, envvar="BRAID_DATAPROC_WORKERS",
+                                help="Primary workers (default 2)."),
+    sensors_archive: str = typer.Option(
+        None, help="Also run the sensors backfill over this archive (gs://...), same days, "
+        "into <--output>/sensor_features."),
+    dry_run: bool = typer.Option(False, help="Print the cluster and job requests, no call."),
+) -> None:
+    from google.cloud import dataproc_v1
+
+    from batch.dataproc import (
+        BackfillJob,
+        DataprocSettings,
+        StagedCode,
+        cluster_request,
+        delete_request,
+        job_request,
+        run_ephemeral,
+        sensors_job,
+    )
+
+    given = {"project": project, "region": region, "staging": staging,
+             "image_version": image_version, "workers": workers}
+    settings = DataprocSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    job_args = _checked_job_args(list(ctx.args), "braid batch dataproc -- ")
+    jobs = [BackfillJob("markets", tuple(job_args))]
+    if sensors_archive:
+        jobs.append(sensors_job(job_args, sensors_archive))
+    if dry_run:
+        code = StagedCode(f"{settings.staging.rstrip('/')}/braid/<tag>")
+        cluster = "braid-backfill-<tag>"
+        typer.echo(dataproc_v1.CreateClusterRequest.to_json(
+            cluster_request(settings, cluster, code)))
+        for job in jobs:
+            typer.echo(dataproc_v1.SubmitJobRequest.to_json(
+                job_request(settings.project, settings.region, cluster, code, job)))
+        typer.echo(dataproc_v1.DeleteClusterRequest.to_json(delete_request(settings, cluster)))
+        return
+    run = run_ephemeral(settings, jobs)
+    typer.echo(json.dumps({"cluster": run.cluster, "jobs": run.jobs, "deleted": run.deleted}))
+

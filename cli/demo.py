@@ -197,20 +197,18 @@ def _backfill(kafka: KafkaSettings, topic: str, start: datetime, end: datetime,
               pairs: list[str]) -> dict[str, int]:
     """The trades backfill over the whole topic (delta-spark), into Feast's offline root."""
     from batch.backfill import run_backfill
-    from batch.backfill_trades import build_parser, config_from_args
+    from batch.backfill_trades import job_args, parse_config
     from batch.spark_session import spark_session
     from serving.settings import FeastSettings
 
-    args = build_parser().parse_args([
-        "--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-topic", topic,
-        "--start", start.date().isoformat(),
-        "--end", (end.date() + timedelta(days=1)).isoformat(),
-        "--pairs", *pairs, "--output", FeastSettings().table_uri(""),
-        "--durations", "1m", "1h", "--no-progress",
-    ])
+    config = parse_config(job_args(
+        kafka_bootstrap=kafka.bootstrap_servers, kafka_topic=topic, start=start.date(),
+        end=end.date() + timedelta(days=1), pairs=pairs, output=FeastSettings().table_uri(""),
+        durations=["1m", "1h"], progress=False,
+    ))
     spark = spark_session(master="local[2]", shuffle_partitions=4)
     try:
-        summary = run_backfill(spark, config_from_args(args))
+        summary = run_backfill(spark, config)
     finally:
         spark.stop()
     console.print(f"backfill: {summary.trades_read:,} trades -> {summary.candles_written:,} "

@@ -11,7 +11,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from streaming.settings import KafkaSettings
 
 #: Every service the stack knows, in start order (a service starts after those it needs).
-KNOWN_SERVICES = ("broker", "gcs", "redis", "mlflow", "prefect", "prefect-flows", "feast-ui")
+KNOWN_SERVICES = ("broker", "gcs", "redis", "mlflow", "prefect", "prefect-flows", "feast-ui",
+                  "spark-master", "spark-worker-1", "spark-worker-2")
+#: What `braid up` runs unless told otherwise: not the Spark standalone cluster (jobs run in
+#: `local[N]` by default; the cluster's daemons hold ~650 MiB).
+DEFAULT_SERVICES = KNOWN_SERVICES[:7]
 
 
 class StackSettings(BaseSettings):
@@ -41,8 +45,18 @@ class StackSettings(BaseSettings):
     #: The Feast repository `feast ui` shows (default: feature_repo/ of the Braid checkout).
     feast_repo: Path | None = None
     services: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(KNOWN_SERVICES)
+        default_factory=lambda: list(DEFAULT_SERVICES)
     )
+    #: The Spark standalone cluster (services spark-master, spark-worker-1, spark-worker-2).
+    spark_master_port: int = 17077
+    spark_master_ui_port: int = 18080
+    spark_worker_ports: list[int] = Field(default_factory=lambda: [17078, 17079],
+                                          min_length=2, max_length=2)
+    spark_worker_cores: int = 1
+    #: Memory each worker offers its executors (an executor takes spark.executor.memory, 1g).
+    spark_worker_memory: str = "1500m"
+    #: Java heap of each Spark daemon (master, workers), not of the executors.
+    spark_daemon_heap: str = "256m"
     gcs_bucket: str = "braid"
     gcs_project: str = "braid-local"
     health_timeout_s: float = 60.0
@@ -107,6 +121,10 @@ class StackSettings(BaseSettings):
     @property
     def feast_ui_url(self) -> str:
         return f"http://{self.host}:{self.feast_ui_port}"
+
+    @property
+    def spark_master_url(self) -> str:
+        return f"spark://{self.host}:{self.spark_master_port}"
 
     @property
     def gcs_endpoint(self) -> str:

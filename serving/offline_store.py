@@ -42,7 +42,7 @@ from feast.repo_config import RepoConfig
 from ibis.expr.types import Table
 from pydantic import StrictStr
 
-from serving.duckdb_delta import ensure_delta_extension
+from serving.duckdb_delta import configure_gcs, ensure_delta_extension
 
 TIMESTAMP_MS_TAG = "braid.timestamp_ms"
 WINDOW_MS_TAG = "braid.window_ms"
@@ -76,6 +76,8 @@ def read_source(data_source: DataSource, repo_path: str) -> Table:
         if not (Path(path) / "_delta_log").is_dir():
             raise NoOfflineTableError(
                 f"offline table {path} does not exist (run the backfill that writes it)")
+    elif path.startswith("gs://"):
+        configure_gcs(ibis.get_backend().con)
     table = ibis.read_delta(path)
     for column, value in source_filters(data_source):
         table = table.filter(table[column] == value)

@@ -29,7 +29,7 @@ import pandas as pd
 from feast import FeatureView
 from feast.infra.offline_stores.file_source import FileSource
 
-from serving.duckdb_delta import ensure_delta_extension
+from serving.duckdb_delta import configure_gcs, ensure_delta_extension
 from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, source_filters
 
 _ROW = "__braid_row"
@@ -116,6 +116,9 @@ def historical_features(entity_df: pd.DataFrame, requests: list[ViewRequest],
     con = duckdb.connect()
     try:
         con.execute("LOAD delta")
+        if any(str(getattr(r.view.batch_source, "path", "")).startswith("gs://")
+               for r in requests):
+            configure_gcs(con)
         con.register("entity_rows", entity)
         frame = con.execute(sql, params).to_arrow_table().to_pandas()
     finally:

@@ -31,6 +31,10 @@ class FeastSettings(BaseSettings):
     sensor_features_table: str = "sensor_features"
     # SX/SY readings table (latest category per client), under offline_root.
     sensor_readings_table: str = "sensor_readings"
+    # An HMAC key of a service account that may read the bucket, for DuckDB's reads of a gs://
+    # offline_root (serving/duckdb_delta.py); unused with the local emulator.
+    gcs_hmac_key_id: str | None = None
+    gcs_hmac_secret: str | None = None
 
     def table_uri(self, name: str) -> str:
         """Absolute location of table `name` under the offline root."""

@@ -1,10 +1,12 @@
-"""`backfill`: trades -> candles and indicators Delta tables for a day range (local Spark or
-Dataproc), and `sensors-backfill`: the sensors archive -> the `sensor_features` table.
+"""`backfill`: trades -> candles and indicators Delta tables for a day range (local Spark, an
+existing Dataproc cluster, or an ephemeral one), and `sensors-backfill`: the sensors archive ->
+the `sensor_features` table.
 
 The tasks run the job exactly as `braid batch backfill` / `braid batch submit-dataproc` /
-`braid sensors backfill` do: the job's own argument parser and config, `batch.backfill.
-run_backfill`, `batch.dataproc.submit_backfill`, `batch.sensors_backfill.run_backfill`. A re-run
-of a range replaces the same partitions in one Delta commit per table (idempotent).
+`braid batch dataproc` / `braid sensors backfill` do: the job's arguments built by
+`batch.backfill_trades.job_args` and read by its own parser, `batch.backfill.run_backfill`,
+`batch.dataproc.submit_backfill` / `run_ephemeral`, `batch.sensors_backfill.run_backfill`. A
+re-run of a range replaces the same partitions in one Delta commit per table (idempotent).
 """
 
 from __future__ import annotations
@@ -31,23 +33,28 @@ class DataprocCluster(BaseModel):
     staging: str  # gs://bucket[/prefix] for the job's code
 
 
-def job_args(inputs: list[str], start: date, end: date, pairs: list[str], output: str,
-             durations: list[str]) -> list[str]:
-    """The arguments of `batch/backfill_trades.py` (the interface `braid batch` fills too)."""
-    return ["--input", *inputs, "--start", start.isoformat(), "--end", end.isoformat(),
-            "--pairs", *pairs, "--output", output, "--durations", *durations]
+class EphemeralDataproc(BaseModel):
+    """Run the backfill on a Dataproc cluster created for it and deleted after it (values not
+    given come from `BRAID_DATAPROC_*`, `batch.dataproc.DataprocSettings`)."""
+
+    project: str | None = None
+    region: str | None = None
+    staging: str | None = None  # gs://bucket[/prefix] for the code, wheel and init action
+    image_version: str | None = None
+    workers: int | None = None
+    sensors_archive: str | None = None  # also run the sensors backfill over this archive
 
 
 @task(retries=1, retry_delay_seconds=30, task_run_name="spark backfill {start}..{end}")
 def run_local_backfill(args: list[str], start: date, end: date, master: str) -> dict[str, Any]:
     """The backfill in this process (delta-spark); its summary (rows, table versions)."""
     from batch.backfill import run_backfill
-    from batch.backfill_trades import build_parser, config_from_args
+    from batch.backfill_trades import parse_config
     from batch.spark_session import spark_session
 
     forward_logs_to_prefect()
     try:
-        config = config_from_args(build_parser().parse_args([*args, "--no-progress"]))
+        config = parse_config(args)
         summary = run_backfill(spark_session(master=master), config)
     except (Exception, SystemExit) as error:
         raise FlowInputError(f"backfill {start}..{end} ({' '.join(args)}) failed: "
@@ -70,6 +77,25 @@ def submit_to_dataproc(args: list[str], start: date, end: date,
     return {"job_id": job.reference.job_id, "state": job.status.state.name}
 
 
+@task(task_run_name="ephemeral dataproc backfill {start}..{end}")
+def run_on_ephemeral_dataproc(args: list[str], start: date, end: date,
+                              cluster: EphemeralDataproc) -> dict[str, Any]:
+    """Create a cluster, run the job(s), delete the cluster (also on failure). No retries: a
+    retry would create another cluster; rerun the flow instead."""
+    from batch.dataproc import BackfillJob, DataprocSettings, run_ephemeral, sensors_job
+
+    given = cluster.model_dump(exclude={"sensors_archive"}, exclude_none=True)
+    jobs = [BackfillJob("markets", tuple(args))]
+    if cluster.sensors_archive:
+        jobs.append(sensors_job(args, cluster.sensors_archive))
+    try:
+        run = run_ephemeral(DataprocSettings.model_validate(given), jobs)
+    except Exception as error:
+        raise FlowInputError(f"ephemeral dataproc backfill {start}..{end} failed: "
+                             f"{error}") from error
+    return {"cluster": run.cluster, "jobs": run.jobs, "deleted": run.deleted}
+
+
 @flow(name="backfill", log_prints=True)
 def backfill(
     start: date | None = None,
@@ -79,17 +105,30 @@ def backfill(
     inputs: list[str] | None = None,
     output: str | None = None,
     dataproc: DataprocCluster | None = None,
+    dataproc_ephemeral: EphemeralDataproc | None = None,
 ) -> dict[str, Any]:
     """Backfill `[start, end)` (UTC days; default yesterday) for `pairs` and candle `durations`
     from trade files `inputs` into the Delta tables under `output` (default: the offline root
-    Feast reads). With `dataproc`, the job runs on that cluster."""
+    Feast reads). With `dataproc`, the job runs on that existing cluster; with
+    `dataproc_ephemeral`, on a cluster created for it and deleted after it."""
+    from batch.backfill_trades import job_args
+
     forward_logs_to_prefect()
     settings = FlowSettings()
     first, last = day_range(start, end)
     files = [settings.resolve(p) for p in inputs] if inputs else settings.resolved_inputs()
-    args = job_args(files, first, last, pairs or settings.pairs, output or settings.offline_root(),
-                    durations or settings.durations)
+    args = job_args(inputs=files, start=first, end=last, pairs=pairs or settings.pairs,
+                    output=output or settings.offline_root(),
+                    durations=durations or settings.durations, progress=False)
     logger = get_run_logger()
+    if dataproc is not None and dataproc_ephemeral is not None:
+        raise FlowInputError("give dataproc (an existing cluster) or dataproc_ephemeral, "
+                             "not both")
+    if dataproc_ephemeral is not None:
+        result = run_on_ephemeral_dataproc(args, first, last, dataproc_ephemeral)
+        logger.info("ephemeral dataproc cluster %s: jobs %s, deleted %s", result["cluster"],
+                    result["jobs"], result["deleted"])
+        return result
     if dataproc is not None:
         result = submit_to_dataproc(args, first, last, dataproc)
         logger.info("dataproc job %s finished: %s", result["job_id"], result["state"])
