@@ -45,6 +45,11 @@ DELTA_LOG_CLASS = "org.apache.spark.sql.delta.DeltaLog"
 KAFKA_SOURCE_CLASS = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
 GCS_CONNECTOR_CLASS = "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFileSystem"
 DEFAULT_MASTER = "local[2]"
+CLASSPATH_DEPENDENT = frozenset({
+    "spark.hadoop.fs.file.impl",
+    "spark.hadoop.fs.gs.impl",
+    "spark.hadoop.fs.AbstractFileSystem.gs.impl",
+})
 
 
 class MissingConnectorError(RuntimeError):
@@ -76,6 +81,10 @@ def spark_session(
     if submitted is None:
         builder = builder.master(chosen)
         properties = {**launch_properties(deployment), **properties}
+    else:
+        # file systems whose jars only a launch property brings (the properties file gives
+        # both, or neither: then Hadoop's defaults, not a class that cannot load)
+        properties = {k: v for k, v in properties.items() if k not in CLASSPATH_DEPENDENT}
     if deployment is Deployment.STANDALONE:
         # the executors connect to this address, and the driver listens on it
         properties.setdefault("spark.driver.host", os.environ["SPARK_LOCAL_IP"])

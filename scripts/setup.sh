@@ -2,7 +2,8 @@
 # Install everything Braid needs (idempotent): system packages (Java 17, Maven, Redis, and
 # Chromium for the browser test of the UIs) with
 # apt-get when missing and running as root, Python packages into ./.venv, and the Java jars
-# (Apache Kafka, Spark's Delta and Kafka connectors) from Maven Central into var/jars.
+# (Apache Kafka, Spark's Delta and Kafka connectors, Hadoop's GCS connector) from Maven Central
+# into var/jars.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/pip check
   echo "$want" > "$stamp"
 fi
-# Java dependencies from Maven Central (nothing is downloaded when already present)
+# Java dependencies from Maven Central (nothing is downloaded when already present), then the
+# properties file spark-submit takes beside them (var/jars/spark.properties: batch/spark_conf.py)
 .venv/bin/python -m infra.jars
+.venv/bin/python -m batch.spark_conf
 
 echo "Braid is installed in .venv (activate with: source .venv/bin/activate)"

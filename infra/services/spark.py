@@ -1,10 +1,11 @@
 """A Spark standalone cluster on this machine: a master and two workers, plain Java processes.
 
-Each is started from the pyspark wheel's own `bin/spark-class` (no Spark download, no
-`start-master.sh`): `org.apache.spark.deploy.master.Master` and two
-`org.apache.spark.deploy.worker.Worker spark://...`, each worker `spark_worker_cores` cores and
-`spark_worker_memory` for executors. Everything binds to the stack's host (`SPARK_LOCAL_IP`), so
-nothing advertises another interface. Jobs reach it with `--master spark://<host>:<port>`
+Each is a `java` process over the pyspark wheel's own jars, the command pyspark's
+`bin/spark-class` would `exec` (no Spark download, no `start-master.sh`; started directly so
+the PID file's command line is the running process's): `org.apache.spark.deploy.master.Master`
+and two `org.apache.spark.deploy.worker.Worker spark://...`, each worker `spark_worker_cores`
+cores and `spark_worker_memory` for executors. Everything binds to the stack's host
+(`SPARK_LOCAL_IP`), so nothing advertises another interface. Jobs reach it with `--master spark://<host>:<port>`
 (`StackSettings.spark_master_url`); `batch.spark_session` ships their connectors and code.
 
 Not among the default services (`braid up --services spark-master,spark-worker-1,
@@ -23,6 +24,7 @@ from pathlib import Path
 from infra.health import tcp_open
 from infra.processes import MissingBinaryError
 from infra.services.base import ServiceSpec
+from infra.services.broker import java_binary
 from infra.settings import StackSettings
 
 MASTER = "spark-master"
@@ -31,24 +33,30 @@ MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
 
-def spark_class() -> str:
-    """`bin/spark-class` of the installed pyspark."""
+def spark_home() -> Path:
+    """The installed pyspark's folder (its `jars/` hold Spark)."""
     try:
         import pyspark
     except ImportError as exc:
         raise MissingBinaryError("pyspark is not installed (pip install pyspark==4.2.0)") from exc
-    path = Path(pyspark.__file__).parent / "bin" / "spark-class"
-    if not path.is_file():
-        raise MissingBinaryError(f"{path} not found: reinstall pyspark==4.2.0")
-    return str(path)
+    home = Path(pyspark.__file__).parent
+    if not (home / "jars").is_dir():
+        raise MissingBinaryError(f"{home / 'jars'} not found: reinstall pyspark==4.2.0")
+    return home
+
+
+def daemon_command(settings: StackSettings, main_class: str, *args: str) -> list[str]:
+    """`java` running a Spark daemon, as `bin/spark-class` builds it."""
+    home = spark_home()
+    return [java_binary(), "-cp", f"{home / 'conf'}/:{home / 'jars'}/*",
+            f"-Xmx{settings.spark_daemon_heap}", "-Dspark.master.rest.enabled=false",
+            main_class, *args]
 
 
 def _env(settings: StackSettings) -> dict[str, str]:
     return {
+        "SPARK_HOME": str(spark_home()),
         "SPARK_LOCAL_IP": settings.host,
-        "SPARK_DAEMON_MEMORY": settings.spark_daemon_heap,
-        # the daemons log to stdout (the service's log file), not to $SPARK_HOME/logs
-        "SPARK_NO_DAEMONIZE": "1",
     }
 
 
@@ -69,9 +77,10 @@ def alive_worker_ports(settings: StackSettings, timeout_s: float = 1.0) -> set[i
 def master_spec(settings: StackSettings) -> ServiceSpec:
     return ServiceSpec(
         name=MASTER,
-        argv=[spark_class(), MASTER_CLASS, "--host", settings.host,
-              "--port", str(settings.spark_master_port),
-              "--webui-port", str(settings.spark_master_ui_port)],
+        # no REST submission server (spark.master.rest.enabled: it takes the fixed port 6066)
+        argv=daemon_command(settings, MASTER_CLASS, "--host", settings.host,
+                            "--port", str(settings.spark_master_port),
+                            "--webui-port", str(settings.spark_master_ui_port)),
         host=settings.host,
         port=settings.spark_master_port,
         health=partial(tcp_open, settings.host, settings.spark_master_port),
@@ -91,10 +100,11 @@ def worker_spec(settings: StackSettings, index: int) -> ServiceSpec:
 
     return ServiceSpec(
         name=name,
-        argv=[spark_class(), WORKER_CLASS, settings.spark_master_url,
-              "--host", settings.host, "--port", str(port), "--webui-port", "0",
-              "--cores", str(settings.spark_worker_cores),
-              "--memory", settings.spark_worker_memory, "--work-dir", str(work_dir)],
+        argv=daemon_command(settings, WORKER_CLASS, settings.spark_master_url,
+                            "--host", settings.host, "--port", str(port), "--webui-port", "0",
+                            "--cores", str(settings.spark_worker_cores),
+                            "--memory", settings.spark_worker_memory,
+                            "--work-dir", str(work_dir)),
         host=settings.host,
         port=port,
         health=lambda: port in alive_worker_ports(settings),

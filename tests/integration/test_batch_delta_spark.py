@@ -27,7 +27,8 @@ from pyspark.sql import SparkSession
 
 from batch.backfill import BackfillConfig, run_backfill
 from batch.kafka_input import KafkaInput, KafkaInputError, KafkaPosition
-from batch.spark_session import LOCAL_FS_CLASS, delta_spark_available, spark_session
+from batch.spark_conf import LOCAL_FS_CLASS
+from batch.spark_session import delta_spark_available, spark_session
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
 from streaming.settings import KafkaSettings
 

@@ -125,6 +125,7 @@ def sorted_frame(uri: str, keys: list[str]) -> pd.DataFrame:
     return table.sort_by([(k, "ascending") for k in keys]).to_pandas()
 
 
+@pytest.mark.timeout(1800)  # ~4 min on a quiet 2-core machine; 10+ min at a load of 20
 def test_markets_and_sensors_backfills_on_a_standalone_cluster_equal_local_runs(
         cluster: StackSettings, tmp_path: Path) -> None:
     inputs = trade_files(tmp_path)
