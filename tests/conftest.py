@@ -43,6 +43,7 @@ LONGEST_FIRST = (
     "integration/test_demo.py",
     "integration/test_sensors_effectively_once.py",  # processor kills, then a broker kill
     "integration/test_batch_backfill.py",
+    "integration/test_batch_spark_cluster.py",  # a standalone cluster, two spark-submits
     "integration/test_markets_effectively_once.py",
     "integration/test_batch_sparse_ranges.py",
     "integration/test_lambda_markets.py",
@@ -50,6 +51,8 @@ LONGEST_FIRST = (
     "integration/test_stack.py",
     "integration/test_batch_delta_spark.py",
     "integration/training/test_reproduce_training_sets.py",  # two Spark backfills, 3 fits
+    "integration/test_batch_gcs.py",  # delta-spark to the GCS emulator, Feast reads it back
+    "integration/test_batch_readme.py",
     "integration/test_sensors_lambda.py",
     "integration/serving/test_sensor_readings_backfill.py",
     "integration/orchestration/test_orchestration_flows.py",

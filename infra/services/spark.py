@@ -55,7 +55,9 @@ def daemon_command(settings: StackSettings, main_class: str, *args: str) -> list
 
 def _env(settings: StackSettings) -> dict[str, str]:
     return {
+        # what bin/load-spark-env.sh exports: workers build executor commands from them
         "SPARK_HOME": str(spark_home()),
+        "SPARK_SCALA_VERSION": "2.13",
         "SPARK_LOCAL_IP": settings.host,
     }
 
