@@ -63,7 +63,7 @@ BAD_ROW = "1525900000.0000,-1.00000,0.50000000,b,l,"  # a negative price: a reje
 def trade_files(folder: Path) -> list[Path]:
     """Each pair's trades of 2018-05-09 and the evening before, one Kraken CSV per pair; the
     first file ends with a row the backfill rejects."""
-    files = []
+    files: list[Path] = []
     for name in PAIRS.values():
         source = DATA / name
         if not source.exists():
