@@ -23,6 +23,7 @@ client); the clients are created only when none is given. Nothing here runs on t
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -281,10 +282,15 @@ def delete_request(settings: DataprocSettings, cluster: str) -> dataproc_v1.Dele
 
 
 def build_wheel(destination: Path) -> Path:
-    """Braid's wheel (`pip wheel --no-deps` of the checkout) in `destination`."""
+    """Braid's wheel (`pip wheel --no-deps` of a copy of the checkout's sources, so the build
+    leaves nothing in the checkout) in `destination`."""
+    source = destination / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".venv-*", "var", "build", "*.egg-info", "__pycache__", "tests",
+        "bench", ".mypy_cache", ".ruff_cache", ".pytest_cache"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(destination), str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(destination),
+         str(source)],
         check=True, capture_output=True, text=True,
     )
     wheels = sorted(destination.glob("braid-*.whl"))

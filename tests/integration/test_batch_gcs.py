@@ -150,9 +150,27 @@ def test_a_version_another_writer_created_meanwhile_is_not_overwritten(
     assert other.cat_file(version_file[len("gs://"):]) == b'{"commitInfo":{"theirs":true}}\n'
 
 
-def test_dataproc_code_is_staged_to_the_bucket(gcs_emulator: GcsEmulator) -> None:
+def test_dataproc_code_is_staged_to_the_bucket(gcs_emulator: GcsEmulator, tmp_path: Path) -> None:
+    """What an ephemeral run ships: both entry points, the code zip, Braid's wheel and the
+    initialization action, where the requests point (`tests/unit/test_batch_dataproc.py`)."""
+    import zipfile
+
+    from batch.dataproc import init_action_script
+
     target = DataprocTarget("braid-test", "europe-west1", "c1", f"gs://{gcs_emulator.bucket}/jobs")
-    code = stage_code(target, run_tag="t1")
-    fs = filesystem_for(code.main_python_file_uri)
-    assert fs.exists(code.main_python_file_uri[len("gs://"):])
-    assert fs.size(code.python_file_uris[0][len("gs://"):]) > 10_000
+    code = stage_code(target, run_tag="t1", with_wheel=True)
+    fs = filesystem_for(code.markets_entry)
+
+    def bare(uri: str) -> str:
+        return uri[len("gs://"):]
+
+    root = Path(__file__).resolve().parents[2]
+    assert code.prefix == f"gs://{gcs_emulator.bucket}/jobs/braid/t1"
+    assert fs.cat(bare(code.markets_entry)) == (root / "batch" / "backfill_trades.py").read_bytes()
+    assert fs.cat(bare(code.sensors_entry)) == (root / "batch" / "sensors_backfill.py").read_bytes()
+    assert "batch/spark_conf.py" in zipfile.ZipFile(fs.open(bare(code.code_zip))).namelist()
+    assert fs.cat(bare(code.init_action)).decode() == init_action_script()
+    assert code.wheel_name.startswith("braid-") and code.wheel_name.endswith(".whl")
+    fs.get_file(bare(code.wheel), str(tmp_path / code.wheel_name))
+    wheel = zipfile.ZipFile(tmp_path / code.wheel_name).namelist()
+    assert {"batch/dataproc.py", "features/candles.py", "cli/main.py"} <= set(wheel)
