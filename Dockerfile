@@ -48,10 +48,13 @@ COPY cli/ cli/
 COPY feature_repo/ feature_repo/
 # Editable: the code stays at /app, so serving.settings.PROJECT_ROOT is /app and
 # feature_repo/ and relative paths (var/offline, var/feast) resolve there, as in a checkout.
-# Spark's connector jars (delta-spark, the Kafka source) from Maven Central into $BRAID_JARS_DIR.
+# Spark's connector jars (delta-spark, the Kafka source) and Hadoop's GCS connector (gs://
+# offline roots) from Maven Central into $BRAID_JARS_DIR, and the spark-submit properties file
+# beside them ($BRAID_JARS_DIR/spark.properties, batch/spark_conf.py).
 RUN pip install --no-deps -e . \
     && python -m compileall -q features streaming batch serving training orchestration infra cli \
-    && python -m infra.jars spark
+    && python -m infra.jars spark gcs \
+    && python -m batch.spark_conf
 
 FROM base AS runtime
 RUN groupadd --gid 10001 braid \
