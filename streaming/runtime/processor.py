@@ -39,6 +39,7 @@ from streaming.runtime.dead_letter import DeadLetterSink
 from streaming.runtime.deliveries import Deliveries, DeliveryCallback
 from streaming.runtime.operator import PartitionOperator
 from streaming.runtime.records import Emission, InputBatch, OutputBatch
+from streaming.runtime.step_timings import StepTimings
 from streaming.settings import KafkaSettings
 from streaming.topics import CHECKPOINTS, DEAD_LETTER
 
@@ -63,6 +64,9 @@ class ProcessorConfig:
     poll_timeout_s: float = 0.1
     checkpoint_interval_s: float = 1.0
     slow_checkpoint_warning_s: float = 30.0  # log when acknowledgements take longer
+    # log a step whose work (all but the poll's wait) takes longer, with its split
+    # (`streaming.runtime.step_timings`); a poll returning this much after its timeout too
+    slow_step_warning_s: float = 0.05
     dead_letter_topic: str = DEAD_LETTER
     checkpoint_topic: str = CHECKPOINTS
     consumer_overrides: dict[str, str | int | bool] = field(default_factory=dict)
@@ -120,6 +124,7 @@ class StreamProcessor:
         self._dirty = False
         self._stopping = False
         self.stats = ProcessorStats()
+        self.timings = StepTimings()
         self._log = log.bind(processor=config.name)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -142,6 +147,7 @@ class StreamProcessor:
         # about once a minute).
         gc.collect()
         gc.freeze()
+        self.timings.install()  # collections from here on count (not the one above)
         quiet_since = time.monotonic()
         try:
             while not self._stopping:
@@ -154,6 +160,7 @@ class StreamProcessor:
                         break
         finally:
             self.close()
+            self.timings.uninstall()
 
     def stop(self) -> None:
         self._stopping = True
@@ -175,10 +182,19 @@ class StreamProcessor:
     # --- one iteration ---------------------------------------------------------------------
     def step(self) -> int:
         """Consume one micro-batch and handle it; returns the number of messages consumed."""
-        messages = self._poll()
+        clock = time.perf_counter
+        usage = self.timings.usage()
+        marks = [clock()]
+        timeout = self._poll_timeout()
+        messages = self._poll(timeout)
+        marks.append(clock())
         now = time.time()
         emission = Emission()
         batches = self._split(messages)
+        newest = max((int(b.timestamps.max()) for b in batches if b.timestamps is not None),
+                     default=NO_INGESTION_TIME)
+        if newest > 0:
+            self.timings.record_arrival(now * 1000, newest)
         work: dict[type[PartitionOperator], list[tuple[PartitionOperator, InputBatch]]] = {}
         for batch in batches:
             operator = self._operators.get(batch.partition)
@@ -187,6 +203,7 @@ class StreamProcessor:
             work.setdefault(type(operator), []).append((operator, batch))
         for kind, pairs in work.items():  # one call per operator class: see process_many
             emission.extend(kind.process_many(pairs, int(now * 1000)))
+        marks.append(clock())
         idle: dict[type[PartitionOperator], list[PartitionOperator]] = {}
         for number, operator in self._operators.items():
             # idleness means "nothing new at the end of the log", not "not consumed yet": a
@@ -198,7 +215,9 @@ class StreamProcessor:
                 idle.setdefault(type(operator), []).append(operator)
         for kind, operators in idle.items():
             emission.extend(kind.tick_many(operators, int(now * 1000)))
+        marks.append(clock())
         self._emit(emission)
+        marks.append(clock())
         consumed = sum(len(b) for b in batches)
         if consumed:
             self.stats.consumed += consumed
@@ -208,18 +227,29 @@ class StreamProcessor:
         # an idle close is a wall-clock decision: record it in a checkpoint as soon as possible
         self._checkpoint_soon |= emission.closed_on_idle
         self._advance_checkpoint()
+        marks.append(clock())
+        split = self.timings.record(marks, consumed, usage, self.timings.usage())
+        slow = self.config.slow_step_warning_s
+        if split.total_s - split.phases["poll"] > slow or split.phases["poll"] > timeout + slow:
+            self._log.warning("slow step", poll_timeout_ms=round(timeout * 1000, 1),
+                              **split.as_dict())
         return consumed
 
-    def _poll(self) -> list[Message]:
-        """Up to a batch of what is fetched, waiting only when nothing is (`consume_available`):
-        a live stream is handled as soon as it arrives instead of after a fixed wait; a backlog
-        still comes in full batches. The wait is the poll timeout, or shorter when an operator
-        asks to be ticked again sooner (`PartitionOperator.retry_after_s`)."""
+    def _poll_timeout(self) -> float:
+        """How long a poll may wait when nothing is fetched: the poll timeout, or shorter when
+        an operator asks to be ticked again sooner (`PartitionOperator.retry_after_s`). The poll
+        (`consume_available`) takes up to a batch of what is fetched, waiting only when nothing
+        is: a live stream is handled as soon as it arrives; a backlog still comes in full
+        batches."""
         timeout = self.config.poll_timeout_s
         for kind, operators in self._kinds.items():
             soon = kind.retry_after_s(operators)
             if soon is not None:
                 timeout = min(timeout, soon)
+        return timeout
+
+    def _poll(self, timeout: float | None = None) -> list[Message]:
+        timeout = self._poll_timeout() if timeout is None else timeout
         return consume_available(self._consumer, self.config.batch_size, timeout)
 
     def _group_kinds(self) -> None:
@@ -230,7 +260,10 @@ class StreamProcessor:
 
     def _split(self, messages: Sequence[Message]) -> list[InputBatch]:
         """Group a consumed list into per-topic-partition batches, keeping offset order."""
-        groups: dict[tuple[str, int], list[Message]] = {}
+        # a message without an error has its topic and partition (no str()/int() per message)
+        groups: dict[tuple[str | None, int | None], list[Message]] = {}
+        run: tuple[str | None, int | None] | None = None  # a partition's messages come in runs
+        group: list[Message] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -238,15 +271,19 @@ class StreamProcessor:
                     self._at_end.add((str(msg.topic()), int(msg.partition() or 0)))
                 else:
                     self._log.warning("consume error", error=str(err))
+                run = None
                 continue
-            tp = (str(msg.topic()), int(msg.partition() or 0))
-            group = groups.get(tp)
-            if group is None:
-                group = groups[tp] = []
-                self._at_end.discard(tp)
+            tp = (msg.topic(), msg.partition())
+            if tp != run:
+                run = tp
+                found = groups.get(tp)
+                if found is None:
+                    found = groups[tp] = []
+                    self._at_end.discard(tp)
+                group = found
             group.append(msg)
         return [
-            InputBatch(topic, partition,
+            InputBatch(str(topic), int(partition or 0),
                        np.fromiter((m.offset() for m in group), np.int64, len(group)),
                        [m.key() for m in group], [m.value() for m in group],
                        _timestamps(group))
