@@ -59,19 +59,17 @@ def decode_trades(
     its Kafka timestamps, a trade whose event time lies more than `max_event_time_skew_ms`
     ahead of its message's timestamp is invalid."""
     values = batch.values
-    has_none = None in values
-    joined = b"" if has_none else b"\n".join(values)  # type: ignore[arg-type]
+    try:  # a message without a value (None) makes the join fail: no separate scan for None
+        joined, has_none = b"\n".join(values), False  # type: ignore[arg-type]
+    except TypeError:
+        joined, has_none = b"", True
     if (has_none or CLOSURE_TAG in joined) and any(is_closure(v) for v in values):
         return _with_closures(batch, max_event_time_skew_ms)
     # Only well-formed-looking lines take the fast path: Arrow's JSON reader (pyarrow 25)
     # segfaults on a buffer that is just `null`, found by the fuzz test of this module.
     if has_none:
         return _decode_one_by_one(batch, max_event_time_skew_ms)
-    lines = len(values) - 1
-    # every message one line, starting with `{` and ending with `}` (checked on the whole
-    # buffer at once: the newlines are exactly the joins, each between `}` and `{`)
-    if not (joined[:1] == b"{" and joined[-1:] == b"}" and b"\r" not in joined
-            and joined.count(b"\n") == lines and joined.count(b"}\n{") == lines):
+    if not _one_object_per_line(joined, len(values)):
         return _decode_one_by_one(batch, max_event_time_skew_ms)
     try:
         table = pajson.read_json(
@@ -86,10 +84,14 @@ def decode_trades(
         return _decode_one_by_one(batch, max_event_time_skew_ms)
     if table.num_rows != len(values):  # e.g. a message holding two JSON objects
         return _decode_one_by_one(batch, max_event_time_skew_ms)
-    try:  # Arrow's JSON reader does not check that strings are UTF-8 (found by fuzzing)
-        table.validate(full=True)
-    except pa.ArrowInvalid:
-        return _decode_one_by_one(batch, max_event_time_skew_ms)
+    # Arrow's JSON reader does not check that strings are UTF-8 (found by fuzzing): a buffer of
+    # ASCII bytes without `\u` escapes can only hold ASCII strings, so the full validation
+    # (about a tenth of the decoder's time) runs only for the others
+    if not joined.isascii() or b"\\u" in joined:
+        try:
+            table.validate(full=True)
+        except pa.ArrowInvalid:
+            return _decode_one_by_one(batch, max_event_time_skew_ms)
     reasons = _row_reasons(table)
     _reject_ahead_of_ingestion(batch, np.arange(len(values)), table, reasons,
                                max_event_time_skew_ms)
@@ -123,6 +125,22 @@ def _with_closures(batch: InputBatch, max_event_time_skew_ms: int) -> DecodedTra
     decoded.dead_letters = sorted([*decoded.dead_letters, *letters], key=lambda d: d.offset)
     decoded.closures = closures
     return decoded
+
+
+def _one_object_per_line(joined: bytes, count: int) -> bool:
+    """Whether `count` messages joined by newlines are one line each, starting with `{` and
+    ending with `}`: the newlines are exactly the joins, each between `}` and `{` (checked on
+    the whole buffer at once with numpy: `bytes.count` of a 3-byte pattern cost ~0.9 us a
+    message, a third of the decoder's time outside Arrow's reader)."""
+    if not (joined[:1] == b"{" and joined[-1:] == b"}") or b"\r" in joined:
+        return False
+    buffer = np.frombuffer(joined, dtype=np.uint8)
+    newlines = np.flatnonzero(buffer == _NEWLINE)
+    return bool(len(newlines) == count - 1 and (buffer[newlines - 1] == _CLOSE).all()
+                and (buffer[newlines + 1] == _OPEN).all())
+
+
+_NEWLINE, _OPEN, _CLOSE = ord("\n"), ord("{"), ord("}")
 
 
 def _reject_ahead_of_ingestion(
