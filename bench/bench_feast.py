@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_feast.py [--pairs 20] [--candles 50000] [--reads 2000]
         [--sink-rows 100000] [--fresh-candles 300] [--training-rows 1000000] [--http-rate 200]
-        [--http-seconds 10] [--skip training,http,freshness,...]
+        [--http-requests 10000] [--skip training,http,freshness,...]
 
 A Redis server (Debian's `redis-server`) is started on a free port unless REDIS_URL is set.
 Parts:
@@ -13,7 +13,10 @@ Parts:
 - **online**: Braid's `get_online_features` for one pair from the full indicator feature view
   (`indicators_1m`: every indicator of features/) in process, Redis and SQLite, and the ratio to
   the peer;
-- **http**: the same through `feast serve` at `--http-rate` requests/s (sequential, paced);
+- **http**: the same through `feast serve` (`--serve-flags`, Braid's by default) at
+  `--http-rate` requests/s, `--http-requests` of them, paced over one keep-alive connection
+  (`bench/http_load.py`: a request the server's closing of an idle connection caught is sent
+  again on a fresh one and counted apart; any other error is a failure);
 - **sink**: the online sink's writer into Redis (`online_writer`: the bulk writer in Feast's
   format, event times compared in Redis), feature rows/s over `--sink-rows` rows of distinct
   pairs; beside it Feast's own write path through the same sink (the peer) and Redis's ceiling
@@ -87,6 +90,10 @@ from streaming.topics import (  # noqa: E402
 
 MINUTE = 60_000
 JSON = {"Content-Type": "application/json"}
+SERVE_FLAGS = "--max-requests 0"
+"""How Braid runs `feast serve` (feature_repo/README.md): Feast's default restarts its one
+gunicorn worker every ~1,000 requests (`--max-requests 1000`), and each restart closes the open
+connections and leaves requests waiting while a new worker imports Feast."""
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000
 
 
@@ -160,9 +167,14 @@ def redis_online(url: str) -> str:
     return f"online_store:\n  type: redis\n  connection_string: '{feast_redis_connection(url)}'\n"
 
 
-def peer(work: Path, redis_url: str, reads: int) -> dict[str, dict[str, float]]:
-    """Plain Feast: one entity, 30 float features."""
+ReadFn = Callable[[], object]
+
+
+def peer(work: Path, redis_url: str) -> tuple[dict[str, dict[str, float]], dict[str, ReadFn]]:
+    """Plain Feast: one entity, 30 float features. Its write figures, and a read of one entity
+    per online store (timed beside Braid's by `interleaved_reads`)."""
     results = {}
+    readers: dict[str, ReadFn] = {}
     for name, online in (("redis", redis_online(redis_url)), ("sqlite", sqlite_online())):
         store = repo(work / f"peer_{name}", online, "file")
         parquet = work / "peer.parquet"
@@ -191,30 +203,115 @@ def peer(work: Path, redis_url: str, reads: int) -> dict[str, dict[str, float]]:
         def read_one(s: FeatureStore = store, r: list[str] = refs) -> object:
             return s.get_online_features(features=r, entity_rows=[{"id": "e1"}]).to_dict()
 
-        reads_ms = timed(read_one, reads)
-        results[name] = {"write_rows_per_s": bulk, "write_8_rows_ms": statistics.median(small),
-                         "read_p50_ms": pct(reads_ms, 50), "read_p99_ms": pct(reads_ms, 99)}
-    return results
+        readers[name] = read_one
+        results[name] = {"write_rows_per_s": bulk, "write_8_rows_ms": statistics.median(small)}
+    return results, readers
 
 
-def braid_online(store: FeatureStore, reads: int) -> dict[str, float]:
+def braid_reader(store: FeatureStore) -> ReadFn:
+    """Braid's read of one pair: every indicator of `indicators_1m`."""
     features = [f"indicators_1m:{c}" for c in INDICATOR_COLUMNS]
-    ms = timed(lambda: store.get_online_features(features=features,
-                                                 entity_rows=[{"pair": "P000/USD"}]).to_dict(),
-               reads)
-    return {"read_p50_ms": pct(ms, 50), "read_p99_ms": pct(ms, 99),
-            "features": float(len(features))}
+    return lambda: store.get_online_features(features=features,
+                                             entity_rows=[{"pair": "P000/USD"}]).to_dict()
 
 
-def http(path: Path, rate: float, seconds: float) -> dict[str, Any]:
+STAGES = {  # Feast 0.67's online read, in call order: (function name, what it is)
+    "_prepare_entities_to_read_from_online_store": "feature refs resolved, entity keys built",
+    "_get_feature_views_to_use": "  of which: feature views looked up in the cached registry",
+    "refresh_registry": "registry refresh",
+    "_read_hash_fields": "Redis round trip (HMGET pipeline)",
+    "online_read": "online store read (SQLite query)",
+    "_convert_redis_values_to_protobuf": "Redis values -> protobuf",
+    "_populate_response_from_feature_data": "response protobuf filled",
+    "to_dict": "response -> Python dict",
+}
+
+
+def read_stages(readers: dict[str, ReadFn], reads: int) -> None:
+    """Where one read's time goes, per reader: cProfile over `reads` calls, microseconds per
+    call in each stage of Feast's read path (`STAGES`; profiled times are inflated alike)."""
+    import cProfile
+    import pstats
+
+    for name, fn in readers.items():
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(reads):
+            fn()
+        profile.disable()
+        stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+        cum: dict[str, float] = {}
+        total = 0.0
+        for (_, _, function), (_, calls, _, cumulative, _) in stats.items():
+            if function in STAGES:
+                cum[function] = cum.get(function, 0.0) + cumulative
+            if function == "get_online_features" and calls == reads:
+                total = max(total, cumulative)
+        parts = "; ".join(f"{STAGES[f]} {cum[f] / reads * 1e6:.0f}" for f in STAGES if f in cum)
+        print(f"  {name}: get_online_features {total / reads * 1e6:.0f} us per call (profiled): "
+              f"{parts}", flush=True)
+
+
+def interleaved_reads(readers: dict[str, ReadFn], reads: int, block: int = 50
+                      ) -> dict[str, dict[str, float]]:
+    """`reads` timed calls of each reader, in alternating blocks of `block`, so the machine's
+    noise over the run falls on each alike (run one after the other, the later series met a
+    different minute). Run as the API serves: the startup heap frozen (`gc.freeze()`, as `braid
+    api` and the processors do); the collector's pauses during each series are counted."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    pauses: dict[str, list[float]] = {name: [] for name in readers}
+    current = [next(iter(readers))]
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses[current[0]].append((time.perf_counter() - started[0]) * 1000)
+
+    latencies: dict[str, list[float]] = {name: [] for name in readers}
+    for fn in readers.values():
+        fn()  # warm
+    gc.callbacks.append(on_gc)
+    try:
+        for _ in range(math.ceil(reads / block)):
+            for name, fn in readers.items():
+                current[0] = name
+                series = latencies[name]
+                for _ in range(block):
+                    start = time.perf_counter()
+                    fn()
+                    series.append((time.perf_counter() - start) * 1000)
+    finally:
+        gc.callbacks.remove(on_gc)
+        gc.unfreeze()
+    return {name: {"read_p50_ms": pct(ms, 50), "read_p99_ms": pct(ms, 99),
+                   "read_max_ms": max(ms), "reads": float(len(ms)),
+                   "gc_pauses": float(len(pauses[name])),
+                   "gc_max_ms": max(pauses[name], default=0.0)}
+            for name, ms in latencies.items()}
+
+
+def http(path: Path, rate: float, requests: int, serve_flags: list[str]) -> dict[str, Any]:
+    """`feast serve` (with `serve_flags`) read at `rate` requests/s, `requests` of them, over
+    one keep-alive connection (`bench.http_load`); its log tells how often gunicorn booted a
+    worker."""
     import socket
+
+    from bench.http_load import paced_load
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     feast = str(Path(sys.executable).with_name("feast"))
-    proc = subprocess.Popen([feast, "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
-                            cwd=path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = path / "feast-serve.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen([feast, "serve", "-h", "127.0.0.1", "-p", str(port),
+                                 "--no-access-log", *serve_flags],
+                                cwd=path, stdout=handle, stderr=handle)
     body = ('{"features": [' + ",".join(f'"indicators_1m:{c}"' for c in INDICATOR_COLUMNS)
             + '], "entities": {"pair": ["P000/USD"]}}').encode()
     url = f"http://127.0.0.1:{port}/get-online-features"
@@ -228,28 +325,20 @@ def http(path: Path, rate: float, seconds: float) -> dict[str, Any]:
                 if time.time() > deadline:
                     raise
                 time.sleep(0.5)
-        latencies: list[float] = []
-        errors: list[str] = []
-        interval, next_at = 1 / rate, time.perf_counter()
-        end = next_at + seconds
-        while next_at < end:
-            now = time.perf_counter()
-            if now < next_at:
-                time.sleep(next_at - now)
-            start = time.perf_counter()
-            try:
-                urllib.request.urlopen(urllib.request.Request(url, body, JSON), timeout=5).read()
-                latencies.append((time.perf_counter() - start) * 1000)
-            except OSError as error:  # counted and shown, not fatal
-                errors.append(f"{type(error).__name__}: {error}"[:200])
-            next_at += interval
-        achieved = len(latencies) / (time.perf_counter() - (end - seconds))
+        booted_before = log.read_text(errors="replace").count("Booting worker")
+        result = paced_load("127.0.0.1", port, rate, requests,
+                            lambda k: ("POST", "/get-online-features", body, JSON))
     finally:
         proc.terminate()
         proc.wait(10)
-    return {"p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99),
-            "achieved_rps": achieved, "requests": float(len(latencies)),
-            "errors": float(len(errors)), "first_error": errors[0] if errors else ""}
+    ok = result.latencies_ms or [math.nan]
+    return {"p50_ms": pct(ok, 50), "p99_ms": pct(ok, 99), "max_ms": max(ok),
+            "achieved_rps": result.achieved_rps, "requests": float(result.requests),
+            "errors": float(result.failures), "first_error": result.first_failure,
+            "reopened": float(result.reopened),
+            "non_200": float(sum(n for code, n in result.statuses.items() if code != 200)),
+            "worker_boots": float(log.read_text(errors="replace").count("Booting worker")
+                                  - booted_before)}
 
 
 def sink(store: FeatureStore, table: pa.Table, rows: int, peer_rows: int) -> dict[str, float]:
@@ -454,8 +543,14 @@ def main() -> int:
     parser.add_argument("--sink-peer-rows", type=int, default=20_000,
                         help="rows written through Feast's write path by the sink (the peer)")
     parser.add_argument("--fresh-candles", type=int, default=300)
+    parser.add_argument("--profile-reads", type=int, default=1_000,
+                        help="online: profile this many reads of each reader and print the "
+                             "split of one read (0: skip)")
     parser.add_argument("--http-rate", type=float, default=200.0)
-    parser.add_argument("--http-seconds", type=float, default=10.0)
+    parser.add_argument("--http-requests", type=int, default=10_000)
+    parser.add_argument("--serve-flags", default=SERVE_FLAGS,
+                        help=f"flags of `feast serve` (default Braid's: {SERVE_FLAGS!r}, "
+                             "feature_repo/README.md)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip")
     parser.add_argument("--child-sink", choices=["bulk", "feast"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
@@ -489,29 +584,46 @@ def main() -> int:
             frame["event_timestamp"] = pd.to_datetime(frame["window_end_ms"], unit="ms", utc=True)
             stores[name].write_to_online_store("indicators_1m", frame)
         if "peer" not in skip:
-            peer_results = peer(work, redis_url, args.reads)
+            peer_results, peer_readers = peer(work, redis_url)
             for name, r in peer_results.items():
                 print(f"peer plain Feast {name}: write {r['write_rows_per_s']:,.0f} rows/s "
-                      f"(20,000 in one call), 8-row call {r['write_8_rows_ms']:.1f} ms, "
-                      f"get_online_features p50/p99 {r['read_p50_ms']:.2f}/"
-                      f"{r['read_p99_ms']:.2f} ms (30 features)")
+                      f"(20,000 in one call), 8-row call {r['write_8_rows_ms']:.1f} ms")
         if "online" not in skip:
             for name, store in stores.items():
-                r = braid_online(store, args.reads)
-                ratio = ""
+                readers = {"braid": braid_reader(store)}
                 if "peer" not in skip:
-                    ratio = (f"; ratio to peer p99 "
-                             f"{r['read_p99_ms'] / peer_results[name]['read_p99_ms']:.2f}x")
-                print(f"braid {name}: get_online_features one pair, {int(r['features'])} "
-                      f"indicator features: p50/p99 {r['read_p50_ms']:.2f}/"
-                      f"{r['read_p99_ms']:.2f} ms (target p99 < 2 ms on redis){ratio}")
+                    readers["peer"] = peer_readers[name]
+                got = interleaved_reads(readers, args.reads)
+                for who, r in got.items():
+                    what = ("one pair, 18 indicator features" if who == "braid"
+                            else "plain Feast, one entity, 30 features")
+                    print(f"{who} {name}: get_online_features {what}: p50/p99/max "
+                          f"{r['read_p50_ms']:.2f}/{r['read_p99_ms']:.2f}/"
+                          f"{r['read_max_ms']:.2f} ms over {int(r['reads']):,} reads; "
+                          f"collections during them {int(r['gc_pauses'])} (longest "
+                          f"{r['gc_max_ms']:.2f} ms)")
+                if args.profile_reads:
+                    read_stages(readers, args.profile_reads)
+                if "peer" in got:
+                    b, f = got["braid"], got["peer"]
+                    print(f"braid / peer on {name}, same run, reads interleaved in blocks of "
+                          f"50: p50 {b['read_p50_ms'] / f['read_p50_ms']:.2f}x, p99 "
+                          f"{b['read_p99_ms'] / f['read_p99_ms']:.2f}x (target on redis: braid "
+                          f"p99 <= peer p99, and < 2 ms); load {os.getloadavg()[0]:.1f}",
+                          flush=True)
         if "http" not in skip:
-            r = http(work / "braid_redis", args.http_rate, args.http_seconds)
-            print(f"braid feast serve (redis) at {r['achieved_rps']:.0f} req/s, "
-                  f"{int(r['requests'])} requests ({int(r['errors'])} failed): "
-                  f"p50/p99 {r['p50_ms']:.2f}/{r['p99_ms']:.2f} ms"
-                  f" (target p99 < 10 ms; Feast's published tuned server ~5 ms p99)"
-                  + (f"; first failure: {r['first_error']}" if r["errors"] else ""))
+            flags = args.serve_flags.split()
+            r = http(work / "braid_redis", args.http_rate, args.http_requests, flags)
+            print(f"braid feast serve {' '.join(flags)} (redis) at {r['achieved_rps']:.0f} "
+                  f"req/s, {int(r['requests']):,} requests over one keep-alive connection "
+                  f"({int(r['errors'])} failed, {int(r['non_200'])} not 200; "
+                  f"{int(r['reopened'])} sent again on a fresh connection after the server "
+                  f"closed the idle one; gunicorn booted {int(r['worker_boots'])} worker(s) "
+                  f"meanwhile): p50/p99/max {r['p50_ms']:.2f}/{r['p99_ms']:.2f}/"
+                  f"{r['max_ms']:.1f} ms (target p99 < 10 ms, 0 failed; Feast's published "
+                  f"tuned server ~5 ms p99)"
+                  + (f"; first failure: {r['first_error']}" if r["errors"] else ""),
+                  flush=True)
         if "sink" not in skip:
             r = sink(stores["redis"], table, args.sink_rows, args.sink_peer_rows)
             peer_rate = peer_results["redis"]["write_rows_per_s"] if "peer" not in skip else 0

@@ -1,7 +1,7 @@
 """Benchmark of live predictions: the stream predictor and the HTTP API.
 
-    .venv/bin/python bench/bench_predictor.py [--pairs 8] [--seconds 60] [--http-rate 100]
-        [--http-seconds 10] [--trees 100] [--online-store redis|sqlite]
+    .venv/bin/python bench/bench_predictor.py [--pairs 8] [--seconds 60] [--http-rate 200]
+        [--http-requests 10000] [--trees 100] [--online-store redis|sqlite]
 
 Starts an Apache Kafka broker and a Redis of its own (the stack's services, free ports), a Feast
 repo with 1-second candle views (Redis online store, or SQLite with `--online-store sqlite`;
@@ -22,8 +22,10 @@ predictor and the API.
   (own topics) only once `get_online_features` shows the sink has written its candle: the
   predictor's own latency (two Kafka hops, one Feast read, the model), without the race.
 - **http**: while the stream goes on, `GET /predict/{pair}` then `POST /predict` at
-  `--http-rate` requests/s (paced, one keep-alive connection, pairs in turn) for
-  `--http-seconds` each: p50/p99 and the status codes.
+  `--http-rate` requests/s (paced, one keep-alive connection, pairs in turn),
+  `--http-requests` each: p50/p99, the status codes and the failures (`bench/http_load.py`: a
+  request caught by the server closing the idle connection is sent again on a fresh one and
+  counted apart).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import orjson  # noqa: E402
 from confluent_kafka import Consumer, KafkaError, TopicPartition  # noqa: E402
 from feast import FeatureStore  # noqa: E402
 
+from bench.http_load import LoadResult, Request, paced_load  # noqa: E402
 from features.indicators import INDICATOR_COLUMNS  # noqa: E402
 from features.model_contract import FEATURE_SERVICES, MODEL_NAMES  # noqa: E402
 from features.schemas.candle import record_key  # noqa: E402
@@ -300,31 +303,18 @@ def braid(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
                             start_new_session=True)
 
 
-def http_phase(port: int, method: str, pairs: list[str], rate: float, seconds: float
-               ) -> tuple[list[float], dict[int, int]]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    latencies: list[float] = []
-    codes: dict[int, int] = {}
-    interval = 1 / rate
-    start = time.perf_counter()
-    for k in range(int(rate * seconds)):
-        due = start + k * interval
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
+def http_phase(port: int, method: str, pairs: list[str], rate: float, requests: int
+               ) -> LoadResult:
+    """`requests` paced requests at `rate`/s over one keep-alive connection, pairs in turn
+    (`bench.http_load`: failures counted, not fatal)."""
+    def request(k: int) -> Request:
         pair = pairs[k % len(pairs)]
-        sent = time.perf_counter()
         if method == "GET":
-            connection.request("GET", f"/predict/{pair}")
-        else:
-            connection.request("POST", "/predict", body=orjson.dumps({"pair": pair}),
-                                headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        response.read()
-        latencies.append((time.perf_counter() - sent) * 1000)
-        codes[response.status] = codes.get(response.status, 0) + 1
-    connection.close()
-    return latencies, codes
+            return ("GET", f"/predict/{pair}", None, {})
+        return ("POST", "/predict", orjson.dumps({"pair": pair}),
+                {"Content-Type": "application/json"})
+
+    return paced_load("127.0.0.1", port, rate, requests, request)
 
 
 def wait_http(port: int, timeout_s: float = 120) -> None:
@@ -347,8 +337,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=60, help="stream measurement length")
-    parser.add_argument("--http-rate", type=float, default=100)
-    parser.add_argument("--http-seconds", type=float, default=10)
+    parser.add_argument("--http-rate", type=float, default=200)
+    parser.add_argument("--http-requests", type=int, default=10_000,
+                        help="requests per route (GET, then POST)")
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--online-store", choices=("redis", "sqlite"), default="redis",
                         help="Feast online store: Redis (the stack's, as deployed) or SQLite")
@@ -401,8 +392,8 @@ def main() -> None:
         isolated = measure_stream(kafka, alone, relay, args.seconds // 2, work, stop=False)
         children.append(braid(["api", *common], env, work / "api.log"))
         wait_http(api_port)
-        get = http_phase(api_port, "GET", pairs, args.http_rate, args.http_seconds)
-        post = http_phase(api_port, "POST", pairs, args.http_rate, args.http_seconds)
+        get = http_phase(api_port, "GET", pairs, args.http_rate, args.http_requests)
+        post = http_phase(api_port, "POST", pairs, args.http_rate, args.http_requests)
         relay.stop()
         print(f"stream: {args.pairs} pairs x 1-second candles, model {args.trees} trees, "
               f"{args.online_store} online store (target p99 < 50 ms)")
@@ -420,10 +411,15 @@ def main() -> None:
                 if values:
                     print(f"    {stage}: p50 {pct(values, 50):.1f} ms, "
                           f"p99 {pct(values, 99):.1f} ms")
-        for name, (lat, codes) in (("GET /predict/{pair}", get), ("POST /predict", post)):
-            print(f"http {name} at {args.http_rate:.0f} req/s for {args.http_seconds:.0f} s: "
-                  f"p50 {pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, max {max(lat):.2f} ms "
-                  f"(target p99 < 20 ms); statuses {dict(sorted(codes.items()))}")
+        for name, load in (("GET /predict/{pair}", get), ("POST /predict", post)):
+            lat = load.latencies_ms or [float("nan")]
+            print(f"http {name} at {load.achieved_rps:.0f} req/s (asked {args.http_rate:.0f}), "
+                  f"{load.requests:,} requests over one keep-alive connection: p50 "
+                  f"{pct(lat, 50):.2f} ms, p99 {pct(lat, 99):.2f} ms, max {max(lat):.2f} ms "
+                  f"(target p99 < 20 ms); statuses {dict(sorted(load.statuses.items()))}; "
+                  f"{load.failures} failed (target 0), {load.reopened} sent again on a fresh "
+                  f"connection after the server closed the idle one"
+                  + (f"; first failure: {load.first_failure}" if load.failures else ""))
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         ok = True
     finally:
