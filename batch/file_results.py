@@ -295,20 +295,25 @@ def column_of(values: np.ndarray, order: np.ndarray, in_order: bool) -> np.ndarr
 
 
 def _in_boundary_window(window: TumblingWindow, codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """True for trades in the window of their pair's first or last trade (by event time)."""
+    """True for trades in the window of their pair's first or last trade (by event time); a few
+    vectorized passes whatever the number of pairs (`codes` are small non-negative ints)."""
     starts = window.start_of(ts)
-    shared = np.zeros(len(ts), dtype=bool)
-    for code in np.unique(codes):
-        mine = codes == code
-        edges = window.start_of(np.array([ts[mine].min(), ts[mine].max()]))
-        shared |= mine & np.isin(starts, edges)
-    return shared
+    pairs = int(codes.max()) + 1
+    first = np.full(pairs, np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(pairs, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first, codes, starts)
+    np.maximum.at(last, codes, starts)
+    return (starts == first[codes]) | (starts == last[codes])
 
 
 def _spans(names: list[str], codes: np.ndarray, ts: np.ndarray, source_index: int) -> pa.Table:
     """Per pair: min and max event time, and the event time of the first trade to arrive
     (`codes` and `ts` in arrival order)."""
-    present, first_index = np.unique(codes, return_index=True)
+    # each code's first index: an assignment keeps the last of repeated indices, so reversed
+    first_at = np.full(len(names), -1, dtype=np.int64)
+    first_at[codes[::-1]] = np.arange(len(codes) - 1, -1, -1, dtype=np.int64)
+    present = np.flatnonzero(first_at >= 0)
+    first_index = first_at[present]
     lows = np.full(len(names), np.iinfo(np.int64).max, dtype=np.int64)
     highs = np.full(len(names), np.iinfo(np.int64).min, dtype=np.int64)
     np.minimum.at(lows, codes, ts)
