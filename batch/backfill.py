@@ -65,7 +65,13 @@ from features.windows import format_duration
 log = structlog.get_logger(__name__)
 
 DAY_MS = 86_400_000
-TABLE_PARTITIONS = ["pair", "window_ms", "day"]
+TABLE_PARTITIONS = ["pair", "window_ms", "month"]
+"""The candle and indicator tables' partitions: one folder per pair, duration and UTC month of
+the window start (`month` = `YYYY-MM`). Each row also carries `day`, its UTC date, which a
+backfill's replacement selects rows by (`REPLACED_BY_ROW`)."""
+REPLACED_BY_ROW = ("day",)
+"""Replacement keys that are row columns, not partitions: a range replaces its days' rows
+within the month partitions it touches (the rest of those months stays)."""
 CANDLES_TABLE = "candles"
 INDICATORS_TABLE = "indicators"
 REJECTED_TABLE = "rejected_trades"
@@ -116,6 +122,11 @@ class BackfillConfig:
     def days(self) -> list[str]:
         count = (self.end - self.start).days
         return [(self.start + timedelta(days=i)).isoformat() for i in range(count)]
+
+    @property
+    def months(self) -> list[str]:
+        """The `month` partitions (`YYYY-MM`) the range's days fall in."""
+        return sorted({day[:7] for day in self.days})
 
     def table(self, name: str) -> str:
         return join(self.output, name)
@@ -176,6 +187,7 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
     replace = {
         "pair": list(config.pairs),
         "window_ms": [str(d) for d in config.durations_ms],
+        "month": config.months,
         "day": config.days,
     }
     try:
@@ -197,15 +209,15 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
-            indicators = _with_day(
+            indicators = _with_day_and_month(
                 indicators_frame(candles, history, config.start_ms, config.end_ms)
             )
 
         with stage("write candles"):
             written = write_table_counted(
-                _with_day(candles.where(in_range)), config.table(CANDLES_TABLE),
+                _with_day_and_month(candles.where(in_range)), config.table(CANDLES_TABLE),
                 partition_by=TABLE_PARTITIONS, replace=replace, run_id=summary.run_id,
-                retention=config.retention,
+                retention=config.retention, replaced_by_row=REPLACED_BY_ROW,
             )
             summary.table_versions[CANDLES_TABLE] = written.version
             summary.candles_written = written.rows
@@ -213,6 +225,7 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
             written = write_table_counted(
                 indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id, retention=config.retention,
+                replaced_by_row=REPLACED_BY_ROW,
             )
             summary.table_versions[INDICATORS_TABLE] = written.version
             summary.indicator_rows_written = written.rows
@@ -316,11 +329,12 @@ def _summarise_facts(
     summary.late_trades = {format_duration(size): late.get(size, 0) for size in durations_ms}
 
 
-def _with_day(frame: DataFrame) -> DataFrame:
-    """Adds `day`: the UTC date of the window start (a partition column)."""
+def _with_day_and_month(frame: DataFrame) -> DataFrame:
+    """Adds `day` (the UTC date of the window start, a row column) and `month` (its `YYYY-MM`,
+    the partition column)."""
     return frame.withColumn(
         "day", F.to_date(F.timestamp_millis(F.col("window_start_ms")))
-    )
+    ).withColumn("month", F.date_format(F.col("day"), "yyyy-MM"))
 
 
 def _table_history(config: BackfillConfig) -> dict[tuple[str, int], pa.Table]:

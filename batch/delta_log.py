@@ -44,14 +44,17 @@ def commit_files(
     replace: dict[str, list[str]] | None,
     run_id: str,
     properties: dict[str, str] | None = None,
+    kept: list[deltalake.transaction.AddAction] | None = None,
 ) -> int:
     """Commit `adds` to the local table at `uri`; with `replace`, first remove every file in
     the matching partitions.
 
     `replace` maps partition columns to the values to replace (a conjunction of `in` filters),
-    so a backfill replaces exactly its pairs, durations and days. Creates the table when absent
-    (with table `properties`; an existing table holding other values gets them in a commit of
-    their own first). Returns the committed version.
+    so a backfill replaces exactly its pairs, durations and months; `kept`: files holding those
+    partitions' rows the write does not replace, written again (committed, not counted as
+    added rows). Creates the table when absent (with table `properties`; an existing table
+    holding other values gets them in a commit of their own first). Returns the committed
+    version.
     """
     from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
@@ -61,6 +64,7 @@ def commit_files(
             f"{uri}: the delta-rs writer commits to local tables only; gs:// tables are "
             "written by delta-spark (unset BRAID_DELTA_WRITER)")
     rows = sum(int(json.loads(add.stats).get("numRecords", 0)) for add in adds)
+    adds = [*adds, *(kept or [])]  # rows of replaced partitions written again: not counted
     commit = CommitProperties(
         custom_metadata={"braid_run_id": run_id, "braid_rows": str(rows)}
     )

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -103,6 +104,7 @@ class DeltaRsWriter(DataSourceArrowWriter):
         self.partition_by: list[str] = json.loads(options.get("partition_by", "[]"))
         replace = options.get("replace")
         self.replace: dict[str, list[str]] | None = json.loads(replace) if replace else None
+        self.replaced_by_row: list[str] = json.loads(options.get("replaced_by_row", "[]"))
         self.run_id = options.get("run_id", uuid.uuid4().hex)
         self.env: dict[str, str] = json.loads(options.get("storage_env", "{}"))
         self.properties: dict[str, str] = json.loads(options.get("properties", "{}"))
@@ -150,21 +152,63 @@ class DeltaRsWriter(DataSourceArrowWriter):
         from deltalake.transaction import AddAction
 
         apply_storage_env(self.env)
-        adds = [
-            AddAction(data_change=True, **add)
-            for message in messages
-            if isinstance(message, FilesWritten)
-            for add in message.adds
-        ]
+        written = [add for message in messages if isinstance(message, FilesWritten)
+                   for add in message.adds]
+        replace, kept = self.replace, []
+        if replace is not None and self.replaced_by_row:
+            # the replaced partitions are removed whole: their rows outside the replaced ones
+            # are written again first, and committed with the new files
+            kept = self._kept_rows()
+            replace = {c: v for c, v in replace.items() if c not in self.replaced_by_row}
         delta_log.commit_files(
             self.uri,
             schema=self.arrow_schema,
             partition_by=self.partition_by,
-            adds=adds,
-            replace=self.replace,
+            adds=[AddAction(data_change=True, **add) for add in written],
+            replace=replace,
             run_id=self.run_id,
             properties=self.properties,
+            kept=[AddAction(data_change=True, **add) for add in kept],
         )
+
+    def _kept_rows(self) -> list[dict[str, Any]]:
+        """The rows of the replaced partitions that the write does not replace (`replace`'s
+        row columns select the replaced ones), as new files beside the old ones."""
+        assert self.replace is not None
+        if not delta_log.table_exists(self.uri):
+            return []
+        partitions = {c: set(v) for c, v in self.replace.items() if c not in self.replaced_by_row}
+        rows = {c: pa.array(v, pa.string()) for c, v in self.replace.items()
+                if c in self.replaced_by_row}
+        actions = pa.table(delta_log.open_table(self.uri).get_add_actions(flatten=True))
+        fs = filesystem_for(self.uri)
+        task = uuid.uuid4().hex
+        kept: list[dict[str, Any]] = []
+        for add in actions.to_pylist():
+            values = {c: _partition_text(add[f"partition.{c}"]) for c in self.partition_by}
+            if not all(values[c] in wanted for c, wanted in partitions.items()):
+                continue
+            relative = unquote(add["path"])  # add-action paths are URI-encoded
+            source = join(self.uri, relative)
+            with fs.open(source[len("gs://"):] if is_gcs(source) else source, "rb") as handle:
+                part = pq.read_table(handle)
+            replaced = None
+            for column, wanted_values in rows.items():
+                match = pc.is_in(pc.cast(part[column], pa.string()), wanted_values)
+                replaced = match if replaced is None else pc.and_(replaced, match)
+            rest = part.filter(pc.invert(replaced)) if replaced is not None else part
+            if rest.num_rows == 0:
+                continue
+            folder = relative.rsplit("/", 1)[0]
+            target_relative = f"{folder}/part-{task}-kept-{len(kept):05d}.parquet"
+            target = join(self.uri, target_relative)
+            location = target[len("gs://"):] if is_gcs(target) else target
+            with fs.open(location, "wb") as out:
+                pq.write_table(rest, out, compression="zstd")
+            kept.append({"path": target_relative, "size": int(fs.size(location)),
+                         "partition_values": values,
+                         "modification_time": int(time.time() * 1000), "stats": _stats(rest)})
+        return kept
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         """Files of a failed write stay unreferenced (no commit): `VACUUM` removes them."""
@@ -184,10 +228,12 @@ def write_table(
     replace: dict[str, list[str]] | None,
     run_id: str,
     retention: TableRetention | None = None,
+    replaced_by_row: tuple[str, ...] = (),
 ) -> int:
     """Write `df` to the Delta table at `uri`; returns the version this write committed."""
     return write_table_counted(
-        df, uri, partition_by=partition_by, replace=replace, run_id=run_id, retention=retention
+        df, uri, partition_by=partition_by, replace=replace, run_id=run_id, retention=retention,
+        replaced_by_row=replaced_by_row,
     ).version
 
 
@@ -199,10 +245,15 @@ def write_table_counted(
     replace: dict[str, list[str]] | None,
     run_id: str,
     retention: TableRetention | None = None,
+    replaced_by_row: tuple[str, ...] = (),
 ) -> TableWrite:
     """Write `df` to the Delta table at `uri` (one commit, and one before it when the table's
     retention properties differ from `retention`: None, `TableRetention.from_env()`); returns
-    its version and row count, so callers need no separate count of `df`."""
+    its version and row count, so callers need no separate count of `df`.
+
+    `replace` maps columns to the values whose rows the write replaces (a conjunction of `IN`
+    lists); those named in `replaced_by_row` are row columns, not partitions: within the
+    partitions the others select, only the rows matching them are replaced, the others stay."""
     uri = normalize_uri(uri)
     spark = df.sparkSession
     properties = (retention or TableRetention.from_env()).properties()
@@ -223,6 +274,7 @@ def write_table_counted(
     )
     if replace is not None:
         writer = writer.option("replace", json.dumps(replace))
+        writer = writer.option("replaced_by_row", json.dumps(list(replaced_by_row)))
     writer.save()
     found = delta_log.commit_of_run(uri, run_id)
     if found is None:
@@ -270,9 +322,10 @@ def _write_with_delta_spark(
     run_id: str,
     properties: dict[str, str],
 ) -> TableWrite:
-    """`replaceWhere` over the replaced partitions, one commit; its version and rows added.
-    `properties` are set as the write creates the table, or first by an `ALTER` commit where an
-    existing table holds other values."""
+    """`replaceWhere` over the replaced partitions (and rows, for keys that are row columns:
+    Delta rewrites the files holding them without them), one commit; its version and rows
+    added. `properties` are set as the write creates the table, or first by an `ALTER` commit
+    where an existing table holds other values."""
     spark = df.sparkSession
     target = uri if is_gcs(uri) or uri.startswith("file:") else f"file://{uri}"
     _align_properties(spark, target, properties)

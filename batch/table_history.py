@@ -4,9 +4,11 @@ A backfill of `[start, end)` needs, for every pair and duration, the `MAX_WARMUP
 before `start` (the stream keeps as many). How far back they lie depends on the pair: a liquid
 pair's last 661 one-minute candles are the last 11 hours, a thin one's may be weeks back (USDT/USD
 trades about 137 minutes a day; EOS/USD has gaps of 16-58 hours). So the lookup counts rows:
-from the table's log (each file's partition values and row count) it picks, per pair and
-duration, the latest days before `start` that together hold at least that many candles, reads
-only those partitions, and keeps the last `MAX_WARMUP - 1` candles of each series.
+from the table's log (each file's partition values, row count and window-start bounds) it
+picks, per pair and duration, the latest month partitions that together hold at least that many
+candles before `start` (a file reaching past `start` counts none of its rows, as their number
+before `start` is unknown, but its month is read), reads only those partitions, and keeps the
+last `MAX_WARMUP - 1` candles before `start` of each series.
 """
 
 from __future__ import annotations
@@ -26,40 +28,49 @@ SeriesKey = tuple[str, int]
 """(pair, window_ms)."""
 
 
-def rows_per_day(uri: str) -> dict[SeriesKey, dict[date, int | None]]:
-    """Rows per (pair, window_ms) and day partition of the table, from its log's add actions.
-
-    A count is None where a file carries no row-count statistic.
+def rows_before_per_month(uri: str, start_ms: int) -> dict[SeriesKey, dict[str, int | None]]:
+    """Per (pair, window_ms) and `month` partition holding rows before `start_ms`: how many
+    rows it surely holds before it, from its log's add actions (a file wholly before counts its
+    rows, one reaching past `start_ms` none). None where a file carries no row count or bounds.
     """
     actions = pa.table(delta_log.open_table(uri).get_add_actions(flatten=True))
     names = set(actions.column_names)
-    counts: dict[SeriesKey, dict[date, int | None]] = defaultdict(dict)
-    records = actions["num_records"].to_pylist() if "num_records" in names else None
-    pairs = actions["partition.pair"].to_pylist()
-    sizes = actions["partition.window_ms"].to_pylist()
-    days = actions["partition.day"].to_pylist()
-    for i, (pair, size, day) in enumerate(zip(pairs, sizes, days, strict=True)):
-        key = (str(pair), int(size))
-        when = day if isinstance(day, date) else date.fromisoformat(str(day))
-        rows = None if records is None or records[i] is None else int(records[i])
-        before = counts[key].get(when, 0)
-        counts[key][when] = None if rows is None or before is None else before + rows
+    n = actions.num_rows
+
+    def column(name: str) -> list[object]:
+        return actions[name].to_pylist() if name in names else [None] * n
+
+    records, lows, highs = (column("num_records"), column("min.window_start_ms"),
+                            column("max.window_start_ms"))
+    counts: dict[SeriesKey, dict[str, int | None]] = defaultdict(dict)
+    for i, (pair, size, month) in enumerate(zip(column("partition.pair"),
+                                                column("partition.window_ms"),
+                                                column("partition.month"), strict=True)):
+        low, high, rows = lows[i], highs[i], records[i]
+        if low is not None and int(low) >= start_ms:  # type: ignore[call-overload]
+            continue  # wholly at or after the start
+        key, part = (str(pair), int(size)), str(month)  # type: ignore[call-overload]
+        if rows is None or high is None:
+            before: int | None = None
+        else:
+            before = int(rows) if int(high) < start_ms else 0  # type: ignore[call-overload]
+        known = counts[key].get(part, 0)
+        counts[key][part] = None if before is None or known is None else known + before
     return counts
 
 
-def days_holding(
-    counts: dict[date, int | None], before: date, rows: int
-) -> list[date]:
-    """The latest days before `before` that together hold at least `rows` rows (all earlier
-    days when they hold fewer; every earlier day when a count is unknown)."""
-    earlier = sorted((d for d in counts if d < before), reverse=True)
-    chosen: list[date] = []
+def months_holding(counts: dict[str, int | None], rows: int) -> list[str]:
+    """The latest months of `counts` (months holding rows before the start, each with how many
+    it surely holds) that together hold at least `rows` rows (all of them when they hold fewer,
+    or when a count is unknown)."""
+    months = sorted(counts, reverse=True)
+    chosen: list[str] = []
     total = 0
-    for day in earlier:
-        chosen.append(day)
-        count = counts[day]
+    for month in months:
+        chosen.append(month)
+        count = counts[month]
         if count is None:
-            return earlier
+            return months
         total += count
         if total >= rows:
             break
@@ -74,20 +85,21 @@ def history_before(
     start_ms: int,
     keep: int = MAX_WARMUP - 1,
 ) -> dict[SeriesKey, pa.Table]:
-    """The last `keep` candles before `start` of each pair and duration in the table."""
+    """The last `keep` candles before `start` (`start_ms`) of each pair and duration in the
+    table."""
     if not delta_log.table_exists(uri):
         return {}
-    counts = rows_per_day(uri)
+    counts = rows_before_per_month(uri, start_ms)
     pieces: list[pa.Table] = []
     for pair in pairs:
         for size in durations_ms:
-            days = days_holding(counts.get((pair, size), {}), start, keep)
-            if not days:
+            months = months_holding(counts.get((pair, size), {}), keep)
+            if not months:
                 continue
             pieces.append(delta_log.read_table(uri, filters=[
                 ("pair", "=", pair),
                 ("window_ms", "=", str(size)),
-                ("day", "in", [d.isoformat() for d in days]),
+                ("month", "in", months),
             ]))
     if not pieces:
         return {}

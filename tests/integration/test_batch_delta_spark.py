@@ -88,7 +88,7 @@ def test_a_delta_spark_table_reads_the_same_through_delta_rs_duckdb_and_spark(
     for name, schema in (("candles", CANDLE_ARROW_SCHEMA), ("indicators", INDICATOR_ARROW_SCHEMA)):
         uri = str(output / name)
         table = deltalake.DeltaTable(uri)
-        assert table.metadata().partition_columns == ["pair", "window_ms", "day"]
+        assert table.metadata().partition_columns == ["pair", "window_ms", "month"]
         through_rs = sorted_table(table.to_pyarrow_table(), schema)
         through_duckdb = sorted_table(
             duckdb.sql(f"SELECT * FROM delta_scan('{uri}')").fetch_arrow_table(), schema)
