@@ -157,11 +157,63 @@ def stream_replay_seconds(trades: pa.Table, durations: list[int], grace_ms: int 
         shutil.rmtree(state, ignore_errors=True)
 
 
+def duckdb_version() -> str:
+    import duckdb
+
+    return str(duckdb.__version__)
+
+
 def write_seconds(result: dict[str, object]) -> float:
     """Seconds of a run's three write stages (where indicators are also computed: lazily)."""
     stages: dict[str, float] = result["stage_seconds"]  # type: ignore[assignment]
     return sum(stages.get(k, 0.0) for k in ("write candles", "write indicators",
                                             "write rejected"))
+
+
+def duckdb_candles(paths: list[str], durations: list[int], threads: int = 2
+                   ) -> tuple[float, pa.Table]:
+    """The floor: DuckDB computing the same candles (OHLCV, VWAP, count per pair and window)
+    from the same Parquet files, `threads` threads (local[2] has two cores); seconds and rows.
+    Open and close are the first and last trade by (event time, trade id), as
+    `features.candles.aggregate_trades` orders them; every generated trade is valid and, in
+    event-time order, none is late, so no trade is dropped on either side."""
+    import duckdb
+
+    files = ", ".join(f"'{p}'" for p in paths)
+    selects = " UNION ALL ".join(f"""
+        SELECT pair, {size}::BIGINT AS window_ms,
+               timestamp_ms - timestamp_ms % {size} AS window_start_ms,
+               arg_min(price, (timestamp_ms, trade_id)) AS open, max(price) AS high,
+               min(price) AS low, arg_max(price, (timestamp_ms, trade_id)) AS close,
+               sum(volume) AS volume, sum(price * volume) / sum(volume) AS vwap,
+               count(*) AS trade_count
+        FROM trades GROUP BY ALL""" for size in durations)
+    connection = duckdb.connect()
+    connection.execute(f"SET threads = {threads}")
+    started = time.perf_counter()
+    connection.execute(f"CREATE TEMP VIEW trades AS SELECT * FROM read_parquet([{files}])")
+    table = connection.execute(selects).fetch_arrow_table()
+    seconds = time.perf_counter() - started
+    connection.close()
+    return seconds, table
+
+
+def same_candles(braid: pa.Table, floor: pa.Table) -> str:
+    """Braid's candle table against DuckDB's: the same rows, OHLC and counts exactly, volume and
+    VWAP to 1e-9 relative (sums in another order)."""
+    keys = [("pair", "ascending"), ("window_ms", "ascending"), ("window_start_ms", "ascending")]
+    a = braid.select([f.name for f in floor.schema]).sort_by(keys)
+    b = floor.cast(a.schema).sort_by(keys)
+    if a.num_rows != b.num_rows:
+        return f"NO: {a.num_rows:,} rows against {b.num_rows:,}"
+    exact = all(a[c].equals(b[c]) for c in
+                ("pair", "window_ms", "window_start_ms", "open", "high", "low", "close",
+                 "trade_count"))
+    worst = max(float(np.max(np.abs(a[c].to_numpy() - b[c].to_numpy())
+                             / np.abs(b[c].to_numpy()))) for c in ("volume", "vwap"))
+    verdict = "yes" if exact and worst <= 1e-9 else "NO"
+    return (f"{verdict}: {a.num_rows:,} rows, keys/OHLC/counts identical: {exact}, largest "
+            f"relative difference of volume and VWAP {worst:.1e}")
 
 
 def run_year(spark: SparkSession, work: Path, pair_count: int, days: int,
@@ -180,6 +232,15 @@ def run_year(spark: SparkSession, work: Path, pair_count: int, days: int,
           f"{result['trades_per_s']:>10,} trades/s  candles {result['candles']:,}  "
           f"indicator rows {result['indicator_rows']:,}  peak memory {result['peak_mib']:,} MiB")
     print(f"        stages {json.dumps(result['stage_seconds'])}")
+    floor_s, floor = duckdb_candles(year.paths, durations)
+    from batch.delta_log import read_table
+
+    same = same_candles(read_table(str(work / "t-year" / "candles")), floor)
+    ratio = float(result["seconds"]) / floor_s  # type: ignore[arg-type]
+    print(f"  floor: DuckDB {duckdb_version()}, 2 threads, the same candles from the same "
+          f"Parquet files (compute only, no write): {floor_s:.2f} s, {floor.num_rows:,} "
+          f"candles; Braid / DuckDB = {ratio:.1f}x; same candles as Braid's table: {same}",
+          flush=True)
     shutil.rmtree(work / "in-year", ignore_errors=True)
     shutil.rmtree(work / "t-year", ignore_errors=True)
 

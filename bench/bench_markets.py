@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,16 +84,27 @@ class _TimedConsumer:
     def __init__(self, inner: Consumer) -> None:
         self._inner = inner
         self.first: float | None = None
+        self.first_cpu = 0.0
         self.first_count = 0
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         messages = self._inner.consume(num_messages, timeout)
         if self.first is None and messages:
-            real = sum(1 for m in messages if m.error() is None)
-            if real:
-                self.first = time.time()
-                self.first_count = real
+            self._note(messages)
         return messages
+
+    def poll(self, timeout: float = -1) -> Message | None:
+        message = self._inner.poll(timeout)
+        if self.first is None and message is not None:
+            self._note([message])
+        return message
+
+    def _note(self, messages: list[Message]) -> None:
+        real = sum(1 for m in messages if m.error() is None)
+        if real:
+            self.first = time.time()
+            self.first_cpu = _cpu_s()
+            self.first_count = real
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -102,6 +114,12 @@ def _timed(proc: StreamProcessor) -> _TimedConsumer:
     timed = _TimedConsumer(proc._consumer)  # bench instrumentation only
     proc._consumer = timed  # type: ignore[assignment]
     return timed
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far, every thread (librdkafka's included)."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _quiet_logs() -> None:
@@ -135,9 +153,11 @@ def _drain(proc: StreamProcessor, expect: int, timed: _TimedConsumer,
         proc.step()
     proc.checkpoint()  # outputs flushed to the broker: part of the measured work
     last = time.time()
+    cpu = _cpu_s() - timed.first_cpu
     stats = vars(proc.stats).copy()
     proc.close()
     return {**stats, "first": timed.first, "first_batch": timed.first_count, "last": last,
+            "cpu_s": cpu,
             "maxrss_kb": _maxrss_kb(), "rss_before_consuming_kb": baseline_rss}
 
 
@@ -164,12 +184,14 @@ def child_ceiling(args: argparse.Namespace) -> None:
     consumer.subscribe([MarketsTopics.prefixed(args.prefix).trades])
     consumed = 0
     first: float | None = None
+    first_cpu = 0.0
     deadline = time.monotonic() + args.limit_s
     loads = orjson.loads
     while consumed < args.expect and time.monotonic() < deadline:
         messages = consumer.consume(10_000, 0.1)
         if first is None and any(m.error() is None for m in messages):
             first = time.time()
+            first_cpu = _cpu_s()
         n = 0
         for msg in messages:
             if msg.error() is None:
@@ -177,50 +199,72 @@ def child_ceiling(args: argparse.Namespace) -> None:
                 n += 1
         consumed += n
     last = time.time()
+    cpu = _cpu_s() - first_cpu
     consumer.close()
-    _result({"consumed": consumed, "first": first, "last": last,
+    _result({"consumed": consumed, "first": first, "last": last, "cpu_s": cpu,
              "maxrss_kb": _maxrss_kb()})
 
 
 def child_live(args: argparse.Namespace) -> None:
-    """The candle processor with 1 s windows, grace 200 ms, until SIGTERM; READY once assigned."""
+    """The candle processor with 1 s windows, grace 200 ms, run as `braid` runs it
+    (`StreamProcessor.run`) until SIGTERM; READY once assigned. Its RESULT carries the step
+    durations and the runtime's own split of them (`streaming.runtime.step_timings`)."""
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap, session_timeout_ms=SESSION_TIMEOUT_MS)
     topics = MarketsTopics.prefixed(args.prefix)
     windows = (TumblingWindow(1_000, 200),)
     kafka = kafka.model_copy(update={"enable_idempotence": not args.no_idempotence})
     proc = candle_processor(kafka, windows, topics=topics, group=args.group,
                             idle_timeout_ms=args.idle_timeout_ms)
-    stopping = False
+    if args.no_gc_freeze:  # the A/B of the collector's pauses: run() without gc.freeze()
+        import gc
+        gc.freeze = lambda: None
+    factory = proc._factory
+    ready = threading.Event()
 
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    proc.start()
-    ready = False
-    steps: list[float] = []  # seconds per step() once assigned (a checkpoint runs inside one)
-    while not stopping:
-        t0 = time.perf_counter()
-        proc.step()
-        if ready:
-            steps.append(time.perf_counter() - t0)
-        elif proc._consumer.assignment():
-            ready = True
+    def announced(partition: int) -> Any:
+        if not ready.is_set():
+            ready.set()
             print("READY", flush=True)
-    proc.close()
+        return factory(partition)
+
+    proc._factory = announced
+    steps: list[float] = []  # seconds per step() once assigned (a checkpoint runs inside one)
+    step = proc.step
+
+    def timed_step() -> int:
+        t0 = time.perf_counter()
+        consumed = step()
+        if ready.is_set():
+            steps.append(time.perf_counter() - t0)
+        return consumed
+
+    proc.step = timed_step  # type: ignore[method-assign]
+    proc.run()  # SIGTERM ends it (and closes: checkpoint, commit, leave the group)
     ms = np.asarray(steps) * 1000
     _result({**vars(proc.stats), "poll_timeout_s": proc.config.poll_timeout_s,
              "step_p50_ms": float(np.percentile(ms, 50)) if len(ms) else 0.0,
              "step_p99_ms": float(np.percentile(ms, 99)) if len(ms) else 0.0,
-             "step_max_ms": float(ms.max()) if len(ms) else 0.0, "steps": len(ms)})
+             "step_max_ms": float(ms.max()) if len(ms) else 0.0, "steps": len(ms),
+             "timings": proc.timings.summary()})
 
 
-# (label, producers idempotent): both, to show what idempotence costs the hop
-FRESHNESS_VARIANTS = (
-    ("Braid defaults (idempotent producers)", True),
-    ("KAFKA_ENABLE_IDEMPOTENCE=false (one request in flight)", False),
-)
+@dataclass(frozen=True)
+class FreshnessVariant:
+    """One freshness run: its label, whether producers are idempotent, the live child's flags."""
+
+    label: str
+    idempotent: bool
+    child_flags: tuple[str, ...] = ()
+
+
+FRESHNESS_VARIANTS = {
+    "defaults": FreshnessVariant("Braid defaults (idempotent producers)", True),
+    "no-idempotence": FreshnessVariant(
+        "KAFKA_ENABLE_IDEMPOTENCE=false (one request in flight)", False, ("--no-idempotence",)),
+    # the runtime before the collector fix reached the processors: run() without gc.freeze()
+    "no-gc-freeze": FreshnessVariant("Braid defaults without gc.freeze() (the A/B)", True,
+                                     ("--no-gc-freeze",)),
+}
 
 
 CHILDREN = {"candles": child_candles, "indicators": child_indicators, "ceiling": child_ceiling,
@@ -249,10 +293,14 @@ def _run_child(argv: list[str], timeout_s: float) -> dict[str, Any]:
 
 
 def _braid_child(kind: str, kafka: KafkaSettings, prefix: str, expect: int,
-                 limit_s: float) -> dict[str, Any]:
+                 limit_s: float, profile: str | None = None) -> dict[str, Any]:
     argv = [sys.executable, __file__, "--child", kind, "--bootstrap", kafka.bootstrap_servers,
             "--prefix", prefix, "--group", f"{prefix}{kind}-{uuid.uuid4().hex[:6]}",
             "--expect", str(expect), "--limit-s", str(limit_s)]
+    if profile:  # py-spy runs the child and samples it (raw collapsed stacks)
+        Path(profile).mkdir(parents=True, exist_ok=True)
+        argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--rate", "250",
+                "--format", "raw", "--output", str(Path(profile) / f"{kind}.txt"), "--", *argv]
     return _run_child(argv, limit_s + 60)
 
 
@@ -300,22 +348,61 @@ def _candle_topic_spec(name: str) -> TopicSpec:
 
 
 # --- 4. freshness -----------------------------------------------------------------------------
-def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
-                    idempotent: bool) -> dict[str, Any]:
+def _pin_off_processor() -> int:
+    """`--pin`: this process (the load generator and the reader, and the threads they start)
+    and every process it started (the broker's JVM, each of its threads) move to every core but
+    the last, which the live processor gets alone. Returns that core."""
+    import psutil
+
+    cores = list(range(os.cpu_count() or 1))  # not this process's affinity: pinned already
+    if len(cores) < 2:
+        raise RuntimeError("--pin needs at least two cores")
+    processor, others = cores[-1], ",".join(str(c) for c in cores[:-1])
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        subprocess.run(["taskset", "-a", "-p", "-c", others, str(process.pid)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return processor
+
+
+
+def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace,
+                    variant: FreshnessVariant) -> dict[str, Any]:
+    label, idempotent = variant.label, variant.idempotent
     prefix = f"bm{uuid.uuid4().hex[:8]}."
     topics = MarketsTopics.prefixed(prefix)
-    ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
+    ensure_topics(kafka, [*topics.specs(PARTITIONS), TopicSpec(f"{prefix}warm-up", 1)],
+                  TopicSettings())
     grace_ms, size_ms = 200, 1_000
-    child = _spawn([sys.executable, __file__, "--child", "live", "--bootstrap",
-                    kafka.bootstrap_servers, "--prefix", prefix, "--group", f"{prefix}live",
-                    "--idle-timeout-ms", str(args.idle_timeout_ms),
-                    *([] if idempotent else ["--no-idempotence"])])
+    argv = [sys.executable, __file__, "--child", "live", "--bootstrap",
+            kafka.bootstrap_servers, "--prefix", prefix, "--group", f"{prefix}live",
+            "--idle-timeout-ms", str(args.idle_timeout_ms), *variant.child_flags]
+    pinned = _pin_off_processor() if args.pin else None
+    if pinned is not None:  # the processor alone on its core, every thread it starts too
+        argv = ["taskset", "-c", str(pinned), *argv]
+    child = _spawn(argv)
     assert child.stdout is not None
     started = time.monotonic()
     while child.stdout.readline().strip() != "READY":
         if child.poll() is not None or time.monotonic() - started > 60:
             child.kill()
             raise RuntimeError(f"live candle processor did not start: {child.stderr.read()}")  # type: ignore[union-attr]
+    # drain the child's output while it runs: a full pipe would block its logging, and it
+    child_lines: list[str] = []
+    drains = [threading.Thread(target=lambda f=f: child_lines.extend(f), daemon=True)
+              for f in (child.stdout, child.stderr)]
+    for drain in drains:
+        drain.start()
+    profiler = None
+    if args.profile_live:  # py-spy samples the live processor while trades flow (not blocking it)
+        out = Path(args.profile_live)
+        out.mkdir(parents=True, exist_ok=True)
+        name = variant.label.split(" (")[0].replace(" ", "-").replace("=", "-").lower()
+        profiler = subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(child.pid),
+             "--rate", "250", "--nonblocking", "--format", "raw",
+             "--output", str(out / f"live-{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     # (receive wall ms, window_end_ms, the candle's CreateTime = when the processor produced it)
     received: list[tuple[float, int, int]] = []
@@ -346,6 +433,15 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     source_kafka = kafka.model_copy(update={"enable_idempotence": idempotent})
     producer = (make_producer(source_kafka) if args.source_linger_ms < 0
                 else make_producer(source_kafka, **{"linger.ms": args.source_linger_ms}))
+    # The load generator's producer gets ready before the timed run: an idempotent producer
+    # holds every message until the broker gave it a producer id, and on a young broker that
+    # first request may be refused ("Coordinator load in progress") and retried: the first
+    # windows' trades would wait for it (the load generator's start, not the processor).
+    warmed = time.perf_counter()
+    producer.produce(f"{prefix}warm-up", value=b"warm-up")
+    producer.flush(30)
+    warm_up_ms = (time.perf_counter() - warmed) * 1000
+    began_s = time.time()
     begin = time.monotonic()
     sent = 0
     last_ts = 0
@@ -370,10 +466,16 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
     stop_reading.set()
     thread.join()
     reader.close()
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        profiler.wait(30)
     child.send_signal(signal.SIGTERM)
-    out, _ = child.communicate(timeout=60)
-    live: dict[str, Any] = next((json.loads(line[len("RESULT "):]) for line in out.splitlines()
-                 if line.startswith("RESULT ")), {})
+    child.wait(timeout=60)
+    for drain in drains:
+        drain.join(10)
+    live: dict[str, Any] = next((json.loads(line[len("RESULT "):]) for line in child_lines
+                                 if line.startswith("RESULT ")), {})
+    slow_steps = sum(1 for line in child_lines if "slow step" in line)
 
     closed = [(recv, end + grace_ms, made) for recv, end, made in received
               if end + grace_ms <= last_ts]
@@ -408,7 +510,12 @@ def bench_freshness(kafka: KafkaSettings, args: argparse.Namespace, label: str,
             "idle_timeout_ms": args.idle_timeout_ms, "idle_pairs": len(last_of_pair),
             "idle_candles": len(idle_closed),
             "idle_end_p50": _pct(idle_from_end, 50), "idle_end_max": _pct(idle_from_end, 100),
-            "idle_due_p50": _pct(idle_from_due, 50), "idle_due_max": _pct(idle_from_due, 100)}
+            "idle_due_p50": _pct(idle_from_due, 50), "idle_due_max": _pct(idle_from_due, 100),
+            "timings": live.get("timings", {}), "slow_step_logs": slow_steps,
+            "warm_up_ms": warm_up_ms, "began_s": began_s, "pinned": pinned,
+            # the worst candles: when their window was due (wall clock, s) and the split
+            "worst": [{"due_s": due / 1000, "latency_ms": recv - due, "to_produced_ms": made - due}
+                      for recv, due, made in sorted(closed, key=lambda c: c[1] - c[0])[:8]]}
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -428,19 +535,106 @@ def _idle_line(f: dict[str, Any]) -> str:
 
 
 # --- main -------------------------------------------------------------------------------------
+def freshness_line(f: dict[str, Any]) -> str:
+    pinned = ("" if f.get("pinned") is None else
+              f", processor pinned alone to core {f['pinned']} (taskset)")
+    return (f"Freshness at {f['rate']:,.0f} trades/s, 1 s windows, grace 200 ms ({f['label']}"
+            f"{pinned}): "
+            f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms, max {f['max']:.1f} ms over "
+            f"{f['candles']:,} candles (target p99 < 50 ms); due -> produced p50 "
+            f"{f['emit_p50']:.1f} / p99 {f['emit_p99']:.1f} ms, produced -> received p50 "
+            f"{f['recv_p50']:.1f} / p99 {f['recv_p99']:.1f} ms; step() p50 "
+            f"{f['step_p50_ms']:.1f} / p99 {f['step_p99_ms']:.1f} / max "
+            f"{f['step_max_ms']:.1f} ms; load {f['load']:.1f}")
+
+
+def print_freshness_split(f: dict[str, Any]) -> None:
+    """The processor's own timings of a freshness run: where a held window waited."""
+    t = f["timings"]
+    if not t:
+        print("    (no timings from the processor)")
+        return
+    print(f"    processor steps {t['steps']:,}, CPU {t['cpu_total_ms']:,.0f} ms, preempted "
+          f"{t['preempted_total']:,}x; per phase total / max ms: " + ", ".join(
+        f"{p} {t['phase_total_ms'][p]:,.0f} / {t['phase_max_ms'][p]:.1f}"
+        for p in t["phase_total_ms"]))
+    lag = t.get("arrival_lag_ms") or {}
+    if lag:
+        print(f"    arrival lag (poll return - newest trade's CreateTime, per step): p50 "
+              f"{lag['p50']:.1f} / p99 {lag['p99']:.1f} / max {lag['max']:.1f} ms over "
+              f"{lag['n']:,} steps")
+    print("    collections (gen: count, total ms, max ms): " + "; ".join(
+        f"{g['generation']}: {g['count']}, {g['total_ms']:.1f}, {g['max_ms']:.2f}"
+        for g in t["gc"]) + f"; 'slow step' logs {f['slow_step_logs']}")
+    print("    slowest steps (ms: total = poll + process + tick + emit + checkpoint; gc "
+          "inside any):")
+    for st in t["slowest_steps"][:5]:
+        print(f"      at +{st['at'] - f['began_s']:.3f} s: {st['total_ms']:.1f} = "
+              f"{st['poll_ms']:.1f} + "
+              f"{st['process_ms']:.1f} + {st['tick_ms']:.1f} + {st['emit_ms']:.1f} + "
+              f"{st['checkpoint_ms']:.1f}; gc {st['gc_ms']:.1f} (gens "
+              f"{st['gc_generations']}); CPU {st['cpu_ms']:.1f} ms, preempted "
+              f"{st['preempted']}x; {st['consumed']} trades")
+    print(f"    load generator: first message acknowledged {f['warm_up_ms']:.0f} ms after its "
+          f"producer started (before the timed run); worst candles (window due, s after "
+          f"production began: latency / due -> produced ms): " + ", ".join(
+              f"+{w['due_s'] - f['began_s']:.3f}: {w['latency_ms']:.0f} / "
+              f"{w['to_produced_ms']:.0f}" for w in f["worst"][:5]), flush=True)
+
+
+def freshness_variants(args: argparse.Namespace) -> list[FreshnessVariant]:
+    return [FRESHNESS_VARIANTS[name] for name in args.freshness_variants.split(",")]
+
+
 def run_freshness_only(kafka: KafkaSettings, args: argparse.Namespace) -> None:
-    """Step 4 alone (both producer variants): for profiling the freshness without the
-    throughput runs before it."""
-    for label, idempotent in FRESHNESS_VARIANTS:
-        f = bench_freshness(kafka, args, label, idempotent)
-        print(f"Freshness at {f['rate']:,.0f} trades/s, 1 s windows, grace 200 ms ({label}): "
-              f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms, max {f['max']:.1f} ms over "
-              f"{f['candles']:,} candles (target p99 < 50 ms); due -> produced p50 "
-              f"{f['emit_p50']:.1f} / p99 {f['emit_p99']:.1f} ms, produced -> received p50 "
-              f"{f['recv_p50']:.1f} / p99 {f['recv_p99']:.1f} ms; step() p50 "
-              f"{f['step_p50_ms']:.1f} / p99 {f['step_p99_ms']:.1f} / max "
-              f"{f['step_max_ms']:.1f} ms; load {f['load']:.1f}", flush=True)
+    """Step 4 alone (the variants asked): for profiling the freshness without the throughput
+    runs before it."""
+    for variant in freshness_variants(args):
+        f = bench_freshness(kafka, args, variant)
+        print(freshness_line(f), flush=True)
         print(_idle_line(f), flush=True)
+        print_freshness_split(f)
+    print(f"Machine load (1/5/15 min) at end: {_load()}")
+
+
+def run_throughput_only(kafka: KafkaSettings, args: argparse.Namespace) -> None:
+    """The candle processor against the bare consume ceiling, alternating `--repeat` times on
+    the same topic (each child alone), so both meet the same machine; ratio of the medians."""
+    n = args.trades
+    limit = max(120.0, n / 5_000)
+    prefix = f"bm{uuid.uuid4().hex[:8]}."
+    topics = MarketsTopics.prefixed(prefix)
+    ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
+    trades = make_trades(n, args.pairs)
+    produce_trades(kafka, topics.trades, trades, PARTITIONS)
+    del trades
+    _log(f"setup: produced {n:,} trades")
+    braid: list[float] = []
+    ceiling: list[float] = []
+    cpu_b: list[float] = []  # CPU microseconds per trade, the whole process (all threads)
+    cpu_c: list[float] = []
+    for i in range(args.repeat):
+        c = _braid_child("ceiling", kafka, prefix, n, limit)
+        ceiling.append(_rate(c))
+        cpu_c.append(c["cpu_s"] / c["consumed"] * 1e6)
+        b = _braid_child("candles", kafka, prefix, n, limit,
+                         profile=args.profile_live if i == 0 else None)
+        braid.append(_rate(b))
+        cpu_b.append(b["cpu_s"] / b["consumed"] * 1e6)
+        _log(f"round {i + 1}: ceiling {ceiling[-1]:,.0f} trades/s ({cpu_c[-1]:.2f} us CPU per "
+             f"trade), Braid candle processor {braid[-1]:,.0f} trades/s ({cpu_b[-1]:.2f} us "
+             f"CPU per trade; {b['batches']} batches, {b['produced']:,} candles); ratio "
+             f"{braid[-1] / ceiling[-1]:.2f}")
+    med_b, med_c = float(np.median(braid)), float(np.median(ceiling))
+    print(f"Throughput, {n:,} trades, {args.repeat} alternating rounds: Braid candle processor "
+          f"median {med_b:,.0f} trades/s, bare consume + orjson ceiling median {med_c:,.0f} "
+          f"trades/s: Braid/ceiling = {med_b / med_c:.2f} (target >= 0.8); rounds "
+          + ", ".join(f"{b_ / c_:.2f}" for b_, c_ in zip(braid, ceiling, strict=True))
+          + f"; CPU per trade (whole process, every thread) median Braid "
+          f"{np.median(cpu_b):.2f} us, ceiling {np.median(cpu_c):.2f} us: ceiling/Braid "
+          f"{np.median(cpu_c) / np.median(cpu_b):.2f} (CPU per trade hardly moves with other "
+          f"processes' load; wall clock does, and on a busy machine it also favours the "
+          f"ceiling, whose librdkafka thread keeps a second thread busy)")
     print(f"Machine load (1/5/15 min) at end: {_load()}")
 
 
@@ -453,6 +647,9 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
 
     if args.freshness_only:
         run_freshness_only(kafka, args)
+        return
+    if args.throughput_only:
+        run_throughput_only(kafka, args)
         return
     quix_python = ensure_quix_venv()
     prefix = f"bm{uuid.uuid4().hex[:8]}."
@@ -483,9 +680,9 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     small = _braid_child("candles", kafka, prefix, min(MEMORY_SMALL, n), limit)
     _log(f"memory run ({small['consumed']:,} trades) done")
     fresh = []
-    for label, idempotent in FRESHNESS_VARIANTS:
-        fresh.append(bench_freshness(kafka, args, label, idempotent))
-        _log(f"freshness, {label}: p99 {fresh[-1]['p99']:.1f} ms")
+    for variant in freshness_variants(args):
+        fresh.append(bench_freshness(kafka, args, variant))
+        _log(f"freshness, {variant.label}: p99 {fresh[-1]['p99']:.1f} ms")
 
     braid = _rate(candles)
     e2e = n / (_span(candles) + _span(indicators))
@@ -568,10 +765,9 @@ def run(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     print(f"Bare consume + orjson.loads ceiling: {_rate(ceiling):,.0f} trades/s; "
           f"Braid/ceiling = {ratio_ceiling:.2f} (target >= 0.5)")
     for f in fresh:
-        print(f"Freshness at {f['rate']:,.0f} trades/s, 1 s windows, grace 200 ms ({f['label']}): "
-              f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms, max {f['max']:.1f} ms over "
-              f"{f['candles']:,} candles (target p99 < 50 ms)")
+        print(freshness_line(f))
         print(_idle_line(f))
+        print_freshness_split(f)
     print(f"Peak RSS of the candle processor: {small['maxrss_kb'] / mb:,.0f} MiB at "
           f"{small['consumed']:,} trades, {candles['maxrss_kb'] / mb:,.0f} MiB at "
           f"{candles['consumed']:,} trades")
@@ -596,6 +792,21 @@ def main() -> None:
     parser.add_argument("--idle-timeout-ms", type=int, default=2_000,
                         help="freshness: the live candle processor's idle timeout (default "
                              "2000); each pair's last window closes on idle after it")
+    parser.add_argument("--freshness-variants", default="defaults,no-idempotence",
+                        help="freshness runs, comma-separated, in order: "
+                             f"{', '.join(FRESHNESS_VARIANTS)} (default: "
+                             "defaults,no-idempotence)")
+    parser.add_argument("--pin", action="store_true",
+                        help="freshness: the live processor alone on the last core; the load "
+                             "generator, the reader and the broker on the others (taskset)")
+    parser.add_argument("--profile-live", metavar="DIR", default=None,
+                        help="freshness: record each live processor with py-spy (raw "
+                             "collapsed stacks, live-<variant>.txt in DIR)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the candle processor against the consume ceiling, "
+                             "alternating --repeat times (no Quix, indicators or freshness)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="--throughput-only: alternating rounds (default 3)")
     parser.add_argument("--freshness-only", action="store_true",
                         help="only step 4, the freshness runs (no throughput, Quix or memory)")
     parser.add_argument("--quick", action="store_true",
@@ -608,6 +819,7 @@ def main() -> None:
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--limit-s", type=float, default=600.0, help=argparse.SUPPRESS)
     parser.add_argument("--no-idempotence", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-gc-freeze", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _quiet_logs()
