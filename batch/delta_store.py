@@ -329,10 +329,16 @@ def _write_with_delta_spark(
     spark = df.sparkSession
     target = uri if is_gcs(uri) or uri.startswith("file:") else f"file://{uri}"
     _align_properties(spark, target, properties)
+    if partition_by:  # one task per partition: one file each, not one per task that holds it
+        df = df.repartition(*partition_by)
     writer = df.write.format("delta").partitionBy(*partition_by).option("userMetadata", run_id)
     for key, value in properties.items():
         writer = writer.option(key, value)  # taken as table properties when it creates it
-    if replace is not None:
+    if replace is not None and delta_log.table_exists(uri):
+        # a predicate on row columns (not only partitions): Delta rewrites the files holding
+        # matching rows without them (on by default in Delta; set in case a cluster turned it
+        # off). A new table has nothing to replace: Delta would refuse row columns there.
+        spark.conf.set("spark.databricks.delta.replaceWhere.dataColumns.enabled", "true")
         writer = writer.mode("overwrite").option("replaceWhere", replace_condition(replace))
     else:
         writer = writer.mode("append")

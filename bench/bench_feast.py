@@ -330,7 +330,11 @@ def http(path: Path, rate: float, requests: int, serve_flags: list[str]) -> dict
                             lambda k: ("POST", "/get-online-features", body, JSON))
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(60)  # gunicorn stops its worker first: slow on a busy machine
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
     ok = result.latencies_ms or [math.nan]
     return {"p50_ms": pct(ok, 50), "p99_ms": pct(ok, 99), "max_ms": max(ok),
             "achieved_rps": result.achieved_rps, "requests": float(result.requests),
