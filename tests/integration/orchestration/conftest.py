@@ -26,7 +26,13 @@ from infra.services import prefect
 from infra.settings import StackSettings
 from infra.testing import free_port
 from tests.conftest import start_stack
-from tests.integration.serving.offline_tables import DATA, candle_tables, local_repo, with_day
+from tests.integration.serving.offline_tables import (
+    DATA,
+    TABLE_PARTITIONS,
+    candle_tables,
+    local_repo,
+    with_day,
+)
 
 XBT_TRADES = DATA / "XBTUSD_kraken_2018_trades.sorted.csv"
 HERE = Path(__file__).resolve().parent
@@ -60,7 +66,7 @@ def markets_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Featur
     root = tmp_path_factory.mktemp("flows-offline")
     for name, table in zip(("candles", "indicators"), candle_tables(days=3), strict=True):
         write_deltalake(str(root / name), with_day(table),
-                        partition_by=["pair", "window_ms", "day"])
+                        partition_by=TABLE_PARTITIONS)
     repo = tmp_path_factory.mktemp("flows-repo")
     return repo, local_repo(repo, root)
 

@@ -9,7 +9,12 @@ import pytest
 from deltalake import write_deltalake
 from feast import FeatureStore
 
-from tests.integration.serving.offline_tables import candle_tables, local_repo, with_day
+from tests.integration.serving.offline_tables import (
+    TABLE_PARTITIONS,
+    candle_tables,
+    local_repo,
+    with_day,
+)
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +28,7 @@ def offline_root(tmp_path_factory: pytest.TempPathFactory,
     root = tmp_path_factory.mktemp("offline")
     for name, table in zip(("candles", "indicators"), market_tables, strict=True):
         write_deltalake(str(root / name), with_day(table),
-                        partition_by=["pair", "window_ms", "day"])
+                        partition_by=TABLE_PARTITIONS)
     return root
 
 

@@ -61,9 +61,16 @@ def candle_tables(days: int = 3) -> tuple[pa.Table, pa.Table]:
     return pa.concat_tables(candles), pa.concat_tables(indicators)
 
 
+TABLE_PARTITIONS = ["pair", "window_ms", "month"]
+"""The backfill's layout (`batch.backfill.TABLE_PARTITIONS`)."""
+
+
 def with_day(table: pa.Table) -> pa.Table:
-    days = pc.strftime(pc.cast(table["window_start_ms"], pa.timestamp("ms", "UTC")), "%Y-%m-%d")
-    return table.append_column("day", days)
+    """`table` with the backfill's `day` (UTC date of the window start) and `month` (its
+    `YYYY-MM`, the partition column)."""
+    starts = pc.cast(table["window_start_ms"], pa.timestamp("ms", "UTC"))
+    days = pc.cast(starts, pa.date32())
+    return table.append_column("day", days).append_column("month", pc.strftime(starts, "%Y-%m"))
 
 
 def local_repo(repo: Path, offline_root: Path, redis: str | None = None) -> FeatureStore:

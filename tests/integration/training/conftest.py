@@ -14,7 +14,12 @@ from infra import stack
 from infra.settings import StackSettings
 from infra.testing import free_port
 from tests.conftest import start_stack
-from tests.integration.serving.offline_tables import candle_tables, local_repo, with_day
+from tests.integration.serving.offline_tables import (
+    TABLE_PARTITIONS,
+    candle_tables,
+    local_repo,
+    with_day,
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +47,5 @@ def markets_store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
     root: Path = tmp_path_factory.mktemp("training-offline")
     for name, table in zip(("candles", "indicators"), candle_tables(days=3), strict=True):
         write_deltalake(str(root / name), with_day(table),
-                        partition_by=["pair", "window_ms", "day"])
+                        partition_by=TABLE_PARTITIONS)
     return local_repo(tmp_path_factory.mktemp("training-repo"), root)
