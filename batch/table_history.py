@@ -14,7 +14,7 @@ last `MAX_WARMUP - 1` candles before `start` of each series.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 import pyarrow as pa
@@ -59,7 +59,7 @@ def rows_before_per_month(uri: str, start_ms: int) -> dict[SeriesKey, dict[str, 
     return counts
 
 
-def months_holding(counts: dict[str, int | None], rows: int) -> list[str]:
+def months_holding(counts: Mapping[str, int | None], rows: int) -> list[str]:
     """The latest months of `counts` (months holding rows before the start, each with how many
     it surely holds) that together hold at least `rows` rows (all of them when they hold fewer,
     or when a count is unknown)."""
