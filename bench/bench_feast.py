@@ -316,7 +316,7 @@ def http(path: Path, rate: float, requests: int, serve_flags: list[str]) -> dict
             + '], "entities": {"pair": ["P000/USD"]}}').encode()
     url = f"http://127.0.0.1:{port}/get-online-features"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 240  # feast serve imports Feast: minutes on a busy machine
         while True:
             try:
                 urllib.request.urlopen(urllib.request.Request(url, body, JSON), timeout=2).read()
