@@ -43,10 +43,15 @@ def up(
     topics: bool = typer.Option(
         True, "--topics/--no-topics", help="Create the catalogue's topics."
     ),
+    broker_nodes: int | None = typer.Option(
+        None, "--broker-nodes", min=1,
+        help="Kafka nodes (env BRAID_STACK_BROKER_NODES; default 1). Topics get min(3, N) "
+        "replicas, min.insync.replicas min(2, N); node n listens on the broker port + 2(n-1).",
+    ),
     state_dir: Path | None = STATE_DIR,
 ) -> None:
     """Start the local stack (idempotent), check its health, create the topics."""
-    settings = _settings(state_dir, services=services)
+    settings = _settings(state_dir, services=services, broker_nodes=broker_nodes)
     try:
         started = stack.up(settings, create_topics=topics)
     except ServiceError as exc:
@@ -62,7 +67,10 @@ def _print_addresses(settings: StackSettings) -> None:
     """Where clients find the services (what to put in KAFKA_BOOTSTRAP_SERVERS, REDIS_URL ...)."""
     enabled = settings.enabled_services()
     if "broker" in enabled:
-        console.print(f"Kafka:  KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}")
+        console.print(f"Kafka:  KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers} "
+                      f"({settings.broker_nodes} node{'s' if settings.broker_nodes > 1 else ''}: "
+                      f"topics with {settings.replication_factor} replicas, "
+                      f"min.insync.replicas {settings.min_insync_replicas})")
     if "redis" in enabled:
         console.print(f"Redis:  REDIS_URL={settings.redis_url}")
     if "mlflow" in enabled:

@@ -29,16 +29,19 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def kafka_metadata(bootstrap_servers: str, host: str, port: int, timeout_s: float = 2.0) -> bool:
-    """True if the broker answers a metadata request naming at least one broker (checked after a
-    plain TCP connect)."""
+def kafka_metadata(bootstrap_servers: str, host: str, port: int, timeout_s: float = 2.0,
+                   *, node_id: int | None = None) -> bool:
+    """True if the broker answers a metadata request naming at least one broker, or naming
+    `node_id` among the live brokers (registered with the controller and not fenced) when
+    given; checked after a plain TCP connect."""
     if not tcp_open(host, port):
         return False
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
     try:
-        return bool(admin.list_topics(timeout=timeout_s).brokers)
+        brokers = admin.list_topics(timeout=timeout_s).brokers
     except Exception:
         return False
+    return node_id in brokers if node_id is not None else bool(brokers)
 
 
 def redis_ping(host: str, port: int, timeout_s: float = 1.0) -> bool:

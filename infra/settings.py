@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,18 @@ KNOWN_SERVICES = ("broker", "gcs", "redis", "mlflow", "prefect", "prefect-flows"
 #: `local[N]` by default; the cluster's daemons hold ~650 MiB).
 DEFAULT_SERVICES = KNOWN_SERVICES[:7]
 
+#: Node n of a Kafka cluster listens on the first node's ports plus this times (n - 1).
+NODE_PORT_STEP = 2
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One node of the local Kafka cluster: a broker and a KRaft controller in one process."""
+
+    node_id: int  # 1, 2, ... (Kafka's node.id)
+    port: int  # the PLAINTEXT listener clients use
+    controller_port: int  # the CONTROLLER listener the KRaft quorum uses
+
 
 class StackSettings(BaseSettings):
     """Where the stack keeps its state, its ports and which services it runs."""
@@ -25,10 +38,14 @@ class StackSettings(BaseSettings):
 
     state_dir: Path = Path("var")
     host: str = "127.0.0.1"
+    #: Kafka nodes to run, each a broker and a KRaft controller (a quorum of N voters). Topics
+    #: get min(3, N) replicas and `min.insync.replicas` min(2, N) from the brokers' defaults.
+    broker_nodes: int = Field(default=1, ge=1)
+    #: The (first) node's client listener; node n listens on `broker_port + 2(n - 1)`.
     broker_port: int = 19092
-    #: The KRaft controller's listener (the broker is its own controller).
+    #: The (first) node's KRaft controller listener; node n on `controller_port + 2(n - 1)`.
     controller_port: int = 19093
-    #: Java heap of the broker (-Xms and -Xmx).
+    #: Java heap of each broker node (-Xms and -Xmx).
     broker_heap: str = "512m"
     gcs_port: int = 19023
     redis_port: int = 16379
@@ -97,9 +114,28 @@ class StackSettings(BaseSettings):
         wanted = set(self.services)
         return [name for name in KNOWN_SERVICES if name in wanted]
 
+    def kafka_nodes(self) -> list[KafkaNode]:
+        """The Kafka cluster's nodes, node 1 first."""
+        return [
+            KafkaNode(n, self.broker_port + NODE_PORT_STEP * (n - 1),
+                      self.controller_port + NODE_PORT_STEP * (n - 1))
+            for n in range(1, self.broker_nodes + 1)
+        ]
+
+    @property
+    def replication_factor(self) -> int:
+        """Replicas of every topic on the local cluster, the internal ones included."""
+        return min(3, self.broker_nodes)
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """Replicas that must hold a record before acks=all acknowledges it."""
+        return min(2, self.broker_nodes)
+
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.broker_port}"
+        """Every node's client address (any one of them is enough to bootstrap)."""
+        return ",".join(f"{self.host}:{node.port}" for node in self.kafka_nodes())
 
     @property
     def redis_url(self) -> str:

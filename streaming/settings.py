@@ -63,11 +63,18 @@ class KafkaSettings(BaseSettings):
 
 
 class TopicSettings(BaseSettings):
-    """Partition counts and replication for the topic catalogue."""
+    """Partition counts and replication for the topic catalogue.
+
+    Replication unset means the cluster's own defaults (`default.replication.factor`,
+    `min.insync.replicas`): the local stack sets them to min(3, nodes) and min(2, nodes), a
+    managed cluster has its own. Set them to create Braid's topics with these values on any
+    cluster instead."""
 
     model_config = SettingsConfigDict(env_prefix="BRAID_TOPIC_", env_file=".env", extra="ignore")
 
-    replication_factor: int = 1
+    replication_factor: int | None = Field(default=None, ge=1)
+    # replicas that must hold a record before an acks=all write is acknowledged
+    min_insync_replicas: int | None = Field(default=None, ge=1)
     market_partitions: int = 8
     sensor_partitions: int = 100
 

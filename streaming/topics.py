@@ -18,6 +18,8 @@ from streaming.settings import KafkaSettings, TopicSettings
 log = structlog.get_logger(__name__)
 
 DAY_MS = 86_400_000
+#: A replication factor of -1 asks the broker for its `default.replication.factor` (KIP-464).
+BROKER_DEFAULT = -1
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,15 @@ def ensure_topics(
 ) -> list[str]:
     """Create the missing topics of `specs` (default: the whole catalogue); returns new names.
 
+    Replication comes from `topic_settings` (`BRAID_TOPIC_REPLICATION_FACTOR`,
+    `BRAID_TOPIC_MIN_INSYNC_REPLICAS`); where unset, the cluster's defaults apply (the local
+    stack's: min(3, nodes) replicas, `min.insync.replicas` min(2, nodes)).
+
     An existing topic is left alone: its partition count is checked and a mismatch raises, since
     co-partitioning and key order depend on it.
     """
     wanted = list(specs) if specs is not None else catalogue(topic_settings)
+    replication = topic_settings or TopicSettings()
     admin = AdminClient(kafka.client_config())
     existing = admin.list_topics(timeout=10).topics
     created: list[str] = []
@@ -101,8 +108,8 @@ def ensure_topics(
         NewTopic(
             t.name,
             num_partitions=t.partitions,
-            replication_factor=(topic_settings or TopicSettings()).replication_factor,
-            config=t.configs(),
+            replication_factor=replication.replication_factor or BROKER_DEFAULT,
+            config={**t.configs(), **_min_insync(replication)},
         )
         for t in wanted
         if t.name not in existing
@@ -125,6 +132,12 @@ def ensure_topics(
         log.info("topics created", topics=created)
         _wait_until_visible(admin, {t.name: t.partitions for t in wanted if t.name in created})
     return created
+
+
+def _min_insync(settings: TopicSettings) -> dict[str, str]:
+    if settings.min_insync_replicas is None:
+        return {}
+    return {"min.insync.replicas": str(settings.min_insync_replicas)}
 
 
 def _wait_until_visible(admin: AdminClient, partitions: dict[str, int],

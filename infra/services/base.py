@@ -14,7 +14,9 @@ from infra.processes import HealthCheck, MissingBinaryError
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """A service: its command, where it listens, how to tell it is up, what it needs first."""
+    """A service's process: its command, where it listens, how to tell it is up, what it needs
+    first. A service may run as several processes (the Kafka cluster's nodes): each has a spec
+    of its own, with its own `name` (PID file, log), and `service` names the service."""
 
     name: str
     argv: list[str]
@@ -29,6 +31,13 @@ class ServiceSpec:
     after_start: Callable[[], None] | None = None
     #: Further ports it listens on (e.g. Kafka's controller), checked free before a start.
     extra_ports: tuple[int, ...] = ()
+    #: The service this process belongs to (what `requires` and `--services` name); default
+    #: `name`.
+    service: str = ""
+
+    @property
+    def service_name(self) -> str:
+        return self.service or self.name
 
 
 def venv_executable(name: str, hint: str) -> str:
