@@ -345,9 +345,10 @@ class StreamProcessor:
         return count
 
     # --- checkpoints -----------------------------------------------------------------------
-    def checkpoint(self, *, final: bool = False) -> None:
+    def checkpoint(self, *, final: bool = False) -> list[TopicPartition]:
         """Checkpoint now, blocking: everything produced is acknowledged, fresh snapshots are
-        written and acknowledged, offsets committed (synchronously if `final`)."""
+        written and acknowledged, offsets committed (synchronously if `final`). Returns the
+        offsets committed (with `final`: those the group accepted)."""
         self._last_checkpoint = time.monotonic()
         self._flush()  # every output so far is acknowledged
         if self._pending is not None:  # superseded by the snapshots taken below
@@ -356,11 +357,11 @@ class StreamProcessor:
         self._outputs = Deliveries()
         self._checkpoint_soon = False
         if not self._operators or not self._dirty:
-            return
+            return []
         snapshots, offsets = self._take_snapshots()
         self._write_snapshots(snapshots)
         self._flush()
-        self._commit(offsets, final=final)
+        return offsets if self._commit(offsets, final=final) else []
 
     def _advance_checkpoint(self) -> None:
         """Take the next step of the pending checkpoint, or take one when due; never blocks."""
@@ -413,13 +414,13 @@ class StreamProcessor:
         self.stats.checkpoints += 1
         return written
 
-    def _commit(self, offsets: list[TopicPartition], *, final: bool) -> None:
+    def _commit(self, offsets: list[TopicPartition], *, final: bool) -> bool:
         """Commit offsets whose snapshots are acknowledged. Asynchronous while running (an
         older commit only means a longer replay); synchronous when leaving.
 
         A commit the group refuses because it moved on (this member's session expired, for
         example while the broker was down) is skipped: the partitions' next owner resumes from
-        the last accepted commit and its checkpoints, as after a crash."""
+        the last accepted commit and its checkpoints, as after a crash. False if refused."""
         if offsets and final:
             try:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
@@ -429,8 +430,10 @@ class StreamProcessor:
                     raise
                 self._log.warning("commit refused by the group; the next owner replays from "
                                   "the last accepted commit", error=str(error))
+                return False
         elif offsets:
             self._consumer.commit(offsets=offsets, asynchronous=True)
+        return True
 
     def _flush(self) -> None:
         remaining = self._producer.flush(30)
@@ -453,31 +456,49 @@ class StreamProcessor:
             self._fatal = error
         self._log.warning("kafka producer error", error=str(error), fatal=error.fatal())
 
+    # --- hand-overs (eager rebalances: every revocation is followed by a new assignment) ---
     def _on_assign(self, consumer: object, partitions: list[TopicPartition]) -> None:
+        """Build an operator per new partition number, restored from its checkpoint (the last
+        owner's state, wherever it ran); the consumer resumes at the committed offsets."""
+        began = time.monotonic()
         numbers = sorted({tp.partition for tp in partitions} - set(self._operators))
         keys = {checkpoint_key(self.config.name, self.config.input_topics, p): p for p in numbers}
         snapshots = self._checkpoints.load(set(keys)) if keys else {}
+        restored: list[int] = []
         for key, number in keys.items():
             operator = self._factory(number)
             if key in snapshots:
                 operator.restore(snapshots[key])
+                restored.append(number)
             self._operators[number] = operator
         self._group_kinds()
         self._assigned_at = time.monotonic()
-        self._log.info("assigned", partitions=numbers, restored=len(snapshots))
+        self._log.info("assigned", partitions=numbers, restored=len(snapshots),
+                       from_checkpoint=restored,
+                       fresh=[n for n in numbers if n not in restored],
+                       consumed=self.stats.consumed,
+                       took_ms=round((self._assigned_at - began) * 1000, 1))
 
     def _on_lost(self, consumer: object, partitions: list[TopicPartition]) -> None:
         """The session expired (e.g. the broker was unreachable): the group may already have
-        given these partitions to another member, so nothing may be committed for them."""
+        given these partitions to another member, so nothing may be committed or snapshotted
+        for them."""
         self._pending = None
         self._log.warning("assignment lost; resuming from the last commit",
                           partitions=sorted({tp.partition for tp in partitions}))
         self._drop(partitions)
 
     def _on_revoke(self, consumer: object, partitions: list[TopicPartition]) -> None:
+        """Hand the partitions over: every output acknowledged, snapshots written, offsets
+        committed while this member still owns them; then nothing more for them."""
+        began = time.monotonic()
         self._dirty = True
-        self.checkpoint(final=True)  # the next owner resumes from these offsets
+        committed = self.checkpoint(final=True)  # the next owner resumes from these offsets
         self._drop(partitions)
+        self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}),
+                       committed={f"{tp.topic}[{tp.partition}]": tp.offset for tp in committed},
+                       consumed=self.stats.consumed, produced=self.stats.produced,
+                       took_ms=round((time.monotonic() - began) * 1000, 1))
 
     def _drop(self, partitions: list[TopicPartition]) -> None:
         for number in {tp.partition for tp in partitions}:
@@ -486,7 +507,6 @@ class StreamProcessor:
                 operator.close()
         self._group_kinds()
         self._at_end -= {(tp.topic, tp.partition) for tp in partitions}
-        self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}))
 
 
 def _timestamps(messages: Sequence[Message]) -> np.ndarray:
