@@ -4,6 +4,9 @@
   NOT created: tests create what they need (use `unique_topic_prefix` for fresh names).
 - `broker_stack`: a second Apache Kafka broker that tests stop, kill -9 and restart
   (`restart_broker(hard=...)`), so the shared one is never disturbed.
+- `kafka_cluster` (module scope): a 3-node Apache Kafka cluster (`infra.testing.KafkaCluster`:
+  kill -9 a node, start it again, find the active controller, wait for the replicas to be in
+  sync), one per test module that asks for it.
 - `redis_url`: a real `redis-server` on a free port.
 - `gcs_emulator`: the GCS emulator with a bucket; sets `STORAGE_EMULATOR_HOST` and
   `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false` in `os.environ` for the session.
@@ -29,7 +32,14 @@ from infra import stack
 from infra.processes import ServiceError
 from infra.services import gcs
 from infra.settings import StackSettings
-from infra.testing import BrokerStack, GcsEmulator, broker_settings, free_port
+from infra.testing import (
+    BrokerStack,
+    GcsEmulator,
+    KafkaCluster,
+    broker_settings,
+    cluster_settings,
+    free_port,
+)
 from streaming.settings import KafkaSettings
 
 TESTS = Path(__file__).resolve().parent
@@ -91,6 +101,20 @@ def broker_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerSta
     start_stack(settings)
     try:
         yield BrokerStack(settings, settings.local_kafka_settings())
+    finally:
+        stack.down(settings)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A 3-node Kafka cluster (each node broker and controller) shared by one test module;
+    topics created through Braid get 3 replicas, `min.insync.replicas` 2. Its tests may kill
+    -9 and restart nodes, but must leave all three running and in sync."""
+    settings = cluster_settings(tmp_path_factory.mktemp("stack-cluster"), nodes=3,
+                                die_with_parent=True, health_timeout_s=180)
+    start_stack(settings)
+    try:
+        yield KafkaCluster(settings, settings.local_kafka_settings())
     finally:
         stack.down(settings)
 
