@@ -121,6 +121,7 @@ class StreamProcessor:
         self._checkpoint_soon = False  # right after the pending one (an idle close happened)
         self._fatal: KafkaError | None = None
         self._assigned_at = time.monotonic()
+        self._member_id: str | None = None  # the group membership the operators came with
         self._dirty = False
         self._stopping = False
         self.stats = ProcessorStats()
@@ -356,7 +357,7 @@ class StreamProcessor:
             self._dirty = True
         self._outputs = Deliveries()
         self._checkpoint_soon = False
-        if not self._operators or not self._dirty:
+        if not self._operators or not self._dirty or not self._still_member():
             return []
         snapshots, offsets = self._take_snapshots()
         self._write_snapshots(snapshots)
@@ -371,6 +372,9 @@ class StreamProcessor:
         pending = self._pending
         if pending is not None:
             if pending.written is None and pending.outputs.done:
+                if not self._still_member():
+                    self._pending = None
+                    return
                 pending.written = self._write_snapshots(pending.snapshots)
             if pending.written is not None and pending.written.done:
                 self._raise_if_failed()  # reports served while the snapshots were written
@@ -391,6 +395,18 @@ class StreamProcessor:
             self._outputs = Deliveries()
             if self._pending.outputs.done:  # nothing in flight: go on at once
                 self._advance_checkpoint()
+
+    def _still_member(self) -> bool:
+        """False once the consumer left or lost the group membership its operators were assigned
+        under (e.g. the loop stalled past `max.poll.interval.ms`, before the loss is served by a
+        poll): the group may have given their partitions to another member already, whose
+        checkpoints a snapshot written now would overwrite with older state."""
+        if self._consumer.memberid() == self._member_id:
+            return True
+        self._log.warning("group membership gone; no snapshot written, nothing committed "
+                          "(the partitions' next owner resumes from its last checkpoint)",
+                          partitions=sorted(self._operators))
+        return False
 
     def _take_snapshots(self) -> tuple[dict[str, dict[str, Any]], list[TopicPartition]]:
         """Every operator's snapshot, and the offsets they make safe to commit."""
@@ -461,6 +477,7 @@ class StreamProcessor:
         """Build an operator per new partition number, restored from its checkpoint (the last
         owner's state, wherever it ran); the consumer resumes at the committed offsets."""
         began = time.monotonic()
+        self._member_id = self._consumer.memberid()
         numbers = sorted({tp.partition for tp in partitions} - set(self._operators))
         keys = {checkpoint_key(self.config.name, self.config.input_topics, p): p for p in numbers}
         snapshots = self._checkpoints.load(set(keys)) if keys else {}
