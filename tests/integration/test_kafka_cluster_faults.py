@@ -59,7 +59,7 @@ from tests.support.paced_producer import PacedProducer
 from tests.support.processes import BraidProcess
 from tests.support.reliability_report import record_faults
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 PARTITIONS = 4
 CHUNKS = 200  # at 0.6 s: the stream flows for up to 2 minutes of node kills
@@ -153,11 +153,6 @@ def test_markets_pipeline_through_two_node_kills_equals_an_uninterrupted_run(
         kafka_cluster: KafkaCluster, unique_topic_prefix: str, tmp_path: Path) -> None:
     kafka = kafka_cluster.kafka_settings
     trades = _trades()
-    reference_candles, reference_indicators = run_trades_through_stream(
-        trades, kafka, durations=[60_000], grace_ms=2_000,
-        topic_prefix=unique_topic_prefix + "ref.", partitions=PARTITIONS, idle_timeout_ms=3_000)
-    assert reference_candles.num_rows > 80 and reference_indicators.num_rows > 80
-
     prefix = unique_topic_prefix + "run."
     topics = MarketsTopics.prefixed(prefix)
     ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
@@ -182,6 +177,12 @@ def test_markets_pipeline_through_two_node_kills_equals_an_uninterrupted_run(
     try:
         for process in processors:
             process.start()
+        # the uninterrupted run, on topics of its own, while the processors start
+        reference_candles, reference_indicators = run_trades_through_stream(
+            trades, kafka, durations=[60_000], grace_ms=2_000,
+            topic_prefix=unique_topic_prefix + "ref.", partitions=PARTITIONS,
+            idle_timeout_ms=3_000)
+        assert reference_candles.num_rows > 80 and reference_indicators.num_rows > 80
         for process in processors:
             process.wait_for_log('"event": "assigned"', 1, timeout_s=180)
         producer.start()
@@ -296,13 +297,13 @@ def test_sensor_windows_and_join_through_two_node_kills_equal_an_uninterrupted_r
     kafka = kafka_cluster.kafka_settings
     events = simulate(SimulatorConfig(clients=12, duration_ms=30 * 60_000, disorder_ms=6_000,
                                       seed=11))
-    reference, want = _reference(kafka, events, unique_topic_prefix)
     topics, windows, join = _start_processors(kafka, unique_topic_prefix + "run.", "25s",
                                               tmp_path)
     size = -(-events.num_rows // CHUNKS)
     producer = _producer(lambda start, stop: produce_events(
         kafka, topics, events.slice(start * size, (stop - start) * size), PARTITIONS))
     try:
+        reference, want = _reference(kafka, events, unique_topic_prefix)  # while they start
         windows.wait_for_log('"event": "assigned"', 1, timeout_s=180)
         join.wait_for_log('"event": "assigned"', 1, timeout_s=180)
         producer.start()
