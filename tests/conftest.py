@@ -50,7 +50,9 @@ TESTS = Path(__file__).resolve().parent
 #: collection order.
 LONGEST_FIRST = (
     "integration/orchestration/test_orchestration_deployments.py",  # a stack, Spark flow runs
+    "integration/test_kafka_cluster_faults.py",  # 3 nodes, 2 node kills under 2 pipelines
     "integration/test_demo.py",
+    "integration/test_kafka_cluster_scaling.py",  # 3 nodes, 9 processor starts
     "integration/test_sensors_effectively_once.py",  # processor kills, then a broker kill
     "integration/test_batch_backfill.py",
     "integration/test_batch_spark_cluster.py",  # a standalone cluster, two spark-submits
