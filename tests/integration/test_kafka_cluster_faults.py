@@ -28,13 +28,13 @@ from rich.console import Console
 
 from cli import stack as cli_stack
 from features.indicators import INDICATOR_COLUMNS
+from features.sensors.simulator import SimulatorConfig, simulate
 from infra import stack
 from infra.testing import KafkaCluster
 from streaming.pipelines.markets import MarketsTopics, produce_trades, run_trades_through_stream
 from streaming.pipelines.sensors import produce_events
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.topics import ONLINE_WRITES, catalogue, ensure_topics
 from tests.integration.serving.offline_tables import local_repo
 from tests.integration.test_markets_effectively_once import (

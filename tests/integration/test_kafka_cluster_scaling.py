@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from features.sensors.simulator import SimulatorConfig, simulate
 from infra.testing import KafkaCluster
 from streaming.pipelines.markets import MarketsTopics, produce_trades, run_trades_through_stream
 from streaming.pipelines.sensors import (
@@ -28,7 +29,6 @@ from streaming.pipelines.sensors import (
     run_sensors_through_stream,
 )
 from streaming.settings import KafkaSettings, TopicSettings
-from streaming.sources.sensors_simulator import SimulatorConfig, simulate
 from streaming.sources.synthetic import SyntheticTradeSource
 from streaming.topics import ensure_topics
 from tests.integration.test_kafka_cluster_faults import trades_rejected
