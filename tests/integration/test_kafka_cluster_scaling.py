@@ -22,7 +22,12 @@ import pytest
 
 from features.sensors.simulator import SimulatorConfig, simulate
 from infra.testing import KafkaCluster
-from streaming.pipelines.markets import MarketsTopics, produce_trades, run_trades_through_stream
+from streaming.pipelines.markets import (
+    MarketsTopics,
+    close_input,
+    produce_trades,
+    run_trades_through_stream,
+)
 from streaming.pipelines.sensors import (
     SensorTopics,
     produce_events,
@@ -50,7 +55,8 @@ PARTITIONS = 6
 PAIRS = ["XBT/USD", "ETH/USD", "SOL/USD", "ADA/USD", "DOT/USD", "XRP/USD"]
 CHUNKS = 200  # 1 s apart: the stream flows for over 3 minutes of scaling
 #: Longer than any gap between two chunks on a loaded machine (each makes two producers, waits
-#: for acks=all): a pair quiet that long has its windows closed, which the reference never does
+#: for acks=all): a sensor client quiet that long has its pending features emitted, which the
+#: reference never does mid-stream (the synthetic trades are history: never closed on idle)
 IDLE = "20s"
 
 
@@ -189,6 +195,7 @@ def test_processors_scaled_one_three_two_mid_stream_equal_a_single_uninterrupted
         phases["2 members"] = _wait_settled(groups, 2)
         producer.finish_faults()
         producer.join()
+        close_input(kafka, markets.trades, trades, PARTITIONS)  # history: its end closes it
         _wait_for_keys(kafka, markets.indicators, {_key(r) for r in ref_indicators.to_pylist()})
         _wait_for(kafka, sensors, len(want_features))
     finally:
