@@ -217,7 +217,7 @@ def vector_table(rows: EventVectors) -> pa.Table:
         "client": pa.array(rows.clients.tolist(), pa.string()),
         "timestamp_ms": pa.array(rows.timestamps_ms, pa.int64()),
         "trigger": pa.array(rows.triggers.tolist(), pa.string()),
-        **{field.name: pa.array(rows.vectors[:, k], pa.int64())
-           for k, field in enumerate(VECTOR_TABLE_SCHEMA[3:3 + len(VECTOR_FIELDS)])},
+        **{name: pa.array(rows.vectors[:, k], pa.int64())
+           for k, name in enumerate(VECTOR_TABLE_SCHEMA.names[3:3 + len(VECTOR_FIELDS)])},
         "edges_version": pa.array([rows.edges_version] * n, pa.string()),
     }, schema=VECTOR_TABLE_SCHEMA)
