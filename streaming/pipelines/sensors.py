@@ -10,6 +10,7 @@ half of the Lambda test, the end-to-end test and the benchmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -213,7 +214,7 @@ def read_predictions(kafka: KafkaSettings, topic: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
 
 
-def final_predictions(predictions: pa.Table) -> dict[tuple[str, int, str], dict[str, object]]:
+def final_predictions(predictions: pa.Table) -> dict[tuple[str, int, str], dict[str, Any]]:
     """Per event (client, timestamp_ms, trigger), its last prediction in topic order: the
     final one (a correction comes later on the same partition as what it corrects)."""
     return {(r["client"], r["timestamp_ms"], r["trigger"]): r for r in predictions.to_pylist()}
@@ -225,7 +226,7 @@ class StreamResult:
     predictions: pa.Table  # PREDICTION_SCHEMA, every message (corrections included)
     topics: SensorTopics
 
-    def final_predictions(self) -> dict[tuple[str, int, str], dict[str, object]]:
+    def final_predictions(self) -> dict[tuple[str, int, str], dict[str, Any]]:
         return final_predictions(self.predictions)
 
 

@@ -186,7 +186,7 @@ class SensorJoinGroup:
         # per client: the earliest time fresh inputs touched that is not answered yet (while
         # its partition replays after a restart, answers wait for the whole history)
         self.owed = np.empty(0, dtype=np.int64)
-        self._owing = False  # some client is owed an answer
+        self._replaying: set[int] = set()  # restored partitions whose replay is not done
         self._prune_at = PRUNE_MIN
         self.partitions: dict[int, _Partition] = {}
         self.counts: Counter[str] = Counter()
@@ -200,6 +200,7 @@ class SensorJoinGroup:
     def close(self, partition: int) -> None:
         """Forget a partition's clients (revocation)."""
         self.partitions.pop(partition, None)
+        self._replaying.discard(partition)
         mine = self.client_partition == partition
         if not mine.any():
             return
@@ -237,16 +238,25 @@ class SensorJoinGroup:
             emission.extend(letters)
             if inputs is not None:
                 accepted.append(inputs)
-        if accepted:
-            self._enter(accepted)
-        if self._owing:  # fresh inputs wait for their answer while a replay goes on
-            emission.extend(self._answer_owed())
+        touched = self._enter(accepted) if accepted else np.empty(0, dtype=np.int64)
+        for p in [p for p in self._replaying if self.partitions[p].caught_up()]:
+            self._replaying.discard(p)  # its history is whole again: what it owes is due
+            touched = np.r_[touched, np.flatnonzero(self.client_partition == p)]
+        emission.extend(self._answer_clients(touched, force=False))
         if len(self.events) + len(self.sz) >= self._prune_at:
             self.prune()
         return emission
 
-    def _enter(self, accepted: list[_Accepted]) -> None:
-        """Accepted inputs into the history and the events; fresh ones owe an answer."""
+    def tick_many(self, partitions: set[int], now_ms: int) -> Emission:
+        """Every input topic of `partitions` is consumed to its end: answer what their clients'
+        events were held for (an SX/SY event waiting for the features of its time)."""
+        mine = np.flatnonzero(np.isin(self.client_partition, list(partitions))
+                              & (self.owed != NOT_OWED))
+        return self._answer_clients(mine, force=True)
+
+    def _enter(self, accepted: list[_Accepted]) -> np.ndarray:
+        """Accepted inputs into the history and the events; returns the clients fresh inputs
+        touched (they owe an answer from their earliest time touched)."""
         self._lows = None
         new_events: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, trigger codes)
         for inputs in accepted:
@@ -262,12 +272,10 @@ class SensorJoinGroup:
                                               dtype=np.int64)))
         self._add_events(np.concatenate([k for k, _ in new_events]),
                          np.concatenate([t for _, t in new_events]))
-        # answer what fresh inputs touched (replays were answered before the checkpoint), once
-        # the client's partition has its whole history back
+        # answer what fresh inputs touched (replays were answered before the checkpoint)
         codes = np.concatenate([a.codes[a.fresh] for a in accepted])
-        if len(codes):
-            np.minimum.at(self.owed, codes, np.concatenate([a.ts[a.fresh] for a in accepted]))
-            self._owing = True
+        np.minimum.at(self.owed, codes, np.concatenate([a.ts[a.fresh] for a in accepted]))
+        return codes
 
     def _decode(self, topic: str, work: list[tuple[int, InputBatch]]
                 ) -> tuple[Emission, _Accepted | None]:
@@ -389,21 +397,27 @@ class SensorJoinGroup:
                            sent=np.full((n, len(VECTOR_FIELDS)), MISSING),
                            sent_edges=np.full((n, len(FEATURES)), NO_VERSION))
 
-    def _answer_owed(self) -> Emission:
-        """Answer the owed clients of caught-up partitions."""
-        ready = [p for p, state in self.partitions.items() if state.caught_up()]
-        owed = self.owed != NOT_OWED
-        touched = np.flatnonzero(owed & np.isin(self.client_partition, ready))
-        self._owing = len(touched) < int(owed.sum())
-        if not len(touched):
+    def _answer_clients(self, clients: np.ndarray, force: bool) -> Emission:
+        """Answer what `clients` owe, except those of partitions still replaying."""
+        clients = np.unique(clients)
+        clients = clients[self.owed[clients] != NOT_OWED]
+        if self._replaying:
+            clients = clients[~np.isin(self.client_partition[clients], list(self._replaying))]
+        if not len(clients):
             return Emission()
-        earliest = self.owed[touched]
-        self.owed[touched] = NOT_OWED
-        return self._answer(touched, earliest)
+        earliest = self.owed[clients]
+        self.owed[clients] = NOT_OWED
+        return self._answer(clients, earliest, force)
 
-    def _answer(self, touched: np.ndarray, earliest: np.ndarray) -> Emission:
+    def _answer(self, touched: np.ndarray, earliest: np.ndarray, force: bool) -> Emission:
         """Compute again every event of the clients `touched` at or after their `earliest`
-        time; publish the vectors that are new or changed."""
+        time; publish the vectors that are new or changed.
+
+        An SX or SY event whose client's features have not reached its time yet is held
+        (unless `force`): with a backlog the join reads SX and SY far ahead of the feature
+        topics, and answering at once would correct each such event once per SZ reading
+        before it. It is answered when the features reach its time, or when the partition is
+        consumed to its end (`tick_many`): live, that is the same poll."""
         events = self.events
         lo = np.searchsorted(events.key, touched * KEY_SPAN + earliest, side="left")
         hi = np.searchsorted(events.key, (touched + 1) * KEY_SPAN, side="left")
@@ -416,6 +430,14 @@ class SensorJoinGroup:
                                     self.sz.key[sz_complete],
                                     self.sz.cols["bins"][sz_complete])
         answered = complete(vectors)
+        if not force:
+            clients = events.key[rows] // KEY_SPAN
+            frontier = self.stream_time[[FIELD_INDEX[f] for f in FEATURES]].min(axis=0)
+            held = answered & (events.cols["trigger"][rows] != TRIGGERS.index("SZ")) & (
+                events.key[rows] % KEY_SPAN > frontier[clients])
+            if held.any():
+                np.minimum.at(self.owed, clients[held], events.key[rows][held] % KEY_SPAN)
+                answered &= ~held
         edges = np.full((len(rows), len(FEATURES)), NO_VERSION, dtype=np.int64)
         edges[answered] = self.sz.cols["edges"][sz_complete[at[answered]]]
         sent, sent_edges = events.cols["sent"][rows], events.cols["sent_edges"][rows]
@@ -571,13 +593,14 @@ class SensorJoinGroup:
         state.needed_from = {t: int(o) for t, o in snapshot["needed_from"].items()}
         state.late_offsets = {t: {int(o) for o in offsets}
                               for t, offsets in snapshot["late_offsets"].items()}
+        if not state.caught_up():
+            self._replaying.add(partition)
         if len(codes) == 0:  # a partition that had seen offsets but no client yet
             return
         self.client_partition[codes] = partition
         self.stream_time[:, codes] = np.asarray(snapshot["stream_time"],
                                                 dtype=np.int64).reshape(-1, len(codes))
         self.owed[codes] = np.asarray(snapshot["owed"], dtype=np.int64)
-        self._owing = bool((self.owed != NOT_OWED).any())
 
 
 def _at_or_before(keys: np.ndarray, settled: np.ndarray) -> np.ndarray:
@@ -614,8 +637,23 @@ class SensorJoinOperator(PartitionOperator):
                      now_ms: int) -> Emission:
         return process_by_group(work, now_ms)
 
+    @classmethod
+    def tick_many(cls, operators: Sequence[PartitionOperator], now_ms: int) -> Emission:
+        emission = Emission()
+        by_group: dict[int, tuple[SensorJoinGroup, set[int]]] = {}
+        for operator in operators:
+            assert isinstance(operator, SensorJoinOperator)
+            by_group.setdefault(id(operator.group), (operator.group, set()))[1].add(
+                operator.partition)
+        for group, partitions in by_group.values():
+            emission.extend(group.tick_many(partitions, now_ms))
+        return emission
+
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
         return self.group.process_many([(self.partition, batch)], now_ms)
+
+    def tick(self, now_ms: int) -> Emission:
+        return self.group.tick_many({self.partition}, now_ms)
 
     def close(self) -> None:
         self.group.close(self.partition)

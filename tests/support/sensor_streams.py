@@ -108,6 +108,10 @@ class SensorStreams:
             self._take(type(p.operator).process_many(work, 0))
             if self.prune_every_poll:
                 p.operator.group.prune()  # type: ignore[attr-defined]
+        if not any(self.pending(which).values()):
+            # the processor's tick: every input topic consumed to its end (the join answers
+            # what it held back for features that have not come)
+            self._take(p.operator.tick(0))
         return sum(len(b) for _, b in work)
 
     def _take(self, emission: Emission) -> None:

@@ -236,11 +236,19 @@ def test_every_event_gets_its_prediction_once_its_vector_is_complete() -> None:
     assert {k for b in emitted.batches for k in b.partition_keys} == {"a"}
 
 
+def caught_up(op: SensorJoinOperator, batch: InputBatch) -> Emission:
+    """`batch` processed, then the tick the processor gives an operator whose input topics
+    are consumed to their end."""
+    out = op.process(batch, 0)
+    out.extend(op.tick(0))
+    return out
+
+
 def test_every_newer_event_triggers_a_prediction_with_its_value() -> None:
     op = join_op(threshold=0.99)
     fill(op)
-    out = predictions(op.process(batch("SX", [("a", T0 + 10, 7), ("a", T0 + 20, 8)], 1,
-                                       sensor="SX"), 0))
+    out = predictions(caught_up(op, batch("SX", [("a", T0 + 10, 7), ("a", T0 + 20, 8)], 1,
+                                          sensor="SX")))
     assert [p["vector"][0] for p in out] == [7, 8]
     assert [p["alert"] for p in out] == [p["probability"] >= 0.99 for p in out]
 
@@ -249,22 +257,44 @@ def test_an_event_is_answered_as_of_its_own_time_and_a_late_one_corrects_later_e
 ) -> None:
     op = join_op()
     fill(op)
-    newer = predictions(op.process(batch("SY", [("a", T0 + 100, 9)], 1, sensor="SY"), 0))
+    newer = predictions(caught_up(op, batch("SY", [("a", T0 + 100, 9)], 1, sensor="SY")))
     assert [p["vector"] for p in newer] == [[1, 9, 3, 4, 5]]
     # an SY of 50 ms, behind the one of 100 ms but within grace: its own event sees SY 0; the
     # event of 100 ms still sees SY 9 (as of its time): unchanged, so not published again
-    older = predictions(op.process(batch("SY", [("a", T0 + 50, 0)], 2, sensor="SY"), 0))
+    older = predictions(caught_up(op, batch("SY", [("a", T0 + 50, 0)], 2, sensor="SY")))
     assert [(p["timestamp_ms"], p["vector"]) for p in older] == [(T0 + 50, [1, 0, 3, 4, 5])]
     # an SX of 60 ms changes what the events of 60 ms and later see: both are corrected
-    sx = predictions(op.process(batch("SX", [("a", T0 + 60, 6)], 1, sensor="SX"), 0))
+    sx = predictions(caught_up(op, batch("SX", [("a", T0 + 60, 6)], 1, sensor="SX")))
     assert [(p["trigger"], p["timestamp_ms"], p["vector"]) for p in sx] == [
         ("SX", T0 + 60, [6, 0, 3, 4, 5]), ("SY", T0 + 100, [6, 9, 3, 4, 5])]
     # beyond grace (5 s behind the SY stream time of 100 ms): dead-lettered, no prediction
-    op.process(batch("SY", [("a", T0 + 10_000, 3)], 3, sensor="SY"), 0)
-    late = op.process(batch("SY", [("a", T0 + 5_000, 4)], 4, sensor="SY"), 0)
+    caught_up(op, batch("SY", [("a", T0 + 10_000, 3)], 3, sensor="SY"))
+    late = caught_up(op, batch("SY", [("a", T0 + 5_000, 4)], 4, sensor="SY"))
     assert outputs(late) == []
     assert [d.reason for d in late.dead_letters] == [
         "late: beyond 5000 ms grace for SY of its client (sensor join)"]
+
+
+def test_an_sx_event_ahead_of_its_clients_features_waits_for_them_or_for_the_end_of_the_log(
+) -> None:
+    """With a backlog the join reads SX far ahead of the feature topics: an SX event is
+    answered once the features reach its time (the reading it will see is there), or when
+    every input topic is consumed to its end (the processor's tick), never corrected once per
+    reading in between."""
+    op = join_op()
+    fill(op)  # features up to T0
+    assert outputs(op.process(batch("SX", [("a", T0 + 9_000, 7)], 1, sensor="SX"), 0)) == []
+    for k, t in enumerate((T0 + 3_000, T0 + 6_000)):  # readings before it: still held
+        for name, bin_ in (("FA", 6), ("FI", 6), ("FD", 6)):
+            out = predictions(op.process(feature_batch(name, [("a", t, bin_)], k + 1), 0))
+        assert [p["trigger"] for p in out] == ["SZ"]
+    for name in ("FA", "FI", "FD"):  # a reading after it: the SX event's answer is due
+        out = predictions(op.process(feature_batch(name, [("a", T0 + 12_000, 8)], 3), 0))
+    assert [(p["trigger"], p["vector"]) for p in out] == [("SX", [7, 2, 6, 6, 6]),
+                                                          ("SZ", [7, 2, 8, 8, 8])]
+    # no later reading: the tick answers it with what is there
+    assert outputs(op.process(batch("SX", [("a", T0 + 20_000, 1)], 2, sensor="SX"), 0)) == []
+    assert [p["vector"] for p in predictions(op.tick(0))] == [[1, 2, 8, 8, 8]]
 
 
 def test_invalid_join_inputs_go_to_the_dead_letter_topic_with_the_reason() -> None:
@@ -303,7 +333,7 @@ def test_join_restart_rebuilds_its_history_from_the_log_and_answers_only_fresh_e
     # the five messages are replayed from the commit offsets: back into the history, no
     # prediction (they were answered before the checkpoint)
     assert outputs(fill(again)) == []
-    out = predictions(again.process(batch("SX", [("a", T0 + 1, 4)], 1, sensor="SX"), 0))
+    out = predictions(caught_up(again, batch("SX", [("a", T0 + 1, 4)], 1, sensor="SX")))
     assert [p["vector"] for p in out] == [[4, 2, 3, 4, 5]]
 
 
@@ -320,7 +350,8 @@ def test_a_fresh_event_waits_for_the_other_topics_replay_after_a_restart() -> No
     again.process(batch("SY", [("a", T0, 2)], sensor="SY"), 0)
     again.process(feature_batch("FA", [("a", T0, 3)]), 0)
     again.process(feature_batch("FI", [("a", T0, 4)]), 0)
-    out = predictions(again.process(feature_batch("FD", [("a", T0, 5)]), 0))
+    assert outputs(again.tick(0)) == []  # the tick answers nothing while FD still replays
+    out = predictions(caught_up(again, feature_batch("FD", [("a", T0, 5)])))
     assert [(p["trigger"], p["timestamp_ms"], p["vector"]) for p in out] == [
         ("SX", T0 + 1, [4, 2, 3, 4, 5])]
 
@@ -411,7 +442,7 @@ def test_join_partitions_sharing_a_group_keep_their_own_state_and_checkpoints() 
         b.partition = 1
         replay.append((again, b))
     assert outputs(SensorJoinOperator.process_many(replay, 0)) == []
-    assert predictions(again.process(batch("SX", [("b", T0 + 5, 7)], 1, sensor="SX"), 0))[0][
+    assert predictions(caught_up(again, batch("SX", [("b", T0 + 5, 7)], 1, sensor="SX")))[0][
         "vector"] == [7, 2, 3, 4, 5]
 
 

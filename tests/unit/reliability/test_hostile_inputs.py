@@ -397,6 +397,7 @@ def test_sensor_join_operator_survives_hostile_events(items: list[Tagged], first
                             PARTITION)
     fed = feed(op, items, first, batch_size)
     check_dead_letters("sensor_join", fed)
+    fed.emission.extend(op.tick(0))  # consumed to the end: held SX/SY events are answered
     assert prediction_outputs(fed.emission) == expected_predictions(
         [(t, w) for t, _, w in fed.records])
 
@@ -407,6 +408,7 @@ def test_sensor_join_operator_survives_hostile_events(items: list[Tagged], first
                                  "value": 0.5, "bin": 4, "edges_version": "e1",
                                  "window_ms": 600_000, "count": 2})) for t in FEATURE_TOPICS]
     after = feed(op, final, first, batch_size, Fed(next_offset=dict(fed.next_offset)))
+    after.emission.extend(op.tick(0))
     assert not after.emission.dead_letters
     assert prediction_outputs(after.emission) == {
         f"final|{T0}|{t}": (3, 3, 4, 4, 4) for t in ("SX", "SY", "SZ")}
