@@ -3,14 +3,16 @@
 For each client it keeps the stream time (largest SZ event time seen) and a buffer of its
 accepted readings with event time > stream time - grace - window (all a future result can need).
 
-- **Emission**: each accepted reading's FA, FI, FD (the window `(t - 10 min, t]` over the
-  accepted readings held) go out in the poll that processes it. A reading within grace that
-  lands behind readings already emitted also gives a **correction** for each emitted reading of
-  its client whose window contains it (in practice the readings in `(t, stream time]`, at most
-  a grace's worth): the same key (client) and (feature, timestamp_ms), later in the topic, with
-  the new values. Features are therefore final once the client's stream time passes
-  `t + grace`, by event time alone: no wall clock decides anything, so the batch layer reading
-  the same log computes the same final values (`batch/sensors_backfill.py`).
+- **Emission**: Each accepted SZ reading's FA, FI, FD go out in the poll that processes it, and
+  again as a correction when a reading within grace lands in its window; they are final once the
+  client's stream time passes the reading's time plus grace, decided by event time alone, never
+  by the wall clock.
+  A reading within grace that lands behind readings already emitted gives a **correction** for
+  each emitted reading of its client whose window `(t' - 10 min, t']` contains it (in practice
+  the readings in `(t, stream time]`, at most a grace's worth): the same key (client) and
+  (feature, timestamp_ms), later in the topic, with the new values. No wall clock decides
+  anything, so the batch layer reading the same log computes the same final values
+  (`batch/sensors_backfill.py`).
 - **Lateness**: a reading is late (dead letter) when `t + grace <=` its client's stream time
   before it (`features.windows.sliding_late_mask`, in log order): it could only change results
   already final. Any arrival order within grace gives the same final features.
