@@ -188,6 +188,7 @@ class SensorJoinGroup:
         self.owed = np.empty(0, dtype=np.int64)
         self._replaying: set[int] = set()  # restored partitions whose replay is not done
         self._prune_at = PRUNE_MIN
+        self._pruned = True  # nothing entered or answered since the last prune
         self.partitions: dict[int, _Partition] = {}
         self.counts: Counter[str] = Counter()
 
@@ -239,8 +240,10 @@ class SensorJoinGroup:
             if inputs is not None:
                 accepted.append(inputs)
         touched = self._enter(accepted) if accepted else np.empty(0, dtype=np.int64)
+        self._pruned = self._pruned and not accepted
         for p in [p for p in self._replaying if self.partitions[p].caught_up()]:
             self._replaying.discard(p)  # its history is whole again: what it owes is due
+            self._pruned = False
             touched = np.r_[touched, np.flatnonzero(self.client_partition == p)]
         emission.extend(self._answer_clients(touched, force=False))
         if len(self.events) + len(self.sz) >= self._prune_at:
@@ -407,6 +410,7 @@ class SensorJoinGroup:
             return Emission()
         earliest = self.owed[clients]
         self.owed[clients] = NOT_OWED
+        self._pruned = False  # what was owed no longer holds their history
         return self._answer(clients, earliest, force)
 
     def _answer(self, touched: np.ndarray, earliest: np.ndarray, force: bool) -> Emission:
@@ -507,7 +511,11 @@ class SensorJoinGroup:
         return np.where(seen, bound, NO_STREAM_TIME)
 
     def prune(self) -> None:
-        """Drop history and events no answer can need (see the module docstring)."""
+        """Drop history and events no answer can need (see the module docstring). Once per
+        checkpoint, not once per partition: nothing changes between their snapshots."""
+        if self._pruned:
+            return
+        self._pruned = True
         settled = self.settled_until()
         for history in (self.sx, self.sy):
             history.keep(_keep_latest_before(history.key, settled))
@@ -595,6 +603,7 @@ class SensorJoinGroup:
                               for t, offsets in snapshot["late_offsets"].items()}
         if not state.caught_up():
             self._replaying.add(partition)
+        self._pruned = False
         if len(codes) == 0:  # a partition that had seen offsets but no client yet
             return
         self.client_partition[codes] = partition

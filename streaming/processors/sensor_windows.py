@@ -104,6 +104,7 @@ class SensorWindowGroup:
         self.buf_offset = np.empty(0, dtype=np.int64)
         self.buf_partition = np.empty(0, dtype=np.int64)
         self._prune_at = PRUNE_MIN  # buffer length that triggers the next bulk prune
+        self._pruned = True  # nothing processed since the last prune
         self.partitions: dict[int, _Partition] = {}
         self._lows: dict[int, int] | None = None  # per partition: lowest buffered offset
 
@@ -189,6 +190,7 @@ class SensorWindowGroup:
         accept = ~skip & ~late
         self._append(codes[accept], ts[accept], values[accept], offsets[accept], part[accept])
         np.maximum.at(self.stream_time, codes, ts)
+        self._pruned = False
         emit = accept & fresh  # replayed readings went out before the checkpoint
         if emit.any():
             emission.batches.extend(self._emit(codes[emit], ts[emit]))
@@ -277,7 +279,11 @@ class SensorWindowGroup:
 
     def prune(self) -> None:
         """Drop every buffered reading no future result needs: event time at or before its
-        client's stream time - grace - window."""
+        client's stream time - grace - window. (Once per checkpoint, not once per partition:
+        nothing changes between the partitions' snapshots.)"""
+        if self._pruned:
+            return
+        self._pruned = True
         window = self.config.window
         horizon = window.final_until(self.stream_time)[self.buf_code]
         self._keep(self.buf_ts > horizon - window.size_ms)
