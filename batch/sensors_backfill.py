@@ -3,7 +3,8 @@
     spark-submit batch/sensors_backfill.py --input gs://bucket/archive \
         --output var/offline/sensor_features [--start 2026-01-01 --end 2026-01-02] \
         [--grace 5s] [--edges edges.json] [--topic-prefix p.] \
-        [--readings-output var/offline/sensor_readings] [--max-event-time-skew 1h]
+        [--readings-output var/offline/sensor_readings] \
+        [--vectors-output var/offline/sensor_vectors] [--max-event-time-skew 1h]
 
 Reads the archive the streaming sink writes (`streaming.sinks.gcs_parquet_archive`: objects
 `<root>/topic=<SZ topic>/date=<day>/part-<partition>-<first>-<last>.parquet`, local or `gs://`,
@@ -25,11 +26,23 @@ otherwise (`READINGS_TABLE_SCHEMA`: client, timestamp_ms, sensor, the category i
 named after the sensor; partitioned by sensor and date; one row per client, sensor and time, the
 first to arrive): the offline source of Feast's `sensor_sx` and `sensor_sy` views.
 
-With --start/--end (end exclusive) the days before and
-after are read as context (a window reaches 10 minutes back; lateness looks at neighbours in
-arrival order). Like the markets backfill, a stream's idle closures (wall clock) are not
-replayed: on an archive where a client went quiet and then received readings older than its
-emitted horizon, those readings count as on time here.
+A third table, `sensor_vectors` beside it unless `--vectors-output` says otherwise
+(`VECTORS_OUTPUT_SCHEMA`, partitioned by date), holds the vector of every event the stream's
+join predicts on, by the rule of `features.sensors.vectors` (the join and the training rows use
+the same function):
+
+    The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX and
+    SY as of t (the reading with the latest event time at or before t, the largest value at a
+    tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading at or
+    before t, counting only readings not late beyond grace (per client and topic, in log order).
+
+The stream decides everything by event time and each topic's log order (no wall clock: its
+window processor emits at once and corrects within grace), so the archive in (partition,
+offset) order gives the same features and vectors as the stream's final ones, value for value.
+
+With --start/--end (end exclusive) the days before and after are read as context (a window
+reaches 10 minutes back; lateness looks at neighbours in arrival order); an event whose SX, SY
+or latest SZ reading lies before that context gets no vector here: widen the range.
 """
 
 from __future__ import annotations
@@ -70,8 +83,10 @@ from features.sensors.schemas import (
     CATEGORICAL_SENSORS,
     FEATURE_TABLE_SCHEMA,
     FEATURES,
+    SENSORS,
     invalid_reading_reasons,
 )
+from features.sensors.vectors import VECTOR_TABLE_SCHEMA, event_vectors, vector_table
 from features.sensors.window_math import sort_readings, window_features
 from features.windows import NO_STREAM_TIME, SlidingWindow, parse_duration_ms, sliding_late_mask
 
@@ -92,6 +107,8 @@ READINGS_TABLE_SCHEMA = pa.schema([
     *(pa.field(name, pa.int64()) for name in CATEGORICAL_SENSORS),
     pa.field("date", pa.string(), nullable=False),
 ])
+SENSOR_READINGS_SCHEMA = READINGS_SCHEMA.append(pa.field("sensor", pa.string(), nullable=False))
+VECTORS_OUTPUT_SCHEMA = VECTOR_TABLE_SCHEMA.append(pa.field("date", pa.string(), nullable=False))
 _ARRIVED_SCHEMA = pa.schema([pa.field("partition", pa.int32(), nullable=False),
                              pa.field("offset", pa.int64(), nullable=False),
                              *READINGS_TABLE_SCHEMA])
@@ -146,6 +163,41 @@ def client_features(readings: pa.Table, window: SlidingWindow, edges: BinEdges) 
         "edges_version": pa.array([edges.version] * n, pa.string()),
         "date": pa.array(days, pa.string()),
     }, schema=OUTPUT_SCHEMA)
+
+
+def client_vectors(readings: pa.Table, grace_ms: int, edges: BinEdges) -> pa.Table:
+    """One client's event vectors (:data:`VECTORS_OUTPUT_SCHEMA`) from its valid archived SX,
+    SY and SZ readings (:data:`SENSOR_READINGS_SCHEMA`), each topic in its log order (the
+    archive's (partition, offset): a client lives on one partition of each topic)."""
+    arrival = np.lexsort((readings["offset"].to_numpy(), readings["partition"].to_numpy()))
+    rows = vector_table(event_vectors(readings.take(arrival), edges, grace_ms))
+    days = rows["timestamp_ms"].to_numpy().astype("datetime64[ms]").astype(
+        "datetime64[D]").astype(str)
+    return rows.append_column(VECTORS_OUTPUT_SCHEMA.field("date"), pa.array(days, pa.string()))
+
+
+def _vectors_of_group(grace_ms: int, edges: BinEdges,
+                      days: set[str] | None) -> Callable[[pa.Table], pa.Table]:
+    def run(readings: pa.Table) -> pa.Table:
+        out = client_vectors(readings, grace_ms, edges)
+        if days is not None:
+            out = out.filter(pc.is_in(out["date"], pa.array(sorted(days))))
+        return out
+    return run
+
+
+def _parse_sensor_files(sensor: str, max_event_time_skew_ms: int) -> Callable[
+        [Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """`mapInArrow`: archive objects of `sensor` -> its valid readings, with a sensor column."""
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for content in batch.column("content").to_pylist():
+                table = valid_readings(pq.read_table(io.BytesIO(content)), sensor,
+                                       max_event_time_skew_ms)
+                table = table.append_column(SENSOR_READINGS_SCHEMA.field("sensor"),
+                                            pa.array([sensor] * table.num_rows, pa.string()))
+                yield from table.to_batches()
+    return parse
 
 
 def _parse_files(max_event_time_skew_ms: int) -> Callable[[Iterator[pa.RecordBatch]],
@@ -230,6 +282,7 @@ def run_backfill(
     learn_edges_to: str | None = None,
     learned_version: str | None = None,
     readings_output: str | None = None,
+    vectors_output: str | None = None,
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> int:
     """Recompute the sensor features of [start, end) (all dates if not given) from the archive
@@ -240,7 +293,8 @@ def run_backfill(
     stream (`braid sensors windows --edges`) and the next backfill (`--edges`).
 
     The SX and SY readings go to `readings_output` (default: `sensor_readings` beside
-    `output`), the same dates replaced (:func:`write_readings`).
+    `output`), the same dates replaced (:func:`write_readings`); the events' vectors to
+    `vectors_output` (default: `sensor_vectors` beside it; :func:`write_vectors`).
 
     `max_event_time_skew_ms` must be the stream's (`BRAID_MAX_EVENT_TIME_SKEW`): readings
     stamped further ahead of their Kafka timestamp are dropped, as the stream dead-letters them."""
@@ -287,6 +341,9 @@ def run_backfill(
     write_readings(spark, archive_root, readings_output or sibling_table(output, "sensor_readings"),
                    read_days=read_days, days=days, topic_prefix=topic_prefix, run_id=run_id,
                    max_event_time_skew_ms=max_event_time_skew_ms)
+    write_vectors(spark, archive_root, vectors_output or sibling_table(output, "sensor_vectors"),
+                  read_days=read_days, days=days, topic_prefix=topic_prefix, run_id=run_id,
+                  grace_ms=grace_ms, edges=edges, max_event_time_skew_ms=max_event_time_skew_ms)
     return version
 
 
@@ -337,6 +394,41 @@ def write_readings(spark: SparkSession, archive_root: str, output: str, *,
     return version
 
 
+def write_vectors(spark: SparkSession, archive_root: str, output: str, *,
+                  read_days: list[str] | None, days: list[str] | None, topic_prefix: str,
+                  run_id: str, grace_ms: int, edges: BinEdges,
+                  max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS) -> int | None:
+    """Write the vector of every event of `days` (all if None) to the Delta table `output`,
+    replacing those dates; returns its version (None: nothing archived)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from batch.delta_store import write_table
+    from batch.trade_inputs import read_file_bytes
+
+    frames = []
+    for sensor in SENSORS:
+        files = archive_files(archive_root, f"{topic_prefix}{sensor}", read_days)
+        if files:
+            frames.append(read_file_bytes(spark, files).mapInArrow(
+                _parse_sensor_files(sensor, max_event_time_skew_ms),
+                from_arrow_schema(SENSOR_READINGS_SCHEMA)))
+    if not frames:
+        log.warning("no archived readings: sensor vectors not written", archive=archive_root)
+        return None
+    readings = frames[0]
+    for frame in frames[1:]:
+        readings = readings.unionByName(frame)
+    vectors = readings.groupBy("client").applyInArrow(
+        _vectors_of_group(grace_ms, edges, set(days) if days else None),
+        from_arrow_schema(VECTORS_OUTPUT_SCHEMA)).persist()
+    written = days or sorted(r["date"] for r in vectors.select("date").distinct().collect())
+    version = write_table(vectors, output, partition_by=["date"], replace={"date": written},
+                          run_id=run_id)
+    log.info("sensor vectors backfilled", output=output, version=version, days=len(written))
+    vectors.unpersist()
+    return version
+
+
 def learn_edges_from(features: DataFrame, version: str, tail: float = 0.005) -> BinEdges:
     """Uniform bin ranges between the `tail` and `1 - tail` quantiles of the raw FA, FI, FD of
     a backfill (Spark's exact `percentile`, linear interpolation like
@@ -372,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings-output", default=None,
                         help="Delta table of the SX/SY readings (default: sensor_readings "
                              "beside --output)")
+    parser.add_argument("--vectors-output", default=None,
+                        help="Delta table of the events' vectors (default: sensor_vectors "
+                             "beside --output)")
     parser.add_argument("--max-event-time-skew",
                         default=os.environ.get("BRAID_MAX_EVENT_TIME_SKEW", "1h"),
                         help="a reading stamped more than this ahead of its Kafka timestamp is "
@@ -384,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            topic_prefix=args.topic_prefix, master=args.master,
                            learn_edges_to=args.learn_edges, learned_version=args.edges_version,
                            readings_output=args.readings_output,
+                           vectors_output=args.vectors_output,
                            max_event_time_skew_ms=parse_duration_ms(args.max_event_time_skew))
     print(json.dumps({"output": args.output, "version": version}))
     return 0

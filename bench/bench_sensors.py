@@ -7,12 +7,13 @@
    with two processes sharing the partitions (one consumer group). Figures: SZ events/s per
    process (first to last consumed message) and for the whole group.
 2. **Latency**, at each of `--rates` SZ events/s: the window and join processors run (one
-   process each); SX and SY are primed for every client, then SZ readings stamped with the wall
-   clock are produced at the rate for `--seconds`. A consumer of predictions.sensors (and of FD,
-   for the split) records, for each SZ reading, when its first prediction and its last (all of
-   FA, FI, FD joined) arrive. Grace is 0 here: with a grace g, a reading's features wait by
-   definition until its client's stream time passes t + g, so end-to-end latency is g plus the
-   figures printed. The processors run with a 10 ms poll timeout; every consumer uses
+   process each) at their default grace (5 s: a reading's features go out at once and are
+   corrected if a reading within grace lands behind it); SX and SY are primed for every
+   client, then SZ readings stamped with the wall clock are produced at the rate for
+   `--seconds`. A consumer of predictions.sensors (and of FD, for the split) records, for each
+   SZ reading, when its event's first prediction (key `client|t|SZ`) arrives: the join answers
+   a reading only once its FA, FI and FD are all there. The processors run with a 10 ms poll
+   timeout (their default is 100 ms) and a batch size of 2,000; every consumer uses
    `fetch.wait.max.ms` = `--fetch-wait-ms` (default 10 here; the runtime's default is 500).
    Every `--lag-every-s` (10) seconds of production it prints the readings sent without a
    prediction yet (the pipeline's backlog: does it keep up?) and the window and join groups'
@@ -21,7 +22,8 @@
 3. **The peer**: the same run, same rate, topics, partitions, clients and settings, with two
    pass-through processes instead of Braid's (`_pass`: SZ -> one message on each of FA, FI,
    FD; FA/FI/FD -> one prediction; no state, features or checkpoints). Its latency is the floor
-   that the broker, librdkafka and a Python loop set on this machine; Braid / peer is printed.
+   that the broker, librdkafka and a Python loop set on this machine; Braid / peer is printed,
+   counted the same way (a reading's first prediction).
 4. **Broker hop**: one bare produce -> consume hop with the same client settings (SZ ->
    prediction crosses three). `--idempotence off|both` also measures without idempotence
    (acks=all, one request in flight), to show what idempotence costs.
@@ -56,6 +58,7 @@ import pyarrow.compute as pc  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from features.sensors.simulator import SimulatorConfig, simulate  # noqa: E402
+from features.sensors.window_math import DEFAULT_GRACE_MS  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
 from streaming.partitioning import partition_for  # noqa: E402
@@ -92,7 +95,7 @@ def worker_windows(args: argparse.Namespace) -> None:
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap)
     topics = SensorTopics.prefixed(args.prefix)
     proc = window_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
-                            idle_timeout_ms=60_000, batch_size=args.batch_size)
+                            batch_size=args.batch_size)
     proc.start()
     first = last = None
     busy = 0.0  # seconds spent in steps that consumed something (excludes rebalance waits)
@@ -131,12 +134,11 @@ def worker_processor(args: argparse.Namespace) -> None:
         processor_module.make_producer = producer
     topics = SensorTopics.prefixed(args.prefix)
     if args.kind == "windows":
-        window_processor(kafka, grace_ms=0, topics=topics, group=args.group,
-                         idle_timeout_ms=60_000, batch_size=args.batch_size,
-                         poll_timeout_s=0.01).run()
+        window_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
+                         batch_size=args.batch_size, poll_timeout_s=0.01).run()
     else:
-        join_processor(kafka, topics=topics, group=args.group, batch_size=args.batch_size,
-                       poll_timeout_s=0.01).run()
+        join_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
+                       batch_size=args.batch_size, poll_timeout_s=0.01).run()
 
 
 def worker_passthrough(args: argparse.Namespace) -> None:
@@ -152,7 +154,7 @@ def worker_passthrough(args: argparse.Namespace) -> None:
     else:
         inputs = [topics.SX, topics.SY, topics.FA, topics.FI, topics.FD]
         outputs = [topics.predictions]
-    trigger = {topics.FA: "FA", topics.FI: "FI", topics.FD: "FD"}
+    features = {topics.FA, topics.FI, topics.FD}
     consumer = make_consumer(kafka, args.group, **{"enable.auto.commit": True,
                                                    "enable.partition.eof": False})
     producer = make_producer(kafka, **(NO_IDEMPOTENCE if args.no_idempotence else {}))
@@ -166,12 +168,11 @@ def worker_passthrough(args: argparse.Namespace) -> None:
                 continue
             if args.kind == "join":
                 topic = msg.topic()
-                if topic not in trigger:
+                if topic not in features:
                     continue
                 reading = orjson.loads(value)
                 value = orjson.dumps({"client": reading["client"],
-                                      "timestamp_ms": reading["timestamp_ms"],
-                                      "trigger": trigger[str(topic)]})
+                                      "timestamp_ms": reading["timestamp_ms"], "trigger": "SZ"})
             partition = int(msg.partition() or 0)
             for out in outputs:
                 producer.produce(out, key=msg.key(), value=value, partition=partition)
@@ -204,7 +205,7 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     for processes in (1, 2):
         group = f"{prefix}windows-{processes}"
         workers = [_spawn("_windows", "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
-                          "--group", group, "--grace-ms", "5000", "--batch-size",
+                          "--group", group, "--grace-ms", str(DEFAULT_GRACE_MS), "--batch-size",
                           str(args.batch_size), "--idle-s", "4") for _ in range(processes)]
         stats = [json.loads(w.communicate(timeout=900)[0].strip().splitlines()[-1])
                  for w in workers]
@@ -224,8 +225,6 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
 class Latency:
     first_p50: float
     first_p99: float
-    full_p50: float
-    full_p99: float
 
 
 def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
@@ -253,8 +252,6 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     consumer.subscribe([topics.predictions, topics.FD])
     features_at: dict[tuple[str, int], float] = {}  # when the reading's FD row was readable
     first: dict[tuple[str, int], float] = {}
-    count: dict[tuple[str, int], int] = {}
-    done: dict[tuple[str, int], float] = {}
     stop = threading.Event()
 
     def read() -> None:
@@ -268,13 +265,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
                 if msg.topic() == topics.FD:
                     features_at.setdefault((p["client"], p["timestamp_ms"]), arrived)
                     continue
-                if p["trigger"] not in ("FA", "FI", "FD"):
+                if p["trigger"] != "SZ":
                     continue
-                key = (p["client"], p["timestamp_ms"])
-                first.setdefault(key, arrived)
-                count[key] = count.get(key, 0) + 1
-                if count[key] == 3:
-                    done[key] = arrived
+                first.setdefault((p["client"], p["timestamp_ms"]), arrived)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -328,7 +321,6 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
         p.wait(30)
     consumer.close()
     firsts = np.array([first[k] - sent[k] for k in sent if k in first])
-    full = np.array([done[k] - sent[k] for k in sent if k in done])
     hop1 = np.array([features_at[k] - sent[k] for k in sent if k in features_at])
     hop2 = np.array([first[k] - features_at[k] for k in sent if k in first and k in features_at])
     if os.environ.get("BENCH_TIMELINE"):
@@ -344,15 +336,15 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     label += ", producers without idempotence" if no_idempotence else ""
     print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
           f"{elapsed:.0f} s "
-          f"({len(sent):,} readings, {len(firsts):,} with a prediction, grace 0): "
-          f"SZ -> first prediction p50 {np.percentile(firsts, 50):.1f} ms, "
-          f"p99 {np.percentile(firsts, 99):.1f} ms; SZ -> all three (FA, FI, FD) joined "
-          f"p50 {np.percentile(full, 50):.1f} ms, p99 {np.percentile(full, 99):.1f} ms, "
-          f"max {full.max():.1f} ms. Split: SZ -> FD row readable p50 "
+          f"({len(sent):,} readings, {len(firsts):,} with a prediction, "
+          f"{f'grace {DEFAULT_GRACE_MS} ms' if engine == 'braid' else 'no state'}): "
+          f"SZ -> its first prediction p50 "
+          f"{np.percentile(firsts, 50):.1f} ms, p99 {np.percentile(firsts, 99):.1f} ms, "
+          f"max {firsts.max():.1f} ms. Split: SZ -> FD row readable p50 "
           f"{np.percentile(hop1, 50):.1f} / p99 {np.percentile(hop1, 99):.1f} ms; FD row -> "
           f"first prediction p50 {np.percentile(hop2, 50):.1f} / p99 "
           f"{np.percentile(hop2, 99):.1f} ms")
-    return Latency(*(float(np.percentile(a, q)) for a in (firsts, full) for q in (50, 99)))
+    return Latency(*(float(np.percentile(firsts, q)) for q in (50, 99)))
 
 
 class LagMonitor:
@@ -474,7 +466,7 @@ def main() -> None:
         p.add_argument("--bootstrap")
         p.add_argument("--prefix")
         p.add_argument("--group")
-        p.add_argument("--grace-ms", type=int, default=0)
+        p.add_argument("--grace-ms", type=int, default=DEFAULT_GRACE_MS)
         p.add_argument("--batch-size", type=int, default=10_000)
         p.add_argument("--idle-s", type=float, default=4.0)
         p.add_argument("--no-idempotence", action="store_true")
@@ -540,11 +532,9 @@ def _run(args: argparse.Namespace) -> None:
             with fresh_broker() as kafka:
                 peer = bench_latency(kafka, args, "passthrough", no_idempotence=not idempotent)
             print(f"  at {rate:,}/s, Braid / pass-through peer (same bench run, topics, "
-                  f"partitions and client settings): first prediction p50 "
+                  f"partitions and client settings): a reading's first prediction p50 "
                   f"{braid.first_p50 / peer.first_p50:.2f}x, p99 "
-                  f"{braid.first_p99 / peer.first_p99:.2f}x; all three joined p50 "
-                  f"{braid.full_p50 / peer.full_p50:.2f}x, p99 "
-                  f"{braid.full_p99 / peer.full_p99:.2f}x")
+                  f"{braid.first_p99 / peer.first_p99:.2f}x")
 
 
 @contextmanager

@@ -14,8 +14,10 @@ As a deployment would run it, in order:
    flow: live predictions on `predictions.markets`, printed;
 7. the sensors pipeline: an XGBoost alert model trained on simulated history, registered and
    promoted in MLflow; the window and join processors (child processes, the join serving the
-   registry's champion) over simulated readings of other clients ending now; the alerts,
-   printed against the simulator's incident labels (`cli/demo_sensors.py`).
+   registry's champion) over simulated readings of other clients ending now, published as
+   traffic arrives (bursts, sensors interleaved, some late); the alerts, printed against the
+   simulator's incident labels, and the check that every served vector is its event's training
+   row (`cli/demo_sensors.py`).
 Processes stop at the end; the stack stays up (`braid status`, `braid down`). Logs: var/log/.
 """
 
@@ -33,7 +35,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.demo_sensors import SensorsDemo, show_alerts, stream_readings, train_champion
+from cli.demo_sensors import (
+    SensorsDemo,
+    check_served_vectors,
+    show_alerts,
+    stream_readings,
+    train_champion,
+)
 from cli.demo_trades import history_trades, publish_live_trades
 from infra import stack
 from infra.processes import parent_death_hook
@@ -147,6 +155,8 @@ def demo(
         children += sensor_children
         _wait_for_output(kafka, sensor_topics.predictions)
         show_alerts(kafka, sensor_topics, events, console)
+        if not check_served_vectors(kafka, sensor_topics, events, console):
+            raise typer.Exit(code=1)
     finally:
         for child in children:
             child.terminate()

@@ -2,10 +2,14 @@
 MLflow, then the window and join processors (child processes, the join serving the registry's
 champion) over simulated readings ending now, and the alerts they raised.
 
-The readings are published as a live stream would bring them, in event-time order, only faster
-(`SPEEDUP` x real time): the join pairs a reading's features with the SX and SY it holds when
-they arrive, which is what the model was trained on (`training.sensors_baseline`). Published all
-at once, the five topics would reach the join in any interleaving.
+The readings are published as real traffic arrives, only faster (`SPEEDUP` x real time), not
+sorted (`arrival_order`): each client's device uploads its readings in bursts every few seconds,
+so SX, SY and SZ of many clients interleave, and a few readings come late (some within the
+5 s grace, some beyond it: those are dead-lettered). Whatever the order, the join answers every
+event with its vector as of its event time and corrects an answer when a late reading changes
+it, so once the stream settles the demo checks that every served vector is the training row of
+its event (`training.sensors_baseline.training_rows` over the same events, in the order they were
+published).
 
 The simulator labels every reading (`incident`), so the demo also prints how the live alerts
 line up with the incidents: that is the model judged on readings it never saw (another seed).
@@ -20,13 +24,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
 from features.sensors.simulator import SimulatorConfig, simulate
+from features.sensors.window_math import DEFAULT_GRACE_MS
+from features.windows import NO_STREAM_TIME, stream_time_before
 from streaming.partitioning import partition_for
-from streaming.pipelines.sensors import SensorTopics, read_predictions, reading_message
+from streaming.pipelines.sensors import (
+    SensorTopics,
+    final_predictions,
+    read_predictions,
+    reading_message,
+)
 from streaming.runtime.clients import make_producer
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.topics import ensure_topics
@@ -34,6 +46,9 @@ from streaming.topics import ensure_topics
 MINUTE_MS = 60_000
 PARTITIONS = 4  # a demo's few hundred clients; deployments use BRAID_TOPIC_SENSOR_PARTITIONS
 SPEEDUP = 60.0  # event time per wall-clock time while publishing
+BURST_MS = (2_000, 10_000)  # a client's device uploads every 2..10 s (event time)
+LATE_SHARE = 0.02  # readings held back further, 0..12 s: within the 5 s grace or beyond it
+LATE_MS = 12_000
 
 Spawn = Callable[[list[str], str], subprocess.Popen[bytes]]
 
@@ -74,7 +89,7 @@ def stream_readings(demo: SensorsDemo, kafka: KafkaSettings, prefix: str, spawn:
     ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
     common = ["--topic-prefix", prefix, "--partitions", str(PARTITIONS)]
     children = [
-        spawn(["sensors", "windows", "--idle-timeout", "2s", *common], "demo-sensor-windows.log"),
+        spawn(["sensors", "windows", *common], "demo-sensor-windows.log"),
         # no --model: the join loads the registry's champion and follows the alias
         spawn(["sensors", "join", *common], "demo-sensor-join.log"),
     ]
@@ -83,48 +98,103 @@ def stream_readings(demo: SensorsDemo, kafka: KafkaSettings, prefix: str, spawn:
     events = simulate(SimulatorConfig(clients=demo.live_clients, start_ms=now - span,
                                       duration_ms=span, seed=demo.seed + 1,
                                       incidents_per_hour=1.0, client_prefix="demo-"))
+    arrival = arrival_order(events, demo.seed)
+    events = events.take(np.argsort(arrival, kind="stable"))  # the order they are published in
+    arrival = np.sort(arrival, kind="stable")
     with console.status(f"publishing {demo.live_minutes} minutes of readings at {SPEEDUP:.0f}x"):
-        produced = publish_in_time_order(kafka, topics, events)
+        produced = publish_as_they_arrive(kafka, topics, events, arrival)
+    behind = out_of_order(events)
     console.print(f"published {produced:,} SX, SY, SZ readings of {demo.live_clients} clients "
-                  f"({demo.live_minutes} minutes ending now, in event-time order at "
-                  f"{SPEEDUP:.0f}x real time) to {topics.of('SZ')}, ...")
+                  f"({demo.live_minutes} minutes ending now, at {SPEEDUP:.0f}x real time, as "
+                  f"traffic arrives: per-client bursts, sensors interleaved, {behind:,} readings "
+                  f"out of order in their client's topic) to {topics.of('SZ')}, ...")
     return topics, events, children
 
 
-def publish_in_time_order(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table) -> int:
-    """Produce `events` by event time, each when its time comes at `SPEEDUP` x real time."""
+def out_of_order(events: pa.Table) -> int:
+    """Readings (in row order) older than one of their client's before them in their topic."""
+    keys = np.unique(np.char.add(np.asarray(events["sensor"].to_pylist(), dtype=str),
+                                 np.asarray(events["client"].to_pylist(), dtype=str)),
+                     return_inverse=True)[1].astype(np.int64)
+    ts = events["timestamp_ms"].to_numpy()
+    before = stream_time_before(keys, ts, np.full(int(keys.max(initial=-1)) + 1,
+                                                  NO_STREAM_TIME, dtype=np.int64))
+    return int((ts < before).sum())
+
+
+def arrival_order(events: pa.Table, seed: int) -> np.ndarray:
+    """When each reading reaches Kafka (event-time ms): its client's next upload (a burst every
+    2..10 s, per client), and for `LATE_SHARE` of readings 0..12 s later still."""
+    rng = np.random.default_rng(seed)
+    clients, code = np.unique(np.asarray(events["client"].to_pylist(), dtype=object),
+                              return_inverse=True)
+    every = rng.integers(*BURST_MS, size=len(clients))[code]
+    phase = rng.integers(0, BURST_MS[1], size=len(clients))[code]
+    ts = events["timestamp_ms"].to_numpy()
+    upload = ts + (phase - ts) % every  # the first upload at or after the reading
+    late = rng.random(len(ts)) < LATE_SHARE
+    return upload + np.where(late, rng.integers(0, LATE_MS, size=len(ts)), 0)
+
+
+def publish_as_they_arrive(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
+                           arrival: np.ndarray) -> int:
+    """Produce `events` in row order, each when its `arrival` comes at `SPEEDUP` x real time."""
     producer = make_producer(kafka)
-    columns = [events[c].to_pylist() for c in ("timestamp_ms", "sensor", "client", "value")]
-    rows = sorted(zip(*columns, strict=True), key=lambda r: r[0])
-    if not rows:
+    columns = [events[c].to_pylist() for c in ("sensor", "client", "timestamp_ms", "value")]
+    if not events.num_rows:
         return 0
-    first, started = rows[0][0], time.monotonic()
-    for ts, sensor, client, value in rows:
-        pause = started + (ts - first) / 1000 / SPEEDUP - time.monotonic()
-        if pause > 0:
-            producer.flush(pause)  # deliver what is due, then wait for the next reading
-            time.sleep(max(0.0, started + (ts - first) / 1000 / SPEEDUP - time.monotonic()))
+    first, started = int(arrival[0]), time.monotonic()
+    for (sensor, client, ts, value), at in zip(zip(*columns, strict=True), arrival.tolist(),
+                                               strict=True):
+        due = started + (at - first) / 1000 / SPEEDUP
+        if due > time.monotonic():
+            producer.flush(due - time.monotonic())  # deliver what is due, then wait
+            time.sleep(max(0.0, due - time.monotonic()))
         producer.produce(topics.of(sensor), key=client,
                          value=reading_message(client, ts, value, sensor),
                          partition=partition_for(client, PARTITIONS))
         producer.poll(0)
     if producer.flush(60):
         raise RuntimeError("sensor readings were not all delivered")
-    return len(rows)
+    return events.num_rows
+
+
+def check_served_vectors(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
+                         console: Console) -> bool:
+    """Every event's final prediction against its training row (same events, published order):
+    prints the outcome; True when every served vector is its row and no event lacks one."""
+    from training.sensors_baseline import training_rows
+
+    predictions = read_predictions(kafka, topics.predictions)
+    served = {k: p["vector"] for k, p in final_predictions(predictions).items()}
+    rows = training_rows(events, grace_ms=DEFAULT_GRACE_MS)
+    trained = {(c, t, g): v.tolist() for c, t, g, v in zip(
+        rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors, strict=True)}
+    wrong = [k for k in trained if served.get(k) != trained[k]]
+    extra = [k for k in served if k not in trained]
+    corrections = predictions.num_rows - len(served)
+    if wrong or extra:
+        console.print(f"[red]{len(wrong):,} of {len(trained):,} events were not served their "
+                      f"training row, {len(extra):,} served events have none: e.g. "
+                      f"{(wrong + extra)[:3]}")
+        return False
+    console.print(f"every served vector equals its training row: {len(trained):,} events "
+                  f"(SX, SY and SZ; {corrections:,} predictions were corrections or replays)")
+    return True
 
 
 def show_alerts(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
                 console: Console) -> int:
     """Print the alerts against the readings' labels; returns the number of predictions."""
-    predictions = read_predictions(kafka, topics.predictions).to_pylist()
-    latest = {(p["client"], p["timestamp_ms"]): p for p in predictions}  # replays: same value
-    labels: dict[tuple[str, int], bool] = {}
-    for client, ts, incident in zip(events["client"].to_pylist(),
-                                    events["timestamp_ms"].to_pylist(),
-                                    events["incident"].to_pylist(), strict=True):
-        labels[(client, ts)] = labels.get((client, ts), False) or incident
+    # each event's final prediction (a correction or a replay comes later in the topic)
+    latest = final_predictions(read_predictions(kafka, topics.predictions))
+    labels: dict[tuple[str, int, str], bool] = {}
+    for sensor, client, ts, incident in zip(*(events[c].to_pylist() for c in (
+            "sensor", "client", "timestamp_ms", "incident")), strict=True):
+        labels[(client, ts, sensor)] = labels.get((client, ts, sensor), False) or incident
     alerts = [p for p in latest.values() if p["alert"]]
-    true_alerts = sum(labels.get((p["client"], p["timestamp_ms"]), False) for p in alerts)
+    true_alerts = sum(labels.get((p["client"], p["timestamp_ms"], p["trigger"]), False)
+                      for p in alerts)
     in_incident = [p for k, p in latest.items() if labels.get(k, False)]
     caught = sum(p["alert"] for p in in_incident)
     versions = sorted({p["model_version"] for p in latest.values()})
@@ -133,7 +203,7 @@ def show_alerts(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
                   f"{caught:,} of the {len(in_incident):,} predictions made during an incident "
                   "were alerts")
     table = Table(title="latest alert per client (probability of an incident)")
-    for column in ("client", "reading time", "trigger", "probability", "incident (label)",
+    for column in ("client", "event time", "trigger", "probability", "incident (label)",
                    "model"):
         table.add_column(column)
     last_alert: dict[str, dict[str, Any]] = {}
@@ -142,8 +212,8 @@ def show_alerts(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
     for client, p in sorted(last_alert.items())[:12]:
         when = datetime.fromtimestamp(p["timestamp_ms"] / 1000, UTC)
         table.add_row(client, f"{when:%H:%M:%S}", p["trigger"], f"{p['probability']:.4f}",
-                      "yes" if labels.get((client, p["timestamp_ms"]), False) else "no",
-                      p["model_version"])
+                      "yes" if labels.get((client, p["timestamp_ms"], p["trigger"]), False)
+                      else "no", p["model_version"])
     console.print(table)
     if not latest:
         console.print("[yellow]no sensor prediction: see var/log/demo-sensor-*.log")

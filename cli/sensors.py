@@ -87,25 +87,30 @@ def replay_skab(
 @app.command()
 def windows(
     grace: str = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="Grace for out-of-order SZ "
-                                                            "readings."),
+                                                            "readings: a reading further behind "
+                                                            "its client's stream time is "
+                                                            "dead-lettered."),
     edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
-    idle_timeout: str = typer.Option("10s", help="Emit a quiet client's pending features after "
-                                                 "this much wall-clock silence."),
+    idle_timeout: str = typer.Option("", hidden=True, help="Ignored (features go out at once, "
+                                                          "corrected within grace); kept so "
+                                                          "older scripts still run."),
     group: str = typer.Option("braid-sensor-windows", help="Consumer group (share to scale out)."),
     batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
     max_event_time_skew: str = SKEW,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
-    """Consume SZ, emit window features to FA, FI, FD until SIGTERM."""
+    """Consume SZ, emit each reading's window features to FA, FI, FD at once (and a correction
+    when a reading within grace lands behind it) until SIGTERM."""
     from features.sensors.binning import DEFAULT_EDGES, BinEdges
     from streaming.pipelines.sensors import window_processor
 
+    if idle_timeout:
+        typer.echo("note: --idle-timeout is ignored: features go out at once", err=True)
     topics, _ = _topics(topic_prefix, partitions)
     window_processor(KafkaSettings(), grace_ms=_ms(grace),
                      edges=BinEdges.load(Path(edges)) if edges else DEFAULT_EDGES, topics=topics,
-                     idle_timeout_ms=parse_duration_ms(idle_timeout), group=group,
-                     batch_size=batch_size,
+                     group=group, batch_size=batch_size,
                      max_event_time_skew_ms=_skew_ms(max_event_time_skew)).run()
 
 
@@ -118,13 +123,19 @@ def join(
         "", help="MLflow model URI (default models:/braid-sensors-alert@<BRAID_MODEL_ALIAS>); "
                  "an alias is polled and swapped live."),
     threshold: float = typer.Option(0.5, help="Alert when probability >= threshold."),
+    grace: str = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="Grace of every input, per client "
+                                                            "and topic (at least the windows' "
+                                                            "--grace): an input further behind "
+                                                            "is dead-lettered."),
     group: str = typer.Option("braid-sensor-join", help="Consumer group (share to scale out)."),
     batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
     max_event_time_skew: str = SKEW,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
-    """Consume SX, SY, FA, FI, FD, emit alert predictions to predictions.sensors until SIGTERM."""
+    """Consume SX, SY, FA, FI, FD; emit a prediction for every SX, SY and SZ event (its vector
+    as of its event time) to predictions.sensors, and a correction when a late input within
+    grace changes one, until SIGTERM."""
     from features.sensors.model import DEFAULT_MODEL, LogisticAlertModel
     from streaming.pipelines.sensors import join_processor
 
@@ -138,8 +149,8 @@ def join(
     else:
         alert_model = _registry_model(model_uri)
     topics, _ = _topics(topic_prefix, partitions)
-    join_processor(KafkaSettings(), model=alert_model,
-                   threshold=threshold, topics=topics, group=group, batch_size=batch_size,
+    join_processor(KafkaSettings(), model=alert_model, threshold=threshold,
+                   grace_ms=_ms(grace), topics=topics, group=group, batch_size=batch_size,
                    max_event_time_skew_ms=_skew_ms(max_event_time_skew)).run()
 
 

@@ -234,7 +234,8 @@ class SlidingWindow(EventTimeWindow):
     The result for a record at `t` is final once its key's stream time reaches `t + grace_ms`:
     every record of its window that is not late has arrived by then. A record is late (see
     :func:`sliding_late_mask`) exactly when it would change a result already final, so any
-    arrival order within grace gives the same results.
+    arrival order within grace gives the same final results. (The sensor window processor
+    emits each result at once and a correction when a record within grace changes it.)
     """
 
     def final_until(self, stream_time_ms: np.ndarray) -> np.ndarray:
@@ -249,18 +250,13 @@ def sliding_late_mask(
     key_codes: np.ndarray,
     timestamp_ms: np.ndarray,
     initial_stream_time: np.ndarray,
-    emitted_until: np.ndarray | None = None,
 ) -> np.ndarray:
-    """True where a record arrives after results it belongs to were final.
-
-    A record at `t` is late when `t + grace_ms <= ` its key's stream time just before it (the
-    result of a record at `t` was final already), or when `t <= emitted_until[key]` (results up
-    to there were emitted, e.g. on idleness). The same rule as :func:`late_mask` with the
-    window ending at the record itself.
+    """True where a record arrives after results it belongs to were final: a record at `t` is
+    late when `t + grace_ms <= ` its key's stream time just before it (records in arrival
+    order). The same rule as :func:`late_mask` with the window ending at the record itself; it
+    looks at nothing but the key's own arrival sequence (no wall clock), so a batch reading the
+    same log in the same order rejects the same records.
     """
     ts = np.asarray(timestamp_ms, dtype=np.int64)
     before = stream_time_before(key_codes, ts, initial_stream_time)
-    late = (before != NO_STREAM_TIME) & (ts + window.grace_ms <= before)
-    if emitted_until is not None:
-        late |= ts <= emitted_until[key_codes]
-    return late
+    return (before != NO_STREAM_TIME) & (ts + window.grace_ms <= before)

@@ -75,7 +75,9 @@ def catalogue(settings: TopicSettings | None = None) -> list[TopicSpec]:
           for t in SENSOR_INPUTS),
         *(TopicSpec(t, sensors, description=f"window feature {t} keyed by client")
           for t in SENSOR_FEATURES),
-        TopicSpec(SENSOR_PREDICTIONS, sensors, description="alert predictions keyed by client"),
+        TopicSpec(SENSOR_PREDICTIONS, sensors,
+                  description="alert predictions keyed client|timestamp_ms|trigger, partitioned "
+                              "by client (a key again: a correction)"),
         TopicSpec(MARKET_PREDICTIONS, markets, retention_ms=7 * DAY_MS,
                   description="next-candle direction predictions keyed "
                               "pair|duration|window_start (one per candle: not compacted)"),

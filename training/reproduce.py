@@ -36,6 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from features.model_contract import FEATURE_SERVICES
+from features.sensors.window_math import DEFAULT_GRACE_MS
 from serving.settings import MlflowSettings
 from serving.store import open_store
 from training.frame_digest import frame_digest
@@ -195,7 +196,7 @@ def _sensors(record: dict[str, Any], params: dict[str, str]
         source, clients=int(record.get("clients", 0)), minutes=int(record.get("minutes", 0)),
         seed=int(record.get("seed", settings.seed)),
         skab_dir=Path(record["dir"]) if source == "skab" else None,
-        grace_ms=int(record.get("grace_ms", settings.sensors_grace_ms)),
+        grace_ms=int(record.get("grace_ms", DEFAULT_GRACE_MS)),
         gap_ms=int(params.get("gap_ms", settings.sensors_gap_ms)))
     checks = []
     if source == "skab":

@@ -1,15 +1,18 @@
 """Fit the sensors pipeline's transparent baseline: a logistic regression over the 5 integers.
 
-Training set (built with the same `features/` code as both engines): for every SZ reading of
-the history, the vector the stream's join holds when it predicts for that reading — the
-reading's own FA, FI, FD bins, and SX and SY as of the moment those features are final — labelled
-with the reading's `incident` flag. The window processor emits a reading's features once the
-client's stream time reaches `t + grace` (the client's next reading at or after that time), and
-the join pairs them with the latest SX and SY it holds then: SX and SY as of that reading's event
-time, not as of `t` (in a live stream they are seconds newer; training on `t` would teach the
-model a vector it is never served: measured on the simulator, a third of the stream's vectors
-differed). Readings before a client's first SX or SY are left out (the join makes no prediction
-without all five fields).
+Training set: one row per event the stream predicts on (every accepted SX, SY and SZ reading
+whose vector is complete), built from the same events by the rule the join serves,
+`features.sensors.vectors.RULE`:
+
+    The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX and
+    SY as of t (the reading with the latest event time at or before t, the largest value at a
+    tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading at or
+    before t, counting only readings not late beyond grace (per client and topic, in log order).
+
+The events table's row order is the order the readings reached their topics (lateness is judged
+in it, per topic, as the stream does); `grace_ms` is the stream's grace. Each row is labelled
+with its event's `incident` flag. The join's final prediction for every event is this row
+(property-tested over any interleaving: `tests/unit/test_sensors_exact_join.py`).
 
 The model is stored as JSON (`features.sensors.model.LogisticAlertModel` plus training facts):
 its version is derived from its parameters and bin edges, so the same fit gets the same version.
@@ -24,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.sensors.binning import DEFAULT_EDGES, BinEdges
 from features.sensors.model import LogisticAlertModel
-from features.sensors.schemas import FEATURES, VECTOR_FIELDS
-from features.sensors.window_math import DEFAULT_GRACE_MS, sort_readings, window_features
+from features.sensors.vectors import event_vectors
+from features.sensors.window_math import DEFAULT_GRACE_MS
 
 
 @dataclass(frozen=True)
@@ -42,79 +44,30 @@ class TrainingReport:
     edges_version: str
 
 
-def _codes(clients: pa.ChunkedArray, names: list[str]) -> np.ndarray:
-    index = {n: i for i, n in enumerate(names)}
-    return np.array([index[c] for c in clients.to_pylist()], dtype=np.int64)
-
-
-def _as_of(codes: np.ndarray, ts: np.ndarray, src_codes: np.ndarray, src_ts: np.ndarray,
-           src_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per (code, ts) the latest source value with event time <= ts for the same code."""
-    span = int(max(ts.max(), src_ts.max()) - min(ts.min(), src_ts.min())) + 1
-    base = min(ts.min(), src_ts.min())
-    order = np.lexsort((src_ts, src_codes))
-    key = src_codes[order] * span + (src_ts[order] - base)
-    pos = np.searchsorted(key, codes * span + (ts - base), side="right") - 1
-    found = pos >= 0
-    found[found] = src_codes[order][pos[found]] == codes[found]
-    values = np.where(found, src_values[order][np.maximum(pos, 0)], -1)
-    return values.astype(np.int64), found
-
-
-def features_final_at(codes: np.ndarray, ts: np.ndarray, grace_ms: int) -> np.ndarray:
-    """Per SZ reading (sorted by client code, then event time): the event time at which the
-    window processor emits its features — that of the client's first reading at or after
-    `t + grace` (its stream time reaches `t + grace`: `features.windows.SlidingWindow`), or
-    `t + grace` when none follows (emitted on idleness)."""
-    if len(ts) == 0:
-        return ts.copy()
-    base = int(ts.min())
-    span = int(ts.max()) + grace_ms - base + 1
-    key = codes * span + (ts - base)
-    pos = np.searchsorted(key, key + grace_ms, side="left")
-    found = pos < len(ts)
-    found[found] = codes[pos[found]] == codes[found]
-    return np.where(found, ts[np.minimum(pos, len(ts) - 1)], ts + grace_ms).astype(np.int64)
-
-
 @dataclass(frozen=True)
 class SensorRows:
-    """The training rows with their event time and client (for time-ordered splits)."""
+    """The training rows with their event's client, time and trigger (for time-ordered
+    splits), sorted by (client, event time, trigger)."""
 
     vectors: np.ndarray  # (n, 5) int64, VECTOR_FIELDS order
     labels: np.ndarray  # (n,) int
     timestamps_ms: np.ndarray  # (n,) int64
     clients: np.ndarray  # (n,) object
+    triggers: np.ndarray  # (n,) object: SX, SY or SZ
 
 
 def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES,
                   grace_ms: int = DEFAULT_GRACE_MS) -> SensorRows:
-    """The rows of :func:`training_set` plus each row's event time and client (`grace_ms`: the
-    window processor's grace, which decides when the join sees a reading's features)."""
-    names = sorted(set(events["client"].to_pylist()))
-    by = {s: events.filter(pc.equal(events["sensor"], s)) for s in ("SX", "SY", "SZ")}
-    sz = by["SZ"]
-    codes = _codes(sz["client"], names)
-    ts = sz["timestamp_ms"].to_numpy()
-    values = sz["value"].to_numpy()
-    labels = sz["incident"].to_numpy(zero_copy_only=False).astype(int)
-    order = sort_readings(codes, ts, values)
-    codes, ts, values, labels = codes[order], ts[order], values[order], labels[order]
-    feats = window_features(codes, ts, values)
-    columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
-    served_at = features_final_at(codes, ts, grace_ms)
-    vectors = np.empty((len(ts), len(VECTOR_FIELDS)), dtype=np.int64)
-    complete = np.ones(len(ts), dtype=bool)
-    for k, sensor in enumerate(("SX", "SY")):
-        src = by[sensor]
-        vectors[:, k], found = _as_of(codes, served_at, _codes(src["client"], names),
-                                      src["timestamp_ms"].to_numpy(), src["value"].to_numpy())
-        complete &= found
-    for k, name in enumerate(FEATURES, start=2):
-        vectors[:, k] = edges.bin(name, columns[name])
-    clients = np.array(names, dtype=object)[codes]
-    return SensorRows(vectors[complete], labels[complete], ts[complete].astype(np.int64),
-                      clients[complete])
+    """The rows of :func:`training_set` plus each row's client, event time and trigger
+    (`events`: columns sensor, client, timestamp_ms, value, incident, in arrival order;
+    `grace_ms`: the stream's grace, which decides the late readings)."""
+    rows = event_vectors(events, edges, grace_ms)
+    labels = np.zeros(len(rows), dtype=bool)
+    incident = events["incident"].to_numpy(zero_copy_only=False).astype(bool)
+    hit = rows.row_of_input >= 0
+    np.logical_or.at(labels, rows.row_of_input[hit], incident[hit])
+    return SensorRows(rows.vectors, labels.astype(int), rows.timestamps_ms, rows.clients,
+                      rows.triggers)
 
 
 def training_set(events: pa.Table, edges: BinEdges = DEFAULT_EDGES,

@@ -1,12 +1,14 @@
 """The sensors alert model: XGBoost on the `sensors_alert_v1` vector (simulator or SKAB).
 
-Rows: one per SZ reading, the vector the stream's join holds at that event time (SX and SY as
-of then, the reading's FA/FI/FD bins), labelled with the reading's incident flag — built by
-`training.sensors_baseline.training_rows`, the same point-in-time code the logistic baseline
-uses, from the simulator's events or the real SKAB experiments (`features.sensors.skab`,
-each experiment a client, its `anomaly` column the label). The vector is not read back through
-Feast: the simulator's history is not in Delta tables, and building it with the `features/` code
-directly gives the same values the service would serve (see training/README.md).
+Rows: one per event the stream predicts on (every SX, SY and SZ reading with a complete
+vector), the vector the join serves for it (`features.sensors.vectors.RULE`: SX and SY as of the
+event's time, the FA/FI/FD bins of the client's latest SZ reading at or before it), labelled with
+the event's incident flag — built by `training.sensors_baseline.training_rows`, the code the
+logistic baseline uses, from the simulator's events or the real SKAB experiments
+(`features.sensors.skab`, each experiment a client, its `anomaly` column the label).
+The vector is not read back through Feast: the simulator's history is not in Delta tables, and
+building it with the `features/` code directly gives the same values the service would serve
+(see training/README.md).
 
 Baselines: never alert (the train part's alert rate, a constant) and the logistic regression of
 `sensors_baseline`, fitted on the same train part.
@@ -25,6 +27,7 @@ import pyarrow as pa
 
 from features.model_contract import FEATURE_SERVICES, feature_columns
 from features.sensors.schemas import VECTOR_FIELDS
+from features.sensors.window_math import DEFAULT_GRACE_MS
 from serving.feast_definitions import definitions
 from serving.settings import FeastSettings
 from training.results import TrainResult
@@ -76,7 +79,7 @@ def events_of(source: SensorsSource, *, clients: int, minutes: int, seed: int,
 def prepare(rows: SensorRows, facts: dict[str, Any], gap_ms: int) -> PreparedData:
     """The labelled rows of the sensors model (see the module docstring)."""
     if len(rows.labels) == 0:
-        raise ValueError("no reading has all five vector fields: more history is needed")
+        raise ValueError("no event has all five vector fields: more history is needed")
     order = np.lexsort((rows.clients.astype(str), rows.timestamps_ms))
     vectors, labels = rows.vectors[order], rows.labels[order]
     columns = contract_columns()
@@ -126,8 +129,10 @@ def train_sensors(
                  if v is not None}
     # validated (model_copy would not check a metric name or a horizon)
     settings = TrainingSettings.model_validate({**base.model_dump(), **overrides})
+    # the simulator's and SKAB's events come in order: no reading is late, whatever the grace;
+    # the stream's default is recorded with the run
     data = sensors_data(source, clients=clients, minutes=minutes, seed=settings.seed,
-                        skab_dir=skab_dir, grace_ms=settings.sensors_grace_ms,
+                        skab_dir=skab_dir, grace_ms=DEFAULT_GRACE_MS,
                         gap_ms=settings.sensors_gap_ms)
     return train_and_register(data, settings, tracking_uri)
 

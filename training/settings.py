@@ -7,8 +7,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features.sensors.window_math import DEFAULT_GRACE_MS
-
 
 class TrainingSettings(BaseSettings):
     """What a training run does, apart from its data (time range, pairs, source)."""
@@ -22,10 +20,6 @@ class TrainingSettings(BaseSettings):
     #: Sensors: time left out between train, validation and test (the label is the reading's own
     #: incident flag; its window features look this far back).
     sensors_gap_ms: int = Field(default=60_000, ge=0)
-    #: Sensors: the window processor's grace (`braid sensors windows --grace`): a reading's
-    #: features reach the join once the client's stream time passes `t + grace`, and the join
-    #: pairs them with the SX and SY it holds then (`training.sensors_baseline`).
-    sensors_grace_ms: int = Field(default=DEFAULT_GRACE_MS, ge=0)
     seed: int = 0
     nthread: int = Field(default=2, ge=1)
     n_estimators: int = Field(default=400, ge=1)

@@ -134,7 +134,13 @@ class LogisticAlertModel:
         object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
-        z = self.intercept + np.asarray(vectors, dtype=np.float64) @ np.array(self.coefficients)
+        """Row by row the same floats whatever else the batch holds: the sum is accumulated
+        column by column in one fixed order (a matrix product's summation order depends on the
+        batch's size, which changed the last bit of a replayed prediction)."""
+        x = np.asarray(vectors, dtype=np.float64)
+        z = np.full(len(x), self.intercept, dtype=np.float64)
+        for k, coefficient in enumerate(self.coefficients):
+            z = z + x[:, k] * coefficient
         return 1.0 / (1.0 + np.exp(-z))
 
     def to_json(self) -> dict[str, Any]:

@@ -9,9 +9,12 @@
   "count"}`; `timestamp_ms` is the SZ reading's event time, `value` the raw feature, `bin` its
   bucket under the bin edges `edges_version`, `count` the readings in the window. A row is
   identified by (client, feature, timestamp_ms): a replay rewrites the same values.
-- A **prediction** (topic predictions.sensors; key = client): the 5-integer vector in
-  :data:`VECTOR_FIELDS` order, the probability, the alert decision and the model version, for the
-  event (of topic `trigger`) at `timestamp_ms`.
+- A **prediction** (topic predictions.sensors; key = `client|timestamp_ms|trigger`, partitioned
+  by client): the 5-integer vector in :data:`VECTOR_FIELDS` order
+  (`features.sensors.vectors.RULE`), the probability, the alert decision and the model version,
+  for the event of sensor `trigger` (SX, SY or SZ) at `timestamp_ms`. The same key again later
+  in the topic is a correction (a late input within grace changed the vector); the last message
+  of a key is its final prediction.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ class Prediction(BaseModel):
     v: int = SENSOR_SCHEMA_VERSION
     client: str
     timestamp_ms: int  # event time of the triggering event
-    trigger: Literal["SX", "SY", "FA", "FI", "FD"]
+    trigger: Literal["SX", "SY", "SZ"]  # the event's sensor
     vector: list[int]  # VECTOR_FIELDS order
     probability: float = Field(ge=0.0, le=1.0)
     alert: bool

@@ -33,6 +33,13 @@ from features.windows import SlidingWindow
 WINDOW_MS = 10 * 60 * 1000
 SENSOR_WINDOW = SlidingWindow(WINDOW_MS)  # grace is a deployment setting: see sensor_window
 DEFAULT_GRACE_MS = 5_000  # the windows' default grace (`braid sensors windows --grace`)
+EMISSION = (
+    "Each accepted SZ reading's FA, FI, FD go out in the poll that processes it, and again as a "
+    "correction when a reading within grace lands in its window; they are final once the "
+    "client's stream time passes the reading's time plus grace, decided by event time alone, "
+    "never by the wall clock."
+)
+"""When the stream's features are out and final, in one sentence (READMEs quote it)."""
 
 
 def sensor_window(grace_ms: int) -> SlidingWindow:

@@ -10,6 +10,7 @@ half of the Lambda test, the end-to-end test and the benchmarks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -26,7 +27,7 @@ from features.sensors.schemas import (
     SENSOR_SCHEMA_VERSION,
     SENSORS,
 )
-from features.sensors.window_math import sensor_window
+from features.sensors.window_math import DEFAULT_GRACE_MS, sensor_window
 from streaming.partitioning import partition_for
 from streaming.processors.sensor_join import (
     SensorJoinConfig,
@@ -95,10 +96,9 @@ class SensorTopics:
 def window_processor(
     kafka: KafkaSettings,
     *,
-    grace_ms: int,
+    grace_ms: int = DEFAULT_GRACE_MS,
     edges: BinEdges = DEFAULT_EDGES,
     topics: SensorTopics = SensorTopics(),
-    idle_timeout_ms: int = 10_000,
     group: str = "braid-sensor-windows",
     batch_size: int = 10_000,
     poll_timeout_s: float = 0.1,
@@ -106,7 +106,7 @@ def window_processor(
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> StreamProcessor:
     config = SensorWindowConfig(sensor_window(grace_ms), edges,
-                                {name: topics.of(name) for name in FEATURES}, idle_timeout_ms,
+                                {name: topics.of(name) for name in FEATURES},
                                 max_event_time_skew_ms)
     shared = SensorWindowGroup(config)  # the partitions' operators share it (vectorized)
     return StreamProcessor(
@@ -123,6 +123,7 @@ def join_processor(
     *,
     model: AlertModel = DEFAULT_MODEL,
     threshold: float = 0.5,
+    grace_ms: int = DEFAULT_GRACE_MS,
     topics: SensorTopics = SensorTopics(),
     group: str = "braid-sensor-join",
     batch_size: int = 10_000,
@@ -131,7 +132,7 @@ def join_processor(
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
 ) -> StreamProcessor:
     inputs = {topics.of(name): name for name in ("SX", "SY", *FEATURES)}
-    config = SensorJoinConfig(inputs, topics.predictions, model, threshold,
+    config = SensorJoinConfig(inputs, topics.predictions, model, threshold, grace_ms,
                               max_event_time_skew_ms)
     shared = SensorJoinGroup(config)  # the partitions' operators share it (vectorized)
     return StreamProcessor(
@@ -202,7 +203,8 @@ def wide_features(rows: pa.Table) -> pa.Table:
 
 
 def read_predictions(kafka: KafkaSettings, topic: str) -> pa.Table:
-    """Every prediction in partition/offset order (duplicates after a replay included)."""
+    """Every prediction in partition/offset order (corrections, and duplicates after a replay,
+    included)."""
     rows = []
     for _, _, _, value in read_topic(kafka, topic):
         if value is not None:
@@ -212,11 +214,20 @@ def read_predictions(kafka: KafkaSettings, topic: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
 
 
+def final_predictions(predictions: pa.Table) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """Per event (client, timestamp_ms, trigger), its last prediction in topic order: the
+    final one (a correction comes later on the same partition as what it corrects)."""
+    return {(r["client"], r["timestamp_ms"], r["trigger"]): r for r in predictions.to_pylist()}
+
+
 @dataclass
 class StreamResult:
-    features: pa.Table  # FEATURE_TABLE_SCHEMA, one row per emitted SZ reading
-    predictions: pa.Table  # PREDICTION_SCHEMA
+    features: pa.Table  # FEATURE_TABLE_SCHEMA, one row per SZ reading (its last values)
+    predictions: pa.Table  # PREDICTION_SCHEMA, every message (corrections included)
     topics: SensorTopics
+
+    def final_predictions(self) -> dict[tuple[str, int, str], dict[str, Any]]:
+        return final_predictions(self.predictions)
 
 
 def run_sensors_through_stream(
@@ -224,23 +235,20 @@ def run_sensors_through_stream(
     kafka: KafkaSettings,
     *,
     topic_prefix: str,
-    grace_ms: int,
+    grace_ms: int = DEFAULT_GRACE_MS,
     partitions: int = 4,
-    idle_timeout_ms: int = 1_000,
     edges: BinEdges = DEFAULT_EDGES,
     model: AlertModel = DEFAULT_MODEL,
     threshold: float = 0.5,
 ) -> StreamResult:
     """Produce `events` (row order = arrival order), run the window then the join processor
-    until idle, and return what they wrote."""
+    (both with `grace_ms`) until idle, and return what they wrote."""
     topics = SensorTopics.prefixed(topic_prefix)
     ensure_topics(kafka, topics.specs(partitions), TopicSettings())
     produce_events(kafka, topics, events, partitions)
-    idle_s = idle_timeout_ms / 1000
     window_processor(kafka, grace_ms=grace_ms, edges=edges, topics=topics,
-                     idle_timeout_ms=idle_timeout_ms, group=f"{topic_prefix}windows").run(
-        max_idle_s=idle_s + 3, install_signals=False)
-    join_processor(kafka, model=model, threshold=threshold, topics=topics,
+                     group=f"{topic_prefix}windows").run(max_idle_s=3, install_signals=False)
+    join_processor(kafka, model=model, threshold=threshold, grace_ms=grace_ms, topics=topics,
                    group=f"{topic_prefix}join").run(max_idle_s=3, install_signals=False)
     return StreamResult(wide_features(read_feature_rows(kafka, topics)),
                         read_predictions(kafka, topics.predictions), topics)

@@ -1,30 +1,65 @@
-"""The join-and-predict operator: SX, SY, FA, FI, FD per client -> alert predictions.
+"""The join-and-predict operator: SX, SY, FA, FI, FD per client -> one prediction per event.
 
-The five input topics are co-partitioned (keyed by client, same partition count), so one
-operator per partition number sees every event of its clients. Per client it keeps, for each
-field of the vector (SX, SY, FA bin, FI bin, FD bin), the value with the latest event time and
-that time:
+An as-of (temporal) join, after Kafka Streams' versioned stores and Flink's event-time temporal
+join. The vector of an event is :data:`features.sensors.vectors.RULE`:
 
-- an event is **stale** when its event time is older than the value held for its field (a late
-  event never overwrites a newer value): it changes nothing and triggers no prediction;
-- otherwise it replaces the field's value (equal event times: the later arrival wins) and, once
-  the client has all five fields, triggers a prediction for its event time: the vector in
-  `VECTOR_FIELDS` order, the probability from the :class:`AlertModel`, the alert decision
-  (`probability >= threshold`), the model and bin-edges versions, keyed by client;
-- the window processor emits a reading's FA, FI and FD together, so one poll usually carries
-  all three: a feature event then sees the poll's other features as of its own time (not the
-  values held after the whole topic was joined, which would give an earlier reading a later
-  one's bins when the poll carries several readings of a client), and the reading gets one
-  prediction, at its last feature. The result is the vector training builds for the reading
-  (`training.sensors_baseline`; `tests/unit/test_sensors_training_serving_skew.py`);
-- invalid events (undecodable, schema, SX/SY outside 0..9, bins outside 0..9) go to the
-  dead-letter topic with the reason.
+    The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX and
+    SY as of t (the reading with the latest event time at or before t, the largest value at a
+    tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading at or
+    before t, counting only readings not late beyond grace (per client and topic, in log order).
 
-State is small (five values per client), so a partition's checkpoint holds all of it with the
-next offset of every topic; the commit offset is the next offset, and replayed messages (below
-the checkpointed offsets, already reflected in the state) are skipped. The operators of one
-processor share a :class:`SensorJoinGroup`: one poll's batches of every partition are joined in
-one vectorized pass per topic (SX and SY first, then the feature topics).
+The five input topics are co-partitioned (keyed by client), so one operator per partition
+number sees every event of its clients. Per client it keeps, as sorted numpy rows:
+
+- the accepted SX and SY readings (event time, value) and, per SZ reading time, its FA, FI, FD
+  bins and bin-edges versions as the feature topics last said (a later message for the same
+  (client, feature, time) is a correction of the window processor and replaces the earlier);
+  an SZ reading counts only once all three of its features are there;
+- its events, (client, time, trigger), with the vector last published for each.
+
+Each poll: the inputs are judged late or not (per client and topic in log order: `t + grace <=`
+the client's stream time in that topic before it, the window processor's rule; a late SX or SY
+is dead-lettered with its reason), the accepted ones enter the history, and every event of a
+touched client at or after the earliest time touched is computed again by the rule (for input
+in order, that is only the new events). An event with all five fields gets its prediction at
+once; an event whose vector changed (a late SX/SY within grace, a feature correction, an SZ
+reading completed after a later event was answered) gets a new prediction, published only where
+the vector or its edges changed. A prediction is keyed `client|timestamp_ms|trigger` (trigger:
+the event's sensor, SX, SY or SZ): the same key again is a correction, a new key a new event;
+its value bytes are a function of the events (and the model) only, so a replay publishes the
+same bytes.
+
+A feature message can be late only as a re-emission of the window processor after it
+restarted (it emits within its grace of its own stream time, and its topics carry every value in
+order): the join already holds that (client, feature, time) as of a later point of the window
+processor's log, so the message is dropped and counted (`features_replayed`), not
+dead-lettered. (The window processor's grace must not exceed the join's.)
+
+**Bounded state.** History and events at or before `L = min over the five topics of (stream
+time - grace)` can change no answer any more (no accepted input can lie there), so they are
+dropped, keeping the latest SX, SY and complete SZ reading at or before `L` for as-of lookups.
+`L` follows the client's slowest topic: with the simulator's rates (SX every minute) a client
+keeps about a minute of history. A client that has not sent all five inputs yet has no such
+bound: its history is kept until it has (any of its events may still become answerable).
+
+**Restarts** rebuild the history from the log, as the window processor rebuilds its buffer:
+every history row remembers the offset of the message it came from, the commit offset of a
+topic is the earliest offset a held row came from (else the next offset), and a partition's
+checkpoint holds only its clients' stream times per topic, the next and commit offsets, the
+offsets judged late since, and the owed answers (below). Replayed messages (below the
+checkpointed next offsets) are not judged again and answer nothing: those below the commit
+offset or judged late before are skipped, the others go back into the history, and their events
+count as never published, so the first answer after the restart publishes them again (what was
+published after the checkpoint is not known). Until every topic of the partition has replayed,
+nothing is pruned and fresh inputs enter the history but owe their answer (per client, the
+earliest time still to answer; kept in the checkpoint), answered once the history is whole.
+From then on the operator holds what the first run held and decides as it did, and a restart
+ends every key on the value an uninterrupted run ends on. (A client that stops sending one of
+its inputs keeps its history since then, and its oldest row holds the commit offset back: a
+restart re-reads from there.)
+
+The operators of one processor share a :class:`SensorJoinGroup`: one poll's batches of every
+partition are joined in one vectorized pass.
 """
 
 from __future__ import annotations
@@ -32,11 +67,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.model import AlertModel, pinned, predict_many
@@ -46,8 +79,18 @@ from features.sensors.schemas import (
     SENSOR_SCHEMA_VERSION,
     VECTOR_FIELDS,
 )
-from features.windows import NO_STREAM_TIME, stream_time_before
+from features.sensors.vectors import (
+    KEY_SPAN,
+    MAX_CLIENT_CODES,
+    MISSING,
+    TRIGGERS,
+    complete,
+    vectors_as_of,
+)
+from features.sensors.window_math import DEFAULT_GRACE_MS, sensor_window
+from features.windows import NO_STREAM_TIME, sliding_late_mask
 from streaming.processors.sensor_decoding import decode_features, decode_readings
+from streaming.processors.sensor_history import Rows, ranges
 from streaming.runtime.key_codes import KeyCodes
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import (
@@ -58,8 +101,12 @@ from streaming.runtime.records import (
     merged_timestamps,
 )
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 1: latest value per field (not as of event time); not restorable
 NO_VERSION = -1
+PRUNE_MIN = 4_096
+OFFSET_SPAN = 1 << 40  # (partition, offset) as one int: partition * OFFSET_SPAN + offset
+NOT_OWED = np.iinfo(np.int64).max
+FIELD_INDEX = {name: i for i, name in enumerate(VECTOR_FIELDS)}  # stream time rows, per topic
 
 
 @dataclass(frozen=True)
@@ -68,6 +115,9 @@ class SensorJoinConfig:
     output_topic: str
     model: AlertModel
     threshold: float = 0.5
+    # grace of every input, per client and topic; at least the window processor's, whose
+    # corrections come up to its grace behind
+    grace_ms: int = DEFAULT_GRACE_MS
     # how far an SX/SY reading's event time may lie ahead of its Kafka timestamp
     # (features.event_time)
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
@@ -77,64 +127,72 @@ class SensorJoinConfig:
             raise ValueError(f"join needs one input topic per field of {VECTOR_FIELDS}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"alert threshold must be in [0, 1], got {self.threshold}")
+        if self.grace_ms < 0:
+            raise ValueError("grace must be non-negative")
 
 
 @dataclass
 class _Partition:
-    """Per input topic of one partition: the next offset, and the checkpointed one below which
-    messages are replays already reflected in the state."""
+    """Per input topic of one partition: the next offset; from the checkpoint, the offset below
+    which messages are replays, the commit offset it went with (replays below it are skipped)
+    and the offsets judged late since (skipped too)."""
 
     position: dict[str, int] = field(default_factory=dict)
     replay_until: dict[str, int] = field(default_factory=dict)
+    needed_from: dict[str, int] = field(default_factory=dict)
+    late_offsets: dict[str, set[int]] = field(default_factory=dict)
+
+    def caught_up(self) -> bool:
+        """Every topic's replay is done: the history is what it was at the checkpoint."""
+        return all(self.position.get(t, self.needed_from.get(t, 0)) >= until
+                   for t, until in self.replay_until.items())
 
 
-@dataclass(frozen=True)
-class _Live:
-    """One topic's events of a poll that change the state, in arrival order."""
+@dataclass
+class _Accepted:
+    """One topic's accepted inputs of a poll, in arrival order."""
 
     field: str  # SX, SY, FA, FI, FD
-    codes: np.ndarray  # client codes
-    ts: np.ndarray  # event times
-    values: np.ndarray  # SX/SY values or feature bins
+    codes: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray  # SX/SY categories or feature bins
     versions: np.ndarray | None  # features: edges version codes
-
-    @cached_property
-    def _order(self) -> np.ndarray:
-        """The events sorted by client, event time, arrival."""
-        return np.lexsort((np.arange(len(self.ts)), self.ts, self.codes))
-
-    def as_of(self, codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Per (client, time): the index of this topic's latest event of that client with
-        event time <= time (equal times: the later arrival), or -1."""
-        if len(self.ts) == 0 or len(ts) == 0:
-            return np.full(len(ts), -1, dtype=np.int64)
-        order = self._order
-        base = int(min(self.ts.min(), ts.min()))
-        span = int(max(self.ts.max(), ts.max())) - base + 1
-        keys = self.codes[order].astype(np.int64) * span + (self.ts[order] - base)
-        pos = np.searchsorted(keys, codes.astype(np.int64) * span + (ts - base),
-                              side="right") - 1
-        found = pos >= 0
-        found[found] = self.codes[order][pos[found]] == codes[found]
-        return np.where(found, order[np.maximum(pos, 0)], -1)
+    offsets: np.ndarray
+    fresh: np.ndarray  # bool: not a replay (only fresh inputs are answered)
 
 
 class SensorJoinGroup:
-    """The state of every partition one processor owns (clients never span partitions), so
-    one poll's batches of every partition are joined in one vectorized pass per topic."""
+    """The state of every partition one processor owns (clients never span partitions)."""
 
     def __init__(self, config: SensorJoinConfig) -> None:
         self.config = config
+        self.window = sensor_window(config.grace_ms)  # its lateness rule, per topic
         self.clients = KeyCodes()
         self.client_partition = np.empty(0, dtype=np.int64)
-        n = len(VECTOR_FIELDS)
-        self.field_ts = np.empty((n, 0), dtype=np.int64)
-        self.field_value = np.empty((n, 0), dtype=np.int64)
+        # per topic (VECTOR_FIELDS order) and client: the largest event time accepted
+        self.stream_time = np.empty((len(VECTOR_FIELDS), 0), dtype=np.int64)
         self.edges_versions: list[str] = []
-        self.field_edges = np.empty((len(FEATURES), 0), dtype=np.int64)  # codes into the list
+        # histories, sorted by composite key (client * KEY_SPAN + event time)
+        # (sx, sy: sorted by (key, value): the last row at a key holds the largest value)
+        self.sx = Rows(value=np.int64, offset=np.int64)
+        self.sy = Rows(value=np.int64, offset=np.int64)
+        width = len(FEATURES)  # per SZ reading: FA, FI, FD bins, edges and source offsets
+        self.sz = Rows(bins=(np.int64, width), edges=(np.int64, width),
+                       offsets=(np.int64, width))
+        # events, sorted by (key, trigger); `sent`: the vector last published (MISSING: none)
+        self.events = Rows(trigger=np.int64, sent=(np.int64, len(VECTOR_FIELDS)),
+                           sent_edges=(np.int64, width))
+        self._lows: dict[tuple[int, str], int] | None = None  # commit offsets, cached
+        # per client: the earliest time fresh inputs touched that is not answered yet (while
+        # its partition replays after a restart, answers wait for the whole history)
+        self.owed = np.empty(0, dtype=np.int64)
+        self._replaying: set[int] = set()  # restored partitions whose replay is not done
+        self._prune_at = PRUNE_MIN
+        self._pruned = True  # nothing entered or answered since the last prune
         self.partitions: dict[int, _Partition] = {}
         self.counts: Counter[str] = Counter()
 
+    # --- partitions coming and going ---------------------------------------------------------
     def open(self, partition: int) -> None:
         """Start a partition afresh (assignment): forget anything held for it."""
         self.close(partition)
@@ -143,53 +201,89 @@ class SensorJoinGroup:
     def close(self, partition: int) -> None:
         """Forget a partition's clients (revocation)."""
         self.partitions.pop(partition, None)
+        self._replaying.discard(partition)
         mine = self.client_partition == partition
-        if mine.any():
-            self.field_ts[:, mine] = NO_STREAM_TIME
-            self.field_value[:, mine] = 0
-            self.field_edges[:, mine] = NO_VERSION
-            self.client_partition[mine] = -1
+        if not mine.any():
+            return
+        self.stream_time[:, mine] = NO_STREAM_TIME
+        self.owed[mine] = NOT_OWED
+        self.client_partition[mine] = -1
+        for rows in (self.sx, self.sy, self.sz, self.events):
+            rows.keep(~mine[rows.key // KEY_SPAN])
+        self._lows = None
 
     def _grow(self, new: int) -> None:
         if new:
-            n = len(VECTOR_FIELDS)
-            self.field_ts = np.c_[self.field_ts, np.full((n, new), NO_STREAM_TIME)]
-            self.field_value = np.c_[self.field_value, np.zeros((n, new), dtype=np.int64)]
-            self.field_edges = np.c_[self.field_edges,
-                                     np.full((len(FEATURES), new), NO_VERSION)]
+            self.stream_time = np.c_[self.stream_time,
+                                     np.full((len(VECTOR_FIELDS), new), NO_STREAM_TIME)]
             self.client_partition = np.r_[self.client_partition, np.full(new, -1, np.int64)]
+            self.owed = np.r_[self.owed, np.full(new, NOT_OWED, dtype=np.int64)]
 
     def _version_code(self, version: str) -> int:
         if version not in self.edges_versions:
             self.edges_versions.append(version)
         return self.edges_versions.index(version)
 
+    # --- processing --------------------------------------------------------------------------
     def process_many(self, work: Sequence[tuple[int, InputBatch]], now_ms: int) -> Emission:
-        """One poll's batches (partition, batch): per topic, all partitions in one pass; the
-        feature topics (FA, FI, FD) of the poll together (see `_join`)."""
+        """One poll's batches (partition, batch): decoded and judged per topic (all partitions
+        at once), entered into the history, and the touched clients' events answered."""
         emission = Emission()
         by_topic: dict[str, list[tuple[int, InputBatch]]] = {}
         for partition, batch in work:
             if len(batch):
                 by_topic.setdefault(batch.topic, []).append((partition, batch))
-        features: list[_Live] = []
+        accepted: list[_Accepted] = []
         for topic, batches in by_topic.items():
-            letters, live = self._decode(topic, batches)
+            letters, inputs = self._decode(topic, batches)
             emission.extend(letters)
-            if live is None:
-                continue
-            if live.field in CATEGORICAL_SENSORS:
-                emission.extend(self._join(live, (), ()))
-            else:
-                features.append(live)
-        for k, live in enumerate(features):
-            emission.extend(self._join(live, features, features[k + 1:]))
+            if inputs is not None:
+                accepted.append(inputs)
+        touched = self._enter(accepted) if accepted else np.empty(0, dtype=np.int64)
+        self._pruned = self._pruned and not accepted
+        for p in [p for p in self._replaying if self.partitions[p].caught_up()]:
+            self._replaying.discard(p)  # its history is whole again: what it owes is due
+            self._pruned = False
+            touched = np.r_[touched, np.flatnonzero(self.client_partition == p)]
+        emission.extend(self._answer_clients(touched, force=False))
+        if len(self.events) + len(self.sz) >= self._prune_at:
+            self.prune()
         return emission
 
+    def tick_many(self, partitions: set[int], now_ms: int) -> Emission:
+        """Every input topic of `partitions` is consumed to its end: answer what their clients'
+        events were held for (an SX/SY event waiting for the features of its time)."""
+        mine = np.flatnonzero(np.isin(self.client_partition, list(partitions))
+                              & (self.owed != NOT_OWED))
+        return self._answer_clients(mine, force=True)
+
+    def _enter(self, accepted: list[_Accepted]) -> np.ndarray:
+        """Accepted inputs into the history and the events; returns the clients fresh inputs
+        touched (they owe an answer from their earliest time touched)."""
+        self._lows = None
+        new_events: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, trigger codes)
+        for inputs in accepted:
+            keys = inputs.codes * KEY_SPAN + inputs.ts
+            if inputs.field in CATEGORICAL_SENSORS:
+                history = self.sx if inputs.field == "SX" else self.sy
+                history.insert(keys, sort_by="value", value=inputs.values,
+                               offset=inputs.offsets)
+                trigger = TRIGGERS.index(inputs.field)
+                new_events.append((keys, np.full(len(keys), trigger, dtype=np.int64)))
+        completed = self._enter_features([a for a in accepted if a.field in FEATURES])
+        new_events.append((completed, np.full(len(completed), TRIGGERS.index("SZ"),
+                                              dtype=np.int64)))
+        self._add_events(np.concatenate([k for k, _ in new_events]),
+                         np.concatenate([t for _, t in new_events]))
+        # answer what fresh inputs touched (replays were answered before the checkpoint)
+        codes = np.concatenate([a.codes[a.fresh] for a in accepted])
+        np.minimum.at(self.owed, codes, np.concatenate([a.ts[a.fresh] for a in accepted]))
+        return codes
+
     def _decode(self, topic: str, work: list[tuple[int, InputBatch]]
-                ) -> tuple[Emission, _Live | None]:
-        """A topic's batches decoded: dead letters for bad rows, and the rows that change the
-        state (valid, not replays, not stale)."""
+                ) -> tuple[Emission, _Accepted | None]:
+        """A topic's batches decoded and judged: dead letters for bad and late rows, and the
+        accepted rows (valid, not replays, not late) in arrival order."""
         field_name = self.config.input_topics[topic]
         merged = InputBatch(topic, -1, np.concatenate([b.offsets for _, b in work]),
                             [k for _, b in work for k in b.keys],
@@ -197,9 +291,11 @@ class SensorJoinGroup:
                             merged_timestamps([b for _, b in work]))
         sizes = [len(b) for _, b in work]
         row_partition = np.repeat([p for p, _ in work], sizes)
-        # per row: the offset below which its partition's messages are replays
-        replay = np.repeat([self.partitions[p].replay_until.get(topic, 0) for p, _ in work],
-                           sizes)
+        states = [self.partitions[p] for p, _ in work]
+        # per row: below `replay` its partition's messages are replays; below `needed`, replays
+        # of what the checkpoint no longer needed
+        replay = np.repeat([s.replay_until.get(topic, 0) for s in states], sizes)
+        needed = np.repeat([s.needed_from.get(topic, 0) for s in states], sizes)
         for p, b in work:
             self.partitions[p].position[topic] = int(b.offsets[-1]) + 1
         decoded = (decode_readings(merged, field_name, self.config.max_event_time_skew_ms)
@@ -210,98 +306,180 @@ class SensorJoinGroup:
             DeadLetter(str(decoded.reasons[i]), topic, int(row_partition[i]),
                        int(merged.offsets[i]), merged.keys[i], merged.values[i])
             for i in bad if merged.offsets[i] >= replay[i]])
-        valid = decoded.reasons == None  # noqa: E711 - elementwise
-        part = row_partition[valid]
-        fresh = decoded.offsets >= replay[valid]
-        table = decoded.table.filter(pa.array(fresh)) if not fresh.all() else decoded.table
+        rows = np.flatnonzero(decoded.reasons == None)  # noqa: E711 - positions in `merged`
+        table = decoded.table
         if table.num_rows == 0:
             return emission, None
+        offsets = decoded.offsets
+        part = row_partition[rows]
+        fresh = offsets >= replay[rows]
+        skip = ~fresh & (offsets < needed[rows])
+        if not fresh.all():
+            judged = np.fromiter((p * OFFSET_SPAN + o for p, s in self.partitions.items()
+                                  for o in s.late_offsets.get(topic, ())), np.int64)
+            skip |= ~fresh & np.isin(part * OFFSET_SPAN + offsets, judged)
         codes, new = self.clients.encode(table["client"].to_pylist())
+        if new and int(codes.max()) >= MAX_CLIENT_CODES:
+            raise OverflowError(f"more than {MAX_CLIENT_CODES} clients in one processor")
         self._grow(new)
-        self.client_partition[codes] = part[fresh]
-        f = VECTOR_FIELDS.index(field_name)
+        self.client_partition[codes] = part
         ts = table["timestamp_ms"].to_numpy()
+        f = FIELD_INDEX[field_name]
+        late = np.zeros(len(ts), dtype=bool)
+        if fresh.any():
+            late[fresh] = sliding_late_mask(self.window, codes[fresh], ts[fresh],
+                                            self.stream_time[f])
+            np.maximum.at(self.stream_time[f], codes[fresh], ts[fresh])
+        if late.any():
+            for p, o in zip(part[late].tolist(), offsets[late].tolist(), strict=True):
+                self.partitions[p].late_offsets.setdefault(topic, set()).add(o)
+            if field_name in CATEGORICAL_SENSORS:
+                reason = (f"late: beyond {self.config.grace_ms} ms grace for {field_name} of "
+                          "its client (sensor join)")
+                emission.dead_letters.extend(
+                    DeadLetter(reason, topic, int(row_partition[i]), int(merged.offsets[i]),
+                               merged.keys[i], merged.values[i]) for i in rows[late])
+                self.counts["late"] += int(late.sum())
+            else:  # a window processor's re-emission after its restart: see the module doc
+                self.counts["features_replayed"] += int(late.sum())
+        keep = ~late & ~skip
+        if not keep.any():
+            return emission, None
         if field_name in CATEGORICAL_SENSORS:
-            values = table["value"].to_numpy().astype(np.int64)
+            values = table["value"].to_numpy().astype(np.int64)[keep]
             versions = None
         else:
-            values = table["bin"].to_numpy()
-            versions = np.array([self._version_code(v)
-                                 for v in table["edges_version"].to_pylist()], dtype=np.int64)
-        stale = ts < stream_time_before(codes, ts, self.field_ts[f])
-        self.counts["stale"] += int(stale.sum())
-        live = np.flatnonzero(~stale)
-        return emission, _Live(field_name, codes[live], ts[live], values[live],
-                               None if versions is None else versions[live])
+            values = table["bin"].to_numpy()[keep]
+            names = table["edges_version"].to_pylist()
+            versions = np.array([self._version_code(v) for v in names],
+                                dtype=np.int64)[keep]
+        return emission, _Accepted(field_name, codes[keep], ts[keep], values, versions,
+                                   offsets[keep], fresh[keep])
 
-    def _join(self, live: _Live, same_poll: Sequence[_Live], later: Sequence[_Live]
-              ) -> Emission:
-        """Each live event's prediction, and the held values updated.
+    def _enter_features(self, inputs: list[_Accepted]) -> np.ndarray:
+        """Feature rows into the SZ history (the last message of a (client, feature, time)
+        wins); returns the keys of the readings that became complete (all three features)."""
+        if not inputs:
+            return np.empty(0, dtype=np.int64)
+        keys_all = np.unique(np.concatenate([a.codes * KEY_SPAN + a.ts for a in inputs]))
+        at = self.sz.find(keys_all)
+        was_complete = np.zeros(len(keys_all), dtype=bool)
+        known = at >= 0
+        was_complete[known] = (self.sz.cols["bins"][at[known]] != MISSING).all(axis=1)
+        missing = keys_all[~known]
+        if len(missing):
+            blank = np.full((len(missing), len(FEATURES)), MISSING, dtype=np.int64)
+            self.sz.insert(missing, bins=blank, edges=np.full_like(blank, NO_VERSION),
+                           offsets=blank.copy())
+        for inputs_of in inputs:
+            keys = inputs_of.codes * KEY_SPAN + inputs_of.ts
+            # the last message per key in arrival order
+            last = len(keys) - 1 - np.unique(keys[::-1], return_index=True)[1]
+            slot = self.sz.find(keys[last])
+            k = FEATURES.index(inputs_of.field)
+            self.sz.cols["bins"][slot, k] = inputs_of.values[last]
+            assert inputs_of.versions is not None
+            self.sz.cols["edges"][slot, k] = inputs_of.versions[last]
+            self.sz.cols["offsets"][slot, k] = inputs_of.offsets[last]
+        now = self.sz.find(keys_all)
+        is_complete = (self.sz.cols["bins"][now] != MISSING).all(axis=1)
+        return keys_all[is_complete & ~was_complete]
 
-        The vector an event sees: the held values with its own field replaced; for a feature
-        event, the other features of the same poll override the held ones as of its time (the
-        latest with event time <= its own), so a reading whose FA, FI, FD arrive in one poll is
-        predicted from its own three bins even when one poll carries several readings of a
-        client (topic by topic, an earlier reading would see a later one's bins). Such a
-        reading gets one prediction, at its last feature (`later`: the poll's features joined
-        after this one), not one per feature."""
-        f = VECTOR_FIELDS.index(live.field)
-        codes, ts, values = live.codes, live.ts, live.values
-        vectors = self.field_value[:, codes].T.copy()
-        vectors[:, f] = values
-        known = self.field_ts[:, codes].T != NO_STREAM_TIME
-        known[:, f] = True
-        edges = self.field_edges[:, codes].T.copy()
-        if live.versions is not None:
-            edges[:, FEATURES.index(live.field)] = live.versions
-        for other in same_poll:
-            if other.field == live.field:
-                continue
-            at = other.as_of(codes, ts)
-            found = at >= 0
-            g = VECTOR_FIELDS.index(other.field)
-            vectors[found, g] = other.values[at[found]]
-            known[found, g] = True
-            if other.versions is not None:
-                edges[found, FEATURES.index(other.field)] = other.versions[at[found]]
-        # the new held values: each client's last live event (its latest event time)
-        last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]
-        self.field_ts[f, codes[last]] = ts[last]
-        self.field_value[f, codes[last]] = values[last]
-        if live.versions is not None:
-            self.field_edges[FEATURES.index(live.field), codes[last]] = live.versions[last]
-        complete = known.all(axis=1)
-        self.counts["incomplete"] += int((~complete).sum())
-        for other in later:  # the same reading's prediction comes with a later feature
-            at = other.as_of(codes, ts)
-            hits = np.flatnonzero(at >= 0)
-            complete[hits[other.ts[at[hits]] == ts[hits]]] = False
-        if not complete.any():
+    def _add_events(self, keys: np.ndarray, triggers: np.ndarray) -> None:
+        """New events (one per (key, trigger): duplicates collapse)."""
+        if not len(keys):
+            return
+        order = np.lexsort((triggers, keys))
+        keys, triggers = keys[order], triggers[order]
+        first = np.r_[True, (keys[1:] != keys[:-1]) | (triggers[1:] != triggers[:-1])]
+        keys, triggers = keys[first], triggers[first]
+        held = self.events.find(keys, triggers, tie="trigger")
+        keys, triggers = keys[held < 0], triggers[held < 0]
+        n = len(keys)
+        self.events.insert(keys, sort_by="trigger", trigger=triggers,
+                           sent=np.full((n, len(VECTOR_FIELDS)), MISSING),
+                           sent_edges=np.full((n, len(FEATURES)), NO_VERSION))
+
+    def _answer_clients(self, clients: np.ndarray, force: bool) -> Emission:
+        """Answer what `clients` owe, except those of partitions still replaying."""
+        clients = np.unique(clients)
+        clients = clients[self.owed[clients] != NOT_OWED]
+        if self._replaying:
+            clients = clients[~np.isin(self.client_partition[clients], list(self._replaying))]
+        if not len(clients):
             return Emission()
-        return Emission(batches=[self._predictions(
-            live.field, codes[complete], ts[complete], vectors[complete], edges[complete])])
+        earliest = self.owed[clients]
+        self.owed[clients] = NOT_OWED
+        self._pruned = False  # what was owed no longer holds their history
+        return self._answer(clients, earliest, force)
 
-    def _predictions(self, trigger: str, codes: np.ndarray, ts: np.ndarray,
-                     vectors: np.ndarray, edges: np.ndarray) -> OutputBatch:
+    def _answer(self, touched: np.ndarray, earliest: np.ndarray, force: bool) -> Emission:
+        """Compute again every event of the clients `touched` at or after their `earliest`
+        time; publish the vectors that are new or changed.
+
+        An SX or SY event whose client's features have not reached its time yet is held
+        (unless `force`): with a backlog the join reads SX and SY far ahead of the feature
+        topics, and answering at once would correct each such event once per SZ reading
+        before it. It is answered when the features reach its time, or when the partition is
+        consumed to its end (`tick_many`): live, that is the same poll."""
+        events = self.events
+        lo = np.searchsorted(events.key, touched * KEY_SPAN + earliest, side="left")
+        hi = np.searchsorted(events.key, (touched + 1) * KEY_SPAN, side="left")
+        rows = ranges(lo, hi)
+        if not len(rows):
+            return Emission()
+        sz_complete = np.flatnonzero((self.sz.cols["bins"] != MISSING).all(axis=1))
+        vectors, at = vectors_as_of(events.key[rows], self.sx.key, self.sx.cols["value"],
+                                    self.sy.key, self.sy.cols["value"],
+                                    self.sz.key[sz_complete],
+                                    self.sz.cols["bins"][sz_complete])
+        answered = complete(vectors)
+        if not force:
+            clients = events.key[rows] // KEY_SPAN
+            frontier = self.stream_time[[FIELD_INDEX[f] for f in FEATURES]].min(axis=0)
+            held = answered & (events.cols["trigger"][rows] != TRIGGERS.index("SZ")) & (
+                events.key[rows] % KEY_SPAN > frontier[clients])
+            if held.any():
+                np.minimum.at(self.owed, clients[held], events.key[rows][held] % KEY_SPAN)
+                answered &= ~held
+        edges = np.full((len(rows), len(FEATURES)), NO_VERSION, dtype=np.int64)
+        edges[answered] = self.sz.cols["edges"][sz_complete[at[answered]]]
+        sent, sent_edges = events.cols["sent"][rows], events.cols["sent_edges"][rows]
+        first = sent[:, 0] == MISSING
+        changed = answered & ((sent != vectors).any(axis=1) | (sent_edges != edges).any(axis=1))
+        self.counts["incomplete"] += int((~answered & first).sum())
+        if not changed.any():
+            return Emission()
+        publish = rows[changed]
+        events.cols["sent"][publish] = vectors[changed]
+        events.cols["sent_edges"][publish] = edges[changed]
+        self.counts["corrections"] += int((changed & ~first).sum())
+        return Emission(batches=[self._predictions(
+            events.key[publish], events.cols["trigger"][publish], vectors[changed],
+            edges[changed])])
+
+    def _predictions(self, keys: np.ndarray, triggers: np.ndarray, vectors: np.ndarray,
+                     edges: np.ndarray) -> OutputBatch:
         model = pinned(self.config.model)  # one model for the batch, even if swapped meanwhile
         probability = predict_many(model, vectors)
         alert = probability >= self.config.threshold
         names = self.clients.names
-        clients = [names[c] for c in codes.tolist()]
+        clients = [names[c] for c in (keys // KEY_SPAN).tolist()]
         labels = self._edges_labels(edges)
         threshold, version = self.config.threshold, model.version
-        values = [
-            orjson.dumps({
+        out_keys, values = [], []
+        for client, t, trigger, vector, p, a, label in zip(
+                clients, (keys % KEY_SPAN).tolist(), triggers.tolist(), vectors.tolist(),
+                probability.tolist(), alert.tolist(), labels, strict=True):
+            name = TRIGGERS[trigger]
+            out_keys.append(f"{client}|{t}|{name}")
+            values.append(orjson.dumps({
                 "v": SENSOR_SCHEMA_VERSION, "client": client, "timestamp_ms": t,
-                "trigger": trigger, "vector": vector, "probability": p, "alert": a,
+                "trigger": name, "vector": vector, "probability": p, "alert": a,
                 "threshold": threshold, "model_version": version, "edges_version": label,
-            })
-            for client, t, vector, p, a, label in zip(
-                clients, ts.tolist(), vectors.tolist(), probability.tolist(), alert.tolist(),
-                labels, strict=True)
-        ]
+            }))
         self.counts["predictions"] += len(values)
-        return OutputBatch(self.config.output_topic, clients, values, clients)
+        return OutputBatch(self.config.output_topic, out_keys, values, clients)
 
     def _edges_labels(self, edges: np.ndarray) -> list[str]:
         """Per row: one version when FA, FI, FD agree (the normal case), else
@@ -319,44 +497,134 @@ class SensorJoinGroup:
             out.append(label)
         return out
 
+    # --- bounded state -----------------------------------------------------------------------
+    def settled_until(self) -> np.ndarray:
+        """Per client, `L`: no accepted input can lie at or before it any more (min over the
+        five topics of stream time - grace), nor an owed answer; NO_STREAM_TIME while a topic
+        has none or the client's partition replays."""
+        seen = (self.stream_time != NO_STREAM_TIME).all(axis=0)
+        # while its partition replays, a client's history is incomplete: nothing is settled
+        replaying = [p for p, state in self.partitions.items() if not state.caught_up()]
+        seen &= ~np.isin(self.client_partition, replaying)
+        bound = np.minimum(self.stream_time.min(axis=0) - self.config.grace_ms,
+                           self.owed - 1)  # an owed answer still needs its events
+        return np.where(seen, bound, NO_STREAM_TIME)
+
+    def prune(self) -> None:
+        """Drop history and events no answer can need (see the module docstring). Once per
+        checkpoint, not once per partition: nothing changes between their snapshots."""
+        if self._pruned:
+            return
+        self._pruned = True
+        settled = self.settled_until()
+        for history in (self.sx, self.sy):
+            history.keep(_keep_latest_before(history.key, settled))
+        bins = self.sz.cols["bins"]
+        whole = (bins != MISSING).all(axis=1)
+        before = _at_or_before(self.sz.key, settled)
+        latest = _keep_latest_before(self.sz.key[whole], settled)
+        keep = ~before
+        keep[np.flatnonzero(whole)[latest & before[whole]]] = True
+        self.sz.keep(keep)
+        self.events.keep(~_at_or_before(self.events.key, settled))
+        self._lows = None
+        self._prune_at = max(PRUNE_MIN, 2 * (len(self.events) + len(self.sz)))
+
     # --- offsets and checkpoints -------------------------------------------------------------
     def commit_offset(self, partition: int, topic: str) -> int | None:
-        return self.partitions[partition].position.get(topic)
+        """The earliest offset of `topic` a held history row of `partition` came from, else the
+        next offset (None: nothing consumed yet)."""
+        position = self.partitions[partition].position.get(topic)
+        if position is None:
+            return None
+        if self._lows is None:
+            self._lows = self._held_offsets()
+        return min(position, self._lows.get((partition, topic), position))
+
+    def _held_offsets(self) -> dict[tuple[int, str], int]:
+        """Per (partition, topic): the earliest offset a held row came from."""
+        top = max(self.partitions, default=-1) + 1
+        lows: dict[tuple[int, str], int] = {}
+        by_field = {name: topic for topic, name in self.config.input_topics.items()}
+        sources: list[tuple[str, np.ndarray, np.ndarray]] = [
+            (by_field["SX"], self.sx.key, self.sx.cols["offset"]),
+            (by_field["SY"], self.sy.key, self.sy.cols["offset"])]
+        sources += [(by_field[name], self.sz.key, self.sz.cols["offsets"][:, k])
+                    for k, name in enumerate(FEATURES)]
+        for topic, keys, offsets in sources:
+            held = offsets >= 0
+            if not held.any():
+                continue
+            low = np.full(top, np.iinfo(np.int64).max, dtype=np.int64)
+            part = self.client_partition[keys[held] // KEY_SPAN]
+            mine = part >= 0
+            np.minimum.at(low, part[mine], offsets[held][mine])
+            for p in self.partitions:
+                if low[p] != np.iinfo(np.int64).max:
+                    lows[(p, topic)] = int(low[p])
+        return lows
 
     def snapshot(self, partition: int) -> Snapshot:
+        """Small: the partition's clients' stream times and offsets (the history is rebuilt
+        from the log on restore). Also drops what no answer can need, so the commit offsets
+        asked for next are as far along as they can be."""
+        self.prune()
         state = self.partitions[partition]
-        topics = set(state.position) | set(state.replay_until)
+        topics = sorted(set(state.position) | set(state.replay_until))
+        needed = {}
+        for topic in topics:
+            committed = self.commit_offset(partition, topic)
+            needed[topic] = (state.needed_from.get(topic, 0) if committed is None
+                             else committed)
+            late = state.late_offsets.get(topic, set())
+            state.late_offsets[topic] = {o for o in late if o >= needed[topic]}
         mine = np.flatnonzero(self.client_partition == partition)
         return {
             "version": SNAPSHOT_VERSION,
             "next_offsets": {t: max(state.position.get(t, 0), state.replay_until.get(t, 0))
-                             for t in sorted(topics)},
+                             for t in topics},
+            "needed_from": needed,
+            "late_offsets": {t: sorted(state.late_offsets.get(t, ())) for t in topics},
             "clients": [self.clients.names[i] for i in mine.tolist()],
-            "field_ts": self.field_ts[:, mine].tolist(),
-            "field_value": self.field_value[:, mine].tolist(),
-            "edges_versions": self.edges_versions,
-            "field_edges": self.field_edges[:, mine].tolist(),
+            "stream_time": self.stream_time[:, mine].tolist(),
+            "owed": self.owed[mine].tolist(),
         }
 
     def restore(self, partition: int, snapshot: Snapshot) -> None:
         if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported sensor join snapshot: {snapshot.get('version')}")
+            raise ValueError(f"unsupported sensor join snapshot: {snapshot.get('version')} "
+                             "(a checkpoint of an older Braid: start a new consumer group)")
         codes, new = self.clients.encode(list(snapshot["clients"]))
         self._grow(new)
-        n = len(codes)
         state = self.partitions.setdefault(partition, _Partition())
         state.replay_until = {t: int(o) for t, o in snapshot["next_offsets"].items()}
-        if n == 0:  # a partition that had seen offsets but no client yet
+        state.needed_from = {t: int(o) for t, o in snapshot["needed_from"].items()}
+        state.late_offsets = {t: {int(o) for o in offsets}
+                              for t, offsets in snapshot["late_offsets"].items()}
+        if not state.caught_up():
+            self._replaying.add(partition)
+        self._pruned = False
+        if len(codes) == 0:  # a partition that had seen offsets but no client yet
             return
         self.client_partition[codes] = partition
-        self.field_ts[:, codes] = np.asarray(snapshot["field_ts"], dtype=np.int64).reshape(-1, n)
-        self.field_value[:, codes] = np.asarray(snapshot["field_value"],
-                                                dtype=np.int64).reshape(-1, n)
-        saved = list(snapshot["edges_versions"])
-        mapping = np.array([self._version_code(v) for v in saved] + [NO_VERSION],
-                           dtype=np.int64)
-        edges = np.asarray(snapshot["field_edges"], dtype=np.int64).reshape(-1, n)
-        self.field_edges[:, codes] = mapping[edges]  # NO_VERSION (-1) maps to the last entry
+        self.stream_time[:, codes] = np.asarray(snapshot["stream_time"],
+                                                dtype=np.int64).reshape(-1, len(codes))
+        self.owed[codes] = np.asarray(snapshot["owed"], dtype=np.int64)
+
+
+def _at_or_before(keys: np.ndarray, settled: np.ndarray) -> np.ndarray:
+    """Rows whose event time is at or before their client's settled time."""
+    bound = settled[keys // KEY_SPAN]
+    return (bound != NO_STREAM_TIME) & (keys % KEY_SPAN <= bound)
+
+
+def _keep_latest_before(keys: np.ndarray, settled: np.ndarray) -> np.ndarray:
+    """Rows after their client's settled time, and per client the last row at or before it
+    (`keys` sorted; at a tie the last row is the largest value)."""
+    before = _at_or_before(keys, settled)
+    last_before = before & np.r_[~before[1:] | (keys[1:] // KEY_SPAN != keys[:-1] // KEY_SPAN),
+                                 True]
+    return ~before | last_before
 
 
 class SensorJoinOperator(PartitionOperator):
@@ -378,8 +646,23 @@ class SensorJoinOperator(PartitionOperator):
                      now_ms: int) -> Emission:
         return process_by_group(work, now_ms)
 
+    @classmethod
+    def tick_many(cls, operators: Sequence[PartitionOperator], now_ms: int) -> Emission:
+        emission = Emission()
+        by_group: dict[int, tuple[SensorJoinGroup, set[int]]] = {}
+        for operator in operators:
+            assert isinstance(operator, SensorJoinOperator)
+            by_group.setdefault(id(operator.group), (operator.group, set()))[1].add(
+                operator.partition)
+        for group, partitions in by_group.values():
+            emission.extend(group.tick_many(partitions, now_ms))
+        return emission
+
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
         return self.group.process_many([(self.partition, batch)], now_ms)
+
+    def tick(self, now_ms: int) -> Emission:
+        return self.group.tick_many({self.partition}, now_ms)
 
     def close(self) -> None:
         self.group.close(self.partition)

@@ -1,28 +1,34 @@
-"""The sensor window operator: SZ readings -> window features FA, FI, FD per reading.
+"""The sensor window operator: SZ readings -> window features FA, FI, FD per reading, at once.
 
-For each client it keeps the stream time (largest SZ event time seen), the emitted horizon
-(features of readings with event time <= it were emitted) and a buffer of the client's accepted
-readings with event time > horizon - window (all a future result can need).
+For each client it keeps the stream time (largest SZ event time seen) and a buffer of its
+accepted readings with event time > stream time - grace - window (all a future result can need).
 
-- A reading's features are emitted once its client's stream time reaches `t + grace`
-  (`features.windows.SlidingWindow`), or on idleness: a client quiet for `idle_timeout_ms` of
-  wall clock gets its pending readings with `t + grace <= now` emitted. Each feature row goes
-  to its topic (FA, FI, FD) keyed by client, identified by (client, feature, timestamp_ms).
-- A reading is late (dead letter) when `t + grace <= ` the client's stream time before it, or
-  `t <=` its emitted horizon: it could only change results already emitted. Any arrival order
-  within grace therefore gives the same features.
+- **Emission**: Each accepted SZ reading's FA, FI, FD go out in the poll that processes it, and
+  again as a correction when a reading within grace lands in its window; they are final once the
+  client's stream time passes the reading's time plus grace, decided by event time alone, never
+  by the wall clock.
+  A reading within grace that lands behind readings already emitted gives a **correction** for
+  each emitted reading of its client whose window `(t' - 10 min, t']` contains it (in practice
+  the readings in `(t, stream time]`, at most a grace's worth): the same key (client) and
+  (feature, timestamp_ms), later in the topic, with the new values. No wall clock decides
+  anything, so the batch layer reading the same log computes the same final values
+  (`batch/sensors_backfill.py`).
+- **Lateness**: a reading is late (dead letter) when `t + grace <=` its client's stream time
+  before it (`features.windows.sliding_late_mask`, in log order): it could only change results
+  already final. Any arrival order within grace gives the same final features.
+- Each feature row goes to its topic (FA, FI, FD) keyed by client, identified by
+  (client, feature, timestamp_ms): the last row of an identity is its value.
 - Commit offset of a partition: the earliest offset of its readings still in the buffer (else
   its next offset), so a restart rebuilds the buffer from the log. Readings no longer needed are
-  dropped in bulk (at each checkpoint, or once enough piled up), so the buffer stays sorted
-  without a re-sort per batch.
+  dropped in bulk (at each checkpoint, or once the buffer has doubled), so the buffer stays
+  sorted without a re-sort per batch.
 
-Replay after a restart (the candle operator's pattern, adapted to sliding windows whose old
-readings are still context): a partition's checkpoint holds its clients' stream times and
-horizons, the next offset, the commit offset it went with (`needed_from`) and the offsets
-rejected as late since then. Replayed messages (below the checkpointed next offset) are not
-judged again: those below `needed_from` or rejected before are skipped, the others go back into
-the buffer; no feature at or below a horizon is emitted twice, so the replay decides exactly as
-the first run did.
+Replay after a restart: a partition's checkpoint holds its clients' stream times, the next
+offset, the commit offset it went with (`needed_from`) and the offsets rejected as late since
+then. Replayed messages (below the checkpointed next offset) are not judged again and emit
+nothing (their features, corrections included, went out before the checkpoint): those below
+`needed_from` or rejected before are skipped, the others go back into the buffer. From the next
+offset on, the operator holds what the first run held and decides as it did.
 
 Vectorized across partitions: the operators of one processor share a :class:`SensorWindowGroup`
 (clients never span partitions), and `process_many` handles one poll's batches of every
@@ -41,10 +47,12 @@ import pyarrow as pa
 
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.binning import BinEdges
-from features.sensors.schemas import FEATURES, MAX_TIMESTAMP_MS, SENSOR_SCHEMA_VERSION
+from features.sensors.schemas import FEATURES, SENSOR_SCHEMA_VERSION
+from features.sensors.vectors import KEY_SPAN, MAX_CLIENT_CODES
 from features.sensors.window_math import window_features
 from features.windows import NO_STREAM_TIME, SlidingWindow, sliding_late_mask
 from streaming.processors.sensor_decoding import decode_readings
+from streaming.processors.sensor_history import ranges
 from streaming.runtime.key_codes import KeyCodes
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import (
@@ -55,22 +63,10 @@ from streaming.runtime.records import (
     merged_timestamps,
 )
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 1: features emitted once final (idle closures); not restorable
 SMALL_EMIT = 128  # below this many rows, orjson per row beats one polars pass
-KEY_SPAN = MAX_TIMESTAMP_MS  # buffer sort key: client code * KEY_SPAN + event time
-MAX_CLIENTS = np.iinfo(np.int64).max // KEY_SPAN - 1
 PRUNE_MIN = 4_096
 OFFSET_SPAN = 1 << 40  # (partition, offset) as one int: partition * OFFSET_SPAN + offset
-
-
-def _ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The concatenation of `arange(lo[i], hi[i])` over i (empty ranges allowed)."""
-    lengths = np.maximum(hi - lo, 0)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    return np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
 
 
 @dataclass(frozen=True)
@@ -78,7 +74,6 @@ class SensorWindowConfig:
     window: SlidingWindow
     edges: BinEdges
     output_topics: dict[str, str]  # feature name (FA, FI, FD) -> topic
-    idle_timeout_ms: int = 10_000
     # how far a reading's event time may lie ahead of its Kafka timestamp (features.event_time)
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
@@ -101,8 +96,6 @@ class SensorWindowGroup:
         self.clients = KeyCodes()
         self.client_partition = np.empty(0, dtype=np.int64)
         self.stream_time = np.empty(0, dtype=np.int64)
-        self.emitted_until = np.empty(0, dtype=np.int64)
-        self.last_arrival_ms = np.empty(0, dtype=np.int64)  # -1 until the first tick
         # the buffer, sorted by (client, timestamp, value); key = client * KEY_SPAN + ts
         self.buf_key = np.empty(0, dtype=np.int64)
         self.buf_code = np.empty(0, dtype=np.int64)
@@ -110,7 +103,8 @@ class SensorWindowGroup:
         self.buf_value = np.empty(0, dtype=np.float64)
         self.buf_offset = np.empty(0, dtype=np.int64)
         self.buf_partition = np.empty(0, dtype=np.int64)
-        self._stale = 0  # buffered readings no future result needs, not yet dropped
+        self._prune_at = PRUNE_MIN  # buffer length that triggers the next bulk prune
+        self._pruned = True  # nothing processed since the last prune
         self.partitions: dict[int, _Partition] = {}
         self._lows: dict[int, int] | None = None  # per partition: lowest buffered offset
 
@@ -126,8 +120,6 @@ class SensorWindowGroup:
         mine = self.client_partition == partition
         if mine.any():
             self.stream_time[mine] = NO_STREAM_TIME
-            self.emitted_until[mine] = NO_STREAM_TIME
-            self.last_arrival_ms[mine] = -1
             self.client_partition[mine] = -1
         self._keep(self.buf_partition != partition)
 
@@ -135,8 +127,6 @@ class SensorWindowGroup:
         if new:
             fill = np.full(new, NO_STREAM_TIME, dtype=np.int64)
             self.stream_time = np.r_[self.stream_time, fill]
-            self.emitted_until = np.r_[self.emitted_until, fill]
-            self.last_arrival_ms = np.r_[self.last_arrival_ms, np.full(new, -1, dtype=np.int64)]
             self.client_partition = np.r_[self.client_partition, np.full(new, -1, np.int64)]
 
     def _keep(self, keep: np.ndarray) -> None:
@@ -174,8 +164,8 @@ class SensorWindowGroup:
         valid = decoded.reasons == None  # noqa: E711 - elementwise
         part = row_partition[valid]
         codes, new = self.clients.encode(table["client"].to_pylist())
-        if new and int(codes.max()) >= MAX_CLIENTS:
-            raise OverflowError(f"more than {MAX_CLIENTS} clients in one processor")
+        if new and int(codes.max()) >= MAX_CLIENT_CODES:
+            raise OverflowError(f"more than {MAX_CLIENT_CODES} clients in one processor")
         self._grow(new)
         self.client_partition[codes] = part
         ts = table["timestamp_ms"].to_numpy()
@@ -191,7 +181,7 @@ class SensorWindowGroup:
         late = np.zeros(len(ts), dtype=bool)
         if fresh.any():
             late[fresh] = sliding_late_mask(self.config.window, codes[fresh], ts[fresh],
-                                            self.stream_time, self.emitted_until)
+                                            self.stream_time)
         if late.any():
             emission.dead_letters.extend(self._late_letters(
                 merged, row_partition, np.flatnonzero(valid)[late]))
@@ -199,14 +189,13 @@ class SensorWindowGroup:
                 self.partitions[p].late_offsets.add(o)
         accept = ~skip & ~late
         self._append(codes[accept], ts[accept], values[accept], offsets[accept], part[accept])
-        touched = np.unique(codes)
         np.maximum.at(self.stream_time, codes, ts)
-        self.last_arrival_ms[touched] = now_ms
-        final_until = self.emitted_until.copy()
-        final_until[touched] = np.maximum(
-            self.emitted_until[touched],
-            self.config.window.final_until(self.stream_time[touched]))
-        emission.batches.extend(self._emit(touched, final_until))
+        self._pruned = False
+        emit = accept & fresh  # replayed readings went out before the checkpoint
+        if emit.any():
+            emission.batches.extend(self._emit(codes[emit], ts[emit]))
+        if len(self.buf_key) >= self._prune_at:
+            self.prune()
         return emission
 
     def _invalid_letters(self, merged: InputBatch, row_partition: np.ndarray,
@@ -260,61 +249,51 @@ class SensorWindowGroup:
         self.buf_offset = np.insert(self.buf_offset, pos, offsets)
         self.buf_partition = np.insert(self.buf_partition, pos, partitions)
 
-    def tick_many(self, partitions: set[int], now_ms: int) -> Emission:
-        """Emit pending readings of quiet clients of `partitions` once `t + grace <= now`."""
-        self.last_arrival_ms[self.last_arrival_ms < 0] = now_ms
-        if not len(self.buf_ts):
-            return Emission()
-        quiet = now_ms - self.last_arrival_ms >= self.config.idle_timeout_ms
-        quiet &= np.isin(self.client_partition, np.fromiter(partitions, np.int64))
-        if not quiet.any():
-            return Emission()
-        pending = ((self.buf_ts > self.emitted_until[self.buf_code]) & quiet[self.buf_code]
-                   & (self.buf_ts + self.config.window.grace_ms <= now_ms))
-        if not pending.any():
-            return Emission()
-        self._lows = None
-        final_until = self.emitted_until.copy()
-        np.maximum.at(final_until, self.buf_code[pending], self.buf_ts[pending])
-        touched = np.unique(self.buf_code[pending])
-        return Emission(batches=self._emit(touched, final_until, prune_all=True),
-                        closed_on_idle=True)
-
-    def _emit(self, touched: np.ndarray, final_until: np.ndarray,
-              prune_all: bool = False) -> list[OutputBatch]:
-        """Emit features of the `touched` clients' buffered readings in (horizon, final_until],
-        advance their horizons and drop readings no future result needs (in bulk, once enough
-        have piled up)."""
+    def _emit(self, codes: np.ndarray, ts: np.ndarray) -> list[OutputBatch]:
+        """Features of the readings just accepted (`codes`, `ts`: in the buffer already) and
+        corrections of every buffered reading whose window holds one of them: for each client,
+        the buffered readings at or after its earliest new reading whose window
+        `(t' - W, t']` contains a new reading (in order, only the new readings themselves)."""
+        size = self.config.window.size_ms
+        new_keys = np.sort(codes * KEY_SPAN + ts)
+        touched, first = np.unique(new_keys // KEY_SPAN, return_index=True)
+        earliest = new_keys[first]  # per touched client, its earliest new reading
         base = touched * KEY_SPAN
-        lo = np.searchsorted(self.buf_key, base, side="left")
+        # context: the touched clients' readings a target's window can reach
+        lo = np.searchsorted(self.buf_key, np.maximum(earliest - size, base), side="right")
         hi = np.searchsorted(self.buf_key, base + KEY_SPAN, side="left")
-        rows = _ranges(lo, hi)  # the touched clients' rows, still sorted
-        records: list[OutputBatch] = []
-        if len(rows):
-            sub_key = self.buf_key[rows]
-            due = _ranges(
-                np.searchsorted(sub_key, base + self.emitted_until[touched], side="right"),
-                np.searchsorted(sub_key, base + final_until[touched], side="right"))
-            if len(due):
-                records = self._records(rows, due)
-        self.emitted_until = final_until
-        cut = np.searchsorted(self.buf_key, base + final_until[touched]
-                              - self.config.window.size_ms, side="right")
-        self._stale += int(np.maximum(cut - lo, 0).sum())
-        if self._stale and (prune_all or self._stale >= max(PRUNE_MIN, len(self.buf_key) // 16)):
-            self.prune()
-        return records
+        rows = ranges(lo, hi)  # whole clients' sorted readings from there on
+        sub_key = self.buf_key[rows]
+        owner = np.repeat(np.arange(len(touched)), np.maximum(hi - lo, 0))
+        candidate = sub_key >= earliest[owner]
+        # a candidate is due when a new reading lies in its window (t' - W, t']
+        start = np.maximum(sub_key - size, (sub_key // KEY_SPAN) * KEY_SPAN)
+        holds_new = (np.searchsorted(new_keys, sub_key, side="right")
+                     > np.searchsorted(new_keys, start, side="right"))
+        # readings sharing a client and time share their window: one row for them
+        last_of_key = np.r_[sub_key[1:] != sub_key[:-1], True]
+        due = np.flatnonzero(candidate & holds_new & last_of_key)
+        if not len(due):
+            return []
+        return self._records(rows, due)
 
     def prune(self) -> None:
-        """Drop every buffered reading at or before its client's horizon - window."""
-        horizon = self.emitted_until[self.buf_code]
-        self._keep(self.buf_ts > horizon - self.config.window.size_ms)
-        self._stale = 0
+        """Drop every buffered reading no future result needs: event time at or before its
+        client's stream time - grace - window. (Once per checkpoint, not once per partition:
+        nothing changes between the partitions' snapshots.)"""
+        if self._pruned:
+            return
+        self._pruned = True
+        window = self.config.window
+        horizon = window.final_until(self.stream_time)[self.buf_code]
+        self._keep(self.buf_ts > horizon - window.size_ms)
+        self._prune_at = max(PRUNE_MIN, 2 * len(self.buf_key))
 
     def _records(self, rows: np.ndarray, due: np.ndarray) -> list[OutputBatch]:
-        """Features of buffer rows `rows[due]` (`rows`: whole clients' sorted readings). One
-        batch per feature topic, rows in (client, event time) order; JSON encoded in one
-        vectorized pass (polars; floats in shortest round-trip form) or, for a few rows, orjson.
+        """Features of buffer rows `rows[due]` (`rows`: whole clients' sorted readings back to
+        the earliest window needed). One batch per feature topic, rows in (client, event time)
+        order; JSON encoded in one vectorized pass (polars; floats in shortest round-trip form)
+        or, for a few rows, orjson.
         """
         window = self.config.window
         code, ts = self.buf_code[rows], self.buf_ts[rows]
@@ -378,8 +357,7 @@ class SensorWindowGroup:
     def snapshot(self, partition: int) -> Snapshot:
         """Also drops buffered readings no future result needs, so the commit offset that the
         processor asks for next is as far along as it can be."""
-        if self._stale:
-            self.prune()
+        self.prune()
         state = self.partitions[partition]
         committed = self.commit_offset(partition)
         needed = state.needed_from if committed is None else committed
@@ -392,17 +370,16 @@ class SensorWindowGroup:
             "late_offsets": sorted(state.late_offsets),
             "clients": [self.clients.names[i] for i in mine.tolist()],
             "stream_time": self.stream_time[mine].tolist(),
-            "emitted_until": self.emitted_until[mine].tolist(),
         }
 
     def restore(self, partition: int, snapshot: Snapshot) -> None:
         if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported sensor window snapshot: {snapshot.get('version')}")
+            raise ValueError(f"unsupported sensor window snapshot: {snapshot.get('version')} "
+                             "(a checkpoint of an older Braid: start a new consumer group)")
         codes, new = self.clients.encode(list(snapshot["clients"]))
         self._grow(new)
         self.client_partition[codes] = partition
         self.stream_time[codes] = np.asarray(snapshot["stream_time"], dtype=np.int64)
-        self.emitted_until[codes] = np.asarray(snapshot["emitted_until"], dtype=np.int64)
         state = self.partitions.setdefault(partition, _Partition())
         state.replay_until = int(snapshot["next_offset"])
         state.needed_from = int(snapshot["needed_from"])
@@ -424,23 +401,8 @@ class SensorWindowOperator(PartitionOperator):
                      now_ms: int) -> Emission:
         return process_by_group(work, now_ms)
 
-    @classmethod
-    def tick_many(cls, operators: Sequence[PartitionOperator], now_ms: int) -> Emission:
-        emission = Emission()
-        by_group: dict[int, tuple[SensorWindowGroup, set[int]]] = {}
-        for operator in operators:
-            assert isinstance(operator, SensorWindowOperator)
-            by_group.setdefault(id(operator.group), (operator.group, set()))[1].add(
-                operator.partition)
-        for group, partitions in by_group.values():
-            emission.extend(group.tick_many(partitions, now_ms))
-        return emission
-
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
         return self.group.process_many([(self.partition, batch)], now_ms)
-
-    def tick(self, now_ms: int) -> Emission:
-        return self.group.tick_many({self.partition}, now_ms)
 
     def close(self) -> None:
         self.group.close(self.partition)

@@ -82,7 +82,15 @@ def test_the_demo_ends_with_consistent_features_a_champion_and_live_predictions(
         assert len({a["client"] for a in alerts}) > 30
         assert {a["model_version"] for a in alerts} == {f"braid-sensors-alert/{champion[1]}"}
         assert all(0.0 <= a["probability"] <= 1.0 for a in alerts)
-        assert f"{len({(a['client'], a['timestamp_ms']) for a in alerts}):,} predictions" in out
+        events = {(a["client"], a["timestamp_ms"], a["trigger"]) for a in alerts}
+        assert {t for _, _, t in events} == {"SX", "SY", "SZ"}
+        assert f"{len(events):,} predictions" in out
+        # published unsorted (bursts, interleaved, some late), every served vector is its
+        # training row
+        served = re.search(r"every served vector equals its training row: ([\d,]+) events", out)
+        assert served and int(served[1].replace(",", "")) == len(events), out[-4000:]
+        disorder = re.search(r"([\d,]+) readings out of order in their client's topic", out)
+        assert disorder and int(disorder[1].replace(",", "")) > 0, out[-4000:]
     finally:
         subprocess.run([sys.executable, "-m", "cli.main", "down"], cwd=ROOT, env=env,
                        capture_output=True, timeout=120)

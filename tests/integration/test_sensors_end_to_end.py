@@ -1,5 +1,6 @@
 """Simulated clients -> SX, SY, SZ topics -> window features -> join -> predictions, on a real
-broker, checked against an independent computation of the same features for a few clients."""
+broker, checked against an independent computation of the same features for a few clients, and
+every event's final prediction against its training row."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from features.sensors.model import LogisticAlertModel
 from features.sensors.simulator import SimulatorConfig, simulate
 from streaming.pipelines.sensors import run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
+from training.sensors_baseline import training_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,9 +75,16 @@ def test_simulated_clients_flow_to_predictions_with_correct_features(
     assert preds["alert"].to_pylist() == (preds["probability"].to_numpy() >= 0.5).tolist()
     assert 0 < sum(preds["alert"].to_pylist()) < preds.num_rows  # incidents do raise alerts
 
-    # the last prediction of each client holds its latest (event time) values of all five fields
+    # each event's final prediction is the training row; the latest event of each client holds
+    # its latest (event time) values of all five fields
+    final = result.final_predictions()
+    rows = training_rows(events, DEFAULT_EDGES, grace_ms=5_000)
+    assert {k: p["vector"] for k, p in final.items()} == {
+        (c, t, g): v.tolist() for c, t, g, v in zip(
+            rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors,
+            strict=True)}
     for client in cfg.client_names()[:4]:
-        rows = preds.filter(pc.equal(preds["client"], client)).to_pylist()
+        last = max((k for k in final if k[0] == client), key=lambda k: k[1])
         latest = []
         for sensor in ("SX", "SY"):
             s = events.filter(pc.and_(pc.equal(events["sensor"], sensor),
@@ -83,4 +92,4 @@ def test_simulated_clients_flow_to_predictions_with_correct_features(
             latest.append(int(s.sort_values("timestamp_ms")["value"].iloc[-1]))
         last_sz = feats.filter(pc.equal(feats["client"], client)).to_pylist()[-1]
         latest += [last_sz["FA_bin"], last_sz["FI_bin"], last_sz["FD_bin"]]
-        assert rows[-1]["vector"] == latest
+        assert final[last]["vector"] == latest

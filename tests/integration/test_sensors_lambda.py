@@ -1,25 +1,30 @@
-"""The Lambda test for sensors: the same simulated readings through the speed layer (window
-processor on a real broker) and through the archive (GCS emulator) + Spark backfill give the same
-features, value for value, with the same late readings dropped, and the same readings stamped
-too far ahead of their Kafka timestamp (the event-time skew rule, `features.event_time`)."""
+"""The Lambda test for sensors: the same simulated readings through the speed layer (window and
+join processors on a real broker) and through the archive (GCS emulator) + Spark backfill give
+the same features, value for value, with the same late readings dropped, and the same readings
+stamped too far ahead of their Kafka timestamp (the event-time skew rule,
+`features.event_time`); and the same vector for every event: the join's final prediction, the
+backfill's `sensor_vectors` row and the training row (`training.sensors_baseline`) agree, with
+no event missing or extra in any of the three."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
-from batch.sensors_backfill import run_backfill
+from batch.sensors_backfill import run_backfill, sibling_table
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS, skew_reason
 from features.sensors.binning import BinEdges, learn_edges
 from features.sensors.schemas import FEATURES
 from features.sensors.simulator import SimulatorConfig, simulate
 from streaming.pipelines.sensors import archive_processor, run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
+from training.sensors_baseline import training_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,11 +48,13 @@ def test_stream_and_spark_backfill_agree_value_for_value(
     events = pa.concat_tables([events.slice(0, middle), future, events.slice(middle)])
     stream = run_sensors_through_stream(events, kafka_settings, topic_prefix=unique_topic_prefix,
                                         grace_ms=GRACE_MS, partitions=4)
-    letters = [v for _, _, _, v in read_topic(kafka_settings, stream.topics.dead_letter)
+    letters = [orjson.loads(v) for _, _, _, v in read_topic(kafka_settings,
+                                                            stream.topics.dead_letter)
                if v is not None]
-    late = [v for v in letters if b'"late:' in v]
+    late = [v for v in letters if v["reason"].startswith("late:")
+            and v["topic"] == stream.topics.SZ]
     assert late, "the test needs late readings to show both engines drop the same ones"
-    skewed = [v for v in letters if skew_reason(DEFAULT_MAX_EVENT_TIME_SKEW_MS).encode() in v]
+    skewed = [v for v in letters if skew_reason(DEFAULT_MAX_EVENT_TIME_SKEW_MS) in v["reason"]]
     assert len(skewed) == 3
 
     root = f"gs://{gcs_emulator.bucket}/{unique_topic_prefix}archive"
@@ -71,6 +78,21 @@ def test_stream_and_spark_backfill_agree_value_for_value(
         np.testing.assert_allclose(batch[name].to_numpy(), online[name].to_numpy(), rtol=0,
                                    atol=1e-9)
         assert np.array_equal(batch[name].to_numpy(), online[name].to_numpy())  # bit for bit
+
+    # every event's vector: the join's final prediction, the backfill's row, the training row
+    served = {key: p["vector"] for key, p in stream.final_predictions().items()}
+    vectors = DeltaTable(sibling_table(table_uri, "sensor_vectors")).to_pyarrow_table()
+    backfilled = {(c, t, g): [sx, sy, fa, fi, fd] for c, t, g, sx, sy, fa, fi, fd in zip(
+        *(vectors[c].to_pylist() for c in ("client", "timestamp_ms", "trigger", "SX", "SY",
+                                           "FA_bin", "FI_bin", "FD_bin")), strict=True)}
+    accepted = events.filter(pc.invert(pc.is_in(events["timestamp_ms"],
+                                                pa.array([ahead, ahead + 1, ahead + 2]))))
+    rows = training_rows(accepted, grace_ms=GRACE_MS)
+    trained = {(c, t, g): v.tolist() for c, t, g, v in zip(
+        rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors, strict=True)}
+    assert len(trained) > 0.9 * events.num_rows
+    assert {g for _, _, g in trained} == {"SX", "SY", "SZ"}
+    assert served == backfilled == trained
 
     # idempotent: a second run replaces its dates instead of appending; it also learns edges
     edges_path = tmp_path / "edges.json"

@@ -1,5 +1,6 @@
-"""The window and join operators without a broker: emission rule, lateness, out-of-order
-property, restart from a checkpoint, join semantics and dead letters."""
+"""The window and join operators without a broker: emission at once with corrections, lateness,
+out-of-order property, restart from a checkpoint, the as-of join and dead letters.
+(`test_sensors_exact_join.py` proves the two together against the training rows.)"""
 
 from __future__ import annotations
 
@@ -28,12 +29,11 @@ from streaming.runtime.records import Emission, InputBatch
 
 GRACE = 5_000
 T0 = 1_767_225_600_000
-FAR_FUTURE = 10**14
 
 
 def window_op(grace: int = GRACE) -> SensorWindowOperator:
     config = SensorWindowConfig(sensor_window(grace), DEFAULT_EDGES,
-                                {"FA": "FA", "FI": "FI", "FD": "FD"}, idle_timeout_ms=1_000)
+                                {"FA": "FA", "FI": "FI", "FD": "FD"})
     return SensorWindowOperator(config, 0)
 
 
@@ -53,6 +53,7 @@ def outputs(emission: Emission) -> list[tuple[str, str, bytes]]:
 
 
 def features_of(emission: Emission) -> dict[tuple[str, str, int], dict]:
+    """Each (client, feature, time)'s last row: its final value (a correction comes later)."""
     out = {}
     for topic, key, value in outputs(emission):
         row = orjson.loads(value)
@@ -66,21 +67,39 @@ def run_all(rows, batch_size: int = 7, grace: int = GRACE):
     emitted = Emission()
     for start in range(0, len(rows), batch_size):
         emitted.extend(op.process(batch("SZ", rows[start:start + batch_size], start), 0))
-    emitted.extend(op.tick(FAR_FUTURE))
     return emitted
 
 
-def test_features_wait_until_stream_time_passes_event_time_plus_grace() -> None:
+def test_each_readings_features_go_out_in_the_poll_that_processes_it() -> None:
     op = window_op()
-    out = op.process(batch("SZ", [("a", T0, 1.0), ("a", T0 + GRACE - 1, 2.0)]), 0)
-    assert outputs(out) == []
-    out = op.process(batch("SZ", [("a", T0 + GRACE, 3.0)], 2), 0)
+    out = op.process(batch("SZ", [("a", T0, 1.0)]), 0)
     got = features_of(out)
     assert sorted(got) == [("a", f, T0) for f in ("FA", "FD", "FI")]
     assert got[("a", "FA", T0)]["value"] == 1.0 and got[("a", "FA", T0)]["count"] == 1
     assert got[("a", "FA", T0)]["edges_version"] == DEFAULT_EDGES.version
     assert {k for _, k, _ in outputs(out)} == {"a"}
-    assert {t for t, _, _ in outputs(out)} == {"FA", "FI", "FD"}
+    out = op.process(batch("SZ", [("a", T0 + 2_000, 3.0)], 1), 0)
+    got = features_of(out)
+    assert sorted(got) == [("a", f, T0 + 2_000) for f in ("FA", "FD", "FI")]  # nothing else
+    assert got[("a", "FA", T0 + 2_000)]["value"] == 2.0
+    assert got[("a", "FI", T0 + 2_000)]["value"] == 4.0  # 2 s x (1 + 3) / 2
+    assert got[("a", "FD", T0 + 2_000)]["value"] == 1.0  # (3 - 1) / 2 s
+
+
+def test_a_reading_within_grace_behind_emitted_ones_corrects_those_whose_window_holds_it(
+) -> None:
+    op = window_op()
+    op.process(batch("SZ", [("a", T0, 1.0), ("a", T0 + 4_000, 5.0), ("b", T0, 7.0)]), 0)
+    out = op.process(batch("SZ", [("a", T0 + 2_000, 3.0)], 3), 0)  # 2 s behind: in grace
+    got = features_of(out)
+    # its own features, and a correction of the reading of 4 s (its window holds 2 s); the
+    # reading of 0 s does not see it, client b is untouched
+    assert sorted(got) == sorted([("a", f, t) for f in ("FA", "FI", "FD")
+                                  for t in (T0 + 2_000, T0 + 4_000)])
+    assert got[("a", "FA", T0 + 4_000)]["value"] == 3.0  # (1 + 3 + 5) / 3
+    assert got[("a", "FA", T0 + 4_000)]["count"] == 3
+    assert got[("a", "FI", T0 + 4_000)]["value"] == 12.0  # 2 x (1 + 3) / 2 + 2 x (3 + 5) / 2
+    assert got[("a", "FA", T0 + 2_000)]["value"] == 2.0
 
 
 def test_a_reading_beyond_grace_goes_to_the_dead_letter_topic_and_changes_nothing() -> None:
@@ -89,8 +108,7 @@ def test_a_reading_beyond_grace_goes_to_the_dead_letter_topic_and_changes_nothin
     out = op.process(batch("SZ", [("a", T0 + 60_000 - GRACE, 100.0), ("b", T0, 5.0)], 2), 0)
     assert [d.reason.split(":")[0] for d in out.dead_letters] == ["late"]
     assert out.dead_letters[0].offset == 2
-    tail = features_of(op.tick(FAR_FUTURE))
-    assert tail[("a", "FA", T0 + 60_000)]["value"] == 1.5  # the late 100.0 is not in it
+    assert {k for k in features_of(out)} == {("b", f, T0) for f in ("FA", "FI", "FD")}
 
 
 def test_invalid_readings_go_to_the_dead_letter_topic_with_the_reason() -> None:
@@ -125,9 +143,10 @@ def test_out_of_order_within_grace_gives_the_same_features_as_ordered(seed, batc
     shuffled = [ordered[i] for i in np.argsort(arrival, kind="stable")]
     a, b = run_all(ordered, batch_size), run_all(shuffled, batch_size)
     assert not a.dead_letters and not b.dead_letters
-    fa, fb = features_of(a), features_of(b)
+    fa, fb = features_of(a), features_of(b)  # the final values
     assert len(fa) == 3 * len(ordered)
     assert fa == fb
+    assert a.output_count == len(fa)  # in order: each reading's features once, no correction
 
 
 @given(st.integers(0, 10_000), st.integers(1, 200), st.booleans())
@@ -153,12 +172,9 @@ def test_restart_from_a_checkpoint_gives_the_same_features(seed, cut, crash_befo
     after = Emission()
     for start in range(resume, len(rows), 5):
         after.extend(second.process(batch("SZ", rows[start:start + 5], start), 0))
-    after.extend(second.tick(FAR_FUTURE))
 
+    # each (client, feature, time)'s last message is the uninterrupted run's final value
     assert features_of(before) | features_of(after) == features_of(expected)
-    # features emitted twice (a replay) carry identical values: dict union would hide a change
-    both = features_of(before).keys() & features_of(after).keys()
-    assert all(features_of(before)[k] == features_of(after)[k] for k in both)
     letters = {d.offset for d in before.dead_letters} | {d.offset for d in after.dead_letters}
     assert letters == {d.offset for d in expected.dead_letters}
 
@@ -202,36 +218,83 @@ def fill(op: SensorJoinOperator, client: str = "a", t: int = T0) -> Emission:
     return out
 
 
-def test_a_prediction_comes_once_all_five_fields_are_known_and_carries_everything() -> None:
+def test_every_event_gets_its_prediction_once_its_vector_is_complete() -> None:
     op = join_op()
     out = predictions(fill(op))
-    assert len(out) == 1  # only the FD event completed the vector
+    # SX and SY at T0 waited for the reading of T0, whose FD completed it: all three answered
+    assert sorted(p["trigger"] for p in out) == ["SX", "SY", "SZ"]
     p = out[0]
     z = -2.0 + 0.1 * 1 + 0.2 * 2 + 0.3 * 3 + 0.4 * 4 + 0.5 * 5
-    assert p["vector"] == [1, 2, 3, 4, 5]
+    assert all(q["vector"] == [1, 2, 3, 4, 5] for q in out)
     assert p["probability"] == pytest.approx(1 / (1 + np.exp(-z)))
     assert p["alert"] is True and p["threshold"] == 0.5
-    assert (p["client"], p["timestamp_ms"], p["trigger"]) == ("a", T0, "FD")
+    assert (p["client"], p["timestamp_ms"]) == ("a", T0)
     assert (p["model_version"], p["edges_version"]) == ("test-1", "e1")
+    emitted = fill(join_op())
+    keys = [k for b in emitted.batches for k in b.keys]
+    assert sorted(keys) == [f"a|{T0}|{t}" for t in ("SX", "SY", "SZ")]
+    assert {k for b in emitted.batches for k in b.partition_keys} == {"a"}
+
+
+def caught_up(op: SensorJoinOperator, batch: InputBatch) -> Emission:
+    """`batch` processed, then the tick the processor gives an operator whose input topics
+    are consumed to their end."""
+    out = op.process(batch, 0)
+    out.extend(op.tick(0))
+    return out
 
 
 def test_every_newer_event_triggers_a_prediction_with_its_value() -> None:
     op = join_op(threshold=0.99)
     fill(op)
-    out = predictions(op.process(batch("SX", [("a", T0 + 10, 7), ("a", T0 + 20, 8)], 1,
-                                       sensor="SX"), 0))
+    out = predictions(caught_up(op, batch("SX", [("a", T0 + 10, 7), ("a", T0 + 20, 8)], 1,
+                                          sensor="SX")))
     assert [p["vector"][0] for p in out] == [7, 8]
     assert [p["alert"] for p in out] == [p["probability"] >= 0.99 for p in out]
 
 
-def test_a_late_event_does_not_overwrite_a_newer_value() -> None:
+def test_an_event_is_answered_as_of_its_own_time_and_a_late_one_corrects_later_events(
+) -> None:
     op = join_op()
     fill(op)
-    op.process(batch("SY", [("a", T0 + 100, 9)], 1, sensor="SY"), 0)
-    stale = op.process(batch("SY", [("a", T0 + 50, 0)], 2, sensor="SY"), 0)
-    assert outputs(stale) == [] and op.counts["stale"] == 1
-    out = predictions(op.process(feature_batch("FA", [("a", T0 + 200, 6)], 1), 0))
-    assert out[0]["vector"] == [1, 9, 6, 4, 5]
+    newer = predictions(caught_up(op, batch("SY", [("a", T0 + 100, 9)], 1, sensor="SY")))
+    assert [p["vector"] for p in newer] == [[1, 9, 3, 4, 5]]
+    # an SY of 50 ms, behind the one of 100 ms but within grace: its own event sees SY 0; the
+    # event of 100 ms still sees SY 9 (as of its time): unchanged, so not published again
+    older = predictions(caught_up(op, batch("SY", [("a", T0 + 50, 0)], 2, sensor="SY")))
+    assert [(p["timestamp_ms"], p["vector"]) for p in older] == [(T0 + 50, [1, 0, 3, 4, 5])]
+    # an SX of 60 ms changes what the events of 60 ms and later see: both are corrected
+    sx = predictions(caught_up(op, batch("SX", [("a", T0 + 60, 6)], 1, sensor="SX")))
+    assert [(p["trigger"], p["timestamp_ms"], p["vector"]) for p in sx] == [
+        ("SX", T0 + 60, [6, 0, 3, 4, 5]), ("SY", T0 + 100, [6, 9, 3, 4, 5])]
+    # beyond grace (5 s behind the SY stream time of 100 ms): dead-lettered, no prediction
+    caught_up(op, batch("SY", [("a", T0 + 10_000, 3)], 3, sensor="SY"))
+    late = caught_up(op, batch("SY", [("a", T0 + 5_000, 4)], 4, sensor="SY"))
+    assert outputs(late) == []
+    assert [d.reason for d in late.dead_letters] == [
+        "late: beyond 5000 ms grace for SY of its client (sensor join)"]
+
+
+def test_an_sx_event_ahead_of_its_clients_features_waits_for_them_or_for_the_end_of_the_log(
+) -> None:
+    """With a backlog the join reads SX far ahead of the feature topics: an SX event is
+    answered once the features reach its time (the reading it will see is there), or when
+    every input topic is consumed to its end (the processor's tick), never corrected once per
+    reading in between."""
+    op = join_op()
+    fill(op)  # features up to T0
+    assert outputs(op.process(batch("SX", [("a", T0 + 9_000, 7)], 1, sensor="SX"), 0)) == []
+    for k, t in enumerate((T0 + 3_000, T0 + 6_000)):  # readings before it: still held
+        for name, bin_ in (("FA", 6), ("FI", 6), ("FD", 6)):
+            out = predictions(op.process(feature_batch(name, [("a", t, bin_)], k + 1), 0))
+        assert [p["trigger"] for p in out] == ["SZ"]
+    for name in ("FA", "FI", "FD"):  # a reading after it: the SX event's answer is due
+        out = predictions(op.process(feature_batch(name, [("a", T0 + 12_000, 8)], 3), 0))
+    assert [(p["trigger"], p["vector"]) for p in out] == [("SX", [7, 2, 6, 6, 6]),
+                                                          ("SZ", [7, 2, 8, 8, 8])]
+    # no later reading: the tick answers it with what is there
+    assert outputs(op.process(batch("SX", [("a", T0 + 20_000, 1)], 2, sensor="SX"), 0)) == []
+    assert [p["vector"] for p in predictions(op.tick(0))] == [[1, 2, 8, 8, 8]]
 
 
 def test_invalid_join_inputs_go_to_the_dead_letter_topic_with_the_reason() -> None:
@@ -259,16 +322,38 @@ def test_invalid_join_inputs_go_to_the_dead_letter_topic_with_the_reason() -> No
             FeatureRow.model_validate({k: v for k, v in {**row, **b}.items() if k != "v"})
 
 
-def test_join_restart_skips_what_the_checkpoint_already_holds() -> None:
+def test_join_restart_rebuilds_its_history_from_the_log_and_answers_only_fresh_events(
+) -> None:
+    op = join_op()
+    fill(op)
+    snap = orjson.loads(orjson.dumps(op.snapshot()))
+    assert snap["needed_from"] == dict.fromkeys(("FA", "FD", "FI", "SX", "SY"), 0)
+    again = join_op()
+    again.restore(snap)
+    # the five messages are replayed from the commit offsets: back into the history, no
+    # prediction (they were answered before the checkpoint)
+    assert outputs(fill(again)) == []
+    out = predictions(caught_up(again, batch("SX", [("a", T0 + 1, 4)], 1, sensor="SX")))
+    assert [p["vector"] for p in out] == [[4, 2, 3, 4, 5]]
+
+
+def test_a_fresh_event_waits_for_the_other_topics_replay_after_a_restart() -> None:
     op = join_op()
     fill(op)
     snap = orjson.loads(orjson.dumps(op.snapshot()))
     again = join_op()
     again.restore(snap)
-    # the SX message at offset 0 is replayed (its commit was lost): no new prediction
-    assert outputs(again.process(batch("SX", [("a", T0, 1)], sensor="SX"), 0)) == []
-    out = predictions(again.process(batch("SX", [("a", T0 + 1, 4)], 1, sensor="SX"), 0))
-    assert out[0]["vector"] == [4, 2, 3, 4, 5]
+    # SX is replayed and a fresh SX arrives before FA, FI, FD are replayed: no answer yet (the
+    # vector would lack the reading's bins), then the replay of FD completes the history
+    assert outputs(again.process(batch("SX", [("a", T0, 1), ("a", T0 + 1, 4)], sensor="SX"),
+                                 0)) == []
+    again.process(batch("SY", [("a", T0, 2)], sensor="SY"), 0)
+    again.process(feature_batch("FA", [("a", T0, 3)]), 0)
+    again.process(feature_batch("FI", [("a", T0, 4)]), 0)
+    assert outputs(again.tick(0)) == []  # the tick answers nothing while FD still replays
+    out = predictions(caught_up(again, feature_batch("FD", [("a", T0, 5)])))
+    assert [(p["trigger"], p["timestamp_ms"], p["vector"]) for p in out] == [
+        ("SX", T0 + 1, [4, 2, 3, 4, 5])]
 
 
 @given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 40),
@@ -292,7 +377,7 @@ def test_partitions_sharing_a_group_give_what_separate_operators_give() -> None:
     """process_many handles every partition's batch in one pass; results, dead letters,
     commit offsets and snapshots are per partition as if each had its own operator."""
     config = SensorWindowConfig(sensor_window(GRACE), DEFAULT_EDGES,
-                                {"FA": "FA", "FI": "FI", "FD": "FD"}, idle_timeout_ms=1_000)
+                                {"FA": "FA", "FI": "FI", "FD": "FD"})
     group = SensorWindowGroup(config)
     shared = [SensorWindowOperator(config, p, group) for p in (0, 1)]
     alone = [SensorWindowOperator(config, p) for p in (0, 1)]
@@ -338,14 +423,26 @@ def test_join_partitions_sharing_a_group_keep_their_own_state_and_checkpoints() 
             b.partition = p
             pairs.append((ops[p], b))
     out = predictions(SensorJoinOperator.process_many(pairs, 0))
-    assert sorted((p["client"], p["vector"]) for p in out) == [("a", [1, 2, 3, 4, 5]),
-                                                               ("b", [1, 2, 3, 4, 5])]
+    assert sorted((p["client"], p["trigger"], p["vector"]) for p in out) == [
+        (c, t, [1, 2, 3, 4, 5]) for c in ("a", "b") for t in ("SX", "SY", "SZ")]
     fill(alone)
     assert ops[0].snapshot() == alone.snapshot()  # partition 0 holds only client a
-    ops[1].close()
-    again = SensorJoinOperator(config, 1, group)
-    again.restore(orjson.loads(orjson.dumps(ops[0].snapshot()) .replace(b'"a"', b'"b"')))
-    assert predictions(again.process(batch("SX", [("b", T0 + 5, 7)], 9, sensor="SX"), 0))[0][
+    saved = orjson.loads(orjson.dumps(ops[1].snapshot()))
+    ops[1].close()  # revoked: b is forgotten, a untouched
+    assert ops[0].snapshot() == alone.snapshot()
+    again = SensorJoinOperator(config, 1, group)  # assigned again: restored, then replayed
+    again.restore(saved)
+    replay = []
+    for sensor, value in (("SX", 1), ("SY", 2)):
+        b = batch(sensor, [("b", T0, value)], sensor=sensor)
+        b.partition = 1
+        replay.append((again, b))
+    for name, bin_ in (("FA", 3), ("FI", 4), ("FD", 5)):
+        b = feature_batch(name, [("b", T0, bin_)])
+        b.partition = 1
+        replay.append((again, b))
+    assert outputs(SensorJoinOperator.process_many(replay, 0)) == []
+    assert predictions(caught_up(again, batch("SX", [("b", T0 + 5, 7)], 1, sensor="SX")))[0][
         "vector"] == [7, 2, 3, 4, 5]
 
 

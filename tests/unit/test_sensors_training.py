@@ -7,10 +7,15 @@ import pyarrow as pa
 
 from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel, predict
-from training.sensors_baseline import save_model, train_on_simulation, training_set
+from training.sensors_baseline import (
+    save_model,
+    train_on_simulation,
+    training_rows,
+    training_set,
+)
 
 
-def test_sx_and_sy_are_taken_as_of_the_moment_each_readings_features_are_final() -> None:
+def test_every_sx_sy_and_sz_event_gets_its_vector_as_of_its_own_time() -> None:
     events = pa.table({
         "sensor": ["SX", "SY", "SZ", "SX", "SZ", "SX", "SZ", "SZ"],
         "client": ["a", "a", "a", "a", "a", "a", "a", "b"],
@@ -18,18 +23,34 @@ def test_sx_and_sy_are_taken_as_of_the_moment_each_readings_features_are_final()
         "value": [4.0, 7.0, 50.0, 5.0, 60.0, 6.0, 55.0, 1.0],
         "incident": [False, False, False, False, True, False, False, False],
     })
-    # grace 1 s: the reading of 2 s is final when a's stream time reaches 3 s (the reading of
-    # 3 s, whose SX the join holds by then: <= is included); the reading of 3 s when it reaches
-    # 4 s, at the reading of 9 s (SX of 8 s); the last reading on idleness, at 10 s.
-    # b has no SX/SY: left out.
+    rows = training_rows(events, grace_ms=1_000)
+    # a's SX and SY of 1 s have no SZ at or before them yet; b has no SX, SY: no rows
+    assert list(zip(rows.clients, rows.timestamps_ms.tolist(), rows.triggers, strict=True)) == [
+        ("a", 2_000, "SZ"), ("a", 3_000, "SX"), ("a", 3_000, "SZ"), ("a", 8_000, "SX"),
+        ("a", 9_000, "SZ")]
+    # SX and SY as of each event's time (an SX at the reading's own time counts)
+    assert rows.vectors[:, :2].tolist() == [[4, 7], [5, 7], [5, 7], [6, 7], [6, 7]]
+    # FA of the window ending at the latest reading at or before the event: 50, then (50 + 60)
+    # / 2 for the events of 3 s and 8 s, then (50 + 60 + 55) / 3
+    fa = DEFAULT_EDGES.bin("FA", np.array([50.0, 55.0, 55.0, 55.0, 55.0]))
+    assert rows.vectors[:, 2].tolist() == fa.tolist()
+    assert rows.labels.tolist() == [0, 0, 1, 0, 0]  # each event's own incident flag
     vectors, labels = training_set(events, grace_ms=1_000)
-    assert vectors[:, :2].tolist() == [[5, 7], [6, 7], [6, 7]]
-    assert labels.tolist() == [0, 1, 0]
-    fa = DEFAULT_EDGES.bin("FA", np.array([50.0, 55.0, 55.0]))
-    assert vectors[:, 2].tolist() == fa.tolist()
-    # no grace: as of each reading's own event time
-    vectors, _ = training_set(events, grace_ms=0)
-    assert vectors[:, :2].tolist() == [[4, 7], [5, 7], [6, 7]]
+    assert vectors.tolist() == rows.vectors.tolist() and labels.tolist() == [0, 0, 1, 0, 0]
+
+
+def test_a_reading_late_beyond_grace_in_its_topic_counts_nowhere() -> None:
+    events = pa.table({  # row order is arrival order: the SX of 1 s comes after the one of 3 s
+        "sensor": ["SY", "SZ", "SX", "SX", "SZ"], "client": ["a"] * 5,
+        "timestamp_ms": [500, 500, 3_000, 1_000, 4_000],
+        "value": [2.0, 10.0, 5.0, 9.0, 30.0], "incident": [False] * 5})
+    late = training_rows(events, grace_ms=2_000)  # 1 s + 2 s <= 3 s: late
+    assert [(t, g) for t, g in zip(late.timestamps_ms.tolist(), late.triggers, strict=True)] == [
+        (3_000, "SX"), (4_000, "SZ")]
+    in_grace = training_rows(events, grace_ms=2_001)  # in time: an event, and a vector
+    assert [(t, g, v[0]) for t, g, v in zip(in_grace.timestamps_ms.tolist(), in_grace.triggers,
+                                            in_grace.vectors.tolist(), strict=True)] == [
+        (1_000, "SX", 9), (3_000, "SX", 5), (4_000, "SZ", 5)]
 
 
 def test_the_fitted_baseline_beats_never_alerting_and_round_trips(tmp_path) -> None:

@@ -107,7 +107,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, kafka_settings: KafkaSettings
         {**stream, "window_end_ms": now, "prediction": 0.75},
         {**stream, "window_end_ms": now - HOUR}])  # an older candle arriving later
     produce(kafka_settings, topics[SENSOR_PREDICTIONS], [{
-        "v": 1, "client": "c-1", "timestamp_ms": now, "trigger": "FA", "vector": [1, 2, 3, 4, 5],
+        "v": 1, "client": "c-1", "timestamp_ms": now, "trigger": "SZ", "vector": [1, 2, 3, 4, 5],
         "probability": 0.9, "alert": True, "threshold": 0.5, "model_version": "m/1",
         "edges_version": "e1"}])
     predictions = LatestByKey(kafka_settings, topics[MARKET_PREDICTIONS], key_field="pair",

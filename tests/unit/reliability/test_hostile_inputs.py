@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +43,6 @@ from streaming.processors.sensor_join import SensorJoinConfig, SensorJoinOperato
 from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindowOperator
 from streaming.runtime.operator import PartitionOperator
 from streaming.runtime.records import DeadLetter, Emission, InputBatch
-from tests.support.operator_harness import FAR_FUTURE_MS
 from tests.support.predictor_fakes import FakeModels, FakeOnlineStore
 from tests.unit.reliability import strategies as s
 from tests.unit.reliability.strategies import INGEST_MS, SPAN_MS, T0, TALLY, Wire
@@ -152,26 +151,21 @@ def feed_valid_after(op: PartitionOperator, topic: str, rows: list[dict[str, Any
     return after.emission
 
 
-def close_everything(op: CandleOperator | SensorWindowOperator) -> Emission:
-    """Sensor windows: tick with a far-future wall clock, twice, so every quiet window closes on
-    idleness. Candles: an end-of-input closure record per pair read after everything else (the
-    valid event times lie up to `SPAN_MS` behind their ingestion time: history, which is never
-    closed on idle)."""
+def close_everything(op: CandleOperator) -> Emission:
+    """An end-of-input closure record per pair read after everything else (the valid event
+    times lie up to `SPAN_MS` behind their ingestion time: history, which is never closed on
+    idle)."""
     emission = Emission()
-    if isinstance(op, CandleOperator):
-        values: list[bytes | None] = [
-            WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=pair,
-                          through_ms=int(time)).to_wire()
-            for pair, time in zip(op.pairs, op.stream_time, strict=True) if time >= 0]
-        if values:
-            start = op.position or 0
-            emission.extend(op.process(InputBatch(
-                "trades", PARTITION, np.arange(start, start + len(values), dtype=np.int64),
-                [KEY] * len(values), values), 0))
-        assert not emission.dead_letters
-        return emission
-    for now in (FAR_FUTURE_MS - 1, FAR_FUTURE_MS + 10**9):
-        emission.extend(op.tick(now))
+    values: list[bytes | None] = [
+        WindowClosure(closure=ClosureRule.END_OF_INPUT, pair=pair,
+                      through_ms=int(time)).to_wire()
+        for pair, time in zip(op.pairs, op.stream_time, strict=True) if time >= 0]
+    if values:
+        start = op.position or 0
+        emission.extend(op.process(InputBatch(
+            "trades", PARTITION, np.arange(start, start + len(values), dtype=np.int64),
+            [KEY] * len(values), values), 0))
+    assert not emission.dead_letters
     return emission
 
 
@@ -300,23 +294,23 @@ FEATURE_TOPICS = {"FA": "FA", "FI": "FI", "FD": "FD"}
 
 
 def window_operator() -> SensorWindowOperator:
-    config = SensorWindowConfig(sensor_window(SPAN_MS), DEFAULT_EDGES, FEATURE_TOPICS,
-                                idle_timeout_ms=1_000)
+    config = SensorWindowConfig(sensor_window(SPAN_MS), DEFAULT_EDGES, FEATURE_TOPICS)
     return SensorWindowOperator(config, PARTITION)
 
 
-def feature_outputs(emission: Emission) -> Counter[tuple[str, str, int]]:
-    got: Counter[tuple[str, str, int]] = Counter()
+def feature_outputs(emission: Emission) -> set[tuple[str, str, int]]:
+    """The (feature, client, time) of every feature row (a correction repeats one)."""
+    got: set[tuple[str, str, int]] = set()
     for topic, key, value in outputs(emission):
         assert (topic, key) == (value["feature"], value["client"])
         assert value["count"] >= 1 and 0 <= value["bin"] <= 9
-        got[(topic, value["client"], value["timestamp_ms"])] += 1
+        got.add((topic, value["client"], value["timestamp_ms"]))
     return got
 
 
-def expected_features(rows: list[dict[str, Any]]) -> Counter[tuple[str, str, int]]:
-    """One row per feature for every valid reading (readings sharing an event time too)."""
-    return Counter((f, r["client"], r["timestamp_ms"]) for r in rows for f in FEATURE_TOPICS)
+def expected_features(rows: list[dict[str, Any]]) -> set[tuple[str, str, int]]:
+    """Features for every valid reading (readings sharing an event time share them)."""
+    return {(f, r["client"], r["timestamp_ms"]) for r in rows for f in FEATURE_TOPICS}
 
 
 @given(items=tagged_sequences("SZ", s.reading_wires("SZ"), s.hostile_readings("SZ")),
@@ -327,14 +321,12 @@ def test_sensor_window_operator_survives_hostile_readings(items: list[Tagged], f
     op = window_operator()
     fed = feed(op, items, first, batch_size)
     check_dead_letters("sensor_windows", fed)
-    fed.emission.extend(close_everything(op))
     assert feature_outputs(fed.emission) == expected_features(fed.valid_rows())
 
-    # (d) later readings of a known client and a new one still give features
+    # (d) later readings of a known client and a new one still give features, at once
     later = [{"v": 1, "client": client, "timestamp_ms": T0 + 2 * SPAN_MS, "value": 1.0}
              for client in (s.CLIENTS[0], "new")]
     emitted = feed_valid_after(op, "SZ", later, first, batch_size, fed)
-    emitted.extend(close_everything(op))
     assert feature_outputs(emitted) == expected_features(later)
 
 
@@ -343,36 +335,47 @@ def test_sensor_window_operator_survives_hostile_readings(items: list[Tagged], f
 VECTOR = ("SX", "SY", "FA", "FI", "FD")
 MODEL = LogisticAlertModel("test-1", intercept=-2.0, coefficients=(0.1, 0.2, 0.3, 0.4, 0.5))
 
-Prediction = tuple[str, int, str, tuple[int, ...]]
-
-
-def expected_predictions(records: list[tuple[str, Wire]]) -> Counter[Prediction]:
-    """The join's contract, event by event in arrival order: an event older than the value held
-    for its field is stale; any other replaces it and, once the client holds all five fields,
-    predicts from the held vector."""
-    held: dict[tuple[str, str], tuple[int, int]] = {}
-    out: Counter[Prediction] = Counter()
+def expected_predictions(records: list[tuple[str, Wire]]) -> dict[str, tuple[int, ...]]:
+    """The rule (`features.sensors.vectors.RULE`), written here again by brute force: every
+    valid SX or SY record is an event, and every (client, time) whose FA, FI and FD all came
+    (the last record of each counts) is an SZ event; an event's vector is SX and SY as of its
+    time (the largest value at a tie) and the bins of the client's latest complete reading at
+    or before it; events missing a field get nothing. No record is late (grace = the span)."""
+    history: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+    bins: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
+    events: set[tuple[str, int, str]] = set()
     for topic, wire in records:
         row = wire.row
         if not wire.valid or row is None:
             continue
         client, ts = row["client"], row["timestamp_ms"]
-        value = int(row["bin"] if topic in FEATURE_TOPICS else row["value"])
-        current = held.get((client, topic))
-        if current is not None and ts < current[0]:
+        if topic in FEATURE_TOPICS:
+            bins[(client, ts)][topic] = int(row["bin"])
+        else:
+            history[(client, topic)].append((ts, int(row["value"])))
+            events.add((client, ts, topic))
+    readings = {key: f for key, f in bins.items() if len(f) == len(FEATURE_TOPICS)}
+    events |= {(client, ts, "SZ") for client, ts in readings}
+    out: dict[str, tuple[int, ...]] = {}
+    for client, ts, trigger in events:
+        fields = [max((h for h in history[(client, s)] if h[0] <= ts), default=None)
+                  for s in ("SX", "SY")]
+        reading = max((t for c, t in readings if c == client and t <= ts), default=None)
+        if None in fields or reading is None:
             continue
-        held[(client, topic)] = (ts, value)
-        if all((client, f) in held for f in VECTOR):
-            out[(client, ts, topic, tuple(held[(client, f)][1] for f in VECTOR))] += 1
+        f = readings[(client, reading)]
+        out[f"{client}|{ts}|{trigger}"] = (*(v for _, v in fields),  # type: ignore[misc]
+                                           f["FA"], f["FI"], f["FD"])
     return out
 
 
-def prediction_outputs(emission: Emission) -> Counter[Prediction]:
-    got: Counter[Prediction] = Counter()
+def prediction_outputs(emission: Emission) -> dict[str, tuple[int, ...]]:
+    """Each prediction key's final vector (its last message)."""
+    got: dict[str, tuple[int, ...]] = {}
     for topic, key, value in outputs(emission):
-        assert topic == "predictions" and key == value["client"]
-        got[(value["client"], value["timestamp_ms"], value["trigger"],
-             tuple(value["vector"]))] += 1
+        assert topic == "predictions"
+        assert key == f"{value['client']}|{value['timestamp_ms']}|{value['trigger']}"
+        got[key] = tuple(value["vector"])
     return got
 
 
@@ -390,9 +393,11 @@ def join_records() -> tuple[st.SearchStrategy[Tagged], st.SearchStrategy[Tagged]
 def test_sensor_join_operator_survives_hostile_events(items: list[Tagged], first: int,
                                                       batch_size: int) -> None:
     topics = {t: t for t in VECTOR}
-    op = SensorJoinOperator(SensorJoinConfig(topics, "predictions", MODEL), PARTITION)
+    op = SensorJoinOperator(SensorJoinConfig(topics, "predictions", MODEL, grace_ms=SPAN_MS),
+                            PARTITION)
     fed = feed(op, items, first, batch_size)
     check_dead_letters("sensor_join", fed)
+    fed.emission.extend(op.tick(0))  # consumed to the end: held SX/SY events are answered
     assert prediction_outputs(fed.emission) == expected_predictions(
         [(t, w) for t, _, w in fed.records])
 
@@ -403,9 +408,10 @@ def test_sensor_join_operator_survives_hostile_events(items: list[Tagged], first
                                  "value": 0.5, "bin": 4, "edges_version": "e1",
                                  "window_ms": 600_000, "count": 2})) for t in FEATURE_TOPICS]
     after = feed(op, final, first, batch_size, Fed(next_offset=dict(fed.next_offset)))
+    after.emission.extend(op.tick(0))
     assert not after.emission.dead_letters
-    assert prediction_outputs(after.emission) == Counter(
-        {("final", T0, "FD", (3, 3, 4, 4, 4)): 1})
+    assert prediction_outputs(after.emission) == {
+        f"final|{T0}|{t}": (3, 3, 4, 4, 4) for t in ("SX", "SY", "SZ")}
 
 
 def test_sz_readings_beyond_the_bound_are_dead_lettered_and_those_at_it_give_finite_features(
@@ -425,7 +431,6 @@ def test_sz_readings_beyond_the_bound_are_dead_lettered_and_those_at_it_give_fin
                  "value": (-1) ** i * MAX_SZ_MAGNITUDE} for i in range(8)]
     fed = feed(op, [("SZ", s.ok("valid", r)) for r in at_bound], 0, 10)
     assert not fed.emission.dead_letters
-    fed.emission.extend(close_everything(op))
     assert feature_outputs(fed.emission) == expected_features(at_bound)
     values = [value["value"] for _, _, value in outputs(fed.emission)]
     assert values and all(math.isfinite(v) for v in values)

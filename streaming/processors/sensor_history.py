@@ -1,0 +1,89 @@
+"""Sorted columnar rows keyed by composite key (`client * KEY_SPAN + event time`): the join's
+histories and events, as numpy arrays that a poll updates in place of one Python object per
+row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+ColumnSpec = Any  # a numpy dtype, or (dtype, width) for a 2-D column
+
+
+def ranges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The concatenation of `arange(lo[i], hi[i])` over i (empty ranges allowed)."""
+    lengths = np.maximum(hi - lo, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return np.repeat(lo - (ends - lengths), lengths) + np.arange(total)
+
+
+class Rows:
+    """Rows sorted by `key`, then (optionally) by one integer column given at insertion."""
+
+    def __init__(self, **columns: ColumnSpec) -> None:
+        self.key = np.empty(0, dtype=np.int64)
+        self.cols: dict[str, np.ndarray] = {}
+        for name, spec in columns.items():
+            dtype, width = spec if isinstance(spec, tuple) else (spec, 0)
+            shape = (0, width) if width else (0,)
+            self.cols[name] = np.empty(shape, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def insert(self, keys: np.ndarray, sort_by: str | None = None, **values: np.ndarray) -> None:
+        """Merge rows in (no full re-sort unless a key is already held or repeated)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(keys):
+            return
+        tie = (np.asarray(values[sort_by]) if sort_by is not None
+               else np.zeros(len(keys), dtype=np.int64))
+        order = np.lexsort((tie, keys))
+        keys = keys[order]
+        values = {name: np.asarray(v)[order] for name, v in values.items()}
+        pos = np.searchsorted(self.key, keys, side="left")
+        clash = bool(len(self.key)) and bool(
+            (self.key[np.minimum(pos, len(self.key) - 1)] == keys).any())
+        if sort_by is not None and (clash or bool((np.diff(keys) == 0).any())):
+            both_keys = np.r_[self.key, keys]
+            both = {name: np.concatenate([self.cols[name], values[name]])
+                    for name in self.cols}
+            merged = np.lexsort((both[sort_by], both_keys))
+            self.key = both_keys[merged]
+            self.cols = {name: column[merged] for name, column in both.items()}
+            return
+        self.key = np.insert(self.key, pos, keys)
+        for name in self.cols:
+            self.cols[name] = np.insert(self.cols[name], pos, values[name], axis=0)
+
+    def find(self, keys: np.ndarray, ties: np.ndarray | None = None,
+             tie: str | None = None) -> np.ndarray:
+        """Per key, the index of the row with that key (and `ties[i]` in column `tie`, among
+        at most a few rows per key), or -1."""
+        keys = np.asarray(keys, dtype=np.int64)
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if not len(self.key) or not len(keys):
+            return out
+        lo = np.searchsorted(self.key, keys, side="left")
+        hi = np.searchsorted(self.key, keys, side="right")
+        if ties is None or tie is None:
+            hit = hi > lo
+            out[hit] = lo[hit]
+            return out
+        column = self.cols[tie]
+        for step in range(int((hi - lo).max(initial=0))):
+            at = lo + step
+            hit = (at < hi) & (out < 0)
+            hit[hit] = column[at[hit]] == ties[hit]
+            out[hit] = at[hit]
+        return out
+
+    def keep(self, mask: np.ndarray) -> None:
+        if mask.all():
+            return
+        self.key = self.key[mask]
+        self.cols = {name: column[mask] for name, column in self.cols.items()}
