@@ -99,3 +99,34 @@ def test_feast_cli_plans_the_repository_from_feature_repo(tmp_path: Path) -> Non
     for name in ("indicators_1m", "indicators_1h", "candles_1m", "markets_direction_v1",
                  "sensors_alert_v1"):
         assert name in result.stdout
+
+
+def test_feast_materialize_skips_a_view_whose_table_is_not_backfilled_yet(
+        tmp_path: Path, offline_root: Path, market_tables: tuple[pa.Table, pa.Table]) -> None:
+    # `offline_root` holds the markets tables only: the sensors' tables were never backfilled
+    feast = str(Path(sys.executable).with_name("feast"))
+    env = {"BRAID_FEAST_OFFLINE_ROOT": str(offline_root), "PATH": "/usr/bin:/bin",
+           "HOME": str(Path.home()), "PYTHONPATH": str(FEATURE_REPO.parent)}
+    yaml = tmp_path / "feature_store.yaml"
+    yaml.write_text((FEATURE_REPO / "feature_store.yaml").read_text().replace(
+        "../var/feast/", f"{tmp_path}/"))
+    for args in (["apply"], ["materialize", "2018-01-01T00:00:00", "2018-12-31T00:00:00"]):
+        done = subprocess.run([feast, "-f", str(yaml), *args], cwd=FEATURE_REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    for table in ("sensor_features", "sensor_readings"):
+        assert f"{offline_root / table} does not exist" in output
+    assert "Traceback" not in output
+
+    _, indicators = market_tables
+    minute = indicators.filter(pa.compute.and_(pa.compute.equal(indicators["window_ms"], 60_000),
+                                               pa.compute.equal(indicators["pair"], "ETH/USD")))
+    last = minute.slice(minute.num_rows - 1).to_pylist()[0]
+    store = FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=yaml)
+    online = store.get_online_features(
+        features=["candles_1m:close", "indicators_1m:rsi_14", "indicators_1m:window_start_ms"],
+        entity_rows=[{"pair": "ETH/USD"}]).to_dict()
+    assert online["window_start_ms"] == [last["window_start_ms"]]
+    assert online["close"] == [last["close"]]
+    assert online["rsi_14"] == [last["rsi_14"]]
