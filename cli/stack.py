@@ -64,7 +64,8 @@ def _print_addresses(settings: StackSettings) -> None:
     if "broker" in enabled:
         console.print(f"Kafka:  KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}")
     if "redis" in enabled:
-        console.print(f"Redis:  REDIS_URL={settings.redis_url}")
+        console.print(f"Redis:  REDIS_URL={settings.redis_url}   (Feast's redis profile: "
+                      f"BRAID_FEAST_REDIS={settings.host}:{settings.redis_port})")
     if "mlflow" in enabled:
         console.print(f"MLflow: MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} "
                       f"(UI: {settings.mlflow_tracking_uri})")
