@@ -52,6 +52,32 @@ def test_feature_services_name_the_models_inputs() -> None:
                      ("sensor_fi", "FI_bin"), ("sensor_fd", "FD_bin")]
     markets = [p.name for p in by_name["markets_direction_v1"].feature_view_projections]
     assert markets == ["candles_1m", "indicators_1m"]
+    indicators = [f.name for f in by_name["markets_direction_v1"].feature_view_projections[1]
+                  .features]
+    assert indicators == list(INDICATOR_COLUMNS)  # bounds and close: the candle view's
+    for service in services:
+        names = [f.name for p in service.feature_view_projections for f in p.features]
+        assert len(names) == len(set(names)), f"{service.name} repeats a feature name"
+
+
+def test_a_feature_service_works_with_feasts_default_names(
+        feast_store: FeatureStore, market_tables: tuple[pa.Table, pa.Table]) -> None:
+    # Feast refuses a service that repeats a feature name unless full_feature_names=True
+    candles, indicators = market_tables
+    rows = [t.filter(pa.compute.and_(pa.compute.equal(t["window_ms"], 60_000),
+                                     pa.compute.equal(t["pair"], "XBT/USD"))).slice(700, 1)
+            .to_pylist()[0] for t in (candles, indicators)]
+    at = datetime.fromtimestamp(rows[0]["window_end_ms"] / 1000, UTC)
+    service = feast_store.get_feature_service("markets_direction_v1")
+    got = feast_store.get_historical_features(
+        entity_df=pd.DataFrame({"pair": ["XBT/USD"], "event_timestamp": [at]}),
+        features=service).to_df().iloc[0]
+    assert got["window_end_ms"] == rows[0]["window_end_ms"]
+    assert got["close"] == rows[0]["close"] and got["volume"] == rows[0]["volume"]
+    assert np.isclose(got["rsi_14"], rows[1]["rsi_14"], rtol=0, atol=1e-9)
+    online = feast_store.get_online_features(features=service,
+                                             entity_rows=[{"pair": "XBT/USD"}]).to_dict()
+    assert {"window_end_ms", "close", "volume", "rsi_14", "macd"} <= set(online)
 
 
 def test_historical_features_come_from_the_delta_table_of_the_views_duration(
