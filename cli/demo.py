@@ -33,6 +33,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli import inputs
 from cli.demo_sensors import SensorsDemo, show_alerts, stream_readings, train_champion
 from cli.demo_trades import history_trades, publish_live_trades
 from infra import stack
@@ -49,12 +50,15 @@ SHOWN_INDICATORS = ("rsi_14", "macd", "macd_signal", "adx_14", "bb_upper", "mfi_
 
 
 def demo(
-    days: float = typer.Option(2.0, help="Days of synthetic history, ending now."),
+    days: float = typer.Option(2.0, help="Days of synthetic history, ending now.",
+                               callback=inputs.positive),
     pairs: int = typer.Option(8, min=1, max=len(DEFAULT_PAIRS), help="Number of pairs."),
     seed: int = typer.Option(7, help="Seed of the synthetic generator."),
     live_seconds: float = typer.Option(75.0, help="Seconds of live trades at the end (1-minute "
-                                                  "candles: more than 60 s to close one)."),
-    idle_timeout: str = typer.Option("3s", help="Close quiet pairs' windows after this."),
+                                                  "candles: more than 60 s to close one).",
+                                       callback=inputs.positive),
+    idle_timeout: str = typer.Option("3s", help="Close quiet pairs' windows after this.",
+                                     callback=inputs.duration),
     sensor_clients: int = typer.Option(200, min=1, help="Sensors: clients streamed live."),
     sensor_minutes: int = typer.Option(40, min=11, help="Sensors: minutes of readings streamed "
                                                         "(ending now; windows are 10 minutes)."),

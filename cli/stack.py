@@ -29,8 +29,15 @@ def _settings(state_dir: Path | None, **overrides: object) -> StackSettings:
         raise typer.BadParameter(str(exc)) from exc
 
 
+def _state_dir(value: Path | None) -> Path | None:
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} is a file, not a folder")
+    return value
+
+
 STATE_DIR = typer.Option(
-    None, "--state-dir", help="Logs, PID files and data (env BRAID_STACK_STATE_DIR; default var/)."
+    None, "--state-dir", help="Logs, PID files and data (env BRAID_STACK_STATE_DIR; default var/).",
+    callback=_state_dir,
 )
 
 
