@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore
+from feast.errors import FeatureServiceNotFoundException
 from feast.repo_config import FeastConfigError
 from pydantic import ValidationError
 
@@ -80,3 +81,14 @@ def _config_problem(error: FeastConfigError) -> str:
         where = ".".join(str(p) for p in first["loc"])
         return f"{where}: {first['msg'].removeprefix('Value error, ')}"
     return str(error).splitlines()[0]
+
+
+def feature_service(store: FeatureStore, name: str) -> FeatureService:
+    """The registered feature service `name`, or one line saying what registers it."""
+    try:
+        return store.get_feature_service(name)
+    except FeatureServiceNotFoundException as error:
+        raise ServingError(
+            f"feature service {name!r} does not exist in the registry of {store.repo_path}: "
+            f"run `feast apply` there (`braid up` applies the checkout's feature_repo/)"
+        ) from error
