@@ -20,8 +20,8 @@ the processor's poll waiting no longer than that) for up to `feature_wait_ms`.
 No prediction, with a counted reason logged per row (`counts`), never a default:
 - `missing`: a view has no row for this candle after the wait (none at all, or an older one:
   the sink is behind or down);
-- `stale`: the candle's features were older than the view's TTL when the row was published
-  (`feature_age_ms` > TTL, e.g. history replayed through the stream);
+- `stale`: a view's row was older than the view's TTL when the indicator row was published
+  (`features.freshness`, the API's rule too; e.g. history replayed through the stream);
 - `nan`: a feature is NaN or null (e.g. an indicator still warming up);
 - `superseded`: a view already holds a later candle (a backlog, or a replay after a restart:
   the online store keeps only the latest row, so this candle's features are gone);
@@ -49,6 +49,7 @@ import orjson
 import structlog
 
 from features.event_time import NO_INGESTION_TIME
+from features.freshness import stale_reason
 from features.schemas.candle import pair_reason, record_key
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
@@ -227,11 +228,11 @@ class PredictorGroup:
             held = "no row" if event_ms[v] == NO_ROW else f"the candle ending {int(event_ms[v])}"
             return (f"missing: {views[v].name} has {held}, not the candle ending {end}, after "
                     f"waiting {self.config.feature_wait_ms} ms")
-        age = row.ingested_ms - end
-        for view in views:
-            if row.ingested_ms != NO_INGESTION_TIME and view.ttl_ms and age > view.ttl_ms:
-                return (f"stale: {view.name} features were {age} ms old when the row was "
-                        f"published, over the view's TTL of {view.ttl_ms} ms")
+        if row.ingested_ms != NO_INGESTION_TIME:  # as of the row's publication
+            for v, view in enumerate(views):
+                stale = stale_reason(view.name, int(event_ms[v]), row.ingested_ms, view.ttl_ms)
+                if stale:
+                    return f"{stale} when the row was published"
         nan = np.flatnonzero(np.isnan(values))
         if nan.size:
             columns = self.features.columns
