@@ -51,6 +51,7 @@ import structlog
 from features.event_time import NO_INGESTION_TIME
 from features.freshness import stale_reason
 from features.schemas.candle import pair_reason, record_key
+from streaming.runtime.entity_keys import foreign_key_reasons
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
@@ -161,6 +162,10 @@ class PredictorGroup:
             for i, raw in enumerate(batch.values):
                 offset = int(batch.offsets[i])
                 fields, reason = _decode(raw)
+                if fields is not None:  # keyed as its candle, on its pair's partition
+                    reason = foreign_key_reasons(
+                        batch.keys[i:i + 1], [record_key(*fields[:3])], "indicator row")[0]
+                    fields = None if reason else fields
                 if fields is None:
                     emission.dead_letters.append(DeadLetter(
                         reason or "decode", batch.topic, partition, offset, batch.keys[i], raw))

@@ -21,6 +21,7 @@ from features.freshness import is_stale, stale_reason
 from serving.api import app as api
 from streaming.processors.markets_predictor import PredictorConfig, PredictorGroup
 from streaming.runtime.records import InputBatch
+from tests.support.entity_keys import entity_keys
 from tests.support.predictor_fakes import FakeModels
 
 MINUTE = 60_000
@@ -59,8 +60,9 @@ def predictor_decision(published_ms: int) -> str:
                            OneRowStore(), FakeModels())
     row = {"pair": "XBT/USD", "window_ms": MINUTE, "window_start_ms": END - MINUTE,
            "window_end_ms": END}
+    values: list[bytes | None] = [orjson.dumps(row)]
     emission = group.process_many([(0, InputBatch(
-        "indicators", 0, np.array([1]), [b"XBT/USD"], [orjson.dumps(row)],
+        "indicators", 0, np.array([1]), entity_keys(values), values,
         np.array([published_ms], dtype=np.int64)))], 0)
     if emission.records:
         return "prediction"
