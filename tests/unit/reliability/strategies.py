@@ -33,8 +33,8 @@ MAX_SKEW_MS = 3_600_000  # features.event_time's default, restated (not imported
 HUGE = 900_000  # bytes of a huge field
 INT64_MAX = 2**63 - 1
 MAX_PAIR = 32  # Trade.pair's documented maximum length
-MAX_CLIENT = 64  # SensorReading.client's documented maximum length
-MAX_READING_TS = 1 << 43  # SensorReading.timestamp_ms's documented bound (exclusive)
+MAX_CLIENT = 64  # a reading's client: the documented maximum length (features.sensors.schemas)
+MAX_READING_TS = 1 << 43  # a reading's timestamp_ms: the documented bound (exclusive)
 MAX_TRADE = 1e100  # Trade.price's and Trade.volume's documented bound (inclusive)
 
 T = TypeVar("T")
