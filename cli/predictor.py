@@ -80,4 +80,5 @@ def predictor(
         processor.run()
     finally:
         watcher.stop()
+        shared.skipped.flush()
         log.info("predictor stopped", counts=dict(shared.counts))
