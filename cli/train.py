@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import inputs
+from cli.progress import training_status
 from training.results import TrainResult
 
 app = typer.Typer(help="Train models on feature-service training sets; every run in MLflow.",
@@ -80,9 +81,10 @@ def markets(
     inputs.ordered(start, end, ("--start", "--end"))
     wanted = [p.strip() for p in pairs.split(",") if p.strip()]
     try:
-        result = train_markets(start, end, wanted, horizon=horizon, profile=profile,
-                               tracking_uri=tracking_uri, promotion_metric=metric,
-                               promotion_margin=margin, seed=seed)
+        with training_status("training markets"):
+            result = train_markets(start, end, wanted, horizon=horizon, profile=profile,
+                                   tracking_uri=tracking_uri, promotion_metric=metric,
+                                   promotion_margin=margin, seed=seed)
     except (ServingError, ValueError) as error:
         raise _fail("markets", error) from error
     _report(result, ("majority", "persistence"))
@@ -109,9 +111,10 @@ def sensors(
         raise typer.BadParameter(f"unknown source {source!r}: simulator or skab",
                                  param_hint="'--source'")
     try:
-        result = train_sensors(source, clients=clients, minutes=minutes,  # type: ignore[arg-type]
-                               skab_dir=skab_dir, tracking_uri=tracking_uri,
-                               promotion_metric=metric, promotion_margin=margin, seed=seed)
+        with training_status("training sensors"):
+            result = train_sensors(source, clients=clients,  # type: ignore[arg-type]
+                                   minutes=minutes, skab_dir=skab_dir, tracking_uri=tracking_uri,
+                                   promotion_metric=metric, promotion_margin=margin, seed=seed)
     except (FileNotFoundError, ValueError) as error:
         raise _fail("sensors", error) from error
     _report(result, ("never_alert", "logistic"))
