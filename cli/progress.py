@@ -16,6 +16,6 @@ _console = Console(stderr=True)
 def training_status(what: str, console: Console | None = None) -> Iterator[None]:
     """`what: <step>` while a training run inside the block reports its steps."""
     shown = console or _console
-    with shown.status(f"{what}: starting") as status:
-        with reporting(lambda step: status.update(f"{what}: {step}")):
-            yield
+    status = shown.status(f"{what}: starting")
+    with status, reporting(lambda step: status.update(f"{what}: {step}")):
+        yield
