@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from infra import jars
-from infra.health import kafka_metadata
+from infra.health import idempotent_producer_ready, kafka_metadata
 from infra.processes import MissingBinaryError, ServiceError
 from infra.services.base import ServiceSpec
 from infra.settings import StackSettings
@@ -167,5 +167,15 @@ def spec(settings: StackSettings) -> ServiceSpec:
             kafka_metadata, settings.bootstrap_servers, settings.host, settings.broker_port
         ),
         prepare=partial(prepare, settings),
+        after_start=partial(wait_for_producer_ids, settings),
         extra_ports=(settings.controller_port,),
     )
+
+
+def wait_for_producer_ids(settings: StackSettings) -> None:
+    """Return once the broker hands out producer ids (`health.idempotent_producer_ready`):
+    every Braid producer is idempotent, and the first one otherwise logs librdkafka's
+    "Coordinator load in progress" retries."""
+    if not idempotent_producer_ready(settings.bootstrap_servers, settings.health_timeout_s):
+        raise ServiceError(f"{NAME}: no producer id from {settings.bootstrap_servers} within "
+                           f"{settings.health_timeout_s:.0f} s (see its log)")
