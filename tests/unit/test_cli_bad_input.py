@@ -95,6 +95,8 @@ CASES: list[tuple[list[str], str]] = [
      "--pipeline"),
     (["consistency", "--from", "2018-05-08", "--to", "2018-05-09", "--threshold", "2"],
      "--threshold"),
+    (["topics", "create", "--partitions", "0"], "--partitions"),
+    (["flows", "serve", "--deployment", "backfill/daily"], "--deployment"),
     (["api", "--port", "70000"], "--port"),
     (["api", "--repo", MISSING], "--repo"),
     (["api", "--profile", "nope"], "nope"),
@@ -151,6 +153,14 @@ def test_every_command_is_driven_with_bad_input() -> None:
     commands = leaves(get_command(app), ())
     missing = {c for c in commands if not any(d[:len(c)] == c for d in driven)}
     assert missing == {("batch", "backfill")}  # see the module docstring
+
+
+def test_a_bad_setting_from_the_environment_is_one_line_naming_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("BRAID_TOPIC_MARKET_PARTITIONS", "eight")
+    code, lines = _run(["topics", "create"], capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("braid topics create: market_partitions: ")
 
 
 def test_the_line_names_the_command_and_points_at_its_help(
