@@ -181,7 +181,8 @@ def _quiet_libraries(log_dir: Path) -> None:
     """Keep libraries' chatter off the demo's output: MLflow's INFO lines and artifact download
     bars (the demo prints each run's link itself), Spark's driver JVM (its own log file)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case it already was
     os.environ.setdefault("BRAID_SPARK_LOG", str((log_dir / "demo-spark.log").resolve()))
 
 

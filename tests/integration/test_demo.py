@@ -12,12 +12,15 @@ baselines."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -51,6 +54,8 @@ def run_on_a_terminal(args: list[str], env: dict[str, str], log: Path, timeout_s
     """Run `args` with a pseudo-terminal as stdout and stderr, everything it writes copied to
     `log`; returns the exit code."""
     master, slave = pty.openpty()
+    # a terminal's size, as a user's has (tqdm draws nothing on a 0-column terminal)
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
     with log.open("wb") as sink:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                 stdout=slave, stderr=slave, close_fds=True)
