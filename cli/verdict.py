@@ -6,13 +6,6 @@ from __future__ import annotations
 from training.results import TrainResult
 
 
-def beaten(result: TrainResult, baselines: tuple[str, ...]) -> list[str]:
-    """The baselines the model beats on the test period on both ROC AUC and log loss."""
-    m = result.metrics
-    return [b for b in baselines if m["test_roc_auc"] > m[f"{b}_test_roc_auc"]
-            and m["test_log_loss"] < m[f"{b}_test_log_loss"]]
-
-
 def verdict(result: TrainResult, baselines: tuple[str, ...], why: str = "") -> str:
     """`On its test period (N rows) the model scores ROC AUC a / log loss b against x's ...
     and y's ...: it beats x but not y[, why]; it is champion because ...`."""
@@ -20,15 +13,19 @@ def verdict(result: TrainResult, baselines: tuple[str, ...], why: str = "") -> s
     scores = " and ".join(
         f"{b.replace('_', '-')}'s {m[f'{b}_test_roc_auc']:.3f} / {m[f'{b}_test_log_loss']:.4f}"
         for b in baselines)
-    won = beaten(result, baselines)
-    lost = [b.replace("_", "-") for b in baselines if b not in won]
-    if not lost:
-        outcome = "it beats every baseline on both"
-    elif not won:
-        outcome = "it beats no baseline on both"
-    else:
-        outcome = (f"it beats {', '.join(b.replace('_', '-') for b in won)} but not "
-                   f"{', '.join(lost)}")
+    clauses = []
+    for b in baselines:
+        auc = m["test_roc_auc"] > m[f"{b}_test_roc_auc"]
+        loss = m["test_log_loss"] < m[f"{b}_test_log_loss"]
+        name = b.replace("_", "-")
+        if auc and loss:
+            clauses.append(f"it beats {name} on both")
+        elif not auc and not loss:
+            clauses.append(f"it does not beat {name} on either")
+        else:
+            better, worse = ("ROC AUC", "log loss") if auc else ("log loss", "ROC AUC")
+            clauses.append(f"it beats {name} on {better} but not on {worse}")
+    outcome = ", ".join(clauses)
     decision = result.decision
     if decision.champion_version is None:
         alias = "it is champion because no version held the alias yet"
