@@ -4,9 +4,10 @@ no usage box. The commands run in this process through `cli.main.app`, as the `b
 `python -m cli.main` run them; Kafka points at a closed port, so a command that got past its
 checks would fail (differently) rather than reach a real broker.
 
-`braid batch backfill` is not driven here: its options are being redefined once for typer,
-argparse and the flows (issue 25's "parsed three times" item, another change); the other
-`braid batch` command is.
+`braid batch ...` hand their job arguments to the backfill's own parser
+(`batch/backfill_trades.py`), whose one-line errors name the value (and the option where
+argparse does). Not covered there yet: a pair's format, and a local `--input` that does not
+exist (it fails inside Spark).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import structlog
 from cli.main import app
 
 DATAPROC = ["batch", "submit-dataproc", "--project", "p", "--region", "r", "--cluster", "c",
-            "--staging", "gs://b/jobs", "-i", "gs://b/t.csv", "--output", "gs://b/offline"]
+            "--staging", "gs://b/jobs", "--"]
+JOB = ["--input", "gs://b/t.csv", "--output", "gs://b/offline", "--pairs", "XBT/USD"]
 MISSING = "/no/such/place"
 
 # (arguments, what the one line must name)
@@ -47,11 +49,20 @@ CASES: list[tuple[list[str], str]] = [
     (["markets", "indicators", "--grace", "5s"], "--grace"),
     (["markets", "predictor", "--feature-wait", "2x"], "--feature-wait"),
     (["markets", "predictor", "--repo", MISSING], "--repo"),
-    ([*DATAPROC, "--start", "2018-13-01", "--end", "2018-05-09", "-p", "XBT/USD"], "--start"),
-    ([*DATAPROC, "--start", "2018-05-09", "--end", "2018-05-08", "-p", "XBT/USD"], "--start"),
-    ([*DATAPROC, "--start", "2018-05-08", "--end", "2018-05-09", "-p", "XBTUSD"], "--pair"),
-    ([*DATAPROC, "--start", "2018-05-08", "--end", "2018-05-09", "-p", "XBT/USD", "-d", "1x"],
-     "--duration"),
+    (["batch", "backfill", *JOB, "--start", "2018-13-01", "--end", "2018-05-09"], "--start"),
+    (["batch", "backfill", *JOB, "--start", "2018-05-09", "--end", "2018-05-08"],
+     "end 2018-05-08 must be after start 2018-05-09"),
+    (["batch", "backfill", *JOB, "--start", "2018-05-08", "--end", "2018-05-09",
+      "--durations", "1x"], "'1x'"),
+    (["batch", "backfill", *JOB, "--start", "2018-05-08", "--end", "2018-05-09",
+      "--grace", "soon"], "'soon'"),
+    ([*DATAPROC, *JOB, "--start", "2018-13-01", "--end", "2018-05-09"], "--start"),
+    ([*DATAPROC, *JOB, "--start", "2018-05-09", "--end", "2018-05-08"],
+     "end 2018-05-08 must be after start 2018-05-09"),
+    ([*DATAPROC, *JOB, "--start", "2018-05-08", "--end", "2018-05-09", "--durations", "1x"],
+     "'1x'"),
+    (["batch", "dataproc", "--project", "p", "--staging", "gs://b", "--", *JOB, "--start",
+      "2018-05-08", "--end", "2018-05-07"], "end 2018-05-07 must be after start 2018-05-08"),
     (["sensors", "simulate", "--clients", "0"], "--clients"),
     (["sensors", "simulate", "--disorder", "2x"], "--disorder"),
     (["sensors", "simulate", "--output", f"{MISSING}/events.parquet"], "--output"),
@@ -84,6 +95,8 @@ CASES: list[tuple[list[str], str]] = [
     (["train", "sensors", "--skab-dir", MISSING], "--skab-dir"),
     (["train", "sensors", "--clients", "0"], "--clients"),
     (["train", "models", "--since", "2018-05-08"], "--since"),
+    (["train", "reproduce", "--model", "braid-markets-direction/x"],
+     "'braid-markets-direction/x'"),
     (["online-sink", "--pipeline", "weather"], "--pipeline"),
     (["online-sink", "--repo", MISSING], "--repo"),
     (["online-sink", "--profile", "nope"], "nope"),
@@ -151,8 +164,7 @@ def test_every_command_is_driven_with_bad_input() -> None:
     driven = {tuple(a for a in args[:3] if not a.startswith("-"))[:len(p)]
               for args, _ in CASES for p in [args]}
     commands = leaves(get_command(app), ())
-    missing = {c for c in commands if not any(d[:len(c)] == c for d in driven)}
-    assert missing == {("batch", "backfill")}  # see the module docstring
+    assert {c for c in commands if not any(d[:len(c)] == c for d in driven)} == set()
 
 
 def test_a_bad_setting_from_the_environment_is_one_line_naming_it(
