@@ -363,6 +363,10 @@ def test_trades_off_their_pairs_partition_are_dead_lettered_not_split_into_two_c
                      timestamp=INGEST_MS)
     for i in range(20, 28):  # no key: librdkafka spreads them over the partitions
         producer.produce(topics.trades, value=trade(i), timestamp=INGEST_MS)
+    # the end of this history, on the pair's partition: its windows close
+    producer.produce(topics.trades, key="XBT/USD", partition=home, timestamp=INGEST_MS,
+                     value=WindowClosure(closure=ClosureRule.END_OF_INPUT, pair="XBT/USD",
+                                         through_ms=T0 + 27_000).to_wire())
     assert producer.flush(30) == 0
 
     processor = candle_processor(kafka_settings, WINDOWS, topics=topics, idle_timeout_ms=2_000,
