@@ -54,6 +54,7 @@ from batch.indicators_job import indicators_frame
 from batch.kafka_input import KafkaInput, KafkaRecords, parse_kafka_lines, read_kafka
 from batch.object_storage import join
 from batch.rejected_rows import REJECTED_PARTITIONS, REJECTED_ROWS_SCHEMA, rejected_rows_frame
+from batch.spark_progress import SparkStageBar
 from batch.spark_session import require_delta_spark
 from batch.table_history import history_before
 from batch.table_retention import TableRetention
@@ -166,8 +167,8 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
                pairs=config.pairs,
                durations=[format_duration(d) for d in config.durations_ms],
                output=config.output, arrival=config.arrival.value)
-    progress = tqdm(total=len(STAGES), desc="backfill", unit="stage",
-                    disable=not config.show_progress)
+    progress = SparkStageBar(spark, tqdm(total=len(STAGES), desc="backfill", unit="stage",
+                                         disable=not config.show_progress))
 
     @contextmanager
     def stage(name: str) -> Iterator[None]:

@@ -38,6 +38,7 @@ from batch.spark_conf import (
     properties_file_path,
     session_properties,
 )
+from batch.spark_console import start_local_driver
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +92,8 @@ def spark_session(
         properties.setdefault("spark.driver.bindAddress", os.environ["SPARK_LOCAL_IP"])
     for key, value in properties.items():
         builder = builder.config(key, value)
+    if submitted is None:  # this process starts the driver JVM: its output to a log file
+        start_local_driver({"spark.app.name": app_name, "spark.master": chosen, **properties})
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("BRAID_SPARK_LOG_LEVEL", "WARN"))
     _apply_hadoop_settings(spark, properties)

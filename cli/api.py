@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from cli import inputs
 from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
 from features.windows import parse_duration_ms
 from serving.settings import FEATURE_REPO, MlflowSettings, ModelServingSettings
@@ -20,11 +21,12 @@ def api(
     host: Annotated[str | None, typer.Option(
         help="Address to bind. [env BRAID_API_HOST, default 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(
-        help="Port. [env BRAID_API_PORT, default 8000]")] = None,
+        help="Port. [env BRAID_API_PORT, default 8000]", min=1, max=65535)] = None,
     profile: Annotated[str | None, typer.Option(
         help="Feast profile of the online store. [env BRAID_API_FEAST_PROFILE, default local]")
     ] = None,
-    repo: Annotated[Path, typer.Option(help="The Feast repository.")] = FEATURE_REPO,
+    repo: Annotated[Path, typer.Option(help="The Feast repository.",
+                                       callback=inputs.existing_dir)] = FEATURE_REPO,
     model_uri: Annotated[str, typer.Option(
         help="Markets model (default models:/braid-markets-direction@<BRAID_MODEL_ALIAS>).")
     ] = "",

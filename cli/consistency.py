@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cli import inputs
 from serving.consistency import WrittenRows, consistency_report, written_rows
 from serving.consistency_output import text_table, to_html, to_json
 from serving.settings import FEATURE_REPO
@@ -17,24 +18,25 @@ from streaming.topics import ONLINE_WRITES
 
 
 def _utc(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise typer.BadParameter(f"not a date or ISO time: {text!r}") from error
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return inputs.parse_utc(text)
 
 
 def consistency(
-    start: Annotated[str, typer.Option("--from", help="Start (UTC date or ISO time).")],
-    end: Annotated[str, typer.Option("--to", help="End, exclusive (UTC date or ISO time).")],
+    start: Annotated[str, typer.Option("--from", help="Start (UTC date or ISO time).",
+                                       callback=inputs.utc_time)],
+    end: Annotated[str, typer.Option("--to", help="End, exclusive (UTC date or ISO time).",
+                                     callback=inputs.utc_time)],
     pipeline: Annotated[str, typer.Option(help="markets or sensors.")] = "markets",
     profile: Annotated[str, typer.Option(help="Feast profile: local, redis, gcp.")] = "local",
-    repo: Annotated[Path, typer.Option(help="The Feast repository.")] = FEATURE_REPO,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")
-                        ] = None,
+    repo: Annotated[Path, typer.Option(help="The Feast repository.",
+                                       callback=inputs.existing_dir)] = FEATURE_REPO,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.",
+                                                  callback=inputs.writable_file)] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.",
+                                                  callback=inputs.writable_file)] = None,
     threshold: Annotated[float, typer.Option(
-        help="Exit 1 when the match rate is below this (0..1).")] = 1.0,
+        help="Exit 1 when the match rate is below this (0..1).",
+        callback=inputs.probability)] = 1.0,
     history: Annotated[bool, typer.Option(
         help="Also every row the online sink wrote in the range (its online_writes log on the "
              "broker of KAFKA_BOOTSTRAP_SERVERS), not only what the store holds now.")] = False,
@@ -42,6 +44,10 @@ def consistency(
 ) -> None:
     """Compare the online store's rows with the offline tables' rows at the same event times:
     per feature rows compared, match rate, missing and extra rows, largest difference."""
+    inputs.ordered(start, end, ("--from", "--to"))
+    if pipeline not in ("markets", "sensors"):
+        raise typer.BadParameter(f"unknown pipeline {pipeline!r} (markets or sensors)",
+                                 param_hint="'--pipeline'")
     try:
         written = _write_log(topic_prefix + ONLINE_WRITES) if history else None
         report = consistency_report(open_store(profile, repo), _utc(start), _utc(end), pipeline,

@@ -64,19 +64,20 @@ class SensorsDemo:
 
 def train_champion(demo: SensorsDemo, console: Console) -> str:
     """Train the alert model on simulated history; returns the line the demo prints."""
+    from cli.progress import training_status
+    from cli.verdict import verdict
     from training.sensors_model import train_sensors
 
-    result = train_sensors("simulator", clients=demo.train_clients,
-                           minutes=demo.train_minutes, seed=demo.seed)
-    m = result.metrics
+    with training_status("training the sensors alert model", console):
+        result = train_sensors("simulator", clients=demo.train_clients,
+                               minutes=demo.train_minutes, seed=demo.seed)
     line = (f"MLflow run {result.run_id}: {result.model_name} version {result.version} "
             f"-> {result.alias}")
     console.print(line)
-    console.print(
-        f"test period: ROC AUC model {m['test_roc_auc']:.4f}, logistic baseline "
-        f"{m['logistic_test_roc_auc']:.4f}, never alert {m['never_alert_test_roc_auc']:.4f}; "
-        f"log loss model {m['test_log_loss']:.4f}, logistic {m['logistic_test_log_loss']:.4f}, "
-        f"never alert {m['never_alert_test_log_loss']:.4f}")
+    console.print(verdict(result, ("never_alert", "logistic"), why=(
+        "the simulator's incidents are nearly linear in the five binned fields, which suits "
+        "the logistic; on the real SKAB pump experiments the same training scored ROC AUC "
+        "0.916 against the logistic's 0.897 and never-alert's 0.5, training/README.md")))
     return line
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from cli import inputs
 from cli.predictor import predictor
 from features.windows import TumblingWindow, parse_duration_ms
 from streaming.pipelines.markets import MarketsTopics, candle_processor, indicator_processor
@@ -31,28 +32,30 @@ def _topics(prefix: str) -> MarketsTopics:
 def candles(
     durations: Annotated[list[str] | None, typer.Option(
         "--duration", "-d",
-        help="Candle duration, repeatable (-d 60s -d 5m). [env BRAID_CANDLE_DURATIONS]")] = None,
+        help="Candle duration, repeatable (-d 60s -d 5m). [env BRAID_CANDLE_DURATIONS]",
+        callback=inputs.durations)] = None,
     grace: Annotated[str | None, typer.Option(
-        help="Grace period for out-of-order trades. [env BRAID_GRACE, default 5s]")] = None,
+        help="Grace period for out-of-order trades (0: none). [env BRAID_GRACE, default 5s]",
+        callback=inputs.grace)] = None,
     idle_timeout: Annotated[str | None, typer.Option(
         help="Close a quiet live pair's windows after this much wall-clock silence, through "
-             "a closure record written into `trades`. [env BRAID_IDLE_TIMEOUT, default 10s]")
-    ] = None,
+             "a closure record written into `trades`. [env BRAID_IDLE_TIMEOUT, default 10s]",
+        callback=inputs.duration)] = None,
     live_lag: Annotated[str | None, typer.Option(
         help="A pair is live (closed on idle) while its latest trade reached Kafka at most "
              "this long after its stream time; history closes by event time alone. "
-             "[env BRAID_LIVE_LAG, default 1m]")] = None,
+             "[env BRAID_LIVE_LAG, default 1m]", callback=inputs.duration)] = None,
     group: Annotated[str, typer.Option(help="Consumer group (share it to scale out).")] = (
         "braid-candles"),
-    batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.", min=1)] = 10_000,
     max_event_time_skew: Annotated[str | None, typer.Option(
         help="Dead-letter a trade stamped further ahead of its Kafka timestamp. "
-             "[env BRAID_MAX_EVENT_TIME_SKEW, default 1h]")] = None,
+             "[env BRAID_MAX_EVENT_TIME_SKEW, default 1h]", callback=inputs.duration)] = None,
     topic_prefix: Prefix = "",
 ) -> None:
     """Consume `trades`, emit final OHLCV candles to `candles` until SIGTERM."""
     settings = MarketsSettings()
-    grace_ms = parse_duration_ms(grace or settings.grace)
+    grace_ms = inputs.duration_or_zero_ms(grace or settings.grace)
     windows = tuple(TumblingWindow(parse_duration_ms(d), grace_ms)
                     for d in (durations or settings.candle_durations))
     idle_ms = parse_duration_ms(idle_timeout or settings.idle_timeout)

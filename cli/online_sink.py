@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from cli import inputs
 from serving.settings import FEATURE_REPO
 from serving.store import ServingError, open_store
 from streaming.settings import KafkaSettings, TopicSettings
@@ -42,10 +43,11 @@ def online_sink(
         "--pipeline", "-p", help="markets and/or sensors (repeatable; default: both).")] = None,
     profile: Annotated[str, typer.Option(
         help="Feast profile: local (SQLite), redis, gcp.")] = "local",
-    repo: Annotated[Path, typer.Option(help="The Feast repository.")] = FEATURE_REPO,
+    repo: Annotated[Path, typer.Option(help="The Feast repository.",
+                                       callback=inputs.existing_dir)] = FEATURE_REPO,
     group: Annotated[str, typer.Option(help="Consumer group (its own; share it to scale out).")
                      ] = "braid-online-sink",
-    batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.")] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="Messages per micro-batch.", min=1)] = 10_000,
     topic_prefix: Annotated[str, typer.Option(help="Prefix of every topic name.")] = "",
     write_log: Annotated[bool, typer.Option(
         help="Also produce every written row to the online_writes topic (what "
@@ -57,7 +59,8 @@ def online_sink(
     pipelines = pipeline or list(PIPELINES)
     unknown = sorted(set(pipelines) - set(PIPELINES))
     if unknown:
-        raise typer.BadParameter(f"unknown pipeline {unknown[0]} (markets or sensors)")
+        raise typer.BadParameter(f"unknown pipeline {unknown[0]} (markets or sensors)",
+                                 param_hint="'--pipeline'")
     try:
         store = open_store(profile, repo)
         if not store.list_feature_views():

@@ -8,6 +8,7 @@ from typing import Annotated
 import structlog
 import typer
 
+from cli import inputs
 from features.model_contract import FEATURE_SERVICES, MODEL_NAMES
 from features.windows import parse_duration_ms
 from serving.settings import FEATURE_REPO, MlflowSettings, ModelServingSettings
@@ -24,10 +25,11 @@ def predictor(
     profile: Annotated[str | None, typer.Option(
         help="Feast profile: local (SQLite), redis, gcp. [env BRAID_PREDICTOR_FEAST_PROFILE]")
     ] = None,
-    repo: Annotated[Path, typer.Option(help="The Feast repository.")] = FEATURE_REPO,
+    repo: Annotated[Path, typer.Option(help="The Feast repository.",
+                                       callback=inputs.existing_dir)] = FEATURE_REPO,
     feature_wait: Annotated[str | None, typer.Option(
         help="How long a row waits for its candle's online features. "
-             "[env BRAID_PREDICTOR_FEATURE_WAIT, default 2s]")] = None,
+             "[env BRAID_PREDICTOR_FEATURE_WAIT, default 2s]", callback=inputs.duration)] = None,
     group: Annotated[str, typer.Option(help="Consumer group (share it to scale out).")] = (
         "braid-markets-predictor"),
     topic_prefix: Annotated[str, typer.Option(help="Prefix of every topic name.")] = "",
@@ -78,4 +80,5 @@ def predictor(
         processor.run()
     finally:
         watcher.stop()
+        shared.skipped.flush()
         log.info("predictor stopped", counts=dict(shared.counts))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from cli import inputs
 from features.sensors.window_math import DEFAULT_GRACE_MS
 from features.windows import parse_duration_ms
 from streaming.pipelines.sensors import SensorTopics
@@ -22,9 +23,17 @@ app = typer.Typer(help="Sensors pipeline: SX, SY, SZ -> FA, FI, FD -> join -> pr
 
 PREFIX = typer.Option("", help="Prefix for every topic name (isolates a run on a shared broker).")
 PARTITIONS = typer.Option(None, help="Partitions of the sensor topics. "
-                                     "[env BRAID_TOPIC_SENSOR_PARTITIONS, default 100]")
+                                     "[env BRAID_TOPIC_SENSOR_PARTITIONS, default 100]", min=1)
+OUTPUT = typer.Option("", help="Write events to this Parquet file instead of Kafka.",
+                      callback=inputs.writable_file)
 SKEW = typer.Option("", help="Dead-letter a reading stamped further ahead of its Kafka timestamp. "
-                             "[env BRAID_MAX_EVENT_TIME_SKEW, default 1h]")
+                             "[env BRAID_MAX_EVENT_TIME_SKEW, default 1h]",
+                    callback=inputs.duration)
+EDGES = typer.Option("", help="Bin edges JSON (default: the configured edges).",
+                     callback=inputs.existing_file)
+GRACE = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="Grace for out-of-order SZ readings (the "
+                                                   "stream's and the backfill's lateness rule).",
+                     callback=inputs.grace)
 
 
 def _topics(prefix: str, partitions: int | None = None) -> tuple[SensorTopics, int]:
@@ -36,11 +45,12 @@ def _topics(prefix: str, partitions: int | None = None) -> tuple[SensorTopics, i
 
 @app.command()
 def simulate(
-    clients: int = typer.Option(1_000, help="Number of simulated clients."),
-    minutes: int = typer.Option(60, help="Simulated event-time span in minutes."),
+    clients: int = typer.Option(1_000, help="Number of simulated clients.", min=1),
+    minutes: int = typer.Option(60, help="Simulated event-time span in minutes.", min=1),
     seed: int = typer.Option(0, help="Random seed (same seed, same events)."),
-    disorder: str = typer.Option("0s", help="Max arrival delay (out-of-order input), e.g. 2s."),
-    output: str = typer.Option("", help="Write events to this Parquet file instead of Kafka."),
+    disorder: str = typer.Option("0s", help="Max arrival delay (out-of-order input), e.g. 2s.",
+                                 callback=inputs.grace),
+    output: str = OUTPUT,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
@@ -50,7 +60,7 @@ def simulate(
     from features.sensors.simulator import SimulatorConfig, simulate
     from streaming.pipelines.sensors import produce_events
 
-    disorder_ms = 0 if disorder.strip() in ("0", "0s") else parse_duration_ms(disorder)
+    disorder_ms = inputs.duration_or_zero_ms(disorder)
     events = simulate(SimulatorConfig(clients=clients, duration_ms=minutes * 60_000, seed=seed,
                                       disorder_ms=disorder_ms))
     if output:
@@ -64,8 +74,9 @@ def simulate(
 @app.command("replay-skab")
 def replay_skab(
     data_dir: str = typer.Option("", help="SKAB folder (default: ../shared/data/sensors/skab "
-                                          "next to the repository)."),
-    output: str = typer.Option("", help="Write events to this Parquet file instead of Kafka."),
+                                          "next to the repository).",
+                                 callback=inputs.existing_dir),
+    output: str = OUTPUT,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
@@ -86,16 +97,13 @@ def replay_skab(
 
 @app.command()
 def windows(
-    grace: str = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="Grace for out-of-order SZ "
-                                                            "readings: a reading further behind "
-                                                            "its client's stream time is "
-                                                            "dead-lettered."),
-    edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
+    grace: str = GRACE,
+    edges: str = EDGES,
     idle_timeout: str = typer.Option("", hidden=True, help="Ignored (features go out at once, "
                                                           "corrected within grace); kept so "
                                                           "older scripts still run."),
     group: str = typer.Option("braid-sensor-windows", help="Consumer group (share to scale out)."),
-    batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
+    batch_size: int = typer.Option(10_000, help="Messages per micro-batch.", min=1),
     max_event_time_skew: str = SKEW,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
@@ -118,17 +126,20 @@ def windows(
 def join(
     model: str = typer.Option(
         "", help="A JSON model from train-baseline, or `builtin` (the hand-set logistic "
-                 "baseline). Default: the registry's champion (see --model-uri)."),
+                 "baseline). Default: the registry's champion (see --model-uri).",
+        callback=lambda value: value if value in ("", "builtin") else inputs.existing_file(value)),
     model_uri: str = typer.Option(
         "", help="MLflow model URI (default models:/braid-sensors-alert@<BRAID_MODEL_ALIAS>); "
                  "an alias is polled and swapped live."),
-    threshold: float = typer.Option(0.5, help="Alert when probability >= threshold."),
+    threshold: float = typer.Option(0.5, help="Alert when probability >= threshold.",
+                                    callback=inputs.probability),
     grace: str = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="Grace of every input, per client "
                                                             "and topic (at least the windows' "
                                                             "--grace): an input further behind "
-                                                            "is dead-lettered."),
+                                                            "is dead-lettered.",
+                              callback=inputs.grace),
     group: str = typer.Option("braid-sensor-join", help="Consumer group (share to scale out)."),
-    batch_size: int = typer.Option(10_000, help="Messages per micro-batch."),
+    batch_size: int = typer.Option(10_000, help="Messages per micro-batch.", min=1),
     max_event_time_skew: str = SKEW,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
@@ -140,7 +151,8 @@ def join(
     from streaming.pipelines.sensors import join_processor
 
     if model and model_uri:
-        raise typer.BadParameter("give --model or --model-uri, not both")
+        raise typer.BadParameter("give --model or --model-uri, not both",
+                                 param_hint="'--model' / '--model-uri'")
     alert_model: AlertModel
     if model == "builtin":
         alert_model = DEFAULT_MODEL
@@ -175,8 +187,10 @@ def _registry_model(model_uri: str) -> AlertModel:
 @app.command()
 def archive(
     root: str = typer.Option(..., help="Archive root: gs://bucket/prefix or a local folder."),
-    max_rows: int = typer.Option(50_000, help="Flush a topic-partition at this many messages."),
-    max_age: float = typer.Option(30.0, help="... or once its oldest message waited this (s)."),
+    max_rows: int = typer.Option(50_000, help="Flush a topic-partition at this many messages.",
+                                 min=1),
+    max_age: float = typer.Option(30.0, help="... or once its oldest message waited this (s).",
+                                  callback=inputs.positive),
     group: str = typer.Option("braid-sensor-archive", help="Consumer group."),
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
@@ -191,15 +205,18 @@ def archive(
 
 @app.command()
 def backfill(
-    archive_root: str = typer.Option(..., "--input", help="Archive root (gs:// or a folder)."),
+    archive_root: str = typer.Option(..., "--input", help="Archive root (gs:// or a folder).",
+                                     callback=inputs.existing_dir),
     output: str = typer.Option(..., help="Offline store Delta table (gs:// or a folder)."),
-    start: str = typer.Option(None, help="First date (YYYY-MM-DD, UTC), inclusive."),
-    end: str = typer.Option(None, help="Day after the last date (YYYY-MM-DD, UTC), exclusive."),
-    grace: str = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="The stream's grace (same "
-                                                            "lateness rule)."),
-    edges: str = typer.Option("", help="Bin edges JSON (default: the configured edges)."),
+    start: str = typer.Option(None, help="First date (YYYY-MM-DD, UTC), inclusive.",
+                              callback=inputs.utc_day),
+    end: str = typer.Option(None, help="Day after the last date (YYYY-MM-DD, UTC), exclusive.",
+                            callback=inputs.utc_day),
+    grace: str = GRACE,
+    edges: str = EDGES,
     learn_edges: str = typer.Option("", help="Also learn bin edges from the recomputed "
-                                             "features and save them to this JSON file."),
+                                             "features and save them to this JSON file.",
+                                    callback=inputs.writable_file),
     edges_version: str = typer.Option("", help="Version of the learned edges."),
     topic_prefix: str = PREFIX,
     max_event_time_skew: str = SKEW,
@@ -207,6 +224,7 @@ def backfill(
     """Recompute FA, FI, FD from the archive with Spark and write the offline store."""
     from batch.sensors_backfill import run_backfill
 
+    inputs.ordered(start, end, ("--start", "--end"))
     version = run_backfill(archive_root, output, start=start, end=end, grace_ms=_ms(grace),
                            edges_path=edges or None, topic_prefix=topic_prefix,
                            learn_edges_to=learn_edges or None,
@@ -217,9 +235,10 @@ def backfill(
 
 @app.command("train-baseline")
 def train_baseline(
-    output: str = typer.Option("sensors_baseline.json", help="Where to write the model."),
-    clients: int = typer.Option(300, help="Simulated clients of history."),
-    minutes: int = typer.Option(240, help="Simulated minutes of history."),
+    output: str = typer.Option("sensors_baseline.json", help="Where to write the model.",
+                               callback=inputs.writable_file),
+    clients: int = typer.Option(300, help="Simulated clients of history.", min=1),
+    minutes: int = typer.Option(240, help="Simulated minutes of history.", min=1),
     seed: int = typer.Option(0, help="Simulation seed."),
     version: str = typer.Option(None, help="Model version (default: derived from the data)."),
 ) -> None:
@@ -238,4 +257,4 @@ def _skew_ms(text: str) -> int:
 
 
 def _ms(text: str) -> int:
-    return 0 if text.strip() in ("0", "0s", "0ms") else parse_duration_ms(text)
+    return inputs.duration_or_zero_ms(text)

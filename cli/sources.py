@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cli import inputs
 from streaming.settings import KafkaSettings
 from streaming.sources import create_source
 from streaming.topics import DEAD_LETTER, TRADES
@@ -49,19 +50,23 @@ def source_options(
                 "out_of_order_fraction": out_of_order, "late_fraction": late}
     if source is SourceName.file:
         if not files:
-            raise typer.BadParameter("--source file needs at least one --file")
+            raise typer.BadParameter("--source file needs at least one --file",
+                                     param_hint="'--file'")
         missing = [f for f in files if "://" not in f and not Path(f).is_file()]
         if missing:
-            raise typer.BadParameter(f"no such file: {', '.join(missing)}")
+            raise typer.BadParameter(f"no such file: {', '.join(missing)}", param_hint="'--file'")
         if len(pairs) > 1:
-            raise typer.BadParameter("--source file takes at most one --pair (for every CSV)")
+            raise typer.BadParameter("--source file takes at most one --pair (for every CSV)",
+                                     param_hint="'--pair'")
         return {"files": files, "speedup": speedup, "pair": pairs[0] if pairs else None}
     if source is SourceName.kraken_ws:
         options: dict[str, Any] = {"pairs": pairs or ["BTC/USD", "ETH/USD"],
                                    "api_version": api_version}
         return {**options, "url": url} if url else options
     if len(pairs) != 1:
-        raise typer.BadParameter("--source kraken-rest pages exactly one --pair, e.g. XBT/USD")
+        raise typer.BadParameter("--source kraken-rest pages exactly one --pair, e.g. XBT/USD",
+                                 param_hint="'--pair'")
+    inputs.ordered(since, until, ("--since", "--until"), epoch_seconds=True)
     options = {"pair": pairs[0], "since_ns": to_ns(since) or 0, "until_ns": to_ns(until),
                "state_file": state_file}
     return {**options, "base_url": url} if url else options
@@ -75,34 +80,39 @@ def publish(
         "--pair", "-p",
         help="Pair, repeatable. synthetic: a subset of its 8 pairs; kraken-ws: pairs to "
              "subscribe (v2 names, e.g. BTC/USD); kraken-rest: the one pair to page; file: the "
-             "pair of the CSVs when their names do not tell it.")] = None,
+             "pair of the CSVs when their names do not tell it.",
+        callback=inputs.pairs)] = None,
     files: Annotated[list[str] | None, typer.Option(
         "--file", "-f",
         help="file: a Kraken trade CSV (any format) or trade Parquet, a local path or an "
              "fsspec URL (gs://...); repeatable, merged by event time.")] = None,
     speedup: Annotated[float | None, typer.Option(
         help="file: replay at this multiple of event time (60 = a minute per second); "
-             "default full speed.")] = None,
+             "default full speed.", callback=inputs.positive)] = None,
     count: Annotated[int | None, typer.Option(
         help="synthetic: trades to generate (default endless); other sources: stop after "
-             "this many trades.")] = None,
+             "this many trades.", min=1)] = None,
     seed: Annotated[int, typer.Option(
         help="synthetic: random seed (same seed, same trades).")] = 0,
     out_of_order: Annotated[float, typer.Option(
-        help="synthetic: fraction of trades delivered up to 2 s late (within grace).")] = 0.0,
+        help="synthetic: fraction of trades delivered up to 2 s late (within grace).",
+        callback=inputs.probability)] = 0.0,
     late: Annotated[float, typer.Option(
-        help="synthetic: fraction of trades delivered 10-60 s late (beyond grace).")] = 0.0,
+        help="synthetic: fraction of trades delivered 10-60 s late (beyond grace).",
+        callback=inputs.probability)] = 0.0,
     since: Annotated[str | None, typer.Option(
-        help="kraken-rest: start time, ISO 8601 or epoch seconds (default: the start).")] = None,
+        help="kraken-rest: start time, ISO 8601 or epoch seconds (default: the start).",
+        callback=inputs.time_or_epoch)] = None,
     until: Annotated[str | None, typer.Option(
-        help="kraken-rest: end time, exclusive (default: until caught up).")] = None,
+        help="kraken-rest: end time, exclusive (default: until caught up).",
+        callback=inputs.time_or_epoch)] = None,
     state_file: Annotated[Path | None, typer.Option(
         help="kraken-rest: cursor file; an existing one resumes where it stopped.")] = None,
     url: Annotated[str | None, typer.Option(
         help="kraken-ws: WebSocket URL (default wss://ws.kraken.com/v2); kraken-rest: base "
              "URL (default https://api.kraken.com).")] = None,
     api_version: Annotated[int, typer.Option(
-        help="kraken-ws: subscribe with API v2 or v1.")] = 2,
+        help="kraken-ws: subscribe with API v2 or v1.", min=1, max=2)] = 2,
     topic_prefix: Annotated[str, typer.Option(
         help="Prefix for the topic names (isolates a run on a shared broker).")] = "",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,

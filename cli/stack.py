@@ -29,8 +29,15 @@ def _settings(state_dir: Path | None, **overrides: object) -> StackSettings:
         raise typer.BadParameter(str(exc)) from exc
 
 
+def _state_dir(value: Path | None) -> Path | None:
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"{value} is a file, not a folder")
+    return value
+
+
 STATE_DIR = typer.Option(
-    None, "--state-dir", help="Logs, PID files and data (env BRAID_STACK_STATE_DIR; default var/)."
+    None, "--state-dir", help="Logs, PID files and data (env BRAID_STACK_STATE_DIR; default var/).",
+    callback=_state_dir,
 )
 
 
@@ -72,7 +79,8 @@ def _print_addresses(settings: StackSettings) -> None:
                       f"topics with {settings.replication_factor} replicas, "
                       f"min.insync.replicas {settings.min_insync_replicas})")
     if "redis" in enabled:
-        console.print(f"Redis:  REDIS_URL={settings.redis_url}")
+        console.print(f"Redis:  REDIS_URL={settings.redis_url}   (Feast's redis profile: "
+                      f"BRAID_FEAST_REDIS={settings.host}:{settings.redis_port})")
     if "mlflow" in enabled:
         console.print(f"MLflow: MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} "
                       f"(UI: {settings.mlflow_tracking_uri})")

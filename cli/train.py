@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from cli import inputs
+from cli.progress import training_status
 from training.results import TrainResult
 
 app = typer.Typer(help="Train models on feature-service training sets; every run in MLflow.",
@@ -57,9 +59,12 @@ def _report(result: TrainResult, baselines: tuple[str, ...]) -> None:
 
 @app.command()
 def markets(
-    start: Annotated[str, typer.Option(help="First candle close (UTC), e.g. 2018-05-08.")],
-    end: Annotated[str, typer.Option(help="End of the range (excluded), e.g. 2018-05-12.")],
-    pairs: Annotated[str, typer.Option(help="Comma-separated pairs, e.g. XBT/USD,ETH/USD.")],
+    start: Annotated[str, typer.Option(help="First candle close (UTC), e.g. 2018-05-08.",
+                                       callback=inputs.utc_time)],
+    end: Annotated[str, typer.Option(help="End of the range (excluded), e.g. 2018-05-12.",
+                                     callback=inputs.utc_time)],
+    pairs: Annotated[str, typer.Option(help="Comma-separated pairs, e.g. XBT/USD,ETH/USD.",
+                                       callback=inputs.comma_pairs)],
     horizon: Annotated[int | None, typer.Option(
         help="Label: the close this many candles ahead is higher. "
              "[env BRAID_TRAIN_HORIZON, default 1]")] = None,
@@ -73,11 +78,13 @@ def markets(
     from serving.store import ServingError
     from training.markets_model import train_markets
 
+    inputs.ordered(start, end, ("--start", "--end"))
     wanted = [p.strip() for p in pairs.split(",") if p.strip()]
     try:
-        result = train_markets(start, end, wanted, horizon=horizon, profile=profile,
-                               tracking_uri=tracking_uri, promotion_metric=metric,
-                               promotion_margin=margin, seed=seed)
+        with training_status("training markets"):
+            result = train_markets(start, end, wanted, horizon=horizon, profile=profile,
+                                   tracking_uri=tracking_uri, promotion_metric=metric,
+                                   promotion_margin=margin, seed=seed)
     except (ServingError, ValueError) as error:
         raise _fail("markets", error) from error
     _report(result, ("majority", "persistence"))
@@ -87,10 +94,11 @@ def markets(
 def sensors(
     source: Annotated[str, typer.Option(help="simulator or skab (real labelled anomalies).")
                       ] = "simulator",
-    clients: Annotated[int, typer.Option(help="Simulated clients.")] = 300,
-    minutes: Annotated[int, typer.Option(help="Simulated minutes of history.")] = 240,
+    clients: Annotated[int, typer.Option(help="Simulated clients.", min=1)] = 300,
+    minutes: Annotated[int, typer.Option(help="Simulated minutes of history.", min=1)] = 240,
     skab_dir: Annotated[Path | None, typer.Option(
-        help="SKAB folder (default ../shared/data/sensors/skab).")] = None,
+        help="SKAB folder (default ../shared/data/sensors/skab).",
+        callback=inputs.existing_dir)] = None,
     tracking_uri: TrackingUri = None,
     metric: Metric = None,
     margin: Margin = None,
@@ -100,11 +108,13 @@ def sensors(
     from training.sensors_model import train_sensors
 
     if source not in ("simulator", "skab"):
-        raise typer.BadParameter(f"unknown source {source!r}: simulator or skab")
+        raise typer.BadParameter(f"unknown source {source!r}: simulator or skab",
+                                 param_hint="'--source'")
     try:
-        result = train_sensors(source, clients=clients, minutes=minutes,  # type: ignore[arg-type]
-                               skab_dir=skab_dir, tracking_uri=tracking_uri,
-                               promotion_metric=metric, promotion_margin=margin, seed=seed)
+        with training_status("training sensors"):
+            result = train_sensors(source, clients=clients,  # type: ignore[arg-type]
+                                   minutes=minutes, skab_dir=skab_dir, tracking_uri=tracking_uri,
+                                   promotion_metric=metric, promotion_margin=margin, seed=seed)
     except (FileNotFoundError, ValueError) as error:
         raise _fail("sensors", error) from error
     _report(result, ("never_alert", "logistic"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 
@@ -52,3 +55,24 @@ def redis_ping(host: str, port: int, timeout_s: float = 1.0) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def idempotent_producer_ready(bootstrap_servers: str, timeout_s: float = 60.0) -> bool:
+    """True once an idempotent producer gets its producer id from the broker (within
+    `timeout_s`). A broker that answers metadata may still be loading its transaction
+    coordinator: until then every idempotent producer's first request is refused and
+    librdkafka prints `GETPID ... Coordinator load in progress: retrying`. This probe waits that
+    out silently (its own logs off), so the stack's first real producer never sees it."""
+    state: dict[str, str] = {}
+
+    def on_stats(text: str) -> None:
+        state["idemp"] = str(json.loads(text).get("eos", {}).get("idemp_state", ""))
+
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "enable.idempotence": True,
+                         "statistics.interval.ms": 100, "stats_cb": on_stats, "log_level": 0})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        producer.poll(0.1)
+        if state.get("idemp") == "Assigned":
+            return True
+    return False

@@ -13,8 +13,10 @@ these objects so `feast apply` registers them.
   its window has ended, so a training row at time t never sees a candle still open at t);
 - per sensors topic a `client` view: `sensor_fa`, `sensor_fi`, `sensor_fd` (raw value and bin),
   `sensor_sx`, `sensor_sy` (latest category), event timestamp = the reading's time;
-- feature services `markets_direction_v1` (candles and indicators of the first duration) and
-  `sensors_alert_v1` (the model's vector: SX, SY, FA, FI, FD bins).
+- feature services `markets_direction_v1` (candles and indicators of the first duration; the
+  indicators without the window bounds and close the candles already give: no feature name
+  appears twice in a service) and `sensors_alert_v1` (the model's vector: SX, SY, FA, FI, FD
+  bins).
 """
 
 from __future__ import annotations
@@ -131,16 +133,31 @@ def sensor_views(settings: FeastSettings) -> list[FeatureView]:
     return views
 
 
+def distinct_features(views: list[FeatureView]) -> list[FeatureView]:
+    """`views` projected so that no feature name appears twice: each view keeps the features
+    no earlier view already has (Feast's retrieval without `full_feature_names=True` refuses
+    a service whose views repeat a name; the candle and indicator views both carry the
+    window bounds and the close)."""
+    seen: set[str] = set()
+    projected = []
+    for view in views:
+        kept = [f.name for f in view.features if f.name not in seen]
+        seen.update(kept)
+        projected.append(view if len(kept) == len(view.features) else view[kept])
+    return projected
+
+
 def feature_services(markets: list[FeatureView], sensors: list[FeatureView]
                      ) -> list[FeatureService]:
-    """The models' feature services."""
+    """The models' feature services (no feature name twice in one)."""
     first = {view.name: view for view in markets[:2]}
     by_name = {view.name: view for view in sensors}
     # the model's input order; categories as they are, window features by their bin
     vector = [by_name[f"sensor_{name.lower()}"] if name in CATEGORICAL_SENSORS
               else by_name[f"sensor_{name.lower()}"][[f"{name}_bin"]] for name in VECTOR_FIELDS]
     return [
-        FeatureService(name="markets_direction_v1", features=list(first.values()),
+        FeatureService(name="markets_direction_v1",
+                       features=[*distinct_features(list(first.values()))],
                        description="Direction of the next candle: candles and indicators "
                                    f"of {', '.join(first)}"),
         FeatureService(

@@ -14,19 +14,26 @@ source is an ordinary `FileSource(..., file_format=DeltaFormat())` whose tags sa
 `source_filters` gives these conditions to every reader of the tables (training sets, the
 consistency report).
 
-Everything else (point-in-time joins, materialization, retrieval jobs) is Feast's DuckDB store
-unchanged. Select it in `feature_store.yaml` with
+Materialization (`feast materialize`, `materialize_incremental`) reads a source whose Delta table
+does not exist yet (nothing backfilled there) as no rows, with a warning naming the table, so
+the other views still materialize; a training set or any other read of a missing table is an
+error (`NoOfflineTableError`). Everything else (point-in-time joins, retrieval jobs) is Feast's
+DuckDB store unchanged. Select it in `feature_store.yaml` with
 `offline_store: {type: serving.offline_store.BraidDuckDBOfflineStore}`.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import ibis
 import ibis.expr.datatypes as dt
 import pandas as pd
+import pyarrow as pa
+import structlog
 from feast.data_source import DataSource
 from feast.feature_view import FeatureView
 from feast.infra.offline_stores import duckdb as feast_duckdb
@@ -43,6 +50,14 @@ from ibis.expr.types import Table
 from pydantic import StrictStr
 
 from serving.duckdb_delta import configure_gcs, ensure_delta_extension
+
+log = structlog.get_logger(__name__)
+
+# ibis 12's DuckDB backend calls DuckDB 1.5's deprecated `fetch_arrow_table()` on every read
+# (Feast's materialization, retrieval jobs): nothing Braid can change, and harmless until DuckDB
+# removes the method, so its warning is not shown to users. Drop this once ibis stops calling it.
+warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated",
+                        category=DeprecationWarning, module=r"ibis\.backends\.duckdb")
 
 TIMESTAMP_MS_TAG = "braid.timestamp_ms"
 WINDOW_MS_TAG = "braid.window_ms"
@@ -86,11 +101,33 @@ def read_source(data_source: DataSource, repo_path: str) -> Table:
         **{EVENT_TIMESTAMP: millis.as_timestamp("ms").cast(dt.Timestamp(timezone="UTC"))})
 
 
-def _ibis_io(config: RepoConfig) -> dict[str, Any]:
+def _missing_as_empty(join_keys: list[str], features: list[str], timestamp_field: str,
+                      created_timestamp_column: str | None) -> Callable[[DataSource, str], Table]:
+    """:func:`read_source`, but a table that does not exist yet reads as no rows (with a
+    warning naming it): materializing every view must not fail on one whose backfill has not
+    run."""
+    timestamps = [timestamp_field, *filter(None, [created_timestamp_column])]
+
+    def reader(data_source: DataSource, repo_path: str) -> Table:
+        try:
+            return read_source(data_source, repo_path)
+        except NoOfflineTableError as error:
+            log.warning("offline table missing: its views are skipped", source=data_source.name,
+                        reason=str(error))
+            empty = pa.table({
+                **{name: pa.array([], pa.string()) for name in join_keys},
+                **{name: pa.array([], pa.float64()) for name in features},
+                **{name: pa.array([], pa.timestamp("us", tz="UTC")) for name in timestamps}})
+            return ibis.memtable(empty)
+    return reader
+
+
+def _ibis_io(config: RepoConfig, reader: Callable[[DataSource, str], Table] = read_source
+             ) -> dict[str, Any]:
     """How Feast's ibis functions read Braid's sources and write staging data (shared by every
     retrieval method below)."""
     return {
-        "data_source_reader": read_source,
+        "data_source_reader": reader,
         "data_source_writer": feast_duckdb._write_data_source,
         "staging_location": config.offline_store.staging_location,
         "staging_location_endpoint_override":
@@ -122,7 +159,9 @@ class BraidDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             config=config, data_source=data_source, join_key_columns=join_key_columns,
             feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
             created_timestamp_column=created_timestamp_column, start_date=start_date,
-            end_date=end_date, **_ibis_io(config),
+            end_date=end_date,
+            **_ibis_io(config, _missing_as_empty(join_key_columns, feature_name_columns,
+                                                 timestamp_field, created_timestamp_column)),
         )
 
     @staticmethod
@@ -158,7 +197,9 @@ class BraidDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             config=config, data_source=data_source, join_key_columns=join_key_columns,
             feature_name_columns=feature_name_columns, timestamp_field=timestamp_field,
             created_timestamp_column=created_timestamp_column, start_date=start_date,
-            end_date=end_date, **_ibis_io(config),
+            end_date=end_date,
+            **_ibis_io(config, _missing_as_empty(join_key_columns, feature_name_columns,
+                                                 timestamp_field, created_timestamp_column)),
         )
 
 

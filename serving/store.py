@@ -6,7 +6,10 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore
+from feast.errors import FeatureServiceNotFoundException
+from feast.repo_config import FeastConfigError
+from pydantic import ValidationError
 
 from serving.settings import FEATURE_REPO
 
@@ -60,7 +63,32 @@ def open_store(profile: str = "local", repo_path: Path | str = FEATURE_REPO) -> 
         # the yaml reads ${BRAID_FEAST_REDIS}; the local stack publishes REDIS_URL
         url = os.environ.get("REDIS_URL")
         if not url:
-            raise ServingError(f"profile {profile} needs BRAID_FEAST_REDIS (host:port) or "
-                               "REDIS_URL (redis://host:port/0)")
+            raise ServingError(f"profile {profile} needs BRAID_FEAST_REDIS (host:port, e.g. "
+                               "127.0.0.1:16379: the Redis of `braid up`, which prints the "
+                               "line) or REDIS_URL (redis://host:port/0)")
         os.environ["BRAID_FEAST_REDIS"] = feast_redis_connection(url)
-    return FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)
+    try:
+        return FeatureStore(repo_path=str(repo), fs_yaml_file=yaml)
+    except FeastConfigError as error:
+        raise ServingError(f"{yaml}: {_config_problem(error)}") from error
+
+
+def _config_problem(error: FeastConfigError) -> str:
+    """The first problem of Feast's configuration error, in one line."""
+    cause = error.__context__ or error.__cause__
+    if isinstance(cause, ValidationError) and cause.errors():
+        first = cause.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    return str(error).splitlines()[0]
+
+
+def feature_service(store: FeatureStore, name: str) -> FeatureService:
+    """The registered feature service `name`, or one line saying what registers it."""
+    try:
+        return store.get_feature_service(name)
+    except FeatureServiceNotFoundException as error:
+        raise ServingError(
+            f"feature service {name!r} does not exist in the registry of {store.repo_path}: "
+            f"run `feast apply` there (`braid up` applies the checkout's feature_repo/)"
+        ) from error

@@ -44,6 +44,7 @@ from features.schemas.trade import TRADE_SCHEMA_VERSION, invalid_trade_rows
 from features.schemas.window_closure import ClosureRule, WindowClosure
 from streaming.partitioning import partition_for
 from streaming.runtime.clients import producer_config
+from streaming.runtime.log_summary import IntervalSummary
 from streaming.settings import KafkaSettings, TopicSettings
 from streaming.sources.base import TradeSource
 from streaming.topics import DEAD_LETTER, TRADES, TopicSpec, catalogue, ensure_topics
@@ -105,6 +106,8 @@ class TradesService:
         self._partitions: dict[str, int] = {}  # pair -> partition of the trades topic
         self._trade_partitions = 0  # partition counts, read from the broker when run starts
         self._dead_letter_partitions = 0
+        self._rejects = IntervalSummary(log.warning, "rejected trades",
+                                        tags={"source": source.name})
 
     def stop(self) -> None:
         """Stop after the current batch (the SIGTERM handler calls this)."""
@@ -120,7 +123,9 @@ class TradesService:
         ]
 
     def run(self, max_trades: int | None = None, total: int | None = None) -> PublishSummary:
-        """Publish until the source ends, ``max_trades`` rows were read, or a stop."""
+        """Publish until the source ends, ``max_trades`` rows were read, or a stop. Rejected
+        rows go to the dead-letter topic one by one and to the log as one summary line every
+        10 s (counts by rule, the latest of each), not a line each."""
         ensure_topics(self.kafka, self.topic_specs(), self.topic_settings)
         producer = self.producer_factory(producer_config(self.kafka))
         metadata = producer.list_topics(timeout=10).topics
@@ -152,6 +157,7 @@ class TradesService:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self.summary.elapsed_s = time.perf_counter() - started
+            self._rejects.flush()
             if left:
                 log.error("messages not delivered at exit", undelivered=left)
             log.info("published", source=self.source.name, read=self.summary.read,
@@ -212,7 +218,7 @@ class TradesService:
                           partition_for("", self._dead_letter_partitions), self._on_dead_letter)
 
     def _dead_letter(self, producer: Producer, row: dict[str, Any], reason: str) -> None:
-        log.warning("rejected trade", reason=reason, source=self.source.name)
+        self._rejects.add(reason.split(":", 1)[0], f"{row.get('pair')!r}: {reason}")
         key = str(row.get("pair") or "")
         value = orjson.dumps({"reason": reason, "source": self.source.name, "row": raw_row(row)})
         self._produce(producer, self.dead_letter_topic, value, key.encode(),

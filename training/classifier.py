@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from training import progress
 from training.settings import TrainingSettings
 
 
@@ -28,6 +29,7 @@ def fit(x_train: pd.DataFrame, y_train: np.ndarray, x_val: pd.DataFrame, y_val: 
         tree_method="hist",
         random_state=settings.seed,
         n_jobs=settings.nthread,
+        callbacks=[progress.BoostingRounds(settings.n_estimators)] if progress.active() else None,
     )
     model.fit(x_train, y_train, eval_set=[(x_val, y_val)], verbose=False)
     return model

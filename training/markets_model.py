@@ -26,6 +26,7 @@ from features.model_contract import FEATURE_SERVICES, feature_columns
 from serving.offline_store import EVENT_TIMESTAMP
 from serving.store import open_store
 from training.evaluation import persistence_baseline
+from training.progress import report
 from training.results import TrainResult
 from training.run import PreparedData, train_and_register
 from training.settings import TrainingSettings
@@ -166,8 +167,10 @@ def train_markets(
     store = store or open_store(profile)
     service = FEATURE_SERVICES["markets"]
     started = time.perf_counter()
+    report(f"training set of {service} (point-in-time, {', '.join(pairs)})")
     ts = training_set(service, start=start, end=end, pairs=pairs, store=store)
     built = time.perf_counter()
+    report(f"labels: {len(ts.frame):,} rows, the close {settings.horizon} candle(s) ahead")
     data = prepare(ts, service_columns(store, service), settings.horizon,
                    {"pairs": ",".join(pairs), "start": str(start), "end": str(end)})
     del ts  # Feast's frame: the model's columns are copied out, the rest is not needed

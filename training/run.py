@@ -27,6 +27,7 @@ from training import classifier, plots
 from training.evaluation import classification_metrics, majority_baseline
 from training.frame_digest import frame_digest
 from training.mlflow_logging import git_tags, log_model, log_predictions, log_training_data
+from training.progress import report
 from training.promotion import promote
 from training.results import TrainResult
 from training.settings import TrainingSettings
@@ -114,8 +115,11 @@ def fit_and_score(data: PreparedData, settings: TrainingSettings) -> Scored:
     x, y = data.features, data.labels
     seconds = {f"seconds_{k}": v for k, v in data.seconds.items()}
     started = time.perf_counter()
+    report(f"fit: {len(parts.train):,} training rows, {len(parts.validation):,} for early "
+           "stopping")
     model = _fit(data, parts, settings)
     seconds["seconds_fit"] = time.perf_counter() - started
+    report(f"evaluation on the test period ({len(parts.test):,} rows) against the baselines")
     x_test, y_test = x.iloc[parts.test], y[parts.test]
     moved_test = None if data.moved is None else data.moved[parts.test]
     scores = {"model": model.predict_proba(x_test)[:, 1],
@@ -177,6 +181,7 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
     frame = dataset_frame(data)
     digest = frame_digest(frame, DATASET_KEYS)
     record = {**data.record, "dataset_digest": digest, "dataset_rows": len(frame)}
+    report("the MLflow run: parameters, metrics, data, plots, the model")
     with mlflow.start_run() as run:
         mlflow.set_tags({**git_tags(), "pipeline": data.pipeline, "feature_service": service,
                          "model_name": name})
@@ -202,6 +207,7 @@ def train_and_register(data: PreparedData, settings: TrainingSettings,
             plt.close(figure)
         _, version = log_model(model, x_test, name)
         run_id = run.info.run_id
+    report(f"promotion of {name} v{version}: scored against the champion on the same rows")
     decision = promote(data.pipeline, version, x_test, y_test,
                        metric=settings.promotion_metric, margin=settings.promotion_margin,
                        run_id=run_id, client=MlflowClient(uri, uri), moved=moved_test)

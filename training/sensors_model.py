@@ -30,6 +30,7 @@ from features.sensors.schemas import VECTOR_FIELDS
 from features.sensors.window_math import DEFAULT_GRACE_MS
 from serving.feast_definitions import definitions
 from serving.settings import FeastSettings
+from training.progress import report
 from training.results import TrainResult
 from training.run import PreparedData, train_and_register
 from training.sensors_baseline import SensorRows, fit, training_rows
@@ -143,8 +144,10 @@ def sensors_data(source: SensorsSource, *, clients: int, minutes: int, seed: int
     facts: simulator parameters and seed, or the SKAB files' digest; the grace) rebuilds them
     (`training.reproduce`)."""
     started = time.perf_counter()
+    report(f"events: {source}")
     events, facts = events_of(source, clients=clients, minutes=minutes, seed=seed,
                               skab_dir=skab_dir)
+    report(f"training rows: the sensors_alert_v1 vector of {events.num_rows:,} events")
     data = prepare(training_rows(events, grace_ms=grace_ms), {**facts, "grace_ms": grace_ms},
                    gap_ms)
     data.seconds = {"training_set": time.perf_counter() - started}

@@ -40,13 +40,13 @@ from typing import Any
 import duckdb
 import pandas as pd
 from feast import FeatureService, FeatureStore, FeatureView
-from feast.errors import FeatureServiceNotFoundException
 from feast.infra.offline_stores.file_source import FileSource
 
 from serving.duckdb_delta import ensure_delta_extension
 from serving.offline_store import EVENT_TIMESTAMP, TIMESTAMP_MS_TAG, source_filters
 from serving.point_in_time import ViewRequest, delta_scan, historical_features, supports
 from serving.store import ServingError, open_store
+from serving.store import feature_service as registered_service
 from serving.table_versions import current_version, require_version
 from training.frame_digest import frame_digest
 
@@ -221,10 +221,7 @@ def training_set(
         feature_service, versions = record.feature_service, record.table_versions
         start, end, pairs = record.start, record.end, record.keys
     store = store or open_store(profile)
-    try:
-        service = store.get_feature_service(feature_service)
-    except FeatureServiceNotFoundException as error:
-        raise ServingError(f"feature service {feature_service!r} does not exist") from error
+    service = registered_service(store, feature_service)
     views = _views_of(store, service)
     pinned = table_versions(views) if versions is None else pinned_versions(views, versions)
     keys = pairs if pairs is not None else clients

@@ -1,13 +1,17 @@
 """The trade record: one executed trade on one pair, schema version 1.
 
 On the wire (topic `trades`) a trade is a JSON object with exactly these fields plus
-`"v": 1`. Producers validate each record with :class:`Trade`; consumers validate whole
-batches with :func:`invalid_trade_reasons`, which applies the same rules to columns.
+`"v": 1`. :class:`Trade` is the definition of a valid trade, one record at a time (what a
+Python producer outside Braid can validate with, and what `Trade.to_wire` writes). Braid's own
+readers never build a model per record: the trades service, the stream decoder and the Spark
+backfill apply the same rules to whole columns (:func:`invalid_trade_rows`), whose bounds, sets
+and lengths are read from :class:`Trade`'s fields below, so they cannot drift apart;
+`tests/unit/test_sources_validation.py` holds the two equal, row by row.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -64,8 +68,20 @@ class Trade(BaseModel):
         return {"v": TRADE_SCHEMA_VERSION, **self.model_dump()}
 
 
-SIDES = ("buy", "sell", "unknown")
-ORDER_TYPES = ("market", "limit", "unknown")
+def _bound(field: str, name: str) -> Any:
+    """The value of constraint `name` (`le`, `max_length` ...) declared on Trade's `field`."""
+    found = [getattr(m, name) for m in Trade.model_fields[field].metadata if hasattr(m, name)]
+    if len(found) != 1:
+        raise TypeError(f"Trade.{field} declares {len(found)} `{name}` constraints")
+    return found[0]
+
+
+# The column rules' constants, from the model (the one definition)
+SIDES: tuple[str, ...] = get_args(Side)
+ORDER_TYPES: tuple[str, ...] = get_args(OrderType)
+MAX_PAIR_LENGTH: int = _bound("pair", "max_length")
+if (_bound("price", "le"), _bound("volume", "le")) != (MAX_TRADE_MAGNITUDE, MAX_TRADE_MAGNITUDE):
+    raise TypeError("Trade's price and volume bounds must be MAX_TRADE_MAGNITUDE")
 
 
 def invalid_trade_reasons(
@@ -92,9 +108,6 @@ def invalid_trade_reasons(
     for mask, reason in reversed(checks):
         reasons[mask] = reason
     return reasons
-
-
-MAX_PAIR_LENGTH = 32  # Trade.pair's max_length
 
 
 def invalid_trade_rows(table: pa.Table) -> np.ndarray:

@@ -10,11 +10,18 @@
   bucket under the bin edges `edges_version`, `count` the readings in the window. A row is
   identified by (client, feature, timestamp_ms): a replay rewrites the same values.
 - A **prediction** (topic predictions.sensors; key = `client|timestamp_ms|trigger`, partitioned
-  by client): the 5-integer vector in :data:`VECTOR_FIELDS` order
-  (`features.sensors.vectors.RULE`), the probability, the alert decision and the model version,
-  for the event of sensor `trigger` (SX, SY or SZ) at `timestamp_ms`. The same key again later
-  in the topic is a correction (a late input within grace changed the vector); the last message
-  of a key is its final prediction.
+  by client): `{"v": 1, "client", "timestamp_ms", "trigger", "vector", "probability", "alert",
+  "threshold", "model_version", "edges_version"}`: the 5-integer vector in :data:`VECTOR_FIELDS`
+  order (`features.sensors.vectors.RULE`), the probability, the alert decision and the model
+  version, for the event of sensor `trigger` (SX, SY or SZ) at `timestamp_ms`. The same key again
+  later in the topic is a correction (a late input within grace changed the vector); the last
+  message of a key is its final prediction. The join writes it
+  (`streaming.processors.sensor_join`); the API's `GET /alerts/{client}` documents it for its
+  readers (`serving/api/app.py`, `Alert`).
+
+Readings and predictions are defined by these formats and by the column rules below, which the
+decoders apply; :class:`FeatureRow` states a feature row's rules one record at a time, and the
+decoder's test holds the columns to it.
 """
 
 from __future__ import annotations
@@ -87,31 +94,6 @@ def _check_client(value: str) -> str:
     return value
 
 
-class SensorReading(BaseModel):
-    """One reading of one sensor of one client (the topic names the sensor)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    client: str = Field(min_length=1, max_length=MAX_CLIENT_LENGTH)
-    timestamp_ms: int = Field(gt=0, lt=MAX_TIMESTAMP_MS)
-    value: float = Field(allow_inf_nan=False)
-
-    @field_validator("client")
-    @classmethod
-    def _client_has_no_separator(cls, value: str) -> str:
-        return _check_client(value)
-
-    def to_wire(self, sensor: Sensor) -> dict[str, object]:
-        """The JSON object for topic `sensor` (categorical sensors carry an int)."""
-        value: float | int = self.value
-        if sensor in CATEGORICAL_SENSORS:
-            if not (float(self.value).is_integer() and 0 <= self.value < CATEGORY_COUNT):
-                raise ValueError(f"{sensor} value must be an integer in 0..{CATEGORY_COUNT - 1}")
-            value = int(self.value)
-        return {"v": SENSOR_SCHEMA_VERSION, "client": self.client,
-                "timestamp_ms": self.timestamp_ms, "value": value}
-
-
 class FeatureRow(BaseModel):
     """One window feature of one SZ reading (see the module docstring)."""
 
@@ -132,23 +114,6 @@ class FeatureRow(BaseModel):
         return _check_client(value)
 
 
-class Prediction(BaseModel):
-    """One alert decision, as downstream teams consume it from predictions.sensors."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    v: int = SENSOR_SCHEMA_VERSION
-    client: str
-    timestamp_ms: int  # event time of the triggering event
-    trigger: Literal["SX", "SY", "SZ"]  # the event's sensor
-    vector: list[int]  # VECTOR_FIELDS order
-    probability: float = Field(ge=0.0, le=1.0)
-    alert: bool
-    threshold: float
-    model_version: str
-    edges_version: str
-
-
 def invalid_reading_reasons(
     sensor: str,
     version: np.ndarray,
@@ -157,7 +122,9 @@ def invalid_reading_reasons(
     timestamp_ms: np.ndarray,
     value: np.ndarray,
 ) -> np.ndarray:
-    """Column-wise rules of :class:`SensorReading` for topic `sensor`.
+    """The rules of a reading of topic `sensor` (module docstring), column by column: the one
+    definition, applied by the stream's decoder (`streaming.processors.sensor_decoding`) and the
+    sensors backfill.
 
     Inputs have nulls already replaced (version -1, length 0, timestamp 0, value NaN). Returns an
     object array: None for a valid row, else the first failing rule's reason.

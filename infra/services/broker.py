@@ -17,13 +17,14 @@ import shutil
 import subprocess
 import threading
 import uuid
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import structlog
 
 from infra import jars
-from infra.health import kafka_metadata
+from infra.health import idempotent_producer_ready, kafka_metadata
 from infra.processes import MissingBinaryError, ServiceError
 from infra.services.base import ServiceSpec
 from infra.settings import KafkaNode, StackSettings
@@ -248,4 +249,16 @@ def specs(settings: StackSettings) -> list[ServiceSpec]:
     """Every node of the cluster (one for the default single broker). The stack starts them
     all before waiting for any: a KRaft quorum of N voters elects no controller until a
     majority runs."""
-    return [node_spec(settings, kafka_node) for kafka_node in settings.kafka_nodes()]
+    nodes = [node_spec(settings, kafka_node) for kafka_node in settings.kafka_nodes()]
+    # once the last node is healthy (all of them run by then), wait for producer ids once
+    nodes[-1] = replace(nodes[-1], after_start=partial(wait_for_producer_ids, settings))
+    return nodes
+
+
+def wait_for_producer_ids(settings: StackSettings) -> None:
+    """Return once the cluster hands out producer ids (`health.idempotent_producer_ready`):
+    every Braid producer is idempotent, and the first one otherwise logs librdkafka's
+    "Coordinator load in progress" retries."""
+    if not idempotent_producer_ready(settings.bootstrap_servers, settings.health_timeout_s):
+        raise ServiceError(f"{NAME}: no producer id from {settings.bootstrap_servers} within "
+                           f"{settings.health_timeout_s:.0f} s (see its log)")

@@ -27,6 +27,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.freshness import stale_reason
 from serving.api.latest import LatestByKey
 from serving.models import ModelWatcher
 from serving.online_features import NO_ROW, FeatureServiceReader
@@ -170,10 +171,9 @@ def _predict_now(services: Services, pair: str) -> Prediction:
     for v, view in enumerate(reader.views):
         if event_ms[v] == NO_ROW:
             raise HTTPException(409, f"missing: {view.name} has no row for {pair!r}")
-        if view.ttl_ms and now_ms - int(event_ms[v]) > view.ttl_ms:
-            raise HTTPException(409, f"stale: {view.name} row of {pair!r} is "
-                                     f"{now_ms - int(event_ms[v])} ms old, over its TTL of "
-                                     f"{view.ttl_ms} ms")
+        stale = stale_reason(view.name, int(event_ms[v]), now_ms, view.ttl_ms)  # as of now
+        if stale:
+            raise HTTPException(409, f"{stale} (pair {pair!r})")
     values = vectors.values
     nan = np.flatnonzero(np.isnan(values[0]))
     if nan.size:

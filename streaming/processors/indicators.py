@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from features.indicators import INDICATOR_COLUMNS, INPUT_COLUMNS, MAX_WARMUP, compute_indicators
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, pair_reason, record_key
+from streaming.runtime.entity_keys import foreign_key_reasons
 from streaming.runtime.operator import PartitionOperator, Snapshot
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
@@ -106,6 +107,11 @@ class IndicatorOperator(PartitionOperator):
         for i, raw in enumerate(batch.values):
             offset = int(batch.offsets[i])
             candle, reason = _decode_candle(raw)
+            if candle is not None:  # keyed `pair|window_ms|window_start_ms`, on its partition
+                reason = foreign_key_reasons(
+                    batch.keys[i:i + 1], [record_key(str(candle["pair"]), int(candle["window_ms"]),
+                                                     int(candle["window_start_ms"]))], "candle")[0]
+                candle = None if reason else candle
             if candle is None:
                 emission.dead_letters.append(DeadLetter(
                     reason or "decode", batch.topic, batch.partition, offset, batch.keys[i], raw))

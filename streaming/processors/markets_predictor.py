@@ -17,11 +17,12 @@ whose event time is the row's `window_end_ms`. While a view holds an older row (
 row waits (not blocking the loop: it is retried every `retry_interval_ms` while any row waits,
 the processor's poll waiting no longer than that) for up to `feature_wait_ms`.
 
-No prediction, with a counted reason logged per row (`counts`), never a default:
+No prediction, with a counted reason (`counts`; logged as one summary line per 10 s with the
+latest row of each reason, not a line per row), never a default:
 - `missing`: a view has no row for this candle after the wait (none at all, or an older one:
   the sink is behind or down);
-- `stale`: the candle's features were older than the view's TTL when the row was published
-  (`feature_age_ms` > TTL, e.g. history replayed through the stream);
+- `stale`: a view's row was older than the view's TTL when the indicator row was published
+  (`features.freshness`, the API's rule too; e.g. history replayed through the stream);
 - `nan`: a feature is NaN or null (e.g. an indicator still warming up);
 - `superseded`: a view already holds a later candle (a backlog, or a replay after a restart:
   the online store keeps only the latest row, so this candle's features are gone);
@@ -49,7 +50,10 @@ import orjson
 import structlog
 
 from features.event_time import NO_INGESTION_TIME
+from features.freshness import stale_reason
 from features.schemas.candle import pair_reason, record_key
+from streaming.runtime.entity_keys import foreign_key_reasons
+from streaming.runtime.log_summary import IntervalSummary
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 
@@ -134,6 +138,9 @@ class PredictorGroup:
     position: dict[int, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     stats_interval_s: float = 60.0  # how often the counts are logged
+    #: rows without a prediction, logged as one line per 10 s (counts, latest reason of each)
+    skipped: IntervalSummary = field(
+        default_factory=lambda: IntervalSummary(log.info, "no prediction for rows"))
     _read_failing: bool = False
     _stats_logged: float = field(default_factory=time.monotonic)
 
@@ -160,6 +167,10 @@ class PredictorGroup:
             for i, raw in enumerate(batch.values):
                 offset = int(batch.offsets[i])
                 fields, reason = _decode(raw)
+                if fields is not None:  # keyed as its candle, on its pair's partition
+                    reason = foreign_key_reasons(
+                        batch.keys[i:i + 1], [record_key(*fields[:3])], "indicator row")[0]
+                    fields = None if reason else fields
                 if fields is None:
                     emission.dead_letters.append(DeadLetter(
                         reason or "decode", batch.topic, partition, offset, batch.keys[i], raw))
@@ -177,6 +188,7 @@ class PredictorGroup:
     def attempt(self) -> Emission:
         """Decide every waiting row whose features are online (or whose wait is over)."""
         emission = Emission()
+        self.skipped.maybe_log()
         if not self.pending:
             return emission
         pairs = sorted({r.pair for r in self.pending})
@@ -227,11 +239,11 @@ class PredictorGroup:
             held = "no row" if event_ms[v] == NO_ROW else f"the candle ending {int(event_ms[v])}"
             return (f"missing: {views[v].name} has {held}, not the candle ending {end}, after "
                     f"waiting {self.config.feature_wait_ms} ms")
-        age = row.ingested_ms - end
-        for view in views:
-            if row.ingested_ms != NO_INGESTION_TIME and view.ttl_ms and age > view.ttl_ms:
-                return (f"stale: {view.name} features were {age} ms old when the row was "
-                        f"published, over the view's TTL of {view.ttl_ms} ms")
+        if row.ingested_ms != NO_INGESTION_TIME:  # as of the row's publication
+            for v, view in enumerate(views):
+                stale = stale_reason(view.name, int(event_ms[v]), row.ingested_ms, view.ttl_ms)
+                if stale:
+                    return f"{stale} when the row was published"
         nan = np.flatnonzero(np.isnan(values))
         if nan.size:
             columns = self.features.columns
@@ -241,8 +253,9 @@ class PredictorGroup:
         return None
 
     def _skip(self, row: _Row, reason: str) -> None:
-        self.counts[reason.split(":", 1)[0]] += 1
-        log.info("no prediction", pair=row.pair, window_end_ms=row.window_end_ms, reason=reason)
+        kind = reason.split(":", 1)[0]
+        self.counts[kind] += 1
+        self.skipped.add(kind, f"{row.pair} {row.window_end_ms}: {reason}")
 
     def _predict(self, ready: list[tuple[_Row, int]], values: np.ndarray) -> list[OutputRecord]:
         model = self.models.current  # one reference for the batch: a swap never splits it

@@ -1,6 +1,7 @@
 """Decode micro-batches of sensor readings (SX, SY, SZ) and feature rows (FA, FI, FD) into
 columns, rejecting bad messages with a reason (rules from `features.sensors.schemas`; for
-readings, also `features.event_time`: a reading stamped too far ahead of its Kafka timestamp)."""
+readings, also `features.event_time`: a reading stamped too far ahead of its Kafka timestamp;
+for both, `streaming.runtime.entity_keys`: a message whose Kafka key is not its client)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from features.sensors.schemas import (
     SENSOR_SCHEMA_VERSION,
     invalid_reading_reasons,
 )
+from streaming.runtime.entity_keys import first_reason, foreign_key_reasons
 from streaming.runtime.json_batch import decode_json_batch
 from streaming.runtime.records import InputBatch
 
@@ -87,7 +89,18 @@ def decode_readings(batch: InputBatch, sensor: str,
         ahead &= reasons == None  # noqa: E711 - elementwise; the first broken rule wins
         if ahead.any():
             reasons[ahead] = "invalid: " + skew_reason(max_event_time_skew_ms)
+    reasons = _reject_foreign_keys(batch, table, reasons)
     return _keep(batch, table, reasons, ["client", "timestamp_ms", "value"])
+
+
+def _reject_foreign_keys(batch: InputBatch, table: pa.Table, reasons: np.ndarray) -> np.ndarray:
+    """`reasons` with the key reason on otherwise valid rows whose Kafka key is not their
+    client (`streaming.runtime.entity_keys`)."""
+    if not table.num_rows:
+        return reasons
+    valid = pa.array(reasons == None)  # noqa: E711 - elementwise
+    clients = pc.if_else(valid, table["client"], pa.scalar(None, pa.string()))
+    return first_reason(reasons, foreign_key_reasons(batch.keys, clients, "client"))
 
 
 def decode_features(batch: InputBatch, feature: str) -> Decoded:
@@ -120,4 +133,5 @@ def decode_features(batch: InputBatch, feature: str) -> Decoded:
     for mask, reason in reversed(checks):
         rules[mask] = reason
     reasons = np.where(reasons == None, rules, reasons)  # noqa: E711
+    reasons = _reject_foreign_keys(batch, table, reasons)
     return _keep(batch, table, reasons, ["client", "timestamp_ms", "bin", "edges_version"])

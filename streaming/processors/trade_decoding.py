@@ -6,7 +6,8 @@ own so exactly the bad ones are rejected and the rest go on.
 
 Besides the trade schema's rules, a trade whose event time lies more than the maximum skew ahead
 of its message's Kafka timestamp is rejected (`features.event_time`), so it never moves its
-pair's stream time.
+pair's stream time; and a trade whose Kafka key is not its pair (null included) is rejected
+(`streaming.runtime.entity_keys`): it is not on its pair's partition.
 
 Window closure records (`features.schemas.window_closure`) share the topic: they are set apart
 with their offsets (found by one search of the batch's bytes, so a batch without any costs
@@ -31,6 +32,7 @@ from features.event_time import (
 )
 from features.schemas.trade import TRADE_ARROW_SCHEMA, TRADE_SCHEMA_VERSION, invalid_trade_rows
 from features.schemas.window_closure import CLOSURE_TAG, WindowClosure, is_closure, parse_closure
+from streaming.runtime.entity_keys import first_reason, foreign_key_reasons
 from streaming.runtime.records import DeadLetter, InputBatch
 
 # Nullable, so a missing field decodes to null and is rejected by row, not by batch.
@@ -95,6 +97,7 @@ def decode_trades(
     reasons = _row_reasons(table)
     _reject_ahead_of_ingestion(batch, np.arange(len(values)), table, reasons,
                                max_event_time_skew_ms)
+    _reject_foreign_keys(batch, np.arange(len(values)), table, reasons)
     return _split(batch, table.select(TRADE_ARROW_SCHEMA.names), reasons)
 
 
@@ -143,6 +146,16 @@ def _one_object_per_line(joined: bytes, count: int) -> bool:
 _NEWLINE, _OPEN, _CLOSE = ord("\n"), ord("{"), ord("}")
 
 
+def _reject_foreign_keys(batch: InputBatch, rows: np.ndarray, table: pa.Table,
+                         reasons: np.ndarray) -> None:
+    """Set the key reason (in place) on batch rows `rows` (the rows of `table`, in order) that
+    are otherwise valid and whose Kafka key is not their pair."""
+    if not len(rows):
+        return
+    keys = batch.keys if len(rows) == len(batch.keys) else [batch.keys[i] for i in rows.tolist()]
+    reasons[rows] = first_reason(reasons[rows], foreign_key_reasons(keys, table["pair"], "pair"))
+
+
 def _reject_ahead_of_ingestion(
     batch: InputBatch, rows: np.ndarray, table: pa.Table, reasons: np.ndarray, max_skew_ms: int
 ) -> None:
@@ -184,6 +197,7 @@ def _decode_one_by_one(batch: InputBatch, max_skew_ms: int) -> DecodedTrades:
     reasons[decodable] = _row_reasons(table)
     _reject_ahead_of_ingestion(batch, np.asarray(decodable, dtype=np.int64), table, reasons,
                                max_skew_ms)
+    _reject_foreign_keys(batch, np.asarray(decodable, dtype=np.int64), table, reasons)
     return _split_rows(batch, table.select(TRADE_ARROW_SCHEMA.names), reasons, decodable)
 
 

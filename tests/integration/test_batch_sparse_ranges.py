@@ -28,7 +28,7 @@ from batch.backfill import BackfillConfig, run_backfill
 from batch.spark_session import spark_session
 from features.indicators import INDICATOR_COLUMNS, MAX_WARMUP
 from features.kraken_formats import read_trades_csv
-from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA, record_key
 from streaming.processors.indicators import IndicatorConfig, IndicatorOperator
 from streaming.runtime.records import InputBatch
 
@@ -104,7 +104,8 @@ def _stream_indicators(candles: pa.Table, batch_size: int = 700) -> pa.Table:
     for lo in range(0, len(ordered), batch_size):
         part = ordered[lo : lo + batch_size]
         batch = InputBatch("candles", 0, np.arange(lo, lo + len(part), dtype=np.int64),
-                           [None] * len(part), [orjson.dumps(c) for c in part])
+                           [record_key(c["pair"], c["window_ms"], c["window_start_ms"]).encode()
+                            for c in part], [orjson.dumps(c) for c in part])
         emitted += [orjson.loads(r.value) for r in operator.process(batch, now_ms=0).records]
     for row in emitted:
         for column in INDICATOR_COLUMNS:

@@ -1,7 +1,11 @@
 """Hostile inputs through the real processors on Apache Kafka, checked on the dead-letter topic
 itself. The generated mixes of the in-process suite (`tests/unit/reliability/strategies.py`) go
 through a plain confluent-kafka producer, with null, empty and wrong keys among them, into the
-input topics of running candle, indicator, sensor-window, sensor-join and archive processors:
+input topics of running candle, indicator, sensor-window, sensor-join and archive processors.
+Valid records carry their entity's key, as producers key them (the pair, the candle's record
+key, the client); a few valid records are produced without it (no key, an empty one, another
+record's) and must be dead-lettered for it (`key:`): they are not on their entity's partition.
+Hostile records carry any key:
 
 (a) every invalid record is on the dead-letter topic exactly once, with a reason, its topic,
     partition, offset, key and value;
@@ -33,8 +37,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from features.schemas.candle import record_key
 from features.schemas.window_closure import ClosureRule, WindowClosure
 from features.sensors.schemas import FEATURES
+from streaming.partitioning import partition_for
 from streaming.pipelines.markets import MarketsTopics, candle_processor, indicator_processor
 from streaming.pipelines.sensors import (
     SensorTopics,
@@ -133,16 +139,36 @@ def _every_hostile(topic: str, base: dict[str, Any], mutations: Sequence[Mutatio
     return [(topic, w) for w in wires]
 
 
+def _entity_key(topic: str, row: dict[str, Any]) -> bytes:
+    """The key producers give a record of `topic`: its pair, its record key, its client."""
+    if topic == "trades":
+        return str(row["pair"]).encode()
+    if topic == "candles":
+        return record_key(row["pair"], row["window_ms"], row["window_start_ms"]).encode()
+    return str(row["client"]).encode()
+
+
 def _mix(rng: random.Random, valid: dict[str, Callable[[random.Random], dict[str, Any]]],
          hostile: list[Tagged]) -> Mix:
-    """`VALID_PER_MIX` valid records over the topics of `valid` (some repeated verbatim) and
-    the hostile ones, shuffled; each with a key drawn from `KEYS` (null, empty, not UTF-8,
-    long: keys mean nothing to a processor's validity)."""
+    """`VALID_PER_MIX` valid records over the topics of `valid` (some repeated verbatim) with
+    their entity's key, three valid ones without it (null, empty, another record's key: to be
+    dead-lettered), and the hostile ones with a key drawn from `KEYS` (null, empty, not UTF-8,
+    long); shuffled."""
     topics = sorted(valid)
     good = [(t, _encoded(rng, valid[t](rng))) for t in rng.choices(topics, k=VALID_PER_MIX)]
-    items = good + rng.sample(good, 5) + hostile
+    misplaced = [(t, replace(w, kind=kind, valid=False, row=None, key=key))
+                 for (t, w), (kind, key) in zip(rng.sample(good, 3), (
+                     ("null_key", None), ("empty_key", b""), ("foreign_key", s.FOREIGN_KEY)),
+                     strict=True)]
+    items = good + rng.sample(good, 5) + misplaced + hostile
     rng.shuffle(items)
-    return [(item, rng.choice(KEYS)) for item in items]
+
+    def key(topic: str, wire: Wire) -> bytes | None:
+        if wire.key is not s.ENTITY_KEY:
+            return wire.key
+        return _entity_key(topic, wire.row) if wire.row else rng.choice(KEYS)
+
+    return [(item, key(*item)) for item in items]
 
 
 def _one_partition(specs: list[TopicSpec]) -> list[TopicSpec]:
@@ -302,12 +328,67 @@ def test_the_candle_processor_dead_letters_every_hostile_trade_on_the_topic(
                   "order_type": "limit", "trade_id": 1, "timestamp_ms": T0 + 2 * SPAN_MS}
                  for pair in (s.PAIRS[0], "NEW/USD")]
         _produce(kafka_settings, {"trades": topics.trades},
-                 [(("trades", s.ok("valid", r)), b"k") for r in later])
+                 [(("trades", s.ok("valid", r)), _entity_key("trades", r)) for r in later])
         want += expected_candles(later)
         _close_input(kafka_settings, topics.trades, later)
         _wait_for("the later trades' candles", lambda: candles() == want)
     assert len(_letters(kafka_settings, topics.dead_letter)) == sum(not x.wire.valid
                                                                     for x in sent)
+
+
+def test_trades_off_their_pairs_partition_are_dead_lettered_not_split_into_two_candles(
+        kafka_settings: KafkaSettings, unique_topic_prefix: str) -> None:
+    """Through real partitions: XBT/USD trades keyed by their pair sit on the pair's partition
+    (`partition_for`, Braid's producers' rule); one produced with the key of ETH/USD sits on
+    ETH/USD's partition, and ones without a key wherever librdkafka's partitioner puts them.
+    One candle processor reads every partition: each window gets one candle of exactly the
+    rightly keyed trades, and the others are dead-lettered with the `key:` reason (without
+    the check, the ETH/USD partition's operator emitted a second `XBT/USD|60000|...` candle)."""
+    partitions = 4
+    topics = MarketsTopics.prefixed(unique_topic_prefix)
+    ensure_topics(kafka_settings, [replace(spec, partitions=partitions, retention_ms=-1)
+                                   for spec in topics.specs(partitions)], TopicSettings())
+    home, other = (partition_for(p, partitions) for p in ("XBT/USD", "ETH/USD"))
+    assert home != other  # the foreign key really sends the trade elsewhere
+
+    def trade(i: int) -> bytes:
+        return orjson.dumps({"v": 1, "pair": "XBT/USD", "price": 100.0 + i, "volume": 1.0,
+                             "side": "buy", "order_type": "limit", "trade_id": i,
+                             "timestamp_ms": T0 + 1_000 * i})
+
+    producer = Producer({**kafka_settings.client_config(), "enable.idempotence": True})
+    for i in range(3):
+        producer.produce(topics.trades, key="XBT/USD", value=trade(i), partition=home,
+                         timestamp=INGEST_MS)
+    producer.produce(topics.trades, key="ETH/USD", value=trade(10), partition=other,
+                     timestamp=INGEST_MS)
+    for i in range(20, 28):  # no key: librdkafka spreads them over the partitions
+        producer.produce(topics.trades, value=trade(i), timestamp=INGEST_MS)
+    # the end of this history, on the pair's partition: its windows close
+    producer.produce(topics.trades, key="XBT/USD", partition=home, timestamp=INGEST_MS,
+                     value=WindowClosure(closure=ClosureRule.END_OF_INPUT, pair="XBT/USD",
+                                         through_ms=T0 + 27_000).to_wire())
+    assert producer.flush(30) == 0
+
+    processor = candle_processor(kafka_settings, WINDOWS, topics=topics, idle_timeout_ms=2_000,
+                                 group=f"{unique_topic_prefix}candles", poll_timeout_s=0.05)
+    with running(processor):
+        def candles() -> list[tuple[bytes | None, int, int]]:
+            return [(key, value["trade_count"], value["window_ms"]) for _, key, value in
+                    _read_values(kafka_settings, [topics.candles])]
+
+        want = sorted((record_key("XBT/USD", w.size_ms, T0).encode(), 3, w.size_ms)
+                      for w in WINDOWS)
+        _wait_for("the XBT/USD candles", lambda: sorted(candles()) == want)
+        _wait_for("9 dead letters",
+                  lambda: len(_letters(kafka_settings, topics.dead_letter)) >= 9)
+        time.sleep(2)  # a second candle for a window, or a duplicate letter, would come now
+        assert sorted(candles()) == want
+        letters = _letters(kafka_settings, topics.dead_letter)
+    assert len(letters) == 9
+    assert {d["partition"] for d in letters} - {home} and all(
+        d["reason"].startswith("key: ") for d in letters), letters
+    assert sum(d["key"] is None for d in letters) == 8
 
 
 # --- indicators -------------------------------------------------------------------------------
@@ -345,7 +426,7 @@ def test_the_indicator_processor_dead_letters_every_hostile_candle_on_the_topic(
         candle = {**_candle(rng), "pair": s.PAIRS[0], "window_ms": size,
                   "window_start_ms": last + size, "window_end_ms": last + 2 * size}
         _produce(kafka_settings, {"candles": topics.candles},
-                 [(("candles", s.ok("valid", candle)), b"k")])
+                 [(("candles", s.ok("valid", candle)), _entity_key("candles", candle))])
         want += expected_indicators([candle])
         _wait_for("the next candle's indicators", lambda: indicators() == want)
 
@@ -380,7 +461,7 @@ def test_the_sensor_window_processor_dead_letters_every_hostile_reading_on_the_t
         later = [{"v": 1, "client": client, "timestamp_ms": T0 + 2 * SPAN_MS, "value": 1.0}
                  for client in (s.CLIENTS[0], "new")]
         _produce(kafka_settings, {"SZ": topics.SZ},
-                 [(("SZ", s.ok("valid", r)), b"k") for r in later])
+                 [(("SZ", s.ok("valid", r)), _entity_key("SZ", r)) for r in later])
         want |= expected_features(later)
         _wait_for("the later readings' features", lambda: features() == want)
 

@@ -17,6 +17,7 @@ from features.windows import NO_STREAM_TIME, TumblingWindow
 from streaming.processors.candles import DEFAULT_LIVE_LAG_MS, CandleConfig, CandleOperator
 from streaming.runtime.operator import PartitionOperator
 from streaming.runtime.records import DeadLetter, InputBatch
+from tests.support.entity_keys import entity_keys
 
 FAR_FUTURE_MS = 4_000_000_000_000  # year 2096: every window is over by this wall clock
 
@@ -49,7 +50,7 @@ def feed(
     for lo in range(0, len(values), batch_size):
         chunk = list(values[lo : lo + batch_size])
         offsets = np.arange(first_offset + lo, first_offset + lo + len(chunk), dtype=np.int64)
-        emission = operator.process(InputBatch(topic, 0, offsets, [b"k"] * len(chunk), chunk),
+        emission = operator.process(InputBatch(topic, 0, offsets, entity_keys(chunk), chunk),
                                     now_ms)
         for record in emission.records:
             latest[record.key] = orjson.loads(record.value)

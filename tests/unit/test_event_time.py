@@ -24,6 +24,7 @@ from streaming.processors.sensor_decoding import decode_readings
 from streaming.processors.trade_decoding import decode_trades
 from streaming.runtime.records import InputBatch, merged_timestamps
 from streaming.settings import EventTimeSettings
+from tests.support.entity_keys import entity_keys
 from tests.support.operator_harness import candle_operator
 
 HOUR = 3_600_000
@@ -39,7 +40,7 @@ def _trade(ts: int, trade_id: int = 1, pair: str = "XBT/USD") -> dict[str, objec
 def _batch(values: list[bytes | None], stamps: list[int] | None, topic: str = "trades",
            first: int = 0) -> InputBatch:
     offsets = np.arange(first, first + len(values), dtype=np.int64)
-    return InputBatch(topic, 0, offsets, [b"k"] * len(values), values,
+    return InputBatch(topic, 0, offsets, entity_keys(values), values,
                       None if stamps is None else np.asarray(stamps, dtype=np.int64))
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from features.indicators import INDICATOR_COLUMNS, MAX_WARMUP
 from streaming.processors.indicators import IndicatorConfig, IndicatorOperator
 from streaming.runtime.records import InputBatch
+from tests.support.entity_keys import entity_keys
 
 MINUTE = 60_000
 START_MS = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE
@@ -56,7 +57,7 @@ def _operator() -> IndicatorOperator:
 
 def _process(operator: IndicatorOperator, values: list[bytes], first: int) -> list[Message]:
     batch = InputBatch("candles", 0, np.arange(first, first + len(values), dtype=np.int64),
-                       [b"k"] * len(values), list(values))
+                       entity_keys(values), list(values))
     emission = operator.process(batch, 0)
     assert not emission.dead_letters
     return [(r.key, r.value) for r in emission.records]

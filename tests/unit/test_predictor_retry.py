@@ -15,6 +15,7 @@ from streaming.processors.markets_predictor import (
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.records import InputBatch
 from streaming.settings import KafkaSettings
+from tests.support.entity_keys import entity_keys
 from tests.support.predictor_fakes import FakeModels, FakeOnlineStore
 
 MINUTE = 60_000
@@ -56,7 +57,8 @@ def test_the_poll_waits_the_retry_interval_only_while_rows_wait() -> None:
     row = {"pair": "XBT/USD", "window_ms": MINUTE, "window_start_ms": END - MINUTE,
            "window_end_ms": END}
     emission = group.process_many(
-        [(0, InputBatch("indicators", 0, np.array([5]), [b"k"], [orjson.dumps(row)]))], 0)
+        [(0, InputBatch("indicators", 0, np.array([5]), entity_keys([orjson.dumps(row)]),
+                        [orjson.dumps(row)]))], 0)
     assert not emission.records and len(group.pending) == 1  # the sink has not written it
     processor._poll()
     assert consumer.timeouts[-1] == 0.003

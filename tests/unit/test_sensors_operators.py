@@ -26,6 +26,7 @@ from streaming.processors.sensor_windows import (
     SensorWindowOperator,
 )
 from streaming.runtime.records import Emission, InputBatch
+from tests.support.entity_keys import entity_keys
 
 GRACE = 5_000
 T0 = 1_767_225_600_000
@@ -201,7 +202,7 @@ def feature_batch(name: str, rows: list[tuple[str, int, int]], first: int = 0) -
     values = [orjson.dumps({"v": 1, "client": c, "feature": name, "timestamp_ms": t,
                             "value": 1.5, "bin": b, "edges_version": "e1",
                             "window_ms": WINDOW_MS, "count": 1}) for c, t, b in rows]
-    return InputBatch(name, 0, np.arange(first, first + len(rows)), [b"x"] * len(rows),
+    return InputBatch(name, 0, np.arange(first, first + len(rows)), entity_keys(values),
                       list[bytes | None](values))
 
 

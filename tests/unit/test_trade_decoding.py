@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from features.schemas.trade import Trade
 from streaming.processors.trade_decoding import decode_trades
 from streaming.runtime.records import InputBatch
+from tests.support.entity_keys import entity_keys
 
 VALID = {"v": 1, "pair": "XBT/USD", "price": 100.5, "volume": 0.25, "side": "sell",
          "order_type": "market", "trade_id": 42, "timestamp_ms": 1_700_000_000_000}
@@ -45,7 +46,7 @@ message = st.one_of(
 
 def _batch(values: list[bytes | None]) -> InputBatch:
     return InputBatch("trades", 3, np.arange(100, 100 + len(values), dtype=np.int64),
-                      [b"k"] * len(values), values)
+                      entity_keys(values), values)
 
 
 @given(st.lists(message, min_size=1, max_size=30))

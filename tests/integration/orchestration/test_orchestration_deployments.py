@@ -9,6 +9,7 @@ pytest-xdist's `--dist loadfile` keeps a module on one worker.)"""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -16,7 +17,10 @@ from datetime import date
 from pathlib import Path
 from uuid import UUID
 
+import numpy as np
+import pandas as pd
 import pytest
+import xgboost as xgb
 import yaml
 from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
@@ -41,6 +45,7 @@ from tests.integration.orchestration.conftest import (
     OrchestrationStack,
     deployment_run,
 )
+from tests.support.psi_reference import independent_psi, minute_values
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -99,6 +104,127 @@ def test_retrain_deployment_run_from_a_shell_registers_a_new_model_version(
     promoted = deployment_run("promote/on-demand", {"version": "1"}, orchestration_stack.env)
     assert promoted.returncode == 0, promoted.output
     assert mlflow.get_model_version_by_alias(MODEL, "champion").version == "1"
+
+
+def _test_rows(stack: OrchestrationStack, params: dict[str, str]
+               ) -> tuple[pd.DataFrame, np.ndarray]:
+    """A markets run's test period, rebuilt from its logged parameters as the flow does."""
+    from serving.store import open_store
+    from training.markets_model import prepare, service_columns
+    from training.splits import time_split
+    from training.training_sets import training_set
+
+    store = open_store("local", stack.repo)
+    ts = training_set("markets_direction_v1", start=params["start"], end=params["end"],
+                      pairs=params["pairs"].split(","), store=store)
+    data = prepare(ts, service_columns(store, "markets_direction_v1"), int(params["horizon"]),
+                   {})
+    parts = time_split(data.times, gap=data.gap_ms,
+                       validation_fraction=float(params["validation_fraction"]),
+                       test_fraction=float(params["test_fraction"]))
+    return data.features.iloc[parts.test], data.labels[parts.test]
+
+
+def _register(stack: OrchestrationStack, model: xgb.XGBClassifier, like: str) -> str:
+    """`model` as a new version of the markets model, with the run parameters (hence the test
+    period) and the signature of version `like`: a stand-in whose quality is known."""
+    import mlflow as mlflow_api
+    import mlflow.xgboost
+
+    client = MlflowClient(stack.mlflow_uri)
+    base = client.get_model_version(MODEL, like)
+    mlflow_api.set_tracking_uri(stack.mlflow_uri)
+    signature = mlflow_api.models.get_model_info(f"models:/{MODEL}/{like}").signature
+    with mlflow_api.start_run(experiment_id=client.get_run(base.run_id or "").info.experiment_id):
+        mlflow_api.log_params(client.get_run(base.run_id or "").data.params)
+        info = mlflow.xgboost.log_model(
+            model, name="model", signature=signature, registered_model_name=MODEL,
+            model_format="ubj", pip_requirements=mlflow.xgboost.get_default_pip_requirements())
+    return str(info.registered_model_version)
+
+
+def test_promote_on_demand_promotes_a_better_challenger_and_refuses_a_worse_one(
+        orchestration_stack: OrchestrationStack, retrained: FinishedRun) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    assert retrained.returncode == 0, retrained.output
+    client = MlflowClient(orchestration_stack.mlflow_uri)
+    params = client.get_run(client.get_model_version(MODEL, "1").run_id or "").data.params
+    x_test, y_test = _test_rows(orchestration_stack, params)
+    # stand-ins whose quality on v1's test period is known by construction: one fitted on
+    # that very period (it has seen the answers), one fitted on its flipped labels
+    seen = xgb.XGBClassifier(n_estimators=40, max_depth=4, random_state=0).fit(x_test, y_test)
+    flipped = xgb.XGBClassifier(n_estimators=40, max_depth=4, random_state=0).fit(
+        x_test, 1 - y_test)
+    v1 = mlflow_xgboost_scores(orchestration_stack, "1", x_test)
+    worse = _register(orchestration_stack, flipped, like="1")
+    better = _register(orchestration_stack, seen, like="1")
+    auc = {v: roc_auc_score(y_test, p) for v, p in (
+        ("1", v1), (worse, flipped.predict_proba(x_test)[:, 1]),
+        (better, seen.predict_proba(x_test)[:, 1]))}
+    assert auc[worse] < auc["1"] < auc[better], auc  # by hand, with scikit-learn
+
+    refused = deployment_run("promote/on-demand", {"version": worse}, orchestration_stack.env)
+    assert refused.returncode == 0, refused.output
+    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == worse
+    run = client.get_run(client.get_model_version(MODEL, worse).run_id or "")
+    assert run.data.tags["promotion.decision"] == "challenger"
+    assert run.data.metrics["promotion_candidate_score"] == pytest.approx(auc[worse], abs=1e-9)
+    assert run.data.metrics["promotion_champion_score"] == pytest.approx(auc["1"], abs=1e-9)
+
+    promoted = deployment_run("promote/on-demand", {"version": better}, orchestration_stack.env)
+    assert promoted.returncode == 0, promoted.output
+    assert client.get_model_version_by_alias(MODEL, "champion").version == better
+    run = client.get_run(client.get_model_version(MODEL, better).run_id or "")
+    assert run.data.tags["promotion.decision"] == "champion"
+    assert run.data.tags["promotion.champion_version"] == "1"
+    assert run.data.metrics["promotion_candidate_score"] == pytest.approx(auc[better], abs=1e-9)
+
+
+def mlflow_xgboost_scores(stack: OrchestrationStack, version: str,
+                          x: pd.DataFrame) -> np.ndarray:
+    import mlflow as mlflow_api
+    import mlflow.xgboost
+
+    mlflow_api.set_tracking_uri(stack.mlflow_uri)
+    model = mlflow.xgboost.load_model(f"models:/{MODEL}/{version}")
+    return np.asarray(model.predict_proba(x.astype("float64"))[:, 1])
+
+
+def test_drift_above_its_threshold_triggers_retrain(
+        orchestration_stack: OrchestrationStack, retrained: FinishedRun) -> None:
+    # real XBT/USD minutes: 2018-05-10 against 05-08..09 (the backfill wrote them)
+    candles = str(orchestration_stack.offline_root / "candles")
+    expected = independent_psi(
+        minute_values(candles, "XBT/USD", "close", "2018-05-08", "2018-05-10"),
+        minute_values(candles, "XBT/USD", "close", "2018-05-10", "2018-05-11"))
+    assert expected > 0.2  # the day's closes really moved off the two days before
+
+    with _client(orchestration_stack) as client:
+        seen = {r.id for r in client.read_flow_runs(limit=50, sort=FlowRunSort.START_TIME_ASC)}
+    checked = deployment_run("drift/daily", {"day": "2018-05-10", "reference_days": "2",
+                                             "keys": '["XBT/USD"]', "threshold": "0.2"},
+                             orchestration_stack.env)
+    assert checked.returncode == 0, checked.output
+    with _client(orchestration_stack) as client:
+        logs = "\n".join(_run_tree_logs(client, checked.flow_run_id))
+        reported = re.search(r"'candles_1m__close': ([0-9.]+)", logs)
+        assert reported, logs[-2000:]
+        assert float(reported.group(1)) == pytest.approx(expected, abs=1e-4)
+        assert "drift above 0.2" in logs and "requesting a retrain" in logs
+
+        deadline, triggered = time.monotonic() + 120, list[FlowRun]()
+        while not triggered and time.monotonic() < deadline:
+            triggered = [r for r in client.read_flow_runs(
+                limit=50, sort=FlowRunSort.START_TIME_ASC)
+                if r.id not in seen and r.flow_id is not None
+                and client.read_flow(r.flow_id).name == "retrain"]
+            time.sleep(2)
+        assert triggered, "no retrain run was started by the drift event"
+        # the event's range: the training window before the drifted day, and the day
+        assert triggered[0].parameters == {"start": "2018-05-09", "end": "2018-05-11"}
+        client.set_flow_run_state(triggered[0].id, Cancelling())
 
 
 def test_consistency_below_its_threshold_fails_and_triggers_retrain(

@@ -38,6 +38,7 @@ from streaming.sinks.online_store import online_sink_processor
 from streaming.topics import CANDLES, TopicSpec, ensure_topics
 from tests.integration.serving.model_registry import register, sqlite_registry
 from tests.integration.serving.offline_tables import local_repo
+from tests.support.entity_keys import entity_key
 from tests.support.processes import BraidProcess
 
 pytestmark = pytest.mark.integration
@@ -98,8 +99,9 @@ class Rig:
                 producer.produce(topic, key=record_key(pair, MINUTE, int(row["window_start_ms"])),  # type: ignore[call-overload]
                                  value=orjson.dumps(row),
                                  partition=partition_for(pair, PARTITIONS))
-        for raw in extra:
-            producer.produce(self.topics.indicators, key=b"x", value=raw, partition=0)
+        for raw in extra:  # keyed as producers key them (garbage: any key)
+            producer.produce(self.topics.indicators, key=entity_key(raw), value=raw,
+                             partition=0)
         assert producer.flush(30) == 0
 
     def sink(self) -> StreamProcessor:

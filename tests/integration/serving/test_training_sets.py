@@ -39,8 +39,9 @@ def test_a_row_never_gets_a_value_from_after_its_timestamp_when_later_candles_ex
     for (_, row), at in zip(got.iterrows(), times, strict=True):
         at_ms = int(at.timestamp() * 1000)
         before = rows[rows["window_end_ms"] <= at_ms].iloc[-1]  # the latest closed candle
-        assert row["indicators_1m__window_end_ms"] == before["window_end_ms"] <= at_ms
-        assert row["indicators_1m__window_end_ms"] < rows[rows["window_end_ms"] > at_ms]\
+        # the service's window bounds come from the candle view (no name twice in a service)
+        assert row["candles_1m__window_end_ms"] == before["window_end_ms"] <= at_ms
+        assert row["candles_1m__window_end_ms"] < rows[rows["window_end_ms"] > at_ms]\
             ["window_end_ms"].min()
         for column in INDICATOR_COLUMNS:
             assert np.isclose(row[f"indicators_1m__{column}"], before[column],
@@ -60,7 +61,7 @@ def test_a_time_range_gives_one_row_per_candle_with_that_candles_values_and_a_re
     frame, record = result.frame, result.record
     expected = rows[(rows["window_end_ms"] >= start_ms) & (rows["window_end_ms"] < end_ms)]
     assert len(frame) == len(expected) == 100
-    assert frame["indicators_1m__window_end_ms"].tolist() == expected["window_end_ms"].tolist()
+    assert frame["candles_1m__window_end_ms"].tolist() == expected["window_end_ms"].tolist()
     assert np.allclose(frame["indicators_1m__rsi_14"], expected["rsi_14"], atol=1e-9,
                        equal_nan=True)
     closes = _minute_rows(candles, "ETH/USD").set_index("window_end_ms")["close"]
@@ -106,7 +107,7 @@ def test_the_asof_join_returns_exactly_what_feasts_own_point_in_time_join_return
     order = ["pair", "event_timestamp", "candles_1m__window_end_ms"]
     reference = reference.sort_values(order).reset_index(drop=True)
     pd.testing.assert_frame_equal(got.sort_values(order).reset_index(drop=True), reference)
-    found = got["indicators_1m__window_end_ms"].notna()
+    found = got["candles_1m__window_end_ms"].notna()
     assert 0 < found.sum() < n  # some rows found a candle, some (stale, unknown pair) did not
     entity_ms = got["event_timestamp"].astype("int64") // 1000
-    assert (got.loc[found, "indicators_1m__window_end_ms"] <= entity_ms[found]).all()
+    assert (got.loc[found, "candles_1m__window_end_ms"] <= entity_ms[found]).all()

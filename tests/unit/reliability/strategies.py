@@ -33,8 +33,8 @@ MAX_SKEW_MS = 3_600_000  # features.event_time's default, restated (not imported
 HUGE = 900_000  # bytes of a huge field
 INT64_MAX = 2**63 - 1
 MAX_PAIR = 32  # Trade.pair's documented maximum length
-MAX_CLIENT = 64  # SensorReading.client's documented maximum length
-MAX_READING_TS = 1 << 43  # SensorReading.timestamp_ms's documented bound (exclusive)
+MAX_CLIENT = 64  # a reading's client: the documented maximum length (features.sensors.schemas)
+MAX_READING_TS = 1 << 43  # a reading's timestamp_ms: the documented bound (exclusive)
 MAX_TRADE = 1e100  # Trade.price's and Trade.volume's documented bound (inclusive)
 
 T = TypeVar("T")
@@ -57,12 +57,20 @@ def encode(obj: dict[str, object]) -> bytes:
     return b"{" + b",".join(parts) + b"}"
 
 
+ENTITY_KEY = b"<the record's entity key>"
+"""A :class:`Wire`'s `key` when it carries its entity's key (the pair, the candle's record key,
+the client), as every producer writes it: the feeding test derives the bytes from the record."""
+FOREIGN_KEY = b"XBT/USD|60000|0"
+
+
 @dataclass(frozen=True)
 class Wire:
     kind: str
     value: bytes | None
     valid: bool
     row: dict[str, Any] | None = None  # the decoded content of a valid record
+    #: the Kafka key: ENTITY_KEY (its entity's, derived when fed), other bytes, or None
+    key: bytes | None = ENTITY_KEY
 
 
 def ok(kind: str, row: dict[str, Any], value: bytes | None = None) -> Wire:
@@ -253,7 +261,8 @@ def trade_wires() -> st.SearchStrategy[Wire]:
 
 def hostile_trades() -> st.SearchStrategy[Wire]:
     base = trade_rows()
-    return st.one_of(base.flatmap(lambda r: garbage(encode(r))), mutated(base, TRADE_MUTATIONS))
+    return st.one_of(base.flatmap(lambda r: garbage(encode(r))), mutated(base, TRADE_MUTATIONS),
+                     misplaced(trade_wires()))
 
 
 # --- candles (IndicatorOperator) --------------------------------------------------------------
@@ -294,7 +303,8 @@ def candle_wires() -> st.SearchStrategy[Wire]:
 
 def hostile_candles() -> st.SearchStrategy[Wire]:
     base = candle_rows()
-    return st.one_of(base.flatmap(lambda r: garbage(encode(r))), mutated(base, CANDLE_MUTATIONS))
+    return st.one_of(base.flatmap(lambda r: garbage(encode(r))), mutated(base, CANDLE_MUTATIONS),
+                     misplaced(candle_wires()))
 
 
 # --- indicator rows (markets predictor) -------------------------------------------------------
@@ -325,7 +335,7 @@ def indicator_wires() -> st.SearchStrategy[Wire]:
 def hostile_indicators() -> st.SearchStrategy[Wire]:
     base = indicator_rows()
     return st.one_of(base.flatmap(lambda r: garbage(encode(r))),
-                     mutated(base, INDICATOR_MUTATIONS))
+                     mutated(base, INDICATOR_MUTATIONS), misplaced(indicator_wires()))
 
 
 # --- sensor readings (SX, SY, SZ) -------------------------------------------------------------
@@ -380,7 +390,7 @@ def reading_wires(sensor: str) -> st.SearchStrategy[Wire]:
 def hostile_readings(sensor: str) -> st.SearchStrategy[Wire]:
     base = reading_rows(sensor)
     return st.one_of(base.flatmap(lambda r: garbage(encode(r))),
-                     mutated(base, reading_mutations(sensor)))
+                     mutated(base, reading_mutations(sensor)), misplaced(reading_wires(sensor)))
 
 
 # --- feature rows (FA, FI, FD) ----------------------------------------------------------------
@@ -423,7 +433,17 @@ def feature_wires(feature: str) -> st.SearchStrategy[Wire]:
 def hostile_features(feature: str) -> st.SearchStrategy[Wire]:
     base = feature_rows(feature)
     return st.one_of(base.flatmap(lambda r: garbage(encode(r))),
-                     mutated(base, feature_mutations(feature)))
+                     mutated(base, feature_mutations(feature)), misplaced(feature_wires(feature)))
+
+
+def misplaced(valid: st.SearchStrategy[Wire]) -> st.SearchStrategy[Wire]:
+    """Valid records produced without their entity's key (none, or another record's): they sit
+    on another partition than their entity's, so a keyed processor must refuse them."""
+    return valid.flatmap(lambda w: st.sampled_from([
+        Wire("null_key", w.value, False, key=None),
+        Wire("foreign_key", w.value, False, key=FOREIGN_KEY),
+        Wire("empty_key", w.value, False, key=b""),
+    ]))
 
 
 def tagged(topic: str, wires: st.SearchStrategy[Wire]) -> st.SearchStrategy[tuple[str, Wire]]:

@@ -51,7 +51,20 @@ EXAMPLES = int(os.environ.get("BRAID_RELIABILITY_EXAMPLES", "40"))
 RELIABLE = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 PARTITION = 3
-KEY = b"message-key"
+KEY = b"message-key"  # of a record whose entity cannot be told (garbage, broken fields)
+
+
+def entity_key(topic: str, wire: Wire) -> bytes | None:
+    """The Kafka key `wire` is fed with: its entity's (as producers key them) unless the wire
+    says another."""
+    if wire.key is not s.ENTITY_KEY:
+        return wire.key
+    row = wire.row
+    if row is None:
+        return KEY
+    if topic in ("candles", "indicators"):
+        return record_key(row["pair"], row["window_ms"], row["window_start_ms"]).encode()
+    return str(row["pair"] if topic == "trades" else row["client"]).encode()
 
 Tagged = tuple[str, Wire]  # (topic, record)
 FIRST_OFFSETS = st.sampled_from([0, 1, 7, 2**40])
@@ -85,8 +98,8 @@ def feed(op: PartitionOperator, items: Sequence[Tagged], first: int, batch_size:
         offsets = np.arange(start, start + len(run), dtype=np.int64)
         fed.next_offset[topic] = start + len(run)
         fed.records += [(topic, int(o), w) for o, (_, w) in zip(offsets, run, strict=True)]
-        batch = InputBatch(topic, PARTITION, offsets, [KEY] * len(run), [w.value for _, w in run],
-                           np.full(len(run), INGEST_MS, dtype=np.int64))
+        batch = InputBatch(topic, PARTITION, offsets, [entity_key(t, w) for t, w in run],
+                           [w.value for _, w in run], np.full(len(run), INGEST_MS, dtype=np.int64))
         fed.emission.extend(op.process(batch, 0))
         run.clear()
 
@@ -114,8 +127,10 @@ def check_dead_letters(name: str, fed: Fed) -> None:
         assert not wire.valid, f"valid {wire.kind} record dead-lettered: {letter.reason}"
         assert isinstance(letter.reason, str) and letter.reason.strip()
         assert letter.partition == PARTITION
-        assert letter.key == KEY
+        assert letter.key == entity_key(letter.topic, wire)
         assert letter.value == wire.value, f"{wire.kind}: dead letter value differs"
+        if wire.key is not s.ENTITY_KEY:  # a valid record off its entity's partition
+            assert letter.reason.startswith("key: "), f"{wire.kind}: {letter.reason}"
     for (topic, offset), wire in by_place.items():
         if not wire.valid:
             assert seen[(topic, offset)] == 1, (
