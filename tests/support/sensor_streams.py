@@ -103,7 +103,7 @@ class SensorStreams:
             p.consumed[topic] = max(p.consumed.get(topic, 0), p.position[topic])
             work.append((p.operator, InputBatch(
                 topic, PARTITION, np.arange(first, first + len(values), dtype=np.int64),
-                [b"key"] * len(values), list[bytes | None](values))))
+                [_client_key(v) for v in values], list[bytes | None](values))))
         if work:
             self._take(type(p.operator).process_many(work, 0))
             if self.prune_every_poll:
@@ -190,3 +190,13 @@ class SensorStreams:
 
     def _length(self, topic: str) -> int:
         return len(self.predictions) if topic == "predictions" else len(self.logs[topic])
+
+
+def _client_key(value: bytes | None) -> bytes | None:
+    """The Kafka key a producer gives a record: its client (the processors dead-letter a record
+    keyed otherwise); None for a value that names no client."""
+    try:
+        client = orjson.loads(value or b"").get("client")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return client.encode() if isinstance(client, str) else None

@@ -69,7 +69,6 @@ CASES: list[tuple[list[str], str]] = [
     (["sensors", "replay-skab", "--data-dir", MISSING], "--data-dir"),
     (["sensors", "windows", "--grace", "later"], "--grace"),
     (["sensors", "windows", "--edges", f"{MISSING}.json"], "--edges"),
-    (["sensors", "windows", "--idle-timeout", "0"], "--idle-timeout"),
     (["sensors", "join", "--threshold", "1.5"], "--threshold"),
     (["sensors", "join", "--model", f"{MISSING}.json"], "--model"),
     (["sensors", "join", "--model", "builtin", "--model-uri", "models:/m@champion"],
