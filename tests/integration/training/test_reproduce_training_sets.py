@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +58,7 @@ class History:
     repo: Path
     store: FeatureStore
     removed: pd.Series  # the real ETH/USD trade the second backfill did not see
+    inputs: list[Path]  # the second backfill's trade files
     v1: TrainResult
     v2: TrainResult
 
@@ -74,9 +75,10 @@ def _slice(pair: str) -> pd.DataFrame:
     return trades[(seconds >= FIRST_TRADE_S) & (seconds < LAST_TRADE_S)]
 
 
-def _backfill(spark: SparkSession, inputs: list[Path], root: Path) -> dict[str, int]:
+def _backfill(spark: SparkSession, inputs: list[Path], root: Path, start: date = DAY,
+              end: date = NEXT) -> dict[str, int]:
     """The range's backfill, tables kept with a one-second deleted-file retention."""
-    config = BackfillConfig(inputs=[str(p) for p in inputs], start=DAY, end=NEXT, pairs=PAIRS,
+    config = BackfillConfig(inputs=[str(p) for p in inputs], start=start, end=end, pairs=PAIRS,
                             output=str(root), durations_ms=[MINUTE], show_progress=False,
                             retention=SHORT)
     return run_backfill(spark, config).table_versions
@@ -89,8 +91,7 @@ def history(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Ite
     # a real trade in the middle of the range, so its candle and the indicators after it change
     in_range = eth[eth["time"].astype(float) >= datetime(2018, 5, 9, 12, tzinfo=UTC).timestamp()]
     removed = in_range.iloc[0]
-    # two files one after the other (so the day's candles come from two tasks, several files a
-    # partition, for OPTIMIZE to compact), named so the backfill takes the pair from the name
+    # two files one after the other, named so the backfill takes the pair from the name
     cut = eth["time"].astype(float) < datetime(2018, 5, 9, 6, tzinfo=UTC).timestamp()
     paths: dict[str, list[Path]] = {}
     for name, trades in (("eth", eth), ("eth_without_one", eth.drop(index=removed.name))):
@@ -111,7 +112,7 @@ def history(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Ite
     assert second["candles"] == first["candles"] + 1  # one commit replacing the range
     v2 = train_markets(DAY.isoformat(), NEXT.isoformat(), PAIRS, horizon=1, store=store,
                        tracking_uri=mlflow_server, settings=QUICK)
-    yield History(root, repo, store, removed, v1, v2)
+    yield History(root, repo, store, removed, paths["eth_without_one"], v1, v2)
 
 
 def _model(result: TrainResult) -> str:
@@ -180,10 +181,13 @@ def test_each_version_rebuilds_its_own_training_set_after_the_range_was_backfill
 
 def test_optimize_keeps_old_versions_and_vacuum_within_retention_only_then_refused_clearly(
         history: History, mlflow_server: str) -> None:
+    # a backfill of the day before (the input's first half day) adds a file to the same
+    # partitions (pair, duration, month: one file each per write), for OPTIMIZE to compact
+    spark = spark_session("braid-tests", master="local[2]", shuffle_partitions=4)
+    added = _backfill(spark, history.inputs, history.root, start=DAY - timedelta(days=1), end=DAY)
+    assert (added["candles"], added["indicators"]) == (2, 2)  # a commit after versions 0, 1
     compacted = {name: optimize(history.table(name))[1] for name in ("candles", "indicators")}
-    # the candles' partition held several files: OPTIMIZE replaced them by one (each indicator
-    # series is computed in one task: one file, nothing to compact)
-    assert compacted["candles"] > 1
+    assert compacted == {"candles": 2, "indicators": 2}  # two files each, replaced by one
     for result in (history.v1, history.v2):
         again = reproduce(_model(result), store=history.store, tracking_uri=mlflow_server)
         assert again.matches, "\n".join(again.lines())

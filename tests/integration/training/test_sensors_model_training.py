@@ -3,12 +3,14 @@ baselines on the same test period, the contract's signature, the promotion rule 
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import mlflow
 import mlflow.xgboost
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
@@ -121,7 +123,8 @@ def test_braid_train_sensors_reports_the_version_its_alias_and_the_baselines(
     client = MlflowClient(mlflow_server)
     name = MODEL_NAMES["sensors"]
     # no champion (whatever the other tests left): the new version takes the alias
-    if any(CHAMPION in v.aliases for v in client.search_model_versions(f"name='{name}'")):
+    # (delete it outright: the versions search_model_versions lists may carry no aliases)
+    with contextlib.suppress(MlflowException):  # no model, or no champion: nothing to delete
         client.delete_registered_model_alias(name, CHAMPION)
     result = CliRunner().invoke(app, ["sensors", "--source", "simulator", "--clients", "20",
                                       "--minutes", "60", "--tracking-uri", mlflow_server])
