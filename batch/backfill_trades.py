@@ -24,6 +24,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 if __package__ in (None, ""):
@@ -139,15 +140,15 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
     kafka = None
     if args.kafka_topic or args.kafka_bootstrap:
         if not (args.kafka_topic and args.kafka_bootstrap):
-            raise SystemExit("error: --kafka-topic and --kafka-bootstrap go together")
+            raise ValueError("--kafka-topic and --kafka-bootstrap go together")
         if inputs:
-            raise SystemExit("error: give --input or --kafka-topic, not both")
+            raise ValueError("give --input or --kafka-topic, not both")
         options = dict(item.split("=", 1) for item in args.kafka_option)
         kafka = KafkaInput(args.kafka_bootstrap, args.kafka_topic,
                            KafkaPosition.parse(args.kafka_start),
                            KafkaPosition.parse(args.kafka_end), options)
     elif not inputs:
-        raise SystemExit("error: give --input files or --kafka-bootstrap and --kafka-topic")
+        raise ValueError("give --input files or --kafka-bootstrap and --kafka-topic")
     arrival = args.arrival_order or (ArrivalOrder.FILE.value if kafka
                                      else ArrivalOrder.EVENT_TIME.value)
     durations = [d.strip() for item in (args.durations or DEFAULT_DURATIONS)
@@ -168,6 +169,22 @@ def config_from_args(args: argparse.Namespace) -> BackfillConfig:
         max_event_time_skew_ms=parse_duration_ms(args.max_event_time_skew),
         retention=TableRetention.parse(args.deleted_file_retention, args.log_retention),
     )
+
+
+def check_local_inputs(patterns: Sequence[str]) -> None:
+    """Each local `--input` names at least one file (`gs://` ones are listed by the job), so a
+    typo is one line before Spark starts, not a traceback from its first stage."""
+    from batch.object_storage import expand_paths, is_gcs
+
+    for pattern in patterns:
+        if is_gcs(pattern):
+            continue
+        try:
+            found = expand_paths([pattern])
+        except FileNotFoundError:
+            found = []
+        if not any(Path(f).is_file() for f in found):
+            raise ValueError(f"--input {pattern}: no such file, folder of files or matching glob")
 
 
 def job_args(
@@ -216,6 +233,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "backfill_trades.py") ->
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        check_local_inputs(config.inputs)
     except ValueError as error:
         parser.error(str(error))
     from batch.logging_setup import configure_job_logging

@@ -151,9 +151,9 @@ def test_kafka_arguments_become_a_kafka_input_read_in_offset_order() -> None:
 def test_files_and_a_kafka_topic_are_one_or_the_other() -> None:
     common = ["--start", "2018-05-08", "--end", "2018-05-10", "--pairs", "XBT/USD",
               "--output", "o"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="give --input files or --kafka-bootstrap"):
         config_from_args(build_parser().parse_args(common))
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="not both"):
         config_from_args(build_parser().parse_args(
             ["--input", "a.csv", "--kafka-bootstrap", "b:1", "--kafka-topic", "t", *common]))
 

@@ -24,6 +24,8 @@ DATAPROC = ["batch", "submit-dataproc", "--project", "p", "--region", "r", "--cl
             "--staging", "gs://b/jobs", "--"]
 JOB = ["--input", "gs://b/t.csv", "--output", "gs://b/offline", "--pairs", "XBT/USD"]
 MISSING = "/no/such/place"
+LOCAL_JOB = ["--output", "var/o", "--pairs", "XBT/USD", "--start", "2018-05-08", "--end",
+             "2018-05-09"]
 
 # (arguments, what the one line must name)
 CASES: list[tuple[list[str], str]] = [
@@ -56,6 +58,10 @@ CASES: list[tuple[list[str], str]] = [
       "--durations", "1x"], "'1x'"),
     (["batch", "backfill", *JOB, "--start", "2018-05-08", "--end", "2018-05-09",
       "--grace", "soon"], "'soon'"),
+    (["batch", "backfill", "--input", f"{MISSING}/XBTUSD.csv", *LOCAL_JOB],
+     f"--input {MISSING}/XBTUSD.csv"),
+    (["batch", "backfill", "--input", "{dir}/*.csv", *LOCAL_JOB], "*.csv: no such file"),
+    (["batch", "backfill", *LOCAL_JOB], "give --input files or --kafka-bootstrap and"),
     ([*DATAPROC, *JOB, "--start", "2018-13-01", "--end", "2018-05-09"], "--start"),
     ([*DATAPROC, *JOB, "--start", "2018-05-09", "--end", "2018-05-08"],
      "end 2018-05-08 must be after start 2018-05-09"),
