@@ -39,12 +39,7 @@ from datetime import date
 
 from batch.arrival_order import ArrivalOrder
 from batch.backfill import BackfillConfig, durations_from, parse_day, run_backfill
-from batch.table_retention import (
-    DEFAULT_RETENTION,
-    DELETED_FILE_RETENTION_ENV,
-    LOG_RETENTION_ENV,
-    TableRetention,
-)
+from batch.table_retention import RetentionSettings, TableRetention
 
 DEFAULT_DURATIONS = ("1m",)
 
@@ -57,6 +52,7 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "backfill_trades.py") -> argparse.ArgumentParser:
+    retention = RetentionSettings()  # the defaults: the environment or .env
     parser = _OneLineErrors(
         prog=prog,
         description="Backfill trades (Kraken CSV, Parquet, JSON lines; local or gs://; or a "
@@ -113,12 +109,12 @@ def build_parser(prog: str = "backfill_trades.py") -> argparse.ArgumentParser:
                         "rejected, as the stream dead-letters it; use the stream's value "
                         "(default: $BRAID_MAX_EVENT_TIME_SKEW, else 1h)")
     parser.add_argument("--deleted-file-retention",
-                        default=os.environ.get(DELETED_FILE_RETENTION_ENV, DEFAULT_RETENTION),
+                        default=retention.deleted_file_retention,
                         help="the tables' delta.deletedFileRetentionDuration: VACUUM keeps "
                         "removed files this long, so models trained on older versions can be "
                         "rebuilt (default: $BRAID_DELTA_DELETED_FILE_RETENTION, else 180d)")
     parser.add_argument("--log-retention",
-                        default=os.environ.get(LOG_RETENTION_ENV, DEFAULT_RETENTION),
+                        default=retention.log_retention,
                         help="the tables' delta.logRetentionDuration: how long old versions "
                         "stay in the log (default: $BRAID_DELTA_LOG_RETENTION, else 180d)")
     parser.add_argument("--no-history-from-table", action="store_true",

@@ -191,8 +191,10 @@ class BackfillJob:
         if self.kind != "markets":
             return list(self.args)
         args = list(self.args)
-        if "--deleted-file-retention" not in args and "--log-retention" not in args:
-            args += TableRetention.from_env().job_args()
+        given = TableRetention.from_env().job_args()  # [option, value, option, value]
+        for option, value in zip(given[::2], given[1::2], strict=True):
+            if option not in args:
+                args += [option, value]
         return args + ([] if "--no-progress" in args else ["--no-progress"])
 
 

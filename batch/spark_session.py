@@ -73,8 +73,9 @@ def spark_session(
     submitted = os.environ.get("MASTER") or _submitted_master()
     chosen = submitted or master or DEFAULT_MASTER
     deployment = deployment_of(chosen)
-    if deployment is Deployment.STANDALONE:
-        # executors connect back to the driver: advertise the address the cluster reaches
+    if deployment is Deployment.STANDALONE and _is_loopback(_host_of(chosen)):
+        # a cluster on this machine's loopback: executors connect back to the driver there (a
+        # remote master: Spark's own choice of this host's address, or SPARK_LOCAL_IP)
         os.environ.setdefault("SPARK_LOCAL_IP", _host_of(chosen))
     builder = SparkSession.builder.appName(app_name)
     properties = session_properties(deployment, shuffle_partitions=shuffle_partitions,
@@ -86,7 +87,7 @@ def spark_session(
         # file systems whose jars only a launch property brings (the properties file gives
         # both, or neither: then Hadoop's defaults, not a class that cannot load)
         properties = {k: v for k, v in properties.items() if k not in CLASSPATH_DEPENDENT}
-    if deployment is Deployment.STANDALONE:
+    if deployment is Deployment.STANDALONE and "SPARK_LOCAL_IP" in os.environ:
         # the executors connect to this address, and the driver listens on it
         properties.setdefault("spark.driver.host", os.environ["SPARK_LOCAL_IP"])
         properties.setdefault("spark.driver.bindAddress", os.environ["SPARK_LOCAL_IP"])
@@ -124,6 +125,17 @@ def _ship_code(spark: SparkSession) -> None:
     context.addPyFile(str(archive))
     _SHIPPED.add(id(context))
     log.info("code shipped to the executors", zip=str(archive))
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` resolves to a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def _host_of(master: str) -> str:

@@ -19,9 +19,10 @@ ago may not be reproducible once the table was vacuumed or checkpointed since.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.windows import format_duration, parse_duration_ms
 
@@ -45,6 +46,16 @@ def interval(ms: int) -> str:
     raise AssertionError("unreachable: seconds divide every amount")
 
 
+class RetentionSettings(BaseSettings):
+    """The configured durations (prefix `BRAID_DELTA_`, or `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_DELTA_", env_file=".env",
+                                      extra="ignore")
+
+    deleted_file_retention: str = DEFAULT_RETENTION
+    log_retention: str = DEFAULT_RETENTION
+
+
 @dataclass(frozen=True)
 class TableRetention:
     """The two retention durations, in milliseconds."""
@@ -63,10 +74,13 @@ class TableRetention:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TableRetention:
-        """From `BRAID_DELTA_DELETED_FILE_RETENTION` / `BRAID_DELTA_LOG_RETENTION` (180d)."""
-        env = os.environ if environ is None else environ
-        return cls.parse(env.get(DELETED_FILE_RETENTION_ENV) or DEFAULT_RETENTION,
-                         env.get(LOG_RETENTION_ENV) or DEFAULT_RETENTION)
+        """From `BRAID_DELTA_DELETED_FILE_RETENTION` / `BRAID_DELTA_LOG_RETENTION` (180d): the
+        process environment or `.env` (`RetentionSettings`), or the mapping `environ`."""
+        if environ is None:
+            settings = RetentionSettings()
+            return cls.parse(settings.deleted_file_retention, settings.log_retention)
+        return cls.parse(environ.get(DELETED_FILE_RETENTION_ENV) or DEFAULT_RETENTION,
+                         environ.get(LOG_RETENTION_ENV) or DEFAULT_RETENTION)
 
     def properties(self) -> dict[str, str]:
         """The Delta table properties that carry it."""

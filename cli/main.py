@@ -54,6 +54,8 @@ class BraidApp(typer.Typer):
             where = error.ctx.command_path if error.ctx else "braid"
             sys.exit(_bad_input(where, error.format_message()))
         except ValidationError as error:
+            if not _is_settings_error(error):  # a bug or bad data mid-run: keep its traceback
+                raise
             first = error.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or error.title
             sys.exit(_bad_input(_command_path(self, argv), f"{field}: {first['msg']}"))
@@ -61,6 +63,20 @@ class BraidApp(typer.Typer):
             typer.echo("Aborted.", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_settings_error(error: ValidationError) -> bool:
+    """Whether `error` is a settings class refusing its configuration (environment, `.env`,
+    options), not any model validated while the command ran."""
+    from pydantic_settings import BaseSettings
+
+    classes: list[type] = [BaseSettings]
+    names: set[str] = set()
+    while classes:
+        cls = classes.pop()
+        names.add(cls.__name__)
+        classes.extend(cls.__subclasses__())
+    return error.title in names
 
 
 def _bad_input(where: str, message: str) -> int:
@@ -93,7 +109,9 @@ app = BraidApp(
 
 @app.callback()
 def _main(
-    log_level: str = typer.Option("INFO", envvar="BRAID_LOG_LEVEL", help="Log level."),
+    log_level: str | None = typer.Option(
+        None, help="Log level (default: BRAID_LOG_LEVEL from the environment or .env, else "
+        "INFO)."),
 ) -> None:
     configure_logging(log_level)
 

@@ -96,7 +96,10 @@ def test_submit_dataproc_dry_run_prints_the_request() -> None:
     assert job["properties"]["spark.jars.packages"].startswith("io.delta:delta-spark_4.2_2.13:")
 
 
-def test_dataproc_dry_run_prints_the_cluster_both_jobs_and_the_deletion() -> None:
+def test_dataproc_dry_run_prints_the_cluster_both_jobs_and_the_deletion(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # what the options leave out comes from BRAID_DATAPROC_* (or .env)
+    monkeypatch.setenv("BRAID_DATAPROC_WORKER_MACHINE_TYPE", "n2-highmem-8")
     result = runner.invoke(app, [
         "batch", "dataproc", "--project", "p1", "--region", "europe-west1",
         "--staging", "gs://b/jobs", "--sensors-archive", "gs://b/archive", "--dry-run", "--",
@@ -111,6 +114,7 @@ def test_dataproc_dry_run_prints_the_cluster_both_jobs_and_the_deletion() -> Non
         text = text[end:].strip()
     create, markets, sensors, delete = requests
     assert create["cluster"]["config"]["softwareConfig"]["imageVersion"] == "3.0-debian12"
+    assert create["cluster"]["config"]["workerConfig"]["machineTypeUri"] == "n2-highmem-8"
     assert markets["job"]["pysparkJob"]["mainPythonFileUri"].endswith("/backfill_trades.py")
     assert sensors["job"]["pysparkJob"]["args"] == [
         "--input", "gs://b/archive", "--output", "gs://b/offline/sensor_features",

@@ -82,9 +82,13 @@ def test_request_targets_the_cluster_and_region_with_the_entry_point_and_code_zi
                 # the cluster has no BRAID_DELTA_* environment: retention travels as arguments
                 args=[*ARGS, *RETENTION_ARGS, "--no-progress"], properties=JOB_PROPERTIES),
             labels={"app": "braid", "job": "backfill-markets"}))
+    # one retention given: the other still comes from this machine's setting
     given = [*ARGS, "--deleted-file-retention", "30d"]
     assert list(backfill_job_request(TARGET, CODE, given).job.pyspark_job.args) == [
-        *given, "--no-progress"]
+        *given, "--log-retention", "365d", "--no-progress"]
+    both = [*ARGS, "--deleted-file-retention", "30d", "--log-retention", "40d"]
+    assert list(backfill_job_request(TARGET, CODE, both).job.pyspark_job.args) == [
+        *both, "--no-progress"]
 
 
 def test_dataproc_packages_are_the_jars_the_local_runs_fetch() -> None:
