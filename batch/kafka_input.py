@@ -6,7 +6,9 @@ The `trades` topic holds one JSON trade per record (the wire format of
 records (persisted: a second pass sees the same ones), and hands each Kafka partition, in offset
 order, to the same per-file function the files go through, as JSON lines of the topic's records
 (`batch.trade_files`): each record's value with its Kafka timestamp merged in as
-`kafka_timestamp_ms`, so the stream's event-time skew rule rejects the same trades. A partition
+`kafka_timestamp_ms`, so the stream's event-time skew rule rejects the same trades, and its
+key as `kafka_key`, so an otherwise valid trade keyed other than its pair is refused with the
+stream's `key:` reason (`features.entity_keys`: it is not on its pair's partition). A partition
 is one "file" in `file` arrival order, so lateness is decided in the order the stream saw the
 records.
 
@@ -36,6 +38,7 @@ from pyspark.sql import functions as F
 
 from batch.spark_session import require_kafka_source
 from batch.trade_files import parse_trade_file
+from features.entity_keys import foreign_key_reasons
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
 NOT_AN_OBJECT = "unparseable: the record's value is not a JSON object"
@@ -116,7 +119,7 @@ class KafkaInput:
         return f"kafka://{self.bootstrap_servers}/{self.topic}"
 
 
-RECORD_COLUMNS = ["partition", "offset", "kafka_timestamp_ms", "value"]
+RECORD_COLUMNS = ["partition", "offset", "key", "kafka_timestamp_ms", "value"]
 
 
 @dataclass
@@ -174,6 +177,7 @@ def read_kafka(spark: SparkSession, source: KafkaInput) -> KafkaRecords:
     records = reader.load().select(
         F.col("partition").cast("int").alias("partition"),
         F.col("offset"),
+        F.col("key"),
         F.floor(F.unix_micros(F.col("timestamp")) / 1000).cast("long").alias(
             "kafka_timestamp_ms"),
         F.col("value"),
@@ -216,8 +220,14 @@ def topic_partitions(spark: SparkSession, source: KafkaInput) -> list[int]:
 
 
 OFFSET_FIELD = "kafka_offset"
+KEY_FIELD = "kafka_key"
 NOT_AN_OBJECT_FIELD = "kafka_value_not_an_object"
 _TAIL = re.compile(rb'"kafka_offset":(-?\d+),"kafka_timestamp_ms":(-?\d+)}$')
+_KEY = re.compile(rb'"kafka_key":(null|"(?:[^"\\]|\\.)*"),"kafka_offset":-?\d+,'
+                  rb'"kafka_timestamp_ms":-?\d+}$')
+
+
+_NO_KEY_COLUMN = object()
 
 
 def records_as_json_lines(records: pa.Table) -> bytes:
@@ -227,9 +237,14 @@ def records_as_json_lines(records: pa.Table) -> bytes:
     values = records["value"].to_pylist()
     offsets = records["offset"].to_pylist()
     stamps = records["kafka_timestamp_ms"].to_pylist()
+    keys = (records["key"].to_pylist() if "key" in records.column_names
+            else [_NO_KEY_COLUMN] * len(values))
     lines: list[bytes] = []
-    for value, offset, stamp in zip(values, offsets, stamps, strict=True):
+    for value, key, offset, stamp in zip(values, keys, offsets, stamps, strict=True):
         tail = b'"kafka_offset":%d,"kafka_timestamp_ms":%d}' % (offset, stamp)
+        if key is not _NO_KEY_COLUMN:
+            held = b"null" if key is None else json.dumps(key.decode("utf-8", "replace")).encode()
+            tail = b'"kafka_key":' + held + b"," + tail
         # newlines in valid JSON are whitespace outside strings: spaces keep the meaning
         body = (value or b"").replace(b"\r", b" ").replace(b"\n", b" ").strip()
         if body[:1] == b"{" and body[-1:] == b"}":
@@ -250,7 +265,9 @@ def parse_kafka_lines(content: bytes, path: str, source_index: int, *,
                               max_event_time_skew_ms=max_event_time_skew_ms)
     reasons = parsed["reject_reason"]
     closures = parsed["closure_rule"]
-    if reasons.null_count == parsed.num_rows and closures.null_count == parsed.num_rows:
+    keyed = b'"kafka_key":' in content
+    if (not keyed and reasons.null_count == parsed.num_rows
+            and closures.null_count == parsed.num_rows):
         return parsed
     lines = content.split(b"\n")
     if lines and not lines[-1]:
@@ -265,6 +282,12 @@ def parse_kafka_lines(content: bytes, path: str, source_index: int, *,
     source_col = parsed["source"].to_pylist()
     raw_col = parsed["raw"].to_pylist()
     reason_col = reasons.to_pylist()
+    if keyed:  # the stream's rule: an otherwise valid trade keyed other than its pair is refused
+        valid = [i for i, r in enumerate(reason_col) if r is None and closure_col[i] is None]
+        keys = [_record_key(lines[readable[row_index[i]]]) for i in valid]
+        pairs = parsed["pair"].take(pa.array(valid, pa.int64()))
+        for i, reason in zip(valid, foreign_key_reasons(keys, pairs, "pair"), strict=True):
+            reason_col[i] = reason
     for i, reason in enumerate(reason_col):
         if reason is None and closure_col[i] is None:
             continue
@@ -285,6 +308,16 @@ def parse_kafka_lines(content: bytes, path: str, source_index: int, *,
         index = out.schema.get_field_index(name)
         out = out.set_column(index, out.schema.field(name), pa.array(values, kind))
     return out
+
+
+def _record_key(line: bytes) -> bytes | None:
+    """The Kafka key a line of :func:`records_as_json_lines` carries (None: the record had
+    none)."""
+    found = _KEY.search(line)
+    if found is None:
+        raise ValueError(f"a Kafka line without its key: {line[-200:]!r}")
+    held = json.loads(found.group(1))
+    return None if held is None else str(held).encode("utf-8")
 
 
 def _range_text(source: KafkaInput) -> str:

@@ -32,9 +32,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from features.entity_keys import foreign_key_reasons
 from features.indicators import INDICATOR_COLUMNS, INPUT_COLUMNS, MAX_WARMUP, compute_indicators
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, pair_reason, record_key
-from streaming.runtime.entity_keys import foreign_key_reasons
 from streaming.runtime.operator import PartitionOperator, Snapshot
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 

@@ -49,10 +49,10 @@ import numpy as np
 import orjson
 import structlog
 
+from features.entity_keys import foreign_key_reasons
 from features.event_time import NO_INGESTION_TIME
 from features.freshness import stale_reason
 from features.schemas.candle import pair_reason, record_key
-from streaming.runtime.entity_keys import foreign_key_reasons
 from streaming.runtime.log_summary import IntervalSummary
 from streaming.runtime.operator import PartitionOperator, Snapshot, process_by_group
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord

@@ -1,7 +1,7 @@
 """Decode micro-batches of sensor readings (SX, SY, SZ) and feature rows (FA, FI, FD) into
 columns, rejecting bad messages with a reason (rules from `features.sensors.schemas`; for
 readings, also `features.event_time`: a reading stamped too far ahead of its Kafka timestamp;
-for both, `streaming.runtime.entity_keys`: a message whose Kafka key is not its client)."""
+for both, `features.entity_keys`: a message whose Kafka key is not its client)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.entity_keys import first_reason, foreign_key_reasons
 from features.event_time import (
     DEFAULT_MAX_EVENT_TIME_SKEW_MS,
     ahead_of_ingestion,
@@ -25,7 +26,6 @@ from features.sensors.schemas import (
     SENSOR_SCHEMA_VERSION,
     invalid_reading_reasons,
 )
-from streaming.runtime.entity_keys import first_reason, foreign_key_reasons
 from streaming.runtime.json_batch import decode_json_batch
 from streaming.runtime.records import InputBatch
 
@@ -95,7 +95,7 @@ def decode_readings(batch: InputBatch, sensor: str,
 
 def _reject_foreign_keys(batch: InputBatch, table: pa.Table, reasons: np.ndarray) -> np.ndarray:
     """`reasons` with the key reason on otherwise valid rows whose Kafka key is not their
-    client (`streaming.runtime.entity_keys`)."""
+    client (`features.entity_keys`)."""
     if not table.num_rows:
         return reasons
     valid = pa.array(reasons == None)  # noqa: E711 - elementwise

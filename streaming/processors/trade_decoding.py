@@ -7,7 +7,7 @@ own so exactly the bad ones are rejected and the rest go on.
 Besides the trade schema's rules, a trade whose event time lies more than the maximum skew ahead
 of its message's Kafka timestamp is rejected (`features.event_time`), so it never moves its
 pair's stream time; and a trade whose Kafka key is not its pair (null included) is rejected
-(`streaming.runtime.entity_keys`): it is not on its pair's partition.
+(`features.entity_keys`): it is not on its pair's partition.
 
 Window closure records (`features.schemas.window_closure`) share the topic: they are set apart
 with their offsets (found by one search of the batch's bytes, so a batch without any costs
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from features.entity_keys import first_reason, foreign_key_reasons
 from features.event_time import (
     DEFAULT_MAX_EVENT_TIME_SKEW_MS,
     ahead_of_ingestion,
@@ -32,7 +33,6 @@ from features.event_time import (
 )
 from features.schemas.trade import TRADE_ARROW_SCHEMA, TRADE_SCHEMA_VERSION, invalid_trade_rows
 from features.schemas.window_closure import CLOSURE_TAG, WindowClosure, is_closure, parse_closure
-from streaming.runtime.entity_keys import first_reason, foreign_key_reasons
 from streaming.runtime.records import DeadLetter, InputBatch
 
 # Nullable, so a missing field decodes to null and is rejected by row, not by batch.

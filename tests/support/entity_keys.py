@@ -1,6 +1,6 @@
 """The Kafka key a producer gives a message, derived from its value, for tests that build
 input batches by hand: keyed processors refuse a record whose key is not its entity's
-(`streaming.runtime.entity_keys`)."""
+(`features.entity_keys`)."""
 
 from __future__ import annotations
 

@@ -93,3 +93,35 @@ def test_the_skew_limit_is_the_configured_one_as_in_the_stream(
     assert from_env == 7_200_000 and kept(from_env)
     option = build_parser().parse_args([*common, "--max-event-time-skew", "100m"])
     assert config_from_args(option).max_event_time_skew_ms == 6_000_000
+
+
+def test_a_trade_keyed_other_than_its_pair_is_refused_as_the_stream_refuses_it() -> None:
+    """The stream dead-letters an otherwise valid trade whose Kafka key is not its pair (it is
+    not on its pair's partition); the batch reading the same records refuses the same ones with
+    the same reasons (an invalid trade keeps its own reason first, in both)."""
+    import numpy as np
+
+    from streaming.processors.trade_decoding import decode_trades
+    from streaming.runtime.records import InputBatch
+
+    wire = {**GOOD, "v": 1}  # the stream's wire format carries its schema version
+    values: list[bytes | None] = [json.dumps({**wire, "trade_id": i}).encode() for i in range(5)]
+    values.append(json.dumps({**wire, "trade_id": 5, "price": -1.0}).encode())
+    keys: list[bytes | None] = [b"XBT/USD", b"ETH/USD", None, b"", b"\xff\xfe", b"ETH/USD"]
+    table = records(values).append_column("key", pa.array(keys, pa.binary()))
+    parsed = parse_kafka_lines(records_as_json_lines(table), "kafka:trades/0", 0)
+    batch_rejected = {r["row_number"]: r["reject_reason"] for r in parsed.to_pylist()
+                      if r["reject_reason"]}
+    assert parsed.filter(parsed["reject_reason"].is_null())["trade_id"].to_pylist() == [0]
+
+    stream = decode_trades(InputBatch("trades", 0, np.arange(10, 16, dtype=np.int64), keys,
+                                      values, np.full(6, 5_000, dtype=np.int64)))
+    stream_rejected = {d.offset: d.reason for d in stream.dead_letters}
+    assert sorted(batch_rejected) == sorted(stream_rejected) == [11, 12, 13, 14, 15]
+    assert all(batch_rejected[o] == stream_rejected[o] for o in (11, 12, 13, 14))
+    assert "price must be positive" in stream_rejected[15]
+    assert batch_rejected[11] == ("key: the record has key 'ETH/USD', not its pair's key "
+                                  "'XBT/USD', so it is not on its pair's partition")
+    assert batch_rejected[12].startswith("key: the record has no key, not its pair's key")
+    assert batch_rejected[13].startswith("key: the record has key '', not")
+    assert batch_rejected[15] == "price must be positive"
