@@ -130,6 +130,14 @@ def publish(
     """
     from streaming.trades_service import TradesService  # keeps `--help` fast
 
+    if close_windows_at_end and state_file is not None and count is not None:
+        # --count reached counts as the end of input; a run resuming from the cursor would go
+        # on inside the windows the closure records closed, and its trades would be late
+        raise typer.BadParameter(
+            "with --state-file, --count does not end the history (the next run resumes "
+            "inside it): end it with --until, or leave out --count",
+            param_hint="--close-windows-at-end")
+
     options = source_options(
         source, pairs=pairs or [], files=files or [], speedup=speedup, count=count, seed=seed,
         since=since, until=until, state_file=state_file, url=url, api_version=api_version,
