@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -182,9 +183,26 @@ def worker_passthrough(args: argparse.Namespace) -> None:
 
 
 def _spawn(*argv: str) -> subprocess.Popen[str]:
+    """A worker process; its stderr goes to a temporary file (`_result` shows it on failure)."""
     env = {**os.environ, "BRAID_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed with the process
+        mode="w+", prefix="bench-sensors-", suffix=".log", delete=False)
+    proc = subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
+                            stderr=stderr, text=True, env=env)
+    proc.stderr_path = stderr.name  # type: ignore[attr-defined]
+    return proc
+
+
+def _result(worker: subprocess.Popen[str], timeout_s: float = 900) -> dict[str, Any]:
+    """The last line a worker printed (its JSON stats); its stderr's end if it printed none."""
+    out = worker.communicate(timeout=timeout_s)[0].strip().splitlines()
+    path = Path(worker.stderr_path)  # type: ignore[attr-defined]
+    if not out:
+        tail = path.read_text()[-3000:]
+        raise RuntimeError(f"a worker exited {worker.returncode} without its stats:\n{tail}")
+    path.unlink(missing_ok=True)
+    result: dict[str, Any] = json.loads(out[-1])
+    return result
 
 
 # --- benchmarks ---------------------------------------------------------------------------
@@ -207,8 +225,7 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
         workers = [_spawn("_windows", "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
                           "--group", group, "--grace-ms", str(DEFAULT_GRACE_MS), "--batch-size",
                           str(args.batch_size), "--idle-s", "4") for _ in range(processes)]
-        stats = [json.loads(w.communicate(timeout=900)[0].strip().splitlines()[-1])
-                 for w in workers]
+        stats = [_result(w) for w in workers]
         total = sum(s["consumed"] for s in stats)
         span = max(s["last"] for s in stats) - min(s["first"] for s in stats)
         per = [s["consumed"] / max(s["last"] - s["first"], 1e-9) for s in stats]
