@@ -64,7 +64,7 @@ def _imports(folders: tuple[str, ...]) -> dict[str, set[str]]:
     found: dict[str, set[str]] = defaultdict(set)
     for folder in folders:
         for path in sorted((ROOT / folder).rglob("*.py")):
-            if path in OWN_VENV or ".venv" in path.parts:
+            if path in OWN_VENV or any(part.startswith(".venv") for part in path.parts):
                 continue
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
