@@ -180,14 +180,16 @@ def _stddev_window(x: np.ndarray, s: int, period: int, mean: float) -> float:
     """Population standard deviation of x[s : s + period] (two passes: no cancellation).
 
     TA-Lib 0.8 sums deviations from a reference value (not E[x²] - E[x]²); both are exact
-    to rounding, and a variance under 1e-14 is 0 (`TA_IS_ZERO_OR_NEG`).
+    to rounding. Unlike older TA-Lib, 0.8 does not round a small variance down to 0: a nearly
+    flat series of small prices (0.001, a variance of 3e-15) keeps its band width (found by
+    the hypothesis test against TA-Lib; zeroing it was off by 1e-4 relative).
     """
     total = 0.0
     for i in range(s, s + period):
         deviation = x[i] - mean
         total += deviation * deviation
     variance = total / period
-    return np.sqrt(variance) if variance >= EPSILON else 0.0
+    return np.sqrt(variance) if variance > 0.0 else 0.0
 
 
 @njit(cache=_CACHE, error_model="numpy")

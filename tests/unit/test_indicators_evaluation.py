@@ -139,6 +139,22 @@ def test_any_generated_series_equals_the_per_row_reference(
     check_rows(candles, start=max(0, n - 12))
 
 
+def test_a_nearly_flat_series_of_small_prices_keeps_its_bollinger_width() -> None:
+    """Closes of 0.001 moving by 1e-7: a variance of about 5e-15, which TA-Lib 0.8 keeps (its
+    band is 1e-7 wide) and an older zero test rounded to nothing (hypothesis found it)."""
+    import talib
+
+    n = MAX_WARMUP + 5
+    close = 0.001 + 1e-7 * np.sin(np.arange(n))
+    candles = {"open": close, "high": close + 1e-9, "low": close - 1e-9, "close": close,
+               "volume": np.ones(n)}
+    ours = compute_indicators(candles, n - 5)
+    upper, middle, _ = talib.BBANDS(close[-20:], timeperiod=20, nbdevup=2.0, nbdevdn=2.0)
+    assert upper[-1] - middle[-1] == pytest.approx(2 * close[-20:].std(), rel=1e-6)
+    assert ours["bb_upper"][-1] == pytest.approx(upper[-1], rel=1e-12, abs=0)
+    check_rows(candles, start=n - 5)
+
+
 def test_fewer_candles_than_any_warm_up_gives_nan_everywhere() -> None:
     candles = generated_candles(30, seed=3)
     for start in (0, 10, 30):
