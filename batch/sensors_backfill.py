@@ -4,18 +4,21 @@
         --output var/offline/sensor_features [--start 2026-01-01 --end 2026-01-02] \
         [--grace 5s] [--edges edges.json] [--topic-prefix p.] \
         [--readings-output var/offline/sensor_readings] \
-        [--vectors-output var/offline/sensor_vectors] [--max-event-time-skew 1h]
+        [--vectors-output var/offline/sensor_vectors] [--max-event-time-skew 1h] \
+        [--max-lateness 2h]
 
 Reads the archive the streaming sink writes (`streaming.sinks.gcs_parquet_archive`: objects
 `<root>/topic=<SZ topic>/date=<day>/part-<partition>-<first>-<last>.parquet`, local or `gs://`,
 through `batch.trade_inputs.read_file_bytes`: Hadoop on Dataproc, fsspec elsewhere), then per
-client, with the same `features/` code as the stream:
+topic-partition (the lateness rule looks at every client of a partition), with the same
+`features/` code as the stream:
 
 1. drops readings the stream rejected as invalid (`features.sensors.schemas` rules), and those
    stamped more than the maximum event-time skew ahead of their Kafka timestamp, which the
    archive keeps (`features.event_time`: the stream dead-letters them; use the stream's value);
-2. replays the stream's lateness rule (`features.windows.sliding_late_mask`) in the stream's
-   arrival order, which the archive keeps as (partition, offset): a client lives on one partition;
+2. replays the stream's lateness rule (`features.windows.sliding_lateness`: grace behind the
+   client's stream time, or the max lateness behind the partition's) in the stream's arrival
+   order, which the archive keeps as (partition, offset): a client lives on one partition;
 3. computes FA, FI, FD (`features.sensors.window_math`) and bins them with the same versioned
    edges (`features.sensors.binning`).
 
@@ -34,7 +37,8 @@ the same function):
     The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX and
     SY as of t (the reading with the latest event time at or before t, the largest value at a
     tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading at or
-    before t, counting only readings not late beyond grace (per client and topic, in log order).
+    before t, counting only readings not late (per topic, in log order: late is grace or more
+    behind the client's stream time, or the max lateness or more behind the partition's).
 
 The stream decides everything by event time and each topic's log order (no wall clock: its
 window processor emits at once and corrects within grace), so the archive in (partition,
@@ -87,8 +91,19 @@ from features.sensors.schemas import (
     invalid_reading_reasons,
 )
 from features.sensors.vectors import VECTOR_TABLE_SCHEMA, event_vectors, vector_table
-from features.sensors.window_math import sort_readings, window_features
-from features.windows import NO_STREAM_TIME, SlidingWindow, parse_duration_ms, sliding_late_mask
+from features.sensors.window_math import (
+    DEFAULT_MAX_LATENESS_MS,
+    sensor_window,
+    sort_readings,
+    window_features,
+)
+from features.windows import (
+    NO_STREAM_TIME,
+    SlidingWindow,
+    format_duration,
+    parse_duration_ms,
+    sliding_late_mask,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -137,23 +152,30 @@ def valid_readings(archived: pa.Table, sensor: str = "SZ",
     return archived.filter(pa.array(ok)).select(READINGS_SCHEMA.names).cast(READINGS_SCHEMA)
 
 
-def client_features(readings: pa.Table, window: SlidingWindow, edges: BinEdges) -> pa.Table:
-    """One client's feature rows (:data:`OUTPUT_SCHEMA`) from its valid archived readings."""
+def partition_features(readings: pa.Table, window: SlidingWindow,
+                       edges: BinEdges) -> pa.Table:
+    """The feature rows (:data:`OUTPUT_SCHEMA`) of the valid archived readings of one
+    topic-partition (or several: the rule is per partition), sorted by (client, event time)."""
     arrival = np.lexsort((readings["offset"].to_numpy(), readings["partition"].to_numpy()))
-    ts = readings["timestamp_ms"].to_numpy()[arrival]
-    values = readings["value"].to_numpy()[arrival]
-    codes = np.zeros(len(ts), dtype=np.int64)
-    late = sliding_late_mask(window, codes, ts, np.array([NO_STREAM_TIME]))
+    readings = readings.take(arrival)
+    names, codes = np.unique(np.asarray(readings["client"].to_pylist(), dtype=object),
+                             return_inverse=True)
+    codes = codes.astype(np.int64)
+    partitions = readings["partition"].to_numpy().astype(np.int64)
+    ts = readings["timestamp_ms"].to_numpy()
+    values = readings["value"].to_numpy()
+    top = int(partitions.max()) + 1 if len(partitions) else 1
+    late = sliding_late_mask(window, codes, ts, np.full(len(names), NO_STREAM_TIME),
+                             partitions, np.full(top, NO_STREAM_TIME, dtype=np.int64))
     ts, values, codes = ts[~late], values[~late], codes[~late]
     order = sort_readings(codes, ts, values)
-    ts, values = ts[order], values[order]
+    ts, values, codes = ts[order], values[order], codes[order]
     feats = window_features(codes, ts, values, window_ms=window.size_ms)
     columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
     n = len(ts)
-    client = readings["client"][0].as_py() if readings.num_rows else ""
     days = ts.astype("datetime64[ms]").astype("datetime64[D]").astype(str)
     return pa.table({
-        "client": pa.array([client] * n, pa.string()),
+        "client": pa.array(names[codes].tolist(), pa.string()),
         "timestamp_ms": pa.array(ts, pa.int64()),
         "window_ms": pa.array(np.full(n, window.size_ms), pa.int64()),
         "count": pa.array(feats.count, pa.int64()),
@@ -165,21 +187,23 @@ def client_features(readings: pa.Table, window: SlidingWindow, edges: BinEdges) 
     }, schema=OUTPUT_SCHEMA)
 
 
-def client_vectors(readings: pa.Table, grace_ms: int, edges: BinEdges) -> pa.Table:
-    """One client's event vectors (:data:`VECTORS_OUTPUT_SCHEMA`) from its valid archived SX,
-    SY and SZ readings (:data:`SENSOR_READINGS_SCHEMA`), each topic in its log order (the
-    archive's (partition, offset): a client lives on one partition of each topic)."""
+def partition_vectors(readings: pa.Table, grace_ms: int, edges: BinEdges,
+                      max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS) -> pa.Table:
+    """The event vectors (:data:`VECTORS_OUTPUT_SCHEMA`) of the valid archived SX, SY and SZ
+    readings (:data:`SENSOR_READINGS_SCHEMA`) of one partition number (the five topics are
+    co-partitioned), each topic in its log order (the archive's (partition, offset))."""
     arrival = np.lexsort((readings["offset"].to_numpy(), readings["partition"].to_numpy()))
-    rows = vector_table(event_vectors(readings.take(arrival), edges, grace_ms))
+    rows = vector_table(event_vectors(readings.take(arrival), edges, grace_ms,
+                                      max_lateness_ms=max_lateness_ms))
     days = rows["timestamp_ms"].to_numpy().astype("datetime64[ms]").astype(
         "datetime64[D]").astype(str)
     return rows.append_column(VECTORS_OUTPUT_SCHEMA.field("date"), pa.array(days, pa.string()))
 
 
-def _vectors_of_group(grace_ms: int, edges: BinEdges,
+def _vectors_of_group(grace_ms: int, edges: BinEdges, max_lateness_ms: int,
                       days: set[str] | None) -> Callable[[pa.Table], pa.Table]:
     def run(readings: pa.Table) -> pa.Table:
-        out = client_vectors(readings, grace_ms, edges)
+        out = partition_vectors(readings, grace_ms, edges, max_lateness_ms)
         if days is not None:
             out = out.filter(pc.is_in(out["date"], pa.array(sorted(days))))
         return out
@@ -243,7 +267,7 @@ def _parse_category_files(sensor: str, max_event_time_skew_ms: int) -> Callable[
 def _features_of_group(window: SlidingWindow, edges: BinEdges,
                        days: set[str] | None) -> Callable[[pa.Table], pa.Table]:
     def run(readings: pa.Table) -> pa.Table:
-        out = client_features(readings, window, edges)
+        out = partition_features(readings, window, edges)
         if days is not None:
             out = out.filter(pc.is_in(out["date"], pa.array(sorted(days))))
         return out
@@ -284,6 +308,7 @@ def run_backfill(
     readings_output: str | None = None,
     vectors_output: str | None = None,
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+    max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS,
 ) -> int:
     """Recompute the sensor features of [start, end) (all dates if not given) from the archive
     and write them to the Delta table `output`; returns the committed table version.
@@ -297,7 +322,8 @@ def run_backfill(
     `vectors_output` (default: `sensor_vectors` beside it; :func:`write_vectors`).
 
     `max_event_time_skew_ms` must be the stream's (`BRAID_MAX_EVENT_TIME_SKEW`): readings
-    stamped further ahead of their Kafka timestamp are dropped, as the stream dead-letters them."""
+    stamped further ahead of their Kafka timestamp are dropped, as the stream dead-letters them;
+    `max_lateness_ms` must be the stream's too (`BRAID_SENSORS_MAX_LATENESS`)."""
     if max_event_time_skew_ms <= 0:
         raise ValueError("the maximum event-time skew must be positive")
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -307,7 +333,7 @@ def run_backfill(
     from batch.trade_inputs import read_file_bytes
 
     edges = BinEdges.load(Path(edges_path)) if edges_path else DEFAULT_EDGES
-    window = SlidingWindow(10 * 60 * 1000, grace_ms)
+    window = sensor_window(grace_ms, max_lateness_ms)
     days = None
     read_days = None
     if start or end:
@@ -325,7 +351,7 @@ def run_backfill(
     run_id = uuid.uuid4().hex
     readings = read_file_bytes(spark, files).mapInArrow(
         _parse_files(max_event_time_skew_ms), from_arrow_schema(READINGS_SCHEMA))
-    features = readings.groupBy("client").applyInArrow(
+    features = readings.groupBy("partition").applyInArrow(
         _features_of_group(window, edges, set(days) if days else None),
         from_arrow_schema(OUTPUT_SCHEMA)).persist()
     written = days or sorted(r["date"] for r in features.select("date").distinct().collect())
@@ -343,7 +369,8 @@ def run_backfill(
                    max_event_time_skew_ms=max_event_time_skew_ms)
     write_vectors(spark, archive_root, vectors_output or sibling_table(output, "sensor_vectors"),
                   read_days=read_days, days=days, topic_prefix=topic_prefix, run_id=run_id,
-                  grace_ms=grace_ms, edges=edges, max_event_time_skew_ms=max_event_time_skew_ms)
+                  grace_ms=grace_ms, edges=edges, max_event_time_skew_ms=max_event_time_skew_ms,
+                  max_lateness_ms=max_lateness_ms)
     return version
 
 
@@ -397,7 +424,8 @@ def write_readings(spark: SparkSession, archive_root: str, output: str, *,
 def write_vectors(spark: SparkSession, archive_root: str, output: str, *,
                   read_days: list[str] | None, days: list[str] | None, topic_prefix: str,
                   run_id: str, grace_ms: int, edges: BinEdges,
-                  max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS) -> int | None:
+                  max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+                  max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS) -> int | None:
     """Write the vector of every event of `days` (all if None) to the Delta table `output`,
     replacing those dates; returns its version (None: nothing archived)."""
     from pyspark.sql.pandas.types import from_arrow_schema
@@ -418,8 +446,8 @@ def write_vectors(spark: SparkSession, archive_root: str, output: str, *,
     readings = frames[0]
     for frame in frames[1:]:
         readings = readings.unionByName(frame)
-    vectors = readings.groupBy("client").applyInArrow(
-        _vectors_of_group(grace_ms, edges, set(days) if days else None),
+    vectors = readings.groupBy("partition").applyInArrow(
+        _vectors_of_group(grace_ms, edges, max_lateness_ms, set(days) if days else None),
         from_arrow_schema(VECTORS_OUTPUT_SCHEMA)).persist()
     written = days or sorted(r["date"] for r in vectors.select("date").distinct().collect())
     version = write_table(vectors, output, partition_by=["date"], replace={"date": written},
@@ -472,6 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a reading stamped more than this ahead of its Kafka timestamp is "
                         "dropped, as the stream dead-letters it; use the stream's value "
                         "(default: $BRAID_MAX_EVENT_TIME_SKEW, else 1h)")
+    parser.add_argument("--max-lateness",
+                        default=os.environ.get("BRAID_SENSORS_MAX_LATENESS",
+                                               format_duration(DEFAULT_MAX_LATENESS_MS)),
+                        help="a reading this far or further behind its topic-partition's stream "
+                        "time is late, as in the stream; use the stream's value "
+                        "(default: $BRAID_SENSORS_MAX_LATENESS, else 2h)")
     args = parser.parse_args(argv)
     grace = 0 if args.grace in ("0", "0s") else parse_duration_ms(args.grace)
     version = run_backfill(args.input, args.output, start=args.start, end=args.end,
@@ -480,7 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            learn_edges_to=args.learn_edges, learned_version=args.edges_version,
                            readings_output=args.readings_output,
                            vectors_output=args.vectors_output,
-                           max_event_time_skew_ms=parse_duration_ms(args.max_event_time_skew))
+                           max_event_time_skew_ms=parse_duration_ms(args.max_event_time_skew),
+                           max_lateness_ms=parse_duration_ms(args.max_lateness))
     print(json.dumps({"output": args.output, "version": version}))
     return 0
 

@@ -40,7 +40,7 @@ from streaming.pipelines.sensors import (
     reading_message,
 )
 from streaming.runtime.clients import make_producer
-from streaming.settings import KafkaSettings, TopicSettings
+from streaming.settings import KafkaSettings, SensorSettings, TopicSettings
 from streaming.topics import ensure_topics
 
 MINUTE_MS = 60_000
@@ -168,7 +168,8 @@ def check_served_vectors(kafka: KafkaSettings, topics: SensorTopics, events: pa.
 
     predictions = read_predictions(kafka, topics.predictions)
     served = {k: p["vector"] for k, p in final_predictions(predictions).items()}
-    rows = training_rows(events, grace_ms=DEFAULT_GRACE_MS)
+    rows = training_rows(events, grace_ms=DEFAULT_GRACE_MS, partitions=PARTITIONS,
+                         max_lateness_ms=SensorSettings().max_lateness_ms)
     trained = {(c, t, g): v.tolist() for c, t, g, v in zip(
         rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors, strict=True)}
     wrong = [k for k in trained if served.get(k) != trained[k]]

@@ -12,7 +12,7 @@ from cli import inputs
 from features.sensors.window_math import DEFAULT_GRACE_MS
 from features.windows import parse_duration_ms
 from streaming.pipelines.sensors import SensorTopics
-from streaming.settings import EventTimeSettings, KafkaSettings, TopicSettings
+from streaming.settings import EventTimeSettings, KafkaSettings, SensorSettings, TopicSettings
 from streaming.topics import ensure_topics
 
 if TYPE_CHECKING:
@@ -34,6 +34,12 @@ EDGES = typer.Option("", help="Bin edges JSON (default: the configured edges).",
 GRACE = typer.Option(f"{DEFAULT_GRACE_MS}ms", help="Grace for out-of-order SZ readings (the "
                                                    "stream's and the backfill's lateness rule).",
                      callback=inputs.grace)
+MAX_LATENESS = typer.Option("", help="A reading this far or further behind its topic-partition's "
+                                     "stream time is late, whatever its client's own: bounds "
+                                     "what is held for a client one of whose inputs stopped; "
+                                     "the same value for windows, join and backfill. "
+                                     "[env BRAID_SENSORS_MAX_LATENESS, default 2h]",
+                            callback=inputs.duration)
 
 
 def _topics(prefix: str, partitions: int | None = None) -> tuple[SensorTopics, int]:
@@ -105,6 +111,7 @@ def windows(
     group: str = typer.Option("braid-sensor-windows", help="Consumer group (share to scale out)."),
     batch_size: int = typer.Option(10_000, help="Messages per micro-batch.", min=1),
     max_event_time_skew: str = SKEW,
+    max_lateness: str = MAX_LATENESS,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
@@ -119,7 +126,8 @@ def windows(
     window_processor(KafkaSettings(), grace_ms=_ms(grace),
                      edges=BinEdges.load(Path(edges)) if edges else DEFAULT_EDGES, topics=topics,
                      group=group, batch_size=batch_size,
-                     max_event_time_skew_ms=_skew_ms(max_event_time_skew)).run()
+                     max_event_time_skew_ms=_skew_ms(max_event_time_skew),
+                     max_lateness_ms=_max_lateness_ms(max_lateness)).run()
 
 
 @app.command()
@@ -141,6 +149,7 @@ def join(
     group: str = typer.Option("braid-sensor-join", help="Consumer group (share to scale out)."),
     batch_size: int = typer.Option(10_000, help="Messages per micro-batch.", min=1),
     max_event_time_skew: str = SKEW,
+    max_lateness: str = MAX_LATENESS,
     partitions: int = PARTITIONS,
     topic_prefix: str = PREFIX,
 ) -> None:
@@ -163,7 +172,8 @@ def join(
     topics, _ = _topics(topic_prefix, partitions)
     join_processor(KafkaSettings(), model=alert_model, threshold=threshold,
                    grace_ms=_ms(grace), topics=topics, group=group, batch_size=batch_size,
-                   max_event_time_skew_ms=_skew_ms(max_event_time_skew)).run()
+                   max_event_time_skew_ms=_skew_ms(max_event_time_skew),
+                   max_lateness_ms=_max_lateness_ms(max_lateness)).run()
 
 
 def _registry_model(model_uri: str) -> AlertModel:
@@ -220,6 +230,7 @@ def backfill(
     edges_version: str = typer.Option("", help="Version of the learned edges."),
     topic_prefix: str = PREFIX,
     max_event_time_skew: str = SKEW,
+    max_lateness: str = MAX_LATENESS,
 ) -> None:
     """Recompute FA, FI, FD from the archive with Spark and write the offline store."""
     from batch.sensors_backfill import run_backfill
@@ -229,7 +240,8 @@ def backfill(
                            edges_path=edges or None, topic_prefix=topic_prefix,
                            learn_edges_to=learn_edges or None,
                            learned_version=edges_version or None,
-                           max_event_time_skew_ms=_skew_ms(max_event_time_skew))
+                           max_event_time_skew_ms=_skew_ms(max_event_time_skew),
+                           max_lateness_ms=_max_lateness_ms(max_lateness))
     typer.echo(f"offline store {output} at version {version}")
 
 
@@ -254,6 +266,11 @@ def train_baseline(
 def _skew_ms(text: str) -> int:
     """The option's value, or the setting's when empty."""
     return parse_duration_ms(text or EventTimeSettings().max_event_time_skew)
+
+
+def _max_lateness_ms(text: str) -> int:
+    """The option's value, or the setting's when empty."""
+    return parse_duration_ms(text or SensorSettings().max_lateness)
 
 
 def _ms(text: str) -> int:

@@ -231,18 +231,79 @@ class SlidingWindow(EventTimeWindow):
     """A per-record sliding event-time window: for a record at `t`, the records of the same key
     with event time in the half-open interval `(t - size_ms, t]`.
 
-    The result for a record at `t` is final once its key's stream time reaches `t + grace_ms`:
-    every record of its window that is not late has arrived by then. A record is late (see
-    :func:`sliding_late_mask`) exactly when it would change a result already final, so any
-    arrival order within grace gives the same final results. (The sensor window processor
-    emits each result at once and a correction when a record within grace changes it.)
+    The result for a record at `t` is final once its key's stream time reaches `t + grace_ms`,
+    or (with `max_lateness_ms`) once the stream time of its arrival sequence as a whole (a
+    topic-partition: the largest event time of any key's record so far) reaches
+    `t + max_lateness_ms`: every record of its window that is not late has arrived by then. A
+    record is late (see :func:`sliding_lateness`) exactly when it would change a result already
+    final, so any arrival order within those bounds gives the same final results. (The sensor
+    window processor emits each result at once and a correction when a record within grace
+    changes it.)
+
+    The second bound is what keeps state bounded when one key goes quiet: a key whose records
+    stop keeps its own stream time, but the sequence's moves on, so its results become final
+    and its state can go, by event time and log order alone (no wall clock).
     """
 
-    def final_until(self, stream_time_ms: np.ndarray) -> np.ndarray:
-        """Per key: results of records with event time <= this are final (stream time - grace);
-        keys with no stream time keep :data:`NO_STREAM_TIME`."""
+    max_lateness_ms: int | None = None  # None: only the key's own stream time bounds lateness
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_lateness_ms is not None and self.max_lateness_ms < self.grace_ms:
+            raise ValueError("max lateness must be at least the grace")
+
+    def final_until(self, stream_time_ms: np.ndarray,
+                    partition_time_ms: np.ndarray | None = None) -> np.ndarray:
+        """Per key: results of records with event time <= this are final: the larger of
+        (stream time - grace) and, with a max lateness and `partition_time_ms` (per key, the
+        stream time of its topic-partition), partition time - max lateness; keys with neither
+        keep :data:`NO_STREAM_TIME`."""
         st = np.asarray(stream_time_ms, dtype=np.int64)
-        return np.where(st == NO_STREAM_TIME, NO_STREAM_TIME, st - self.grace_ms)
+        out = np.where(st == NO_STREAM_TIME, NO_STREAM_TIME, st - self.grace_ms)
+        if partition_time_ms is not None and self.max_lateness_ms is not None:
+            pt = np.asarray(partition_time_ms, dtype=np.int64)
+            bound = np.where(pt == NO_STREAM_TIME, NO_STREAM_TIME, pt - self.max_lateness_ms)
+            out = np.maximum(out, bound)  # event times are positive: NO_STREAM_TIME is least
+        return out
+
+
+LATE_BY_PARTITION_TIME = 3
+"""The record lies `max_lateness` or more behind its topic-partition's stream time."""
+
+
+def sliding_lateness(
+    window: SlidingWindow,
+    key_codes: np.ndarray,
+    timestamp_ms: np.ndarray,
+    initial_stream_time: np.ndarray,
+    partition_codes: np.ndarray | None = None,
+    initial_partition_time: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per record (arrival order), why it is late: :data:`ON_TIME`,
+    :data:`LATE_BY_STREAM_TIME` (`t + grace <=` its key's stream time just before it, judged
+    first) or :data:`LATE_BY_PARTITION_TIME` (`t + max_lateness <=` the stream time of its
+    partition just before it: the largest event time of any key's record before it there).
+
+    `partition_codes` (small non-negative ints, e.g. Kafka partition numbers) and
+    `initial_partition_time[code]` apply the second rule; without them, or without a max
+    lateness, only the first. Both stream times count every record before it, late or not: a
+    record late by one rule lies behind the other's stream time too, so it moves neither.
+    Nothing but the arrival sequence decides (no wall clock), so a batch reading the same log in
+    the same order rejects the same records.
+    """
+    ts = np.asarray(timestamp_ms, dtype=np.int64)
+    before = stream_time_before(key_codes, ts, initial_stream_time)
+    out = np.zeros(len(ts), dtype=np.int8)
+    late = (before != NO_STREAM_TIME) & (ts + window.grace_ms <= before)
+    out[late] = LATE_BY_STREAM_TIME
+    if (window.max_lateness_ms is not None and partition_codes is not None
+            and initial_partition_time is not None and len(ts)):
+        codes = np.asarray(partition_codes, dtype=np.int64)
+        partition_before = stream_time_before(codes, ts, initial_partition_time)
+        behind = ((partition_before != NO_STREAM_TIME)
+                  & (ts + window.max_lateness_ms <= partition_before) & ~late)
+        out[behind] = LATE_BY_PARTITION_TIME
+    return out
 
 
 def sliding_late_mask(
@@ -250,13 +311,11 @@ def sliding_late_mask(
     key_codes: np.ndarray,
     timestamp_ms: np.ndarray,
     initial_stream_time: np.ndarray,
+    partition_codes: np.ndarray | None = None,
+    initial_partition_time: np.ndarray | None = None,
 ) -> np.ndarray:
-    """True where a record arrives after results it belongs to were final: a record at `t` is
-    late when `t + grace_ms <= ` its key's stream time just before it (records in arrival
-    order). The same rule as :func:`late_mask` with the window ending at the record itself; it
-    looks at nothing but the key's own arrival sequence (no wall clock), so a batch reading the
-    same log in the same order rejects the same records.
-    """
-    ts = np.asarray(timestamp_ms, dtype=np.int64)
-    before = stream_time_before(key_codes, ts, initial_stream_time)
-    return (before != NO_STREAM_TIME) & (ts + window.grace_ms <= before)
+    """True where a record arrives after results it belongs to were final
+    (:func:`sliding_lateness` is not :data:`ON_TIME`). With the key's stream time alone this is
+    the rule of :func:`late_mask` with the window ending at the record itself."""
+    return sliding_lateness(window, key_codes, timestamp_ms, initial_stream_time,
+                            partition_codes, initial_partition_time) != ON_TIME

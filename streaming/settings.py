@@ -9,7 +9,9 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from features.windows import parse_duration_ms
+from features.sensors.schemas import DEFAULT_SENSOR_PARTITIONS
+from features.sensors.window_math import DEFAULT_MAX_LATENESS_MS
+from features.windows import format_duration, parse_duration_ms
 
 
 class KafkaSettings(BaseSettings):
@@ -76,7 +78,7 @@ class TopicSettings(BaseSettings):
     # replicas that must hold a record before an acks=all write is acknowledged
     min_insync_replicas: int | None = Field(default=None, ge=1)
     market_partitions: int = 8
-    sensor_partitions: int = 100
+    sensor_partitions: int = DEFAULT_SENSOR_PARTITIONS
 
 
 class MarketsSettings(BaseSettings):
@@ -106,6 +108,25 @@ class EventTimeSettings(BaseSettings):
     @property
     def max_event_time_skew_ms(self) -> int:
         return parse_duration_ms(self.max_event_time_skew)
+
+
+class SensorSettings(BaseSettings):
+    """The sensors pipeline's lateness bound by partition (prefix `BRAID_SENSORS_`): a reading
+    (SX, SY, SZ, and the join's feature rows) `max_lateness` or more behind its
+    topic-partition's stream time is late, whatever its client's own stream time
+    (`features.sensors.vectors.RULE`). It bounds what the window processor and the join hold
+    for a client one of whose inputs stopped, and how far back their commit offsets stay. Must
+    exceed `BRAID_MAX_EVENT_TIME_SKEW`; the window processor, the join, the training rows and
+    the backfill must use the same value."""
+
+    model_config = SettingsConfigDict(env_prefix="BRAID_SENSORS_", env_file=".env",
+                                      extra="ignore")
+
+    max_lateness: str = format_duration(DEFAULT_MAX_LATENESS_MS)
+
+    @property
+    def max_lateness_ms(self) -> int:
+        return parse_duration_ms(self.max_lateness)
 
 
 class PredictorSettings(BaseSettings):

@@ -7,10 +7,13 @@ whose vector is complete), built from the same events by the rule the join serve
     The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX and
     SY as of t (the reading with the latest event time at or before t, the largest value at a
     tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading at or
-    before t, counting only readings not late beyond grace (per client and topic, in log order).
+    before t, counting only readings not late (per topic, in log order: late is grace or more
+    behind the client's stream time, or the max lateness or more behind the partition's).
 
 The events table's row order is the order the readings reached their topics (lateness is judged
-in it, per topic, as the stream does); `grace_ms` is the stream's grace. Each row is labelled
+in it, per topic, as the stream does); `grace_ms`, `max_lateness_ms` and `partitions` (each
+topic's partition count: a client's partition is `features.partitioning.partition_for`) are
+the stream's. Each row is labelled
 with its event's `incident` flag. The join's final prediction for every event is this row
 (property-tested over any interleaving: `tests/unit/test_sensors_exact_join.py`).
 
@@ -30,8 +33,9 @@ import pyarrow as pa
 
 from features.sensors.binning import DEFAULT_EDGES, BinEdges
 from features.sensors.model import LogisticAlertModel
+from features.sensors.schemas import DEFAULT_SENSOR_PARTITIONS
 from features.sensors.vectors import event_vectors
-from features.sensors.window_math import DEFAULT_GRACE_MS
+from features.sensors.window_math import DEFAULT_GRACE_MS, DEFAULT_MAX_LATENESS_MS
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,15 @@ class SensorRows:
 
 
 def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES,
-                  grace_ms: int = DEFAULT_GRACE_MS) -> SensorRows:
+                  grace_ms: int = DEFAULT_GRACE_MS, *,
+                  max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS,
+                  partitions: int = DEFAULT_SENSOR_PARTITIONS) -> SensorRows:
     """The rows of :func:`training_set` plus each row's client, event time and trigger
-    (`events`: columns sensor, client, timestamp_ms, value, incident, in arrival order;
-    `grace_ms`: the stream's grace, which decides the late readings)."""
-    rows = event_vectors(events, edges, grace_ms)
+    (`events`: columns sensor, client, timestamp_ms, value, incident, in arrival order, and
+    optionally `partition`; `grace_ms`, `max_lateness_ms` and `partitions`: the stream's grace,
+    max lateness and partition count, which decide the late readings)."""
+    rows = event_vectors(events, edges, grace_ms, max_lateness_ms=max_lateness_ms,
+                         partition_count=partitions)
     labels = np.zeros(len(rows), dtype=bool)
     incident = events["incident"].to_numpy(zero_copy_only=False).astype(bool)
     hit = rows.row_of_input >= 0
@@ -71,9 +79,12 @@ def training_rows(events: pa.Table, edges: BinEdges = DEFAULT_EDGES,
 
 
 def training_set(events: pa.Table, edges: BinEdges = DEFAULT_EDGES,
-                 grace_ms: int = DEFAULT_GRACE_MS) -> tuple[np.ndarray, np.ndarray]:
+                 grace_ms: int = DEFAULT_GRACE_MS, *,
+                 max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS,
+                 partitions: int = DEFAULT_SENSOR_PARTITIONS) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (n, 5) int64, labels (n,) int) from simulator events (see the module doc)."""
-    rows = training_rows(events, edges, grace_ms)
+    rows = training_rows(events, edges, grace_ms, max_lateness_ms=max_lateness_ms,
+                         partitions=partitions)
     return rows.vectors, rows.labels
 
 

@@ -40,6 +40,9 @@ CONTINUOUS_SENSOR = "SZ"
 SENSORS = ("SX", "SY", "SZ")
 FEATURES = ("FA", "FI", "FD")
 VECTOR_FIELDS = ("SX", "SY", "FA", "FI", "FD")  # the model's input order
+# partitions of each sensors topic by default (`BRAID_TOPIC_SENSOR_PARTITIONS`); the lateness
+# rule is per topic-partition, so the training rows need the stream's count
+DEFAULT_SENSOR_PARTITIONS = 100
 MAX_CLIENT_LENGTH = 64
 MAX_TIMESTAMP_MS = 1 << 43  # exclusive: about the year 2248 (keeps sort keys in 64 bits)
 #: Largest SZ magnitude accepted. The window features sum values and their pairs over a

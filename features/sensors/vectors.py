@@ -5,16 +5,23 @@
     The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX and
     SY as of t (the reading with the latest event time at or before t, the largest value at a
     tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading at or
-    before t, counting only readings not late beyond grace (per client and topic, in log order).
+    before t, counting only readings not late (per topic, in log order: late is grace or more
+    behind the client's stream time, or the max lateness or more behind the partition's).
 
-Details, all properties of the events, never of their arrival:
+Details, all properties of the events and the topics' logs, never of their arrival at a
+processor:
 
 - **events**: every accepted SX, SY and SZ reading is an event, identified by (client, event
   time, trigger = its sensor); readings sharing that identity are one event (they get one
   vector: the tie rule makes it so);
-- **lateness**: a reading is late when `t + grace <=` its client's stream time in its own topic
-  just before it (`features.windows.sliding_late_mask`, in the topic's log order: a client lives
-  on one partition); late readings are no events and count in no vector;
+- **lateness** (`features.windows.sliding_lateness`, in each topic's log order: a client lives
+  on one partition, `streaming.partitioning.partition_for(client, partitions)`): a reading at t
+  is late when `t + grace <=` its client's stream time in its own topic just before it, or when
+  `t + max lateness <=` its topic-partition's stream time just before it (the largest event
+  time of any client's reading before it in that partition); late readings are no events and
+  count in no vector. The second bound (`window_math.DEFAULT_MAX_LATENESS_MS`, 2 h) is what lets
+  the stream forget a client one of whose inputs stopped: its answers become final as its
+  partition moves on;
 - an event has a vector only when all five fields exist (an SX and an SY at or before t, an SZ
   reading at or before t): the stream predicts exactly on those events, training has a row for
   exactly those.
@@ -32,17 +39,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.partitioning import partitions_of
 from features.sensors.binning import BinEdges
 from features.sensors.schemas import FEATURES, MAX_TIMESTAMP_MS, SENSORS, VECTOR_FIELDS
-from features.sensors.window_math import WINDOW_MS, sort_readings, window_features
-from features.windows import NO_STREAM_TIME, SlidingWindow, sliding_late_mask
+from features.sensors.window_math import (
+    DEFAULT_MAX_LATENESS_MS,
+    WINDOW_MS,
+    sensor_window,
+    sort_readings,
+    window_features,
+)
+from features.windows import NO_STREAM_TIME, sliding_late_mask
 
 RULE = (
     "The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX "
     "and SY as of t (the reading with the latest event time at or before t, the largest value "
     "at a tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading "
-    "at or before t, counting only readings not late beyond grace (per client and topic, in "
-    "log order)."
+    "at or before t, counting only readings not late (per topic, in log order: late is grace "
+    "or more behind the client's stream time, or the max lateness or more behind the "
+    "partition's)."
 )
 KEY_SPAN = MAX_TIMESTAMP_MS
 MAX_CLIENT_CODES = np.iinfo(np.int64).max // KEY_SPAN - 1
@@ -113,17 +128,32 @@ class EventVectors:
 
 
 def accepted_in_log_order(codes: np.ndarray, timestamp_ms: np.ndarray, grace_ms: int,
-                          clients: int) -> np.ndarray:
-    """The readings of one topic, in log order, that are not late (per client)."""
-    window = SlidingWindow(WINDOW_MS, grace_ms)
+                          clients: int, partitions: np.ndarray | None = None,
+                          max_lateness_ms: int | None = None) -> np.ndarray:
+    """The readings of one topic, in log order, that are not late: per client (`codes` <
+    `clients`) and, with `max_lateness_ms`, per topic-partition (`partitions`: each reading's
+    partition number; None: all on one)."""
+    window = sensor_window(grace_ms, max_lateness_ms)
     initial = np.full(clients, NO_STREAM_TIME, dtype=np.int64)
-    return ~sliding_late_mask(window, codes, timestamp_ms, initial)
+    if partitions is None:
+        partitions = np.zeros(len(codes), dtype=np.int64)
+    partitions = np.asarray(partitions, dtype=np.int64)
+    top = int(partitions.max()) + 1 if len(partitions) else 1
+    return ~sliding_late_mask(window, codes, timestamp_ms, initial, partitions,
+                              np.full(top, NO_STREAM_TIME, dtype=np.int64))
 
 
 def event_vectors(events: pa.Table, edges: BinEdges, grace_ms: int,
-                  window_ms: int = WINDOW_MS) -> EventVectors:
+                  window_ms: int = WINDOW_MS,
+                  max_lateness_ms: int | None = DEFAULT_MAX_LATENESS_MS,
+                  partition_count: int | None = None) -> EventVectors:
     """The rule applied to a table of readings (columns `sensor`, `client`, `timestamp_ms`,
-    `value`): the table's row order is each topic's log order, which decides lateness.
+    `value`): the table's row order is each topic's log order, which decides lateness, with
+    `grace_ms` and `max_lateness_ms` (the stream's settings).
+
+    Each row's topic-partition: the table's `partition` column if it has one (the archive's
+    Kafka partition), else `features.partitioning.partition_for(client, partition_count)` (the
+    stream's topics have `partition_count` partitions), else (None) one partition for all.
 
     SZ features are computed from the accepted SZ readings (`window_math`) and binned with
     `edges`; readings sharing a client and time share their window and features."""
@@ -135,11 +165,18 @@ def event_vectors(events: pa.Table, edges: BinEdges, grace_ms: int,
     sensors = np.asarray(events["sensor"].to_pylist(), dtype=object)
     ts_all = events["timestamp_ms"].to_numpy().astype(np.int64)
     values_all = pc.cast(events["value"], pa.float64()).to_numpy(zero_copy_only=False)
+    if "partition" in events.column_names:
+        part_all = events["partition"].to_numpy().astype(np.int64)
+    elif partition_count is not None:
+        part_all = np.asarray(partitions_of(events["client"].to_pylist(), partition_count),
+                              dtype=np.int64)
+    else:
+        part_all = np.zeros(len(ts_all), dtype=np.int64)
     accepted = np.zeros(len(ts_all), dtype=bool)
     for sensor in SENSORS:
         rows = np.flatnonzero(sensors == sensor)
         accepted[rows] = accepted_in_log_order(client_codes[rows], ts_all[rows], grace_ms,
-                                               len(names))
+                                               len(names), part_all[rows], max_lateness_ms)
 
     def history(sensor: str) -> tuple[np.ndarray, np.ndarray]:
         rows = np.flatnonzero((sensors == sensor) & accepted)

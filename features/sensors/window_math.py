@@ -33,18 +33,38 @@ from features.windows import SlidingWindow
 WINDOW_MS = 10 * 60 * 1000
 SENSOR_WINDOW = SlidingWindow(WINDOW_MS)  # grace is a deployment setting: see sensor_window
 DEFAULT_GRACE_MS = 5_000  # the windows' default grace (`braid sensors windows --grace`)
+DEFAULT_MAX_LATENESS_MS = 2 * 3_600_000
+"""The default max lateness (`BRAID_MAX_LATENESS`, `--max-lateness`): a reading this far or
+further behind its topic-partition's stream time is late, whatever its client's own stream time.
+It bounds what the operators hold for a client one of whose inputs stopped (about this much of
+its history). It must exceed the event-time skew limit (`features.event_time`, default 1 h): a
+reading stamped that far ahead of its Kafka timestamp is still accepted and moves its partition's
+stream time, and readings of the other clients on time must stay within the max lateness of it."""
 EMISSION = (
     "Each accepted SZ reading's FA, FI, FD go out in the poll that processes it, and again as a "
     "correction when a reading within grace lands in its window; they are final once the "
-    "client's stream time passes the reading's time plus grace, decided by event time alone, "
-    "never by the wall clock."
+    "client's stream time passes the reading's time plus grace, or its partition's stream time "
+    "passes the reading's time plus the max lateness, decided by event time alone, never by the "
+    "wall clock."
 )
 """When the stream's features are out and final, in one sentence (READMEs quote it)."""
 
 
-def sensor_window(grace_ms: int) -> SlidingWindow:
-    """The 10-minute SZ window with the deployment's grace."""
-    return SlidingWindow(WINDOW_MS, grace_ms)
+def check_max_lateness(max_lateness_ms: int | None, max_event_time_skew_ms: int) -> None:
+    """Raise unless the max lateness exceeds the event-time skew limit: a reading may be stamped
+    up to that limit ahead of its Kafka timestamp and still move its partition's stream time,
+    and with a max lateness at or below it, one client's fast clock would make the readings on
+    time of every other client of its partition late."""
+    if max_lateness_ms is not None and max_lateness_ms <= max_event_time_skew_ms:
+        raise ValueError(f"max lateness ({max_lateness_ms} ms) must exceed the event-time skew "
+                         f"limit ({max_event_time_skew_ms} ms)")
+
+
+def sensor_window(grace_ms: int,
+                  max_lateness_ms: int | None = DEFAULT_MAX_LATENESS_MS) -> SlidingWindow:
+    """The 10-minute SZ window with the deployment's grace and max lateness (None: no bound by
+    the partition's stream time)."""
+    return SlidingWindow(WINDOW_MS, grace_ms, max_lateness_ms)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,11 @@ from features.sensors.schemas import (
     SENSOR_SCHEMA_VERSION,
     SENSORS,
 )
-from features.sensors.window_math import DEFAULT_GRACE_MS, sensor_window
+from features.sensors.window_math import (
+    DEFAULT_GRACE_MS,
+    DEFAULT_MAX_LATENESS_MS,
+    sensor_window,
+)
 from streaming.partitioning import partition_for
 from streaming.processors.sensor_join import (
     SensorJoinConfig,
@@ -104,8 +108,9 @@ def window_processor(
     poll_timeout_s: float = 0.1,
     consumer_overrides: dict[str, str | int | bool] | None = None,
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+    max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS,
 ) -> StreamProcessor:
-    config = SensorWindowConfig(sensor_window(grace_ms), edges,
+    config = SensorWindowConfig(sensor_window(grace_ms, max_lateness_ms), edges,
                                 {name: topics.of(name) for name in FEATURES},
                                 max_event_time_skew_ms)
     shared = SensorWindowGroup(config)  # the partitions' operators share it (vectorized)
@@ -130,10 +135,11 @@ def join_processor(
     poll_timeout_s: float = 0.1,
     consumer_overrides: dict[str, str | int | bool] | None = None,
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS,
+    max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS,
 ) -> StreamProcessor:
     inputs = {topics.of(name): name for name in ("SX", "SY", *FEATURES)}
     config = SensorJoinConfig(inputs, topics.predictions, model, threshold, grace_ms,
-                              max_event_time_skew_ms)
+                              max_event_time_skew_ms, max_lateness_ms)
     shared = SensorJoinGroup(config)  # the partitions' operators share it (vectorized)
     return StreamProcessor(
         kafka,
@@ -240,16 +246,19 @@ def run_sensors_through_stream(
     edges: BinEdges = DEFAULT_EDGES,
     model: AlertModel = DEFAULT_MODEL,
     threshold: float = 0.5,
+    max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS,
 ) -> StreamResult:
     """Produce `events` (row order = arrival order), run the window then the join processor
-    (both with `grace_ms`) until idle, and return what they wrote."""
+    (both with `grace_ms` and `max_lateness_ms`) until idle, and return what they wrote."""
     topics = SensorTopics.prefixed(topic_prefix)
     ensure_topics(kafka, topics.specs(partitions), TopicSettings())
     produce_events(kafka, topics, events, partitions)
     window_processor(kafka, grace_ms=grace_ms, edges=edges, topics=topics,
-                     group=f"{topic_prefix}windows").run(max_idle_s=3, install_signals=False)
+                     group=f"{topic_prefix}windows", max_lateness_ms=max_lateness_ms,
+                     ).run(max_idle_s=3, install_signals=False)
     join_processor(kafka, model=model, threshold=threshold, grace_ms=grace_ms, topics=topics,
-                   group=f"{topic_prefix}join").run(max_idle_s=3, install_signals=False)
+                   group=f"{topic_prefix}join", max_lateness_ms=max_lateness_ms,
+                   ).run(max_idle_s=3, install_signals=False)
     return StreamResult(wide_features(read_feature_rows(kafka, topics)),
                         read_predictions(kafka, topics.predictions), topics)
 

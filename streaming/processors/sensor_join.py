@@ -6,7 +6,8 @@ join. The vector of an event is :data:`features.sensors.vectors.RULE`:
     The vector of an event of client c at event time t (an SX, SY or SZ reading) is c's SX and
     SY as of t (the reading with the latest event time at or before t, the largest value at a
     tie) and the FA, FI, FD bins of the 10-minute window ending at c's latest SZ reading at or
-    before t, counting only readings not late beyond grace (per client and topic, in log order).
+    before t, counting only readings not late (per topic, in log order: late is grace or more
+    behind the client's stream time, or the max lateness or more behind the partition's).
 
 The five input topics are co-partitioned (keyed by client), so one operator per partition
 number sees every event of its clients. Per client it keeps, as sorted numpy rows:
@@ -17,9 +18,10 @@ number sees every event of its clients. Per client it keeps, as sorted numpy row
   an SZ reading counts only once all three of its features are there;
 - its events, (client, time, trigger), with the vector last published for each.
 
-Each poll: the inputs are judged late or not (per client and topic in log order: `t + grace <=`
-the client's stream time in that topic before it, the window processor's rule; a late SX or SY
-is dead-lettered with its reason), the accepted ones enter the history, and every event of a
+Each poll: the inputs are judged late or not (per topic in log order: `t + grace <=` the
+client's stream time in that topic before it, or `t + max lateness <=` its topic-partition's
+stream time before it, the window processor's rule; a late SX or SY is dead-lettered with its
+reason), the accepted ones enter the history, and every event of a
 touched client at or after the earliest time touched is computed again by the rule (for input
 in order, that is only the new events). An event with all five fields gets its prediction at
 once; an event whose vector changed (a late SX/SY within grace, a feature correction, an SZ
@@ -30,22 +32,27 @@ its value bytes are a function of the events (and the model) only, so a replay p
 same bytes.
 
 A feature message can be late only as a re-emission of the window processor after it
-restarted (it emits within its grace of its own stream time, and its topics carry every value in
-order): the join already holds that (client, feature, time) as of a later point of the window
-processor's log, so the message is dropped and counted (`features_replayed`), not
-dead-lettered. (The window processor's grace must not exceed the join's.)
+restarted (it emits within its grace of its own stream time and within its max lateness of its
+partition's, a poll's rows in event-time order, and its topics carry every value in order): the
+join already holds that (client, feature, time) as of a later point of the window processor's
+log, so the message is dropped and counted (`features_replayed`), not dead-lettered. (The
+window processor's grace and max lateness must not exceed the join's.)
 
-**Bounded state.** History and events at or before `L = min over the five topics of (stream
-time - grace)` can change no answer any more (no accepted input can lie there), so they are
-dropped, keeping the latest SX, SY and complete SZ reading at or before `L` for as-of lookups.
-`L` follows the client's slowest topic: with the simulator's rates (SX every minute) a client
-keeps about a minute of history. A client that has not sent all five inputs yet has no such
-bound: its history is kept until it has (any of its events may still become answerable).
+**Bounded state.** History and events at or before `L = min over the five topics of
+max(client's stream time - grace, partition's stream time - max lateness)` can change no answer
+any more (no accepted input can lie there), so they are dropped, keeping the latest SX, SY and
+complete SZ reading at or before `L` for as-of lookups as **base rows**, whose values go into
+the checkpoint (they hold no commit offset back). `L` follows the client's slowest topic: with
+the simulator's rates (SX every minute) a client keeps about a minute of history. A client one
+of whose inputs stopped (or never came) keeps at most the max lateness of it: its partition's
+stream time in that topic moves on. An SX/SY event whose client's features have not reached
+its time is held until they do, or until its partition's features are the max lateness past it
+(they can no longer come), or until the end of the log.
 
 **Restarts** rebuild the history from the log, as the window processor rebuilds its buffer:
 every history row remembers the offset of the message it came from, the commit offset of a
 topic is the earliest offset a held row came from (else the next offset), and a partition's
-checkpoint holds only its clients' stream times per topic, the next and commit offsets, the
+checkpoint holds its clients' stream times per topic, the next and commit offsets, the
 offsets judged late since, and the owed answers (below). Replayed messages (below the
 checkpointed next offsets) are not judged again and answer nothing: those below the commit
 offset or judged late before are skipped, the others go back into the history, and their events
@@ -54,9 +61,8 @@ published after the checkpoint is not known). Until every topic of the partition
 nothing is pruned and fresh inputs enter the history but owe their answer (per client, the
 earliest time still to answer; kept in the checkpoint), answered once the history is whole.
 From then on the operator holds what the first run held and decides as it did, and a restart
-ends every key on the value an uninterrupted run ends on. (A client that stops sending one of
-its inputs keeps its history since then, and its oldest row holds the commit offset back: a
-restart re-reads from there.)
+ends every key on the value an uninterrupted run ends on. The checkpoint also holds the
+partition's stream time per topic and its clients' base rows (bounded: three rows per client).
 
 The operators of one processor share a :class:`SensorJoinGroup`: one poll's batches of every
 partition are joined in one vectorized pass.
@@ -87,8 +93,13 @@ from features.sensors.vectors import (
     complete,
     vectors_as_of,
 )
-from features.sensors.window_math import DEFAULT_GRACE_MS, sensor_window
-from features.windows import NO_STREAM_TIME, sliding_late_mask
+from features.sensors.window_math import (
+    DEFAULT_GRACE_MS,
+    DEFAULT_MAX_LATENESS_MS,
+    check_max_lateness,
+    sensor_window,
+)
+from features.windows import LATE_BY_PARTITION_TIME, NO_STREAM_TIME, ON_TIME, sliding_lateness
 from streaming.processors.sensor_decoding import decode_features, decode_readings
 from streaming.processors.sensor_history import Rows, ranges
 from streaming.runtime.key_codes import KeyCodes
@@ -101,7 +112,8 @@ from streaming.runtime.records import (
     merged_timestamps,
 )
 
-SNAPSHOT_VERSION = 2  # 1: latest value per field (not as of event time); not restorable
+SNAPSHOT_VERSION = 3  # 3: + base rows (see `snapshot`); 1: latest value per field, not restorable
+RESTORABLE = (2, 3)  # a version 2 checkpoint's commit offsets cover every held row
 NO_VERSION = -1
 PRUNE_MIN = 4_096
 OFFSET_SPAN = 1 << 40  # (partition, offset) as one int: partition * OFFSET_SPAN + offset
@@ -121,6 +133,9 @@ class SensorJoinConfig:
     # how far an SX/SY reading's event time may lie ahead of its Kafka timestamp
     # (features.event_time)
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
+    # an input this far or further behind its topic-partition's stream time is late (the
+    # window processor's max lateness: the same rule on SZ)
+    max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS
 
     def __post_init__(self) -> None:
         if sorted(self.input_topics.values()) != sorted(VECTOR_FIELDS):
@@ -129,6 +144,7 @@ class SensorJoinConfig:
             raise ValueError(f"alert threshold must be in [0, 1], got {self.threshold}")
         if self.grace_ms < 0:
             raise ValueError("grace must be non-negative")
+        check_max_lateness(self.max_lateness_ms, self.max_event_time_skew_ms)
 
 
 @dataclass
@@ -166,11 +182,14 @@ class SensorJoinGroup:
 
     def __init__(self, config: SensorJoinConfig) -> None:
         self.config = config
-        self.window = sensor_window(config.grace_ms)  # its lateness rule, per topic
+        # its lateness rule, per topic
+        self.window = sensor_window(config.grace_ms, config.max_lateness_ms)
         self.clients = KeyCodes()
         self.client_partition = np.empty(0, dtype=np.int64)
-        # per topic (VECTOR_FIELDS order) and client: the largest event time accepted
+        # per topic (VECTOR_FIELDS order) and client: the largest event time seen
         self.stream_time = np.empty((len(VECTOR_FIELDS), 0), dtype=np.int64)
+        # per topic and partition number: the largest event time seen (every client's)
+        self.partition_time = np.empty((len(VECTOR_FIELDS), 0), dtype=np.int64)
         self.edges_versions: list[str] = []
         # histories, sorted by composite key (client * KEY_SPAN + event time)
         # (sx, sy: sorted by (key, value): the last row at a key holds the largest value)
@@ -197,11 +216,17 @@ class SensorJoinGroup:
         """Start a partition afresh (assignment): forget anything held for it."""
         self.close(partition)
         self.partitions[partition] = _Partition()
+        if partition >= self.partition_time.shape[1]:
+            grown = np.full((len(VECTOR_FIELDS), partition + 1), NO_STREAM_TIME, dtype=np.int64)
+            grown[:, :self.partition_time.shape[1]] = self.partition_time
+            self.partition_time = grown
 
     def close(self, partition: int) -> None:
         """Forget a partition's clients (revocation)."""
         self.partitions.pop(partition, None)
         self._replaying.discard(partition)
+        if partition < self.partition_time.shape[1]:
+            self.partition_time[:, partition] = NO_STREAM_TIME
         mine = self.client_partition == partition
         if not mine.any():
             return
@@ -245,6 +270,7 @@ class SensorJoinGroup:
             self._replaying.discard(p)  # its history is whole again: what it owes is due
             self._pruned = False
             touched = np.r_[touched, np.flatnonzero(self.client_partition == p)]
+        touched = np.r_[touched, self._released()]
         emission.extend(self._answer_clients(touched, force=False))
         if len(self.events) + len(self.sz) >= self._prune_at:
             self.prune()
@@ -256,6 +282,33 @@ class SensorJoinGroup:
         mine = np.flatnonzero(np.isin(self.client_partition, list(partitions))
                               & (self.owed != NOT_OWED))
         return self._answer_clients(mine, force=True)
+
+    def _client_partition_time(self) -> np.ndarray:
+        """Per topic (VECTOR_FIELDS order) and client: the stream time of the client's
+        partition in that topic (NO_STREAM_TIME: none yet)."""
+        out = np.full(self.stream_time.shape, NO_STREAM_TIME, dtype=np.int64)
+        known = self.client_partition >= 0
+        out[:, known] = self.partition_time[:, self.client_partition[known]]
+        return out
+
+    def _feature_frontier(self) -> np.ndarray:
+        """Per client: the time up to which its features are in, or can no longer come (min
+        over FA, FI, FD of the larger of its stream time and its partition's stream time -
+        max lateness): an SX/SY event after it waits for them."""
+        rows = [FIELD_INDEX[f] for f in FEATURES]
+        partition_time = self._client_partition_time()[rows]
+        beyond = np.where(partition_time == NO_STREAM_TIME, NO_STREAM_TIME,
+                          partition_time - self.config.max_lateness_ms)
+        return np.maximum(self.stream_time[rows], beyond).min(axis=0)
+
+    def _released(self) -> np.ndarray:
+        """Clients holding an SX/SY event the feature frontier has reached (their partition's
+        features moved on: a client whose SZ stopped gets its final answers by event time)."""
+        owed = self.owed != NOT_OWED
+        if not owed.any():
+            return np.empty(0, dtype=np.int64)
+        mine = np.flatnonzero(owed)
+        return mine[self.owed[mine] <= self._feature_frontier()[mine]]
 
     def _enter(self, accepted: list[_Accepted]) -> np.ndarray:
         """Accepted inputs into the history and the events; returns the clients fresh inputs
@@ -325,20 +378,31 @@ class SensorJoinGroup:
         self.client_partition[codes] = part
         ts = table["timestamp_ms"].to_numpy()
         f = FIELD_INDEX[field_name]
-        late = np.zeros(len(ts), dtype=bool)
+        lateness = np.zeros(len(ts), dtype=np.int8)
         if fresh.any():
-            late[fresh] = sliding_late_mask(self.window, codes[fresh], ts[fresh],
-                                            self.stream_time[f])
+            lateness[fresh] = sliding_lateness(self.window, codes[fresh], ts[fresh],
+                                               self.stream_time[f], part[fresh],
+                                               self.partition_time[f])
             np.maximum.at(self.stream_time[f], codes[fresh], ts[fresh])
+            np.maximum.at(self.partition_time[f], part[fresh], ts[fresh])
+        late = lateness != ON_TIME
         if late.any():
             for p, o in zip(part[late].tolist(), offsets[late].tolist(), strict=True):
                 self.partitions[p].late_offsets.setdefault(topic, set()).add(o)
             if field_name in CATEGORICAL_SENSORS:
-                reason = (f"late: beyond {self.config.grace_ms} ms grace for {field_name} of "
-                          "its client (sensor join)")
+                reasons = {
+                    False: (f"late: beyond {self.config.grace_ms} ms grace for {field_name} "
+                            "of its client (sensor join)"),
+                    True: (f"late: {self.config.max_lateness_ms} ms (max lateness) or more "
+                           f"behind its partition's stream time for {field_name} (sensor "
+                           "join)"),
+                }
                 emission.dead_letters.extend(
-                    DeadLetter(reason, topic, int(row_partition[i]), int(merged.offsets[i]),
-                               merged.keys[i], merged.values[i]) for i in rows[late])
+                    DeadLetter(reasons[bool(why == LATE_BY_PARTITION_TIME)], topic,
+                               int(row_partition[i]), int(merged.offsets[i]), merged.keys[i],
+                               merged.values[i])
+                    for i, why in zip(rows[late].tolist(), lateness[late].tolist(),
+                                      strict=True))
                 self.counts["late"] += int(late.sum())
             else:  # a window processor's re-emission after its restart: see the module doc
                 self.counts["features_replayed"] += int(late.sum())
@@ -436,7 +500,7 @@ class SensorJoinGroup:
         answered = complete(vectors)
         if not force:
             clients = events.key[rows] // KEY_SPAN
-            frontier = self.stream_time[[FIELD_INDEX[f] for f in FEATURES]].min(axis=0)
+            frontier = self._feature_frontier()
             held = answered & (events.cols["trigger"][rows] != TRIGGERS.index("SZ")) & (
                 events.key[rows] % KEY_SPAN > frontier[clients])
             if held.any():
@@ -499,26 +563,38 @@ class SensorJoinGroup:
 
     # --- bounded state -----------------------------------------------------------------------
     def settled_until(self) -> np.ndarray:
-        """Per client, `L`: no accepted input can lie at or before it any more (min over the
-        five topics of stream time - grace), nor an owed answer; NO_STREAM_TIME while a topic
-        has none or the client's partition replays."""
-        seen = (self.stream_time != NO_STREAM_TIME).all(axis=0)
+        """Per client, `L`: no accepted input can lie at or before it any more, nor an owed
+        answer; NO_STREAM_TIME while a topic has no bound for it or its partition replays.
+
+        Per topic, an input at or before max(client's stream time - grace, partition's stream
+        time - max lateness) is late (`features.windows.SlidingWindow.final_until`); `L` is the
+        least of the five. The partition's term is what lets a client one of whose inputs
+        stopped settle: its own stream time in that topic stays, its partition's moves on."""
+        partition_time = self._client_partition_time()
+        final = self.window.final_until(self.stream_time, partition_time)
+        seen = ((self.stream_time != NO_STREAM_TIME)
+                | (partition_time != NO_STREAM_TIME)).all(axis=0)
         # while its partition replays, a client's history is incomplete: nothing is settled
         replaying = [p for p, state in self.partitions.items() if not state.caught_up()]
         seen &= ~np.isin(self.client_partition, replaying)
-        bound = np.minimum(self.stream_time.min(axis=0) - self.config.grace_ms,
-                           self.owed - 1)  # an owed answer still needs its events
+        bound = np.minimum(final.min(axis=0), self.owed - 1)  # an owed answer needs its events
         return np.where(seen, bound, NO_STREAM_TIME)
 
     def prune(self) -> None:
         """Drop history and events no answer can need (see the module docstring). Once per
-        checkpoint, not once per partition: nothing changes between their snapshots."""
+        checkpoint, not once per partition: nothing changes between their snapshots.
+
+        The rows kept at or before `L` (per client the latest SX, SY and complete SZ reading,
+        for as-of lookups) become **base rows**: their offsets are forgotten (-1) and the
+        checkpoint carries their values instead, so they hold no commit offset back (a client
+        whose SX stopped keeps its last SX for ever, and the SX partition's offset moves on)."""
         if self._pruned:
             return
         self._pruned = True
         settled = self.settled_until()
         for history in (self.sx, self.sy):
             history.keep(_keep_latest_before(history.key, settled))
+            history.cols["offset"][_at_or_before(history.key, settled)] = -1
         bins = self.sz.cols["bins"]
         whole = (bins != MISSING).all(axis=1)
         before = _at_or_before(self.sz.key, settled)
@@ -526,6 +602,7 @@ class SensorJoinGroup:
         keep = ~before
         keep[np.flatnonzero(whole)[latest & before[whole]]] = True
         self.sz.keep(keep)
+        self.sz.cols["offsets"][_at_or_before(self.sz.key, settled)] = -1
         self.events.keep(~_at_or_before(self.events.key, settled))
         self._lows = None
         self._prune_at = max(PRUNE_MIN, 2 * (len(self.events) + len(self.sz)))
@@ -587,15 +664,68 @@ class SensorJoinGroup:
             "late_offsets": {t: sorted(state.late_offsets.get(t, ())) for t in topics},
             "clients": [self.clients.names[i] for i in mine.tolist()],
             "stream_time": self.stream_time[:, mine].tolist(),
+            "partition_time": self._partition_times(partition).tolist(),
             "owed": self.owed[mine].tolist(),
+            "base": self._base_rows(mine),
         }
 
+    def _partition_times(self, partition: int) -> np.ndarray:
+        if partition < self.partition_time.shape[1]:
+            return self.partition_time[:, partition]
+        return np.full(len(VECTOR_FIELDS), NO_STREAM_TIME, dtype=np.int64)
+
+    def _base_rows(self, mine: np.ndarray) -> dict[str, list[list[int | str]]]:
+        """The base rows (see :meth:`prune`) of the clients `mine`, each as its client's index
+        in `mine`, event time and value (SX, SY) or FA, FI, FD bins and edges versions (SZ): a
+        row the log no longer gives back on restart."""
+        index = np.full(len(self.client_partition), -1, dtype=np.int64)
+        index[mine] = np.arange(len(mine))
+        out: dict[str, list[list[int | str]]] = {}
+        for name, history in (("SX", self.sx), ("SY", self.sy)):
+            at = np.flatnonzero((history.cols["offset"] < 0)
+                                & (index[history.key // KEY_SPAN] >= 0))
+            out[name] = [[int(index[k // KEY_SPAN]), int(k % KEY_SPAN), int(v)] for k, v in zip(
+                history.key[at].tolist(), history.cols["value"][at].tolist(), strict=True)]
+        bins = self.sz.cols["bins"]
+        # complete rows holding a value no message will give back (a replayed message may
+        # have set one of its offsets again meanwhile)
+        at = np.flatnonzero((bins != MISSING).all(axis=1)
+                            & (self.sz.cols["offsets"] < 0).any(axis=1)
+                            & (index[self.sz.key // KEY_SPAN] >= 0))
+        out["SZ"] = [
+            [int(index[k // KEY_SPAN]), int(k % KEY_SPAN), *b,
+             *(self.edges_versions[e] for e in edges)]
+            for k, b, edges in zip(self.sz.key[at].tolist(), bins[at].tolist(),
+                                   self.sz.cols["edges"][at].tolist(), strict=True)]
+        return out
+
+    def _restore_base_rows(self, codes: np.ndarray, base: dict[str, list[list[int | str]]]
+                           ) -> None:
+        for name, history in (("SX", self.sx), ("SY", self.sy)):
+            rows = np.asarray(base.get(name, []), dtype=np.int64).reshape(-1, 3)
+            history.insert(codes[rows[:, 0]] * KEY_SPAN + rows[:, 1], sort_by="value",
+                           value=rows[:, 2], offset=np.full(len(rows), -1, dtype=np.int64))
+        sz = base.get("SZ", [])
+        if not sz:
+            return
+        width = len(FEATURES)
+        numbers = np.asarray([row[:2 + width] for row in sz], dtype=np.int64)
+        edges = np.asarray([[self._version_code(str(v)) for v in row[2 + width:]]
+                            for row in sz], dtype=np.int64)
+        keys = codes[numbers[:, 0]] * KEY_SPAN + numbers[:, 1]
+        self.sz.insert(keys, bins=numbers[:, 2:], edges=edges,
+                       offsets=np.full((len(sz), width), -1, dtype=np.int64))
+
     def restore(self, partition: int, snapshot: Snapshot) -> None:
-        if snapshot.get("version") != SNAPSHOT_VERSION:
+        if snapshot.get("version") not in RESTORABLE:
             raise ValueError(f"unsupported sensor join snapshot: {snapshot.get('version')} "
                              "(a checkpoint of an older Braid: start a new consumer group)")
         codes, new = self.clients.encode(list(snapshot["clients"]))
         self._grow(new)
+        if partition >= self.partition_time.shape[1]:
+            grown = np.full((len(VECTOR_FIELDS), partition + 1), NO_STREAM_TIME, dtype=np.int64)
+            grown[:, :self.partition_time.shape[1]] = self.partition_time
+            self.partition_time = grown
         state = self.partitions.setdefault(partition, _Partition())
         state.replay_until = {t: int(o) for t, o in snapshot["next_offsets"].items()}
         state.needed_from = {t: int(o) for t, o in snapshot["needed_from"].items()}
@@ -609,7 +739,13 @@ class SensorJoinGroup:
         self.client_partition[codes] = partition
         self.stream_time[:, codes] = np.asarray(snapshot["stream_time"],
                                                 dtype=np.int64).reshape(-1, len(codes))
+        # version 2 kept no partition times: the largest of its clients' (each counts every
+        # input it saw)
+        self.partition_time[:, partition] = np.asarray(
+            snapshot.get("partition_time", self.stream_time[:, codes].max(axis=1)),
+            dtype=np.int64)
         self.owed[codes] = np.asarray(snapshot["owed"], dtype=np.int64)
+        self._restore_base_rows(codes, snapshot.get("base", {}))
 
 
 def _at_or_before(keys: np.ndarray, settled: np.ndarray) -> np.ndarray:

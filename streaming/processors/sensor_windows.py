@@ -1,12 +1,15 @@
 """The sensor window operator: SZ readings -> window features FA, FI, FD per reading, at once.
 
-For each client it keeps the stream time (largest SZ event time seen) and a buffer of its
-accepted readings with event time > stream time - grace - window (all a future result can need).
+For each client it keeps the stream time (largest SZ event time seen), for each partition its
+stream time (the largest of its clients'), and a buffer of the accepted readings with event time
+> final - window, where final = max(client's stream time - grace, partition's stream time - max
+lateness): all a future result can need.
 
 - **Emission**: Each accepted SZ reading's FA, FI, FD go out in the poll that processes it, and
   again as a correction when a reading within grace lands in its window; they are final once the
-  client's stream time passes the reading's time plus grace, decided by event time alone, never
-  by the wall clock.
+  client's stream time passes the reading's time plus grace, or its partition's stream time
+  passes the reading's time plus the max lateness, decided by event time alone, never by the
+  wall clock.
   A reading within grace that lands behind readings already emitted gives a **correction** for
   each emitted reading of its client whose window `(t' - 10 min, t']` contains it (in practice
   the readings in `(t, stream time]`, at most a grace's worth): the same key (client) and
@@ -14,10 +17,15 @@ accepted readings with event time > stream time - grace - window (all a future r
   anything, so the batch layer reading the same log computes the same final values
   (`batch/sensors_backfill.py`).
 - **Lateness**: a reading is late (dead letter) when `t + grace <=` its client's stream time
-  before it (`features.windows.sliding_late_mask`, in log order): it could only change results
-  already final. Any arrival order within grace gives the same final features.
+  before it, or `t + max lateness <=` its partition's stream time before it
+  (`features.windows.sliding_lateness`, in log order): it could only change results already
+  final. Any arrival order within those bounds gives the same final features. The second bound
+  keeps the buffer of a client whose readings stopped from holding readings for ever.
 - Each feature row goes to its topic (FA, FI, FD) keyed by client, identified by
-  (client, feature, timestamp_ms): the last row of an identity is its value.
+  (client, feature, timestamp_ms): the last row of an identity is its value. The rows of a poll
+  go out in event-time order, so on every FA, FI, FD partition a row's time plus the max
+  lateness is above the time of every row before it (the join's partition rule, applied to the
+  feature topics, then never rejects a row of an uninterrupted run).
 - Commit offset of a partition: the earliest offset of its readings still in the buffer (else
   its next offset), so a restart rebuilds the buffer from the log. Readings no longer needed are
   dropped in bulk (at each checkpoint, or once the buffer has doubled), so the buffer stays
@@ -49,8 +57,14 @@ from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.binning import BinEdges
 from features.sensors.schemas import FEATURES, SENSOR_SCHEMA_VERSION
 from features.sensors.vectors import KEY_SPAN, MAX_CLIENT_CODES
-from features.sensors.window_math import window_features
-from features.windows import NO_STREAM_TIME, SlidingWindow, sliding_late_mask
+from features.sensors.window_math import check_max_lateness, window_features
+from features.windows import (
+    LATE_BY_PARTITION_TIME,
+    NO_STREAM_TIME,
+    ON_TIME,
+    SlidingWindow,
+    sliding_lateness,
+)
 from streaming.processors.sensor_decoding import decode_readings
 from streaming.processors.sensor_history import ranges
 from streaming.runtime.key_codes import KeyCodes
@@ -77,6 +91,9 @@ class SensorWindowConfig:
     # how far a reading's event time may lie ahead of its Kafka timestamp (features.event_time)
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
 
+    def __post_init__(self) -> None:
+        check_max_lateness(self.window.max_lateness_ms, self.max_event_time_skew_ms)
+
 
 @dataclass
 class _Partition:
@@ -96,6 +113,8 @@ class SensorWindowGroup:
         self.clients = KeyCodes()
         self.client_partition = np.empty(0, dtype=np.int64)
         self.stream_time = np.empty(0, dtype=np.int64)
+        # per partition number: its stream time (the largest event time of its readings)
+        self.partition_time = np.empty(0, dtype=np.int64)
         # the buffer, sorted by (client, timestamp, value); key = client * KEY_SPAN + ts
         self.buf_key = np.empty(0, dtype=np.int64)
         self.buf_code = np.empty(0, dtype=np.int64)
@@ -113,10 +132,16 @@ class SensorWindowGroup:
         """Start a partition afresh (assignment): forget anything held for it."""
         self.close(partition)
         self.partitions[partition] = _Partition()
+        if partition >= len(self.partition_time):
+            grown = np.full(partition + 1, NO_STREAM_TIME, dtype=np.int64)
+            grown[:len(self.partition_time)] = self.partition_time
+            self.partition_time = grown
 
     def close(self, partition: int) -> None:
         """Drop a partition's clients' state and readings (revocation)."""
         self.partitions.pop(partition, None)
+        if partition < len(self.partition_time):
+            self.partition_time[partition] = NO_STREAM_TIME
         mine = self.client_partition == partition
         if mine.any():
             self.stream_time[mine] = NO_STREAM_TIME
@@ -178,18 +203,21 @@ class SensorWindowGroup:
                                     for o in s.late_offsets), np.int64)
             skip |= replayed & np.isin(part * OFFSET_SPAN + offsets, rejected)
         fresh = ~replayed
-        late = np.zeros(len(ts), dtype=bool)
+        lateness = np.zeros(len(ts), dtype=np.int8)
         if fresh.any():
-            late[fresh] = sliding_late_mask(self.config.window, codes[fresh], ts[fresh],
-                                            self.stream_time)
+            lateness[fresh] = sliding_lateness(self.config.window, codes[fresh], ts[fresh],
+                                               self.stream_time, part[fresh],
+                                               self.partition_time)
+        late = lateness != ON_TIME
         if late.any():
             emission.dead_letters.extend(self._late_letters(
-                merged, row_partition, np.flatnonzero(valid)[late]))
+                merged, row_partition, np.flatnonzero(valid)[late], lateness[late]))
             for p, o in zip(part[late].tolist(), offsets[late].tolist(), strict=True):
                 self.partitions[p].late_offsets.add(o)
         accept = ~skip & ~late
         self._append(codes[accept], ts[accept], values[accept], offsets[accept], part[accept])
         np.maximum.at(self.stream_time, codes, ts)
+        np.maximum.at(self.partition_time, part, ts)
         self._pruned = False
         emit = accept & fresh  # replayed readings went out before the checkpoint
         if emit.any():
@@ -208,12 +236,18 @@ class SensorWindowGroup:
         ]
 
     def _late_letters(self, merged: InputBatch, row_partition: np.ndarray,
-                      rows: np.ndarray) -> list[DeadLetter]:
-        """Dead letters for late readings at `rows` of the merged batch."""
-        reason = (f"late: beyond {self.config.window.grace_ms} ms grace for "
-                  f"{self.config.window.label} sliding windows")
-        return [DeadLetter(reason, merged.topic, int(row_partition[i]), int(merged.offsets[i]),
-                           merged.keys[i], merged.values[i]) for i in rows]
+                      rows: np.ndarray, lateness: np.ndarray) -> list[DeadLetter]:
+        """Dead letters for late readings at `rows` of the merged batch (`lateness`: why)."""
+        window = self.config.window
+        reasons = {
+            True: (f"late: {window.max_lateness_ms} ms (max lateness) or more behind its "
+                   f"partition's stream time, for {window.label} sliding windows"),
+            False: f"late: beyond {window.grace_ms} ms grace for {window.label} sliding windows",
+        }
+        return [DeadLetter(reasons[bool(why == LATE_BY_PARTITION_TIME)], merged.topic,
+                           int(row_partition[i]), int(merged.offsets[i]), merged.keys[i],
+                           merged.values[i])
+                for i, why in zip(rows.tolist(), lateness.tolist(), strict=True)]
 
     def _append(self, codes: np.ndarray, ts: np.ndarray, values: np.ndarray,
                 offsets: np.ndarray, partitions: np.ndarray) -> None:
@@ -278,35 +312,46 @@ class SensorWindowGroup:
         return self._records(rows, due)
 
     def prune(self) -> None:
-        """Drop every buffered reading no future result needs: event time at or before its
-        client's stream time - grace - window. (Once per checkpoint, not once per partition:
-        nothing changes between the partitions' snapshots.)"""
+        """Drop every buffered reading no future result needs: event time at or before
+        final - window, final = max(client's stream time - grace, partition's stream time - max
+        lateness). (Once per checkpoint, not once per partition: nothing changes between the
+        partitions' snapshots.)"""
         if self._pruned:
             return
         self._pruned = True
         window = self.config.window
-        horizon = window.final_until(self.stream_time)[self.buf_code]
+        final = window.final_until(self.stream_time, self._client_partition_time())
+        horizon = final[self.buf_code]
         self._keep(self.buf_ts > horizon - window.size_ms)
         self._prune_at = max(PRUNE_MIN, 2 * len(self.buf_key))
 
+    def _client_partition_time(self) -> np.ndarray:
+        """Per client, the stream time of its partition (NO_STREAM_TIME: none)."""
+        known = self.client_partition >= 0
+        out = np.full(len(self.client_partition), NO_STREAM_TIME, dtype=np.int64)
+        out[known] = self.partition_time[self.client_partition[known]]
+        return out
+
     def _records(self, rows: np.ndarray, due: np.ndarray) -> list[OutputBatch]:
         """Features of buffer rows `rows[due]` (`rows`: whole clients' sorted readings back to
-        the earliest window needed). One batch per feature topic, rows in (client, event time)
-        order; JSON encoded in one vectorized pass (polars; floats in shortest round-trip form)
-        or, for a few rows, orjson.
+        the earliest window needed). One batch per feature topic, rows in event-time order (see
+        the module docstring: the join's partition rule relies on it); JSON encoded in one
+        vectorized pass (polars; floats in shortest round-trip form) or, for a few rows, orjson.
         """
         window = self.config.window
         code, ts = self.buf_code[rows], self.buf_ts[rows]
         feats = window_features(code, ts, self.buf_value[rows], due, window.size_ms)
+        order = np.argsort(ts[due], kind="stable")  # event-time order
+        due, count = due[order], feats.count[order]
         edges = self.config.edges
-        columns = {"FA": feats.fa, "FI": feats.fi, "FD": feats.fd}
+        columns = {"FA": feats.fa[order], "FI": feats.fi[order], "FD": feats.fd[order]}
         names = np.asarray(self.clients.names, dtype=object)[code[due]]
         bins = {name: edges.bin(name, columns[name]) for name in FEATURES}
         if len(due) < SMALL_EMIT:
-            return self._small_records(names.tolist(), ts[due], feats.count, columns, bins)
+            return self._small_records(names.tolist(), ts[due], count, columns, bins)
         frame = pl.DataFrame({
             "client": pl.Series(names, dtype=pl.String), "timestamp_ms": ts[due],
-            "count": feats.count,
+            "count": count,
             **{name: columns[name] for name in FEATURES},
             **{f"{name}_bin": bins[name] for name in FEATURES},
         })
@@ -380,6 +425,12 @@ class SensorWindowGroup:
         self._grow(new)
         self.client_partition[codes] = partition
         self.stream_time[codes] = np.asarray(snapshot["stream_time"], dtype=np.int64)
+        # the partition's stream time is the largest of its clients' (each counts every reading)
+        if partition >= len(self.partition_time):
+            grown = np.full(partition + 1, NO_STREAM_TIME, dtype=np.int64)
+            grown[:len(self.partition_time)] = self.partition_time
+            self.partition_time = grown
+        self.partition_time[partition] = int(self.stream_time[codes].max(initial=NO_STREAM_TIME))
         state = self.partitions.setdefault(partition, _Partition())
         state.replay_until = int(snapshot["next_offset"])
         state.needed_from = int(snapshot["needed_from"])

@@ -99,7 +99,7 @@ def _reference(kafka: KafkaSettings, events: pa.Table, prefix: str
     want = _final(kafka, reference.topics.predictions)
     features = {key: values[-1] for key, values in _features(kafka, reference.topics).items()}
     # the reference's final vectors are the training rows of the same events
-    rows = training_rows(events, grace_ms=GRACE_MS)
+    rows = training_rows(events, grace_ms=GRACE_MS, partitions=PARTITIONS)
     trained = {f"{c}|{t}|{g}".encode(): v.tolist() for c, t, g, v in zip(
         rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors, strict=True)}
     assert {k: orjson.loads(v)["vector"] for k, v in want.items()} == trained

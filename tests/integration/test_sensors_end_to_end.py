@@ -78,7 +78,7 @@ def test_simulated_clients_flow_to_predictions_with_correct_features(
     # each event's final prediction is the training row; the latest event of each client holds
     # its latest (event time) values of all five fields
     final = result.final_predictions()
-    rows = training_rows(events, DEFAULT_EDGES, grace_ms=5_000)
+    rows = training_rows(events, DEFAULT_EDGES, grace_ms=5_000, partitions=4)
     assert {k: p["vector"] for k, p in final.items()} == {
         (c, t, g): v.tolist() for c, t, g, v in zip(
             rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors,

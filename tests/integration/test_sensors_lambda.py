@@ -87,7 +87,7 @@ def test_stream_and_spark_backfill_agree_value_for_value(
                                            "FA_bin", "FI_bin", "FD_bin")), strict=True)}
     accepted = events.filter(pc.invert(pc.is_in(events["timestamp_ms"],
                                                 pa.array([ahead, ahead + 1, ahead + 2]))))
-    rows = training_rows(accepted, grace_ms=GRACE_MS)
+    rows = training_rows(accepted, grace_ms=GRACE_MS, partitions=4)
     trained = {(c, t, g): v.tolist() for c, t, g, v in zip(
         rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors, strict=True)}
     assert len(trained) > 0.9 * events.num_rows

@@ -15,10 +15,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.binning import DEFAULT_EDGES, BinEdges
 from features.sensors.model import AlertModel
 from features.sensors.schemas import FEATURES, SENSORS
-from features.sensors.window_math import sensor_window
+from features.sensors.window_math import DEFAULT_MAX_LATENESS_MS, sensor_window
 from streaming.pipelines.sensors import reading_message
 from streaming.processors.sensor_join import SensorJoinConfig, SensorJoinOperator
 from streaming.processors.sensor_windows import SensorWindowConfig, SensorWindowOperator
@@ -50,8 +51,13 @@ class SensorStreams:
     """Topic logs (values, in offset order; predictions as (key, value)) and two processors."""
 
     def __init__(self, model: AlertModel, grace_ms: int, edges: BinEdges = DEFAULT_EDGES,
-                 threshold: float = 0.5, prune_every_poll: bool = False) -> None:
+                 threshold: float = 0.5, prune_every_poll: bool = False,
+                 max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS) -> None:
         self.model, self.grace_ms, self.edges, self.threshold = model, grace_ms, edges, threshold
+        self.max_lateness_ms = max_lateness_ms
+        # the messages here carry no Kafka timestamps (the skew rule never applies); a small
+        # max lateness needs a smaller skew limit all the same (`check_max_lateness`)
+        self.max_event_time_skew_ms = min(DEFAULT_MAX_EVENT_TIME_SKEW_MS, max_lateness_ms - 1)
         # drop what the operators no longer need after every poll, not only at checkpoints
         self.prune_every_poll = prune_every_poll
         self.logs: dict[str, list[bytes]] = {t: [] for t in (*SENSORS, *FEATURES)}
@@ -63,13 +69,15 @@ class SensorStreams:
 
     # --- operators -----------------------------------------------------------------------------
     def _window_operator(self) -> SensorWindowOperator:
-        config = SensorWindowConfig(sensor_window(self.grace_ms), self.edges,
-                                    {f: f for f in FEATURES})
+        config = SensorWindowConfig(sensor_window(self.grace_ms, self.max_lateness_ms),
+                                    self.edges, {f: f for f in FEATURES},
+                                    self.max_event_time_skew_ms)
         return SensorWindowOperator(config, PARTITION)
 
     def _join_operator(self) -> SensorJoinOperator:
         config = SensorJoinConfig({t: t for t in JOIN_INPUTS}, "predictions", self.model,
-                                  self.threshold, self.grace_ms)
+                                  self.threshold, self.grace_ms, self.max_event_time_skew_ms,
+                                  self.max_lateness_ms)
         return SensorJoinOperator(config, PARTITION)
 
     # --- producing -----------------------------------------------------------------------------

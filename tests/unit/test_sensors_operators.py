@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from features.sensors.binning import DEFAULT_EDGES
 from features.sensors.model import LogisticAlertModel
 from features.sensors.schemas import FeatureRow
-from features.sensors.window_math import WINDOW_MS, sensor_window
+from features.sensors.window_math import DEFAULT_MAX_LATENESS_MS, WINDOW_MS, sensor_window
 from streaming.pipelines.sensors import reading_message
 from streaming.processors.sensor_join import (
     SensorJoinConfig,
@@ -33,7 +33,9 @@ T0 = 1_767_225_600_000
 
 
 def window_op(grace: int = GRACE) -> SensorWindowOperator:
-    config = SensorWindowConfig(sensor_window(grace), DEFAULT_EDGES,
+    # the max lateness is at least the grace (a test may accept everything with a huge grace)
+    config = SensorWindowConfig(sensor_window(grace, max(grace, DEFAULT_MAX_LATENESS_MS)),
+                                DEFAULT_EDGES,
                                 {"FA": "FA", "FI": "FI", "FD": "FD"})
     return SensorWindowOperator(config, 0)
 

@@ -26,7 +26,7 @@ MODEL = LogisticAlertModel("skew-1", intercept=-2.0, coefficients=(0.1, 0.2, 0.3
 
 
 def expected(events: pa.Table) -> dict[str, list[int]]:
-    rows = training_rows(events, DEFAULT_EDGES, GRACE_MS)
+    rows = training_rows(events, DEFAULT_EDGES, GRACE_MS, partitions=1)
     return {f"{c}|{t}|{g}": v.tolist() for c, t, g, v in zip(
         rows.clients, rows.timestamps_ms, rows.triggers, rows.vectors, strict=True)}
 
