@@ -24,13 +24,34 @@ from features.windows import format_duration
 
 @dataclass(frozen=True)
 class OnlineRow:
-    """One row for the online store: its view, entity, event time (ms) and feature values."""
+    """One row for the online store: its view, entity, event time (ms) and feature values.
+
+    `position`: where the row's message lies in its topic-partition (its Kafka offset), for a
+    view whose rows are processor outputs, where a later message at the same event time is a
+    correction (`positioned`): of two rows at one event time the later position wins. -1 (raw
+    readings): the first row of an event time stays. A (view, entity) is fed by one
+    topic-partition (keyed outputs), so positions of its rows compare."""
 
     view: str
     entity_column: str
     entity: str
     event_ms: int
     values: Mapping[str, object]
+    position: int = -1
+
+    def supersedes(self, event_ms: int, position: int) -> bool:
+        """Whether this row replaces a stored one at (`event_ms`, `position`): a later event
+        time, or the same one at a later log position (both positioned)."""
+        return self.event_ms > event_ms or (
+            self.event_ms == event_ms and self.position >= 0 and self.position > position)
+
+
+def positioned(kind: str) -> bool:
+    """Whether rows of this kind carry their log position (see :class:`OnlineRow`): processor
+    outputs do (candles, indicators, sensor features: the last message of an identity is its
+    value); raw SX/SY readings do not (the first of an event time stays, as the batch layer's
+    `sensor_readings` keeps the first to arrive)."""
+    return not kind.startswith("sensor_reading:")
 
 
 class InvalidRow(ValueError):

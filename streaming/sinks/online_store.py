@@ -3,7 +3,11 @@ store.
 
 An operator on the streaming runtime (its own consumer group, `braid online-sink`): each batch
 is decoded (`online_rows`: which topic feeds which feature view), keeps the newest row per
-(view, entity), and goes to the store through one writer per view:
+(view, entity), and goes to the store through one writer per view. Newest is the latest event
+time; at an equal event time, for processor outputs (candles, indicators, sensor features), the
+later log position, so a correction of the latest row (the window processor's, same reading
+time, new values) reaches the store; for raw SX/SY readings the first row of an event time stays
+(`online_rows.positioned`):
 
 - Redis (`redis_online_writer.RedisBulkWriter`): Feast's own online format written in pipelined
   Lua `EVALSHA`s that compare event times inside Redis (Feast's `write_to_online_store` is 15x
@@ -22,14 +26,16 @@ other (produced before the offsets that led to them are committed); a replay aft
 a row again with the same values.
 
 Effectively once: writes are synchronous, so the safe offset is one past the batch's last
-message; a replay after kill -9 rewrites rows carrying the same values (outputs are keyed) or
-drops them as not newer, so the store ends as an uninterrupted run leaves it. Rows that cannot be
-decoded, have no feature view, do not fit its types or fail to write go to the dead-letter topic
-with the reason; the sink never stops on them.
+message; a replay after kill -9 drops rows as not newer (an earlier event time, or the same one
+at a position already passed: on Redis each row's position is kept beside its event time), so
+the store ends as an uninterrupted run leaves it (on Redis, without holding an older row
+meanwhile). Rows that cannot be decoded, have no feature view, do not fit its types or fail
+to write go to the dead-letter topic with the reason; the sink never stops on them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import orjson
@@ -42,7 +48,7 @@ from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.records import DeadLetter, Emission, InputBatch, OutputRecord
 from streaming.settings import KafkaSettings
 from streaming.sinks.feast_online_writer import OnlineWriter
-from streaming.sinks.online_rows import InvalidRow, OnlineRow, decode_row
+from streaming.sinks.online_rows import InvalidRow, OnlineRow, decode_row, positioned
 from streaming.sinks.redis_online_writer import RedisBulkWriter
 
 __all__ = ["InvalidRow", "OnlineRow", "OnlineSinkOperator", "OnlineWriter", "RedisBulkWriter",
@@ -72,6 +78,7 @@ class OnlineSinkOperator(PartitionOperator):
     def process(self, batch: InputBatch, now_ms: int) -> Emission:
         emission = Emission()
         kind = self.kinds[batch.topic]
+        with_position = positioned(kind)
         newest: dict[tuple[str, str], tuple[OnlineRow, int]] = {}
 
         def dead(reason: str, offset: int, key: bytes | None, raw: bytes | None) -> None:
@@ -88,8 +95,10 @@ class OnlineSinkOperator(PartitionOperator):
             if row.view not in self.writer.views:
                 dead(f"online-sink: no feature view {row.view}", offset, batch.keys[i], raw)
                 continue
+            if with_position:
+                row = dataclasses.replace(row, position=offset)
             current = newest.get((row.view, row.entity))
-            if current is None or row.event_ms > current[0].event_ms:
+            if current is None or row.supersedes(current[0].event_ms, current[0].position):
                 newest[(row.view, row.entity)] = (row, i)
         by_view: dict[str, list[tuple[OnlineRow, int]]] = {}
         for (view, _), entry in newest.items():

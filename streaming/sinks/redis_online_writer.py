@@ -8,9 +8,17 @@ script as soon as it is encoded, so Redis runs a chunk while the next is encoded
 read at the end of the write.
 
 Never older over newer, decided by Redis itself: for each row the script reads the stored
-`_ts:<view>` timestamp and writes the row only when its event time is strictly later (seconds,
-then nanos, as Feast compares), so concurrent sinks, a replay after kill -9 and a late duplicate
-all leave the newest row in place, and a replay writes nothing it wrote before.
+`_ts:<view>` timestamp and writes the row only when its event time is later (seconds, then
+nanos, as Feast compares), or, for a row with a log position (`OnlineRow.position`: processor
+outputs), when its event time is the same and its position later than the stored
+`_pos:<view>` (a field beside Feast's, which Feast's readers ignore; absent: the stored row has
+none, so a positioned row at its event time replaces it). So a correction of the latest row
+(same event time, new values, later in its topic-partition) reaches the store, while concurrent
+sinks, a replay after kill -9 and a late duplicate all leave the newest row in place, and a
+replay writes nothing it wrote before, not even for a moment. A row without a position (raw
+readings) never replaces one at its event time, and clears the stored position when written.
+Positions are compared as zero-padded decimal strings (exact beyond Lua's 2^53); they order
+the rows of one topic-partition only, which is what feeds one (view, entity).
 """
 
 from __future__ import annotations
@@ -43,9 +51,12 @@ Arg = bytes | int
 ENTITY_KEY_CACHE = 1_000_000
 """Serialized entity keys kept in memory (pairs and clients repeat; cleared when full)."""
 
-# KEYS: the rows' hashes. ARGV: ts field, feature count F, key TTL (s, 0 = none), F feature
-# fields, then per row: its serialized Timestamp and its values blob (`value_blobs`: per feature
-# a 2-byte big-endian length and the serialized Value).
+POSITION_DIGITS = 20  # a Kafka offset (int64) as a fixed-width decimal string
+
+# KEYS: the rows' hashes. ARGV: ts field, position field, feature count F, key TTL (s, 0 =
+# none), F feature fields, then per row: its serialized Timestamp, its position (POSITION_DIGITS
+# digits, or empty: none) and its values blob (`value_blobs`: per feature a 2-byte big-endian
+# length and the serialized Value).
 WRITE_NEWER = """
 local function varint(s, pos)
   local value, scale = 0, 1
@@ -69,28 +80,42 @@ local function stamp(s)
   return seconds, nanos
 end
 local ts_field = ARGV[1]
-local nf = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
+local position_field = ARGV[2]
+local nf = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
 local written = 0
 for i, key in ipairs(KEYS) do
-  local o = 3 + nf + (i - 1) * 2
+  local o = 4 + nf + (i - 1) * 3
   local ts = ARGV[o + 1]
+  local position = ARGV[o + 2]
   local newer = true
-  local old = redis.call('HGET', key, ts_field)
+  local stored = redis.call('HMGET', key, ts_field, position_field)
+  local old = stored[1]
   if old and #old > 0 then
     local seconds, nanos = stamp(ts)
     local old_seconds, old_nanos = stamp(old)
-    newer = seconds > old_seconds or (seconds == old_seconds and nanos > old_nanos)
+    if seconds == old_seconds and nanos == old_nanos then
+      local old_position = stored[2]
+      newer = #position > 0 and (not old_position or position > old_position)
+    else
+      newer = seconds > old_seconds or (seconds == old_seconds and nanos > old_nanos)
+    end
   end
   if newer then
-    local blob = ARGV[o + 2]
+    local blob = ARGV[o + 3]
     local args = {ts_field, ts}
-    local pos = 1
+    local at = 1
     for j = 1, nf do
-      local len = string.byte(blob, pos) * 256 + string.byte(blob, pos + 1)
-      args[2 * j + 1] = ARGV[3 + j]
-      args[2 * j + 2] = string.sub(blob, pos + 2, pos + 1 + len)
-      pos = pos + 2 + len
+      local len = string.byte(blob, at) * 256 + string.byte(blob, at + 1)
+      args[2 * j + 1] = ARGV[4 + j]
+      args[2 * j + 2] = string.sub(blob, at + 2, at + 1 + len)
+      at = at + 2 + len
+    end
+    if #position > 0 then
+      args[2 * nf + 3] = position_field
+      args[2 * nf + 4] = position
+    elseif stored[2] then
+      redis.call('HDEL', key, position_field)
     end
     redis.call('HSET', key, unpack(args))
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
@@ -101,11 +126,23 @@ return written
 """
 
 
+def position_field(stored_view: str) -> bytes:
+    """The hash field holding the log position of the row stored for a view (see the module
+    docstring; Feast reads only its own fields)."""
+    return f"_pos:{stored_view}".encode()
+
+
+def position_bytes(position: int) -> bytes:
+    """A row's position as the script compares it (empty: none)."""
+    return b"" if position < 0 else str(position).zfill(POSITION_DIGITS).encode()
+
+
 @dataclass
 class _ViewLayout:
     """A view's stored name, fields and encoders, resolved once."""
 
     ts_field: bytes
+    position_field: bytes
     features: list[str]
     fields: list[bytes]
     encoders: list[fmt.Encoder]
@@ -134,8 +171,8 @@ class RedisBulkWriter(OnlineWriter):
             features = [f.name for f in view.features]
             by_name = fmt.encoders(view)
             self._layouts[name] = _ViewLayout(
-                fmt.timestamp_field(stored), features, fmt.feature_fields(stored, features),
-                [by_name[f] for f in features])
+                fmt.timestamp_field(stored), position_field(stored), features,
+                fmt.feature_fields(stored, features), [by_name[f] for f in features])
         self._sha = str(self.client.script_load(WRITE_NEWER))
 
     @property
@@ -181,6 +218,7 @@ class RedisBulkWriter(OnlineWriter):
                 continue
             keys.append(self._key(row.entity_column, row.entity))
             per_row.append(self._stamp(row.event_ms))
+            per_row.append(position_bytes(row.position))
             per_row.append(blob)
         return keys, per_row, rejected
 
@@ -199,7 +237,8 @@ class RedisBulkWriter(OnlineWriter):
     def _stream(self, layout: _ViewLayout, rows: list[OnlineRow]) -> list[Rejected]:
         """Encode a chunk, send its EVALSHA, encode the next while Redis runs it; then read
         every reply (one pipeline whose sending overlaps the encoding)."""
-        head: list[Arg] = [layout.ts_field, len(layout.fields), self._ttl, *layout.fields]
+        head: list[Arg] = [layout.ts_field, layout.position_field, len(layout.fields),
+                           self._ttl, *layout.fields]
         rejected: list[Rejected] = []
         pool = self.client.connection_pool
         connection = pool.get_connection()

@@ -140,3 +140,51 @@ def test_on_redis_the_sink_writes_the_newest_row_and_a_replay_changes_nothing(
     assert restarted.writer.rows_written == 0
     restarted.process(_batch(encoded[600:], 600), 0)
     assert _online(restarted.writer, "XBT/USD")["window_start_ms"] == [rows[-1]["window_start_ms"]]
+
+
+def _fa(ts: int, value: float, bin_: int, client: str = "c1") -> bytes:
+    return orjson.dumps({"v": 1, "client": client, "feature": "FA", "timestamp_ms": ts,
+                         "value": value, "bin": bin_, "edges_version": "e1",
+                         "window_ms": 600_000, "count": 3})
+
+
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_a_correction_of_the_latest_reading_reaches_the_store_and_a_replay_does_not_undo_it(
+        tmp_path: Path, offline_root: Path, redis_url: str, online: str) -> None:
+    """The window processor corrects a reading's features with a later message for the same
+    (client, feature, reading time): the store takes it (the later log position wins at an equal
+    event time), in one batch or across batches, and replaying the older message afterwards
+    leaves the correction. SX readings at one time keep the first, as the batch layer does."""
+    store = local_repo(tmp_path / online, offline_root,
+                       feast_redis_connection(redis_url) if online == "redis" else None)
+    t = 1_700_000_000_500
+    operator = OnlineSinkOperator(online_writer(store), KINDS)
+
+    def fa_online() -> list[object]:
+        return store.get_online_features(features=["sensor_fa:FA", "sensor_fa:FA_bin"],
+                                         entity_rows=[{"client": "c1"}, {"client": "c2"}]
+                                         ).to_dict()["FA"]
+
+    first = [_fa(t, 0.25, 2), _fa(t, 0.5, 5, "c2"), _fa(t, 0.75, 7, "c2")]  # c2: corrected
+    operator.process(InputBatch("FA", 3, np.arange(3, dtype=np.int64), [b"k"] * 3,
+                                list[bytes | None](first)), 0)
+    assert fa_online() == [0.25, 0.75]
+    operator.process(InputBatch("FA", 3, np.array([3]), [b"k"], [_fa(t, 0.375, 3)]), 0)
+    assert fa_online() == [0.375, 0.75]  # c1's latest reading corrected in a later batch
+    # a new sink process replays offsets 0..2: older positions at the same time, kept out
+    replay = OnlineSinkOperator(online_writer(store), KINDS)
+    for offset, message in enumerate(first):
+        replay.process(InputBatch("FA", 3, np.array([offset]), [b"k"], [message]), 0)
+        if online == "redis":  # Redis keeps each row's position: not even for a moment
+            assert fa_online() == [0.375, 0.75]
+    replay.process(InputBatch("FA", 3, np.array([3]), [b"k"], [_fa(t, 0.375, 3)]), 0)
+    assert fa_online() == [0.375, 0.75]
+    if online == "redis":
+        assert replay.writer.rows_written == 0
+    # raw SX readings sharing a time: the first stays (the offline sensor_readings rule)
+    sx = [orjson.dumps({"v": 1, "client": "c1", "timestamp_ms": t, "value": v}) for v in (4, 6)]
+    operator.process(InputBatch("SX", 3, np.arange(2, dtype=np.int64), [b"k"] * 2,
+                                list[bytes | None](sx)), 0)
+    operator.process(InputBatch("SX", 3, np.array([2]), [b"k"], [sx[1]]), 0)
+    assert store.get_online_features(features=["sensor_sx:SX"], entity_rows=[{"client": "c1"}]
+                                     ).to_dict()["SX"] == [4]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from pathlib import Path
 from typing import cast
 
@@ -125,6 +126,42 @@ def test_redis_keeps_the_newest_row_whoever_writes_and_a_replay_writes_nothing(
     # Feast's own writer agrees about what is newer: it does not overwrite the bulk row either
     OnlineWriter(store).write("sensor_fa", [fa(2_000, 5.0)])
     assert _read(store, "sensor_fa", [{"client": "c9"}], ["FA"])["FA"] == [3.0]
+
+
+def test_at_an_equal_event_time_the_later_log_position_wins_in_redis_and_never_the_older(
+        tmp_path: Path, offline_root: Path, redis_url: str) -> None:
+    store = local_repo(tmp_path / "positions", offline_root, feast_redis_connection(redis_url))
+
+    def fa(ms: int, value: float, position: int = -1) -> OnlineRow:
+        return OnlineRow("sensor_fa", "client", "c9", ms, {"FA": value, "FA_bin": 1}, position)
+
+    def stored() -> tuple[object, bytes | None]:
+        row = next(iter(_hashes(redis_url, store.config.project).values()))
+        return (_read(store, "sensor_fa", [{"client": "c9"}], ["FA"])["FA"][0],
+                row.get(b"_pos:sensor_fa"))
+
+    first = RedisBulkWriter(store)
+    first.write("sensor_fa", [fa(2_000, 2.0, position=10)])
+    assert stored() == (2.0, b"00000000000000000010")
+    first.write("sensor_fa", [fa(2_000, 5.0, position=11)])  # a correction: same time, later
+    assert stored() == (5.0, b"00000000000000000011")
+    assert first.rows_written == 2
+    second = RedisBulkWriter(store)  # another process replays: older or the same positions
+    for row in (fa(2_000, 2.0, position=10), fa(2_000, 5.0, position=11),
+                fa(1_999, 1.0, position=12), fa(2_000, 7.0)):  # the last: no position
+        second.write("sensor_fa", [row])
+        assert stored() == (5.0, b"00000000000000000011")
+    assert second.rows_written == 0
+    # positions compare as numbers: 100 is later than 99 (fixed-width strings)
+    second.write("sensor_fa", [fa(2_001, 3.0, position=99)])
+    second.write("sensor_fa", [fa(2_001, 4.0, position=100)])
+    assert stored() == (4.0, b"00000000000000000100")
+    # a row without a position at a later time is written and clears the stored position
+    second.write("sensor_fa", [fa(2_002, 6.0)])
+    assert stored() == (6.0, None)
+    # Feast reads the event time as written, the position field aside
+    stamp = _stamps(store, "sensor_fa", "client", ["c9"])[0]
+    assert isinstance(stamp, datetime) and stamp.timestamp() == 2.002
 
 
 def test_the_sink_on_redis_dead_letters_rows_that_do_not_fit_their_types(
