@@ -2,9 +2,11 @@
 join processors on a real broker) and through the archive (GCS emulator) + Spark backfill give
 the same features, value for value, with the same late readings dropped, and the same readings
 stamped too far ahead of their Kafka timestamp (the event-time skew rule,
-`features.event_time`); and the same vector for every event: the join's final prediction, the
-backfill's `sensor_vectors` row and the training row (`training.sensors_baseline`) agree, with
-no event missing or extra in any of the three."""
+`features.event_time`), and the same readings the max lateness (2 h) behind their partition's
+stream time (a client whose first readings come three hours behind the others of its
+partition); and the same vector for every event: the join's final prediction, the backfill's
+`sensor_vectors` row and the training row (`training.sensors_baseline`) agree, with no event
+missing or extra in any of the three."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS, skew_reason
 from features.sensors.binning import BinEdges, learn_edges
 from features.sensors.schemas import FEATURES
 from features.sensors.simulator import SimulatorConfig, simulate
+from features.sensors.window_math import DEFAULT_MAX_LATENESS_MS
+from streaming.partitioning import partition_for
 from streaming.pipelines.sensors import archive_processor, run_sensors_through_stream
 from streaming.runtime.topic_reader import read_topic
 from training.sensors_baseline import training_rows
@@ -45,7 +49,18 @@ def test_stream_and_spark_backfill_agree_value_for_value(
                        "timestamp_ms": [ahead, ahead + 1, ahead + 2], "value": [1.0, 2.0, 3.0],
                        "incident": [False] * 3}).cast(events.schema)
     middle = events.num_rows // 2
-    events = pa.concat_tables([events.slice(0, middle), future, events.slice(middle)])
+    # a client of the first client's partition whose SX, SY and SZ come three hours behind the
+    # partition's stream time, mid-stream: on time for its own stream time (it has none), late
+    # by the partition's (the max lateness: 2 h), in the stream, the backfill and the training
+    straggler = next(name for name in (f"straggler-{i}" for i in range(100))
+                     if partition_for(name, 4) == partition_for(clients[0], 4))
+    behind = int(pc.min(events["timestamp_ms"]).as_py()) - 3 * 3_600_000
+    stragglers = pa.table({"sensor": ["SX", "SY", "SZ", "SZ"], "client": [straggler] * 4,
+                           "timestamp_ms": [behind, behind, behind, behind + 1_000],
+                           "value": [1.0, 2.0, 3.0, 4.0],
+                           "incident": [False] * 4}).cast(events.schema)
+    events = pa.concat_tables([events.slice(0, middle), future, stragglers,
+                               events.slice(middle)])
     stream = run_sensors_through_stream(events, kafka_settings, topic_prefix=unique_topic_prefix,
                                         grace_ms=GRACE_MS, partitions=4)
     letters = [orjson.loads(v) for _, _, _, v in read_topic(kafka_settings,
@@ -56,6 +71,9 @@ def test_stream_and_spark_backfill_agree_value_for_value(
     assert late, "the test needs late readings to show both engines drop the same ones"
     skewed = [v for v in letters if skew_reason(DEFAULT_MAX_EVENT_TIME_SKEW_MS) in v["reason"]]
     assert len(skewed) == 3
+    beyond = sorted(v["topic"][len(unique_topic_prefix):] for v in letters
+                    if f"{DEFAULT_MAX_LATENESS_MS} ms (max lateness)" in v["reason"])
+    assert beyond == ["SX", "SY", "SZ", "SZ"]
 
     root = f"gs://{gcs_emulator.bucket}/{unique_topic_prefix}archive"
     archive_processor(kafka_settings, root, topics=stream.topics, max_rows=500, max_age_s=0.3,

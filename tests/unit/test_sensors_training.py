@@ -53,6 +53,22 @@ def test_a_reading_late_beyond_grace_in_its_topic_counts_nowhere() -> None:
         (1_000, "SX", 9), (3_000, "SX", 5), (4_000, "SZ", 5)]
 
 
+def test_a_reading_the_max_lateness_behind_its_partition_counts_nowhere() -> None:
+    # d's readings come 10 s behind a's, which came first: on a single partition with a max
+    # lateness of 10 s they are late; on the stream's two partitions, d (partition 0) and a
+    # (partition 1, `features.partitioning.partition_for`) do not share a stream time
+    events = pa.table({
+        "sensor": ["SX", "SY", "SZ"] * 2, "client": ["a"] * 3 + ["d"] * 3,
+        "timestamp_ms": [20_000] * 3 + [10_000] * 3, "value": [1.0, 2.0, 30.0] * 2,
+        "incident": [False] * 6})
+    one = training_rows(events, grace_ms=1_000, max_lateness_ms=10_000, partitions=1)
+    assert set(one.clients) == {"a"}
+    two = training_rows(events, grace_ms=1_000, max_lateness_ms=10_000, partitions=2)
+    assert sorted(set(two.clients)) == ["a", "d"]
+    more = training_rows(events, grace_ms=1_000, max_lateness_ms=10_001, partitions=1)
+    assert sorted(set(more.clients)) == ["a", "d"]  # 10 s + 10.001 s > 20 s: on time
+
+
 def test_the_fitted_baseline_beats_never_alerting_and_round_trips(tmp_path) -> None:
     model, report = train_on_simulation(clients=40, minutes=120, seed=3)
     assert report.auc > 0.8
