@@ -55,7 +55,7 @@ def test_a_reading_late_beyond_grace_in_its_topic_counts_nowhere() -> None:
 
 def test_a_reading_the_max_lateness_behind_its_partition_counts_nowhere() -> None:
     # d's readings come 10 s behind a's, which came first: on a single partition with a max
-    # lateness of 10 s they are late; on the stream's two partitions, d (partition 0) and a
+    # lateness of 10 s they are late; on the stream's two partitions, a (partition 0) and d
     # (partition 1, `features.partitioning.partition_for`) do not share a stream time
     events = pa.table({
         "sensor": ["SX", "SY", "SZ"] * 2, "client": ["a"] * 3 + ["d"] * 3,
