@@ -7,21 +7,26 @@
    with two processes sharing the partitions (one consumer group). Figures: SZ events/s per
    process (first to last consumed message) and for the whole group.
 2. **Latency**, at each of `--rates` SZ events/s: the window and join processors run (one
-   process each) at their default grace (5 s: a reading's features go out at once and are
-   corrected if a reading within grace lands behind it); SX and SY are primed for every
-   client, then SZ readings stamped with the wall clock are produced at the rate for
+   process each) at their default settings (grace 5 s: a reading's features go out at once and
+   are corrected if a reading within grace lands behind it; max lateness 2 h; batch size,
+   poll timeout and the consumers' `fetch.wait.max.ms` the runtime's); SX and SY are primed for
+   every client, then SZ readings stamped with the wall clock are produced at the rate for
    `--seconds`. A consumer of predictions.sensors (and of FD, for the split) records, for each
    SZ reading, when its event's first prediction (key `client|t|SZ`) arrives: the join answers
-   a reading only once its FA, FI and FD are all there. The processors run with a 10 ms poll
-   timeout (their default is 100 ms) and a batch size of 2,000; every consumer uses
-   `fetch.wait.max.ms` = `--fetch-wait-ms` (default 10 here; the runtime's default is 500).
+   a reading only once its FA, FI and FD are all there. `--batch-size`, `--poll-timeout-ms`
+   and `--processor-fetch-wait-ms` change the processors' (and the peer's) settings; every
+   run prints the settings it used and which differ from the processors' defaults. The bench's
+   own readers use `fetch.wait.max.ms` = `--fetch-wait-ms` (10: a measuring consumer adds no
+   wait of its own).
    Every `--lag-every-s` (10) seconds of production it prints the readings sent without a
    prediction yet (the pipeline's backlog: does it keep up?) and the window and join groups'
    committed-offset lag (see `LagMonitor` for why that one is not a measure of keeping up).
    `BENCH_TIMELINE=1` also prints the latency per second of the run.
-3. **The peer**: the same run, same rate, topics, partitions, clients and settings, with two
-   pass-through processes instead of Braid's (`_pass`: SZ -> one message on each of FA, FI,
-   FD; FA/FI/FD -> one prediction; no state, features or checkpoints). Its latency is the floor
+3. **The peer**: the same run, same rate, topics, partitions, clients and settings (batch size,
+   poll timeout and `fetch.wait.max.ms` the processors', consuming as the runtime does:
+   what is fetched, else a wait for the first message), with two pass-through processes
+   instead of Braid's (`_pass`: SZ -> one message on each of FA, FI, FD; FA/FI/FD -> one
+   prediction; no state, features or checkpoints). Its latency is the floor
    that the broker, librdkafka and a Python loop set on this machine; Braid / peer is printed,
    counted the same way (a reading's first prediction).
 4. **Broker hop**: one bare produce -> consume hop with the same client settings (SZ ->
@@ -35,6 +40,7 @@ measurement and stopped by PID afterwards, so no run reads another's data.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import signal
@@ -59,7 +65,10 @@ import pyarrow.compute as pc  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from features.sensors.simulator import SimulatorConfig, simulate  # noqa: E402
-from features.sensors.window_math import DEFAULT_GRACE_MS  # noqa: E402
+from features.sensors.window_math import (  # noqa: E402
+    DEFAULT_GRACE_MS,
+    DEFAULT_MAX_LATENESS_MS,
+)
 from infra import stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
 from streaming.partitioning import partition_for  # noqa: E402
@@ -74,6 +83,64 @@ from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
 
 PARTITIONS = 100
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """What the window and join processors (and the peer) run with in this bench."""
+
+    batch_size: int
+    poll_timeout_ms: int
+    fetch_wait_ms: int
+
+    @classmethod
+    def defaults(cls) -> ProcessorSettings:
+        """The processors' own defaults (`window_processor`, `join_processor`, `KafkaSettings`:
+        what `braid sensors windows | join` run with when given nothing)."""
+        windows = inspect.signature(window_processor).parameters
+        join = inspect.signature(join_processor).parameters
+        for name in ("batch_size", "poll_timeout_s"):
+            assert windows[name].default == join[name].default, name
+        fetch_wait = KafkaSettings.model_fields["fetch_wait_max_ms"].default
+        return cls(int(windows["batch_size"].default),
+                   round(float(windows["poll_timeout_s"].default) * 1000), int(fetch_wait))
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> ProcessorSettings:
+        base = cls.defaults()
+        return cls(base.batch_size if args.batch_size is None else args.batch_size,
+                   base.poll_timeout_ms if args.poll_timeout_ms is None else args.poll_timeout_ms,
+                   base.fetch_wait_ms if args.processor_fetch_wait_ms is None
+                   else args.processor_fetch_wait_ms)
+
+    def worker_args(self) -> list[str]:
+        return ["--batch-size", str(self.batch_size), "--poll-timeout-ms",
+                str(self.poll_timeout_ms), "--fetch-wait-ms", str(self.fetch_wait_ms)]
+
+    def describe(self) -> str:
+        """One line: every setting, and which differ from the defaults (set on the command
+        line: --batch-size, --poll-timeout-ms, --processor-fetch-wait-ms)."""
+        base = ProcessorSettings.defaults()
+        parts = [f"grace {DEFAULT_GRACE_MS} ms (default)",
+                 f"max lateness {DEFAULT_MAX_LATENESS_MS} ms (default)"]
+        for label, flag, value, default, unit in (
+                ("batch size", "--batch-size", self.batch_size, base.batch_size, ""),
+                ("poll timeout", "--poll-timeout-ms", self.poll_timeout_ms,
+                 base.poll_timeout_ms, " ms"),
+                ("consumers' fetch.wait.max.ms", "--processor-fetch-wait-ms",
+                 self.fetch_wait_ms, base.fetch_wait_ms, " ms")):
+            note = ("default" if value == default
+                    else f"CHANGED from the default {default:,}{unit} by {flag}")
+            parts.append(f"{label} {value:,}{unit} ({note})")
+        changed = self != base
+        return (f"processor settings: {', '.join(parts)}"
+                + ("" if changed else " -- all the processors' defaults"))
+
+
+BENCH_ONLY = ("bench-only settings (not the processors'): its own readers (predictions, FD, "
+              "the broker hop) use fetch.wait.max.ms = --fetch-wait-ms, so a measuring consumer "
+              "adds no wait of its own and reads Braid and the peer alike; worker processes log "
+              "at WARNING (BRAID_LOG_LEVEL), so logging stays off the measured CPU")
 
 
 def _produce(kafka: KafkaSettings, topic: str, clients: list[str], ts: list[int],
@@ -93,10 +160,12 @@ def _produce(kafka: KafkaSettings, topic: str, clients: list[str], ts: list[int]
 # --- worker processes ---------------------------------------------------------------------
 def worker_windows(args: argparse.Namespace) -> None:
     """Consume SZ until `--expect` readings were consumed by the group or idle; print stats."""
-    kafka = KafkaSettings(bootstrap_servers=args.bootstrap)
+    kafka = KafkaSettings(bootstrap_servers=args.bootstrap,
+                          fetch_wait_max_ms=args.fetch_wait_ms)
     topics = SensorTopics.prefixed(args.prefix)
     proc = window_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size,
+                            poll_timeout_s=args.poll_timeout_ms / 1000)
     proc.start()
     first = last = None
     busy = 0.0  # seconds spent in steps that consumed something (excludes rebalance waits)
@@ -136,10 +205,12 @@ def worker_processor(args: argparse.Namespace) -> None:
     topics = SensorTopics.prefixed(args.prefix)
     if args.kind == "windows":
         window_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
-                         batch_size=args.batch_size, poll_timeout_s=0.01).run()
+                         batch_size=args.batch_size,
+                         poll_timeout_s=args.poll_timeout_ms / 1000).run()
     else:
         join_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
-                       batch_size=args.batch_size, poll_timeout_s=0.01).run()
+                       batch_size=args.batch_size,
+                       poll_timeout_s=args.poll_timeout_ms / 1000).run()
 
 
 def worker_passthrough(args: argparse.Namespace) -> None:
@@ -163,7 +234,7 @@ def worker_passthrough(args: argparse.Namespace) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     while not stop.is_set():
-        for msg in consumer.consume(args.batch_size, 0.01):
+        for msg in consume_available(consumer, args.batch_size, args.poll_timeout_ms / 1000):
             value = msg.value()
             if msg.error() is not None or value is None:
                 continue
@@ -220,11 +291,13 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
     print(f"produced {n:,} SZ readings of {args.clients:,} clients "
           f"({args.minutes} min of event time, ~{args.minutes * 12} readings per client) "
           f"to {PARTITIONS} partitions in {time.perf_counter() - started:.1f} s")
+    settings = ProcessorSettings.of(args)
+    print(f"  {settings.describe()}")
     for processes in (1, 2):
         group = f"{prefix}windows-{processes}"
         workers = [_spawn("_windows", "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
-                          "--group", group, "--grace-ms", str(DEFAULT_GRACE_MS), "--batch-size",
-                          str(args.batch_size), "--idle-s", "4") for _ in range(processes)]
+                          "--group", group, "--grace-ms", str(DEFAULT_GRACE_MS),
+                          *settings.worker_args(), "--idle-s", "4") for _ in range(processes)]
         stats = [_result(w) for w in workers]
         total = sum(s["consumed"] for s in stats)
         span = max(s["last"] for s in stats) - min(s["first"] for s in stats)
@@ -258,9 +331,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
                  rng.integers(0, 10, len(clients)).astype(float).tolist(), sensor)
     extra = ["--no-idempotence"] if no_idempotence else []
     mode = "_run" if engine == "braid" else "_pass"
+    settings = ProcessorSettings.of(args)
     procs = [_spawn(mode, kind, "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
-                    "--group", f"{prefix}{kind}", "--batch-size", "2000",
-                    "--fetch-wait-ms", str(args.fetch_wait_ms), *extra)
+                    "--group", f"{prefix}{kind}", *settings.worker_args(), *extra)
              for kind in ("windows", "join")]
     consumer = Consumer({**kafka.client_config(), "group.id": f"{prefix}reader",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -354,7 +427,8 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
           f"{elapsed:.0f} s "
           f"({len(sent):,} readings, {len(firsts):,} with a prediction, "
-          f"{f'grace {DEFAULT_GRACE_MS} ms' if engine == 'braid' else 'no state'}): "
+          f"{'the settings printed above' if engine == 'braid' else 'no state, same settings'}"
+          f"): "
           f"SZ -> its first prediction p50 "
           f"{np.percentile(firsts, 50):.1f} ms, p99 {np.percentile(firsts, 99):.1f} ms, "
           f"max {firsts.max():.1f} ms. Split: SZ -> FD row readable p50 "
@@ -484,10 +558,11 @@ def main() -> None:
         p.add_argument("--prefix")
         p.add_argument("--group")
         p.add_argument("--grace-ms", type=int, default=DEFAULT_GRACE_MS)
-        p.add_argument("--batch-size", type=int, default=10_000)
+        p.add_argument("--batch-size", type=int, required=True)
+        p.add_argument("--poll-timeout-ms", type=int, required=True)
         p.add_argument("--idle-s", type=float, default=4.0)
         p.add_argument("--no-idempotence", action="store_true")
-        p.add_argument("--fetch-wait-ms", type=int, default=10)
+        p.add_argument("--fetch-wait-ms", type=int, required=True)
         a = p.parse_args()
         {"_windows": worker_windows, "_run": worker_processor,
          "_pass": worker_passthrough}[a.mode](a)
@@ -495,7 +570,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=2_000)
     parser.add_argument("--minutes", type=int, default=25)
-    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="the processors' (and the peer's) micro-batch size (default: the "
+                        "processors' own)")
+    parser.add_argument("--poll-timeout-ms", type=int, default=None,
+                        help="the processors' (and the peer's) longest wait for a first message "
+                        "(default: the processors' own)")
+    parser.add_argument("--processor-fetch-wait-ms", type=int, default=None,
+                        help="fetch.wait.max.ms of the processors' (and the peer's) consumers "
+                        "(default: the runtime's, KafkaSettings)")
     parser.add_argument("--rates", default="10000,1000",
                         help="SZ events/s of the latency runs, comma-separated")
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -503,7 +586,7 @@ def main() -> None:
     parser.add_argument("--hop-messages", type=int, default=3_000)
     parser.add_argument("--skip", choices=["throughput", "latency"], default=None)
     parser.add_argument("--fetch-wait-ms", type=int, default=10,
-                        help="fetch.wait.max.ms of every consumer (KAFKA_FETCH_WAIT_MAX_MS)")
+                        help="fetch.wait.max.ms of the bench's own readers (not the processors')")
     parser.add_argument("--idempotence", choices=["both", "on", "off"], default="on")
     parser.add_argument("--lag-every-s", type=float, default=10.0,
                         help="latency runs: print the groups' consumer lag this often (0: never)")
@@ -530,6 +613,8 @@ def _cpu_steal() -> tuple[int, int]:
 
 
 def _run(args: argparse.Namespace) -> None:
+    print(ProcessorSettings.of(args).describe())
+    print(BENCH_ONLY)
     if args.skip != "throughput":
         with fresh_broker() as kafka:
             bench_throughput(kafka, args)
