@@ -70,6 +70,7 @@ partition are joined in one vectorized pass.
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,7 @@ class SensorJoinGroup:
         self.events = Rows(trigger=np.int64, sent=(np.int64, len(VECTOR_FIELDS)),
                            sent_edges=(np.int64, width))
         self._lows: dict[tuple[int, str], int] | None = None  # commit offsets, cached
+        self._bases: dict[int, dict[str, str]] | None = None  # packed base rows, cached
         # per client: the earliest time fresh inputs touched that is not answered yet (while
         # its partition replays after a restart, answers wait for the whole history)
         self.owed = np.empty(0, dtype=np.int64)
@@ -236,6 +238,7 @@ class SensorJoinGroup:
         for rows in (self.sx, self.sy, self.sz, self.events):
             rows.keep(~mine[rows.key // KEY_SPAN])
         self._lows = None
+        self._bases = None
 
     def _grow(self, new: int) -> None:
         if new:
@@ -314,6 +317,7 @@ class SensorJoinGroup:
         """Accepted inputs into the history and the events; returns the clients fresh inputs
         touched (they owe an answer from their earliest time touched)."""
         self._lows = None
+        self._bases = None
         new_events: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, trigger codes)
         for inputs in accepted:
             keys = inputs.codes * KEY_SPAN + inputs.ts
@@ -605,6 +609,7 @@ class SensorJoinGroup:
         self.sz.cols["offsets"][_at_or_before(self.sz.key, settled)] = -1
         self.events.keep(~_at_or_before(self.events.key, settled))
         self._lows = None
+        self._bases = None
         self._prune_at = max(PRUNE_MIN, 2 * (len(self.events) + len(self.sz)))
 
     # --- offsets and checkpoints -------------------------------------------------------------
@@ -666,7 +671,8 @@ class SensorJoinGroup:
             "stream_time": self.stream_time[:, mine].tolist(),
             "partition_time": self._partition_times(partition).tolist(),
             "owed": self.owed[mine].tolist(),
-            "base": self._base_rows(mine),
+            "base": self._base_rows(partition),
+            "edges_versions": list(self.edges_versions),
         }
 
     def _partition_times(self, partition: int) -> np.ndarray:
@@ -674,46 +680,64 @@ class SensorJoinGroup:
             return self.partition_time[:, partition]
         return np.full(len(VECTOR_FIELDS), NO_STREAM_TIME, dtype=np.int64)
 
-    def _base_rows(self, mine: np.ndarray) -> dict[str, list[list[int | str]]]:
-        """The base rows (see :meth:`prune`) of the clients `mine`, each as its client's index
-        in `mine`, event time and value (SX, SY) or FA, FI, FD bins and edges versions (SZ): a
-        row the log no longer gives back on restart."""
-        index = np.full(len(self.client_partition), -1, dtype=np.int64)
-        index[mine] = np.arange(len(mine))
-        out: dict[str, list[list[int | str]]] = {}
-        for name, history in (("SX", self.sx), ("SY", self.sy)):
-            at = np.flatnonzero((history.cols["offset"] < 0)
-                                & (index[history.key // KEY_SPAN] >= 0))
-            out[name] = [[int(index[k // KEY_SPAN]), int(k % KEY_SPAN), int(v)] for k, v in zip(
-                history.key[at].tolist(), history.cols["value"][at].tolist(), strict=True)]
-        bins = self.sz.cols["bins"]
-        # complete rows holding a value no message will give back (a replayed message may
-        # have set one of its offsets again meanwhile)
-        at = np.flatnonzero((bins != MISSING).all(axis=1)
-                            & (self.sz.cols["offsets"] < 0).any(axis=1)
-                            & (index[self.sz.key // KEY_SPAN] >= 0))
-        out["SZ"] = [
-            [int(index[k // KEY_SPAN]), int(k % KEY_SPAN), *b,
-             *(self.edges_versions[e] for e in edges)]
-            for k, b, edges in zip(self.sz.key[at].tolist(), bins[at].tolist(),
-                                   self.sz.cols["edges"][at].tolist(), strict=True)]
+    def _base_rows(self, partition: int) -> dict[str, str]:
+        """The base rows (see :meth:`prune`) of the clients of `partition`: rows the log no
+        longer gives back on restart, per history a table packed by :func:`pack_rows`. A row is
+        its client's index among the partition's clients (the snapshot's `clients` order), event
+        time and value (SX, SY) or FA, FI, FD bins and edges versions (indices into the
+        snapshot's `edges_versions`) (SZ). Computed for every partition in one pass and cached
+        until the history changes (a checkpoint asks for each partition in turn)."""
+        if self._bases is None:
+            self._bases = self._all_base_rows()
+        return self._bases.get(partition, {})
+
+    def _all_base_rows(self) -> dict[int, dict[str, str]]:
+        part = self.client_partition
+        order = np.argsort(part, kind="stable")
+        index = np.empty(len(part), dtype=np.int64)  # a client's rank in its partition
+        index[order] = np.arange(len(part)) - np.searchsorted(part[order], part[order], "left")
+        bins, edges = self.sz.cols["bins"], self.sz.cols["edges"]
+        # SZ: complete rows holding a value no message gives back (a replayed message may have
+        # set one of their offsets again meanwhile)
+        sz = np.flatnonzero((bins != MISSING).all(axis=1)
+                            & (self.sz.cols["offsets"] < 0).any(axis=1))
+        sources = [
+            ("SX", self.sx.key, np.flatnonzero(self.sx.cols["offset"] < 0),
+             self.sx.cols["value"][:, None]),
+            ("SY", self.sy.key, np.flatnonzero(self.sy.cols["offset"] < 0),
+             self.sy.cols["value"][:, None]),
+            ("SZ", self.sz.key, sz, np.c_[bins, edges]),
+        ]
+        out: dict[int, dict[str, str]] = {}
+        for name, keys, at, values in sources:
+            codes = keys[at] // KEY_SPAN
+            partitions = part[codes]
+            mine = partitions >= 0
+            at, codes, partitions = at[mine], codes[mine], partitions[mine]
+            if not len(at):
+                continue
+            by_partition = np.argsort(partitions, kind="stable")
+            at, codes, partitions = at[by_partition], codes[by_partition], partitions[by_partition]
+            table = np.c_[index[codes], keys[at] % KEY_SPAN, values[at]]
+            starts = np.flatnonzero(np.r_[True, partitions[1:] != partitions[:-1]])
+            for first, last in zip(starts.tolist(), np.r_[starts[1:], len(partitions)].tolist(),
+                                   strict=True):
+                out.setdefault(int(partitions[first]), {})[name] = pack_rows(table[first:last])
         return out
 
-    def _restore_base_rows(self, codes: np.ndarray, base: dict[str, list[list[int | str]]]
-                           ) -> None:
+    def _restore_base_rows(self, codes: np.ndarray, base: dict[str, str],
+                           edges_versions: list[str]) -> None:
         for name, history in (("SX", self.sx), ("SY", self.sy)):
-            rows = np.asarray(base.get(name, []), dtype=np.int64).reshape(-1, 3)
+            rows = unpack_rows(base.get(name, ""), 3)
             history.insert(codes[rows[:, 0]] * KEY_SPAN + rows[:, 1], sort_by="value",
                            value=rows[:, 2], offset=np.full(len(rows), -1, dtype=np.int64))
-        sz = base.get("SZ", [])
-        if not sz:
-            return
         width = len(FEATURES)
-        numbers = np.asarray([row[:2 + width] for row in sz], dtype=np.int64)
-        edges = np.asarray([[self._version_code(str(v)) for v in row[2 + width:]]
-                            for row in sz], dtype=np.int64)
-        keys = codes[numbers[:, 0]] * KEY_SPAN + numbers[:, 1]
-        self.sz.insert(keys, bins=numbers[:, 2:], edges=edges,
+        sz = unpack_rows(base.get("SZ", ""), 2 + 2 * width)
+        if not len(sz):
+            return
+        mapping = np.array([self._version_code(v) for v in edges_versions], dtype=np.int64)
+        self.sz.insert(codes[sz[:, 0]] * KEY_SPAN + sz[:, 1], bins=sz[:, 2:2 + width],
+                       edges=mapping[sz[:, 2 + width:]],
                        offsets=np.full((len(sz), width), -1, dtype=np.int64))
 
     def restore(self, partition: int, snapshot: Snapshot) -> None:
@@ -745,7 +769,20 @@ class SensorJoinGroup:
             snapshot.get("partition_time", self.stream_time[:, codes].max(axis=1)),
             dtype=np.int64)
         self.owed[codes] = np.asarray(snapshot["owed"], dtype=np.int64)
-        self._restore_base_rows(codes, snapshot.get("base", {}))
+        self._restore_base_rows(codes, snapshot.get("base", {}),
+                                snapshot.get("edges_versions", []))
+        self._bases = None
+
+
+def pack_rows(table: np.ndarray) -> str:
+    """An int64 table as text for a JSON checkpoint: base64 of its little-endian bytes (a
+    checkpoint is written every second; a list of lists per row costs tens of ms)."""
+    return base64.b64encode(np.ascontiguousarray(table, dtype="<i8").tobytes()).decode()
+
+
+def unpack_rows(text: str, width: int) -> np.ndarray:
+    """The table :func:`pack_rows` packed, `width` columns."""
+    return np.frombuffer(base64.b64decode(text), dtype="<i8").astype(np.int64).reshape(-1, width)
 
 
 def _at_or_before(keys: np.ndarray, settled: np.ndarray) -> np.ndarray:

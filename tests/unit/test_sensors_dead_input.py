@@ -13,7 +13,7 @@ from features.sensors.binning import BinEdges, BinRange
 from features.sensors.model import LogisticAlertModel
 from features.sensors.vectors import KEY_SPAN
 from features.sensors.window_math import WINDOW_MS, sensor_window
-from streaming.processors.sensor_join import SensorJoinConfig
+from streaming.processors.sensor_join import SensorJoinConfig, unpack_rows
 from streaming.processors.sensor_windows import SensorWindowConfig
 from streaming.settings import SensorSettings
 from tests.support.sensor_streams import JOIN_INPUTS, SensorStreams
@@ -74,7 +74,8 @@ def test_a_client_whose_sx_stopped_is_forgotten_but_its_last_sx_survives_a_resta
     assert join.sx.cols["offset"][mine].tolist() == [-1]
     assert run.join.snapshot is not None
     index = run.join.snapshot["clients"].index("a")
-    assert [r for r in run.join.snapshot["base"]["SX"] if r[0] == index] == [[index, T0, 3]]
+    base_sx = unpack_rows(run.join.snapshot["base"]["SX"], 3).tolist()
+    assert [r for r in base_sx if r[0] == index] == [[index, T0, 3]]
     # a settled up to 300 s - 60 s (its SX partition's bound), b up to 300 s - grace: the SX
     # commit offset is past a's SX (offset 0), at b's last SX (300 s), the only row held
     b_sx = offsets_of(run, "SX", "b")
