@@ -20,7 +20,8 @@ the other views still materialize; a training set or any other read of a missing
 error (`NoOfflineTableError`). Feast still records the skipped view's interval as
 materialized, so `materialize_incremental` would later start after it: once its table is first
 backfilled, load that view with `feast materialize START END --views VIEW` (the `materialize`
-flow passes only views whose table exists, so its runs are not affected). Everything else (point-in-time joins, retrieval jobs) is Feast's
+flow passes only views whose table exists, so its runs are not affected). Everything else
+(point-in-time joins, retrieval jobs) is Feast's
 DuckDB store unchanged. Select it in `feature_store.yaml` with
 `offline_store: {type: serving.offline_store.BraidDuckDBOfflineStore}`.
 """
