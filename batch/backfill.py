@@ -53,6 +53,7 @@ from batch.file_results import (
 from batch.indicators_job import indicators_frame
 from batch.kafka_input import KafkaInput, KafkaRecords, parse_kafka_lines, read_kafka
 from batch.object_storage import join
+from batch.parquet_spans import footer_contexts
 from batch.rejected_rows import REJECTED_PARTITIONS, REJECTED_ROWS_SCHEMA, rejected_rows_frame
 from batch.spark_progress import SparkStageBar
 from batch.spark_session import require_delta_spark
@@ -272,7 +273,10 @@ def _file_results(
 ) -> tuple[DataFrame, list[Row]]:
     """Every file's results, in one pass when the files follow each other in time (checked on
     the spans they report), else in a second pass that knows every file's span; with the small
-    facts rows (spans, counts, late counts), collected in the same Spark job."""
+    facts rows (spans, counts, late counts), collected in the same Spark job. Parquet inputs
+    in event-time order get the exact pass at once, from the spans their footers give
+    (`batch.parquet_spans`): no window is shipped to the shared aggregation unless another
+    file's span reaches it."""
 
     def mapped(contexts: dict[tuple[int, str], FileContext] | None) -> DataFrame:
         return keep(files.map_files(
@@ -295,6 +299,12 @@ def _file_results(
 
     if len(files.paths) == 1:
         results = mapped({})  # nothing to share, nothing before it
+        return results, facts(results)
+    known = (footer_contexts(files.paths, config.pairs, config.durations_ms)
+             if isinstance(files, InputFiles) and config.arrival is ArrivalOrder.EVENT_TIME
+             else None)
+    if known is not None:  # Parquet files whose footers give their spans: the exact pass now
+        results = mapped(known)
         return results, facts(results)
     results = mapped(None)
     rows = facts(results)
