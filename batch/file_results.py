@@ -163,15 +163,18 @@ def file_results(
     all files reported (files that follow each other in time, the usual case).
     """
     parsed = parse(content, path, source_index)
-    wanted = pc.is_in(parsed["pair"], pa.array(list(pairs), pa.string()))
-    is_closure = pc.is_valid(parsed["closure_rule"])
-    closures = parsed.filter(pc.and_(wanted, is_closure))
-    parsed = parsed.filter(pc.invert(is_closure))
-    wanted = pc.is_in(parsed["pair"], pa.array(list(pairs), pa.string()))
+    pair_set = pa.array(list(pairs), pa.string())
+    if parsed["closure_rule"].null_count == parsed.num_rows:  # no closure record (Parquet, CSV)
+        closures = parsed.slice(0, 0)
+    else:
+        is_closure = pc.is_valid(parsed["closure_rule"])
+        closures = parsed.filter(pc.and_(pc.is_in(parsed["pair"], pair_set), is_closure))
+        parsed = parsed.filter(pc.invert(is_closure))
+    wanted = pc.is_in(parsed["pair"], pair_set)
     rejected_mask = pc.is_valid(parsed["reject_reason"])
     keep_rejected = pc.and_(rejected_mask, pc.or_(wanted, pc.equal(parsed["pair"], "")))
-    trades = parsed.filter(pc.and_(wanted, pc.invert(rejected_mask)))
-    rejected = parsed.filter(keep_rejected)
+    trades = _where(parsed, pc.and_(wanted, pc.invert(rejected_mask)))
+    rejected = _where(parsed, keep_rejected)
     pieces = [
         *_candles_and_shared_trades(trades, source_index, durations_ms, grace_ms, arrival,
                                     contexts, closures),
@@ -180,6 +183,17 @@ def file_results(
         _closure_facts(closures, source_index),
     ]
     return pa.concat_tables([_conform(p) for p in pieces])
+
+
+def _where(table: pa.Table, mask: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """`table.filter(mask)` (a mask without nulls), without copying the columns when it keeps
+    every row or none: the usual case of a file of valid trades of the wanted pairs."""
+    kept = pc.sum(mask).as_py() or 0
+    if kept == table.num_rows:
+        return table
+    if kept == 0:
+        return table.slice(0, 0)
+    return table.filter(mask)
 
 
 def _closure_facts(closures: pa.Table, source_index: int) -> pa.Table:
