@@ -388,10 +388,16 @@ def _in_shared_window(
             continue
         mine = codes == code
         spans = np.array(ctx.other_spans, dtype=np.int64)
-        ws = np.unique(starts[mine])
+        mine_starts = starts[mine]
+        if mine_starts.size == 0 or not (
+            (mine_starts.min() <= spans[:, 1])
+            & (mine_starts.max() + window.size_ms > spans[:, 0])
+        ).any():
+            continue  # no other span reaches from the pair's first window to its last
+        ws = np.unique(mine_starts)
         overlap = ((ws[:, None] <= spans[None, :, 1])
                    & (ws[:, None] + window.size_ms > spans[None, :, 0])).any(axis=1)
-        shared[mine] = np.isin(starts[mine], ws[overlap])
+        shared[mine] = np.isin(mine_starts, ws[overlap])
     return shared
 
 
