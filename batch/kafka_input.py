@@ -220,7 +220,6 @@ def topic_partitions(spark: SparkSession, source: KafkaInput) -> list[int]:
 
 
 OFFSET_FIELD = "kafka_offset"
-KEY_FIELD = "kafka_key"
 NOT_AN_OBJECT_FIELD = "kafka_value_not_an_object"
 _TAIL = re.compile(rb'"kafka_offset":(-?\d+),"kafka_timestamp_ms":(-?\d+)}$')
 _KEY = re.compile(rb'"kafka_key":(null|"(?:[^"\\]|\\.)*"),"kafka_offset":-?\d+,'
