@@ -57,7 +57,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -289,6 +289,28 @@ def archive_files(root: str, topic: str, days: list[str] | None) -> list[str]:
     return [f for f in files if f.rsplit("/", 2)[-2] in wanted]
 
 
+def _archived(spark: SparkSession, archive_root: str, sensors: Iterable[str],
+              read_days: list[str] | None, topic_prefix: str,
+              parser: Callable[[str], Callable[[Iterator[pa.RecordBatch]],
+                                               Iterator[pa.RecordBatch]]],
+              schema: pa.Schema) -> DataFrame | None:
+    """The archived readings of `sensors` (for `read_days`), each topic's files parsed by
+    `parser(sensor)` into `schema`, as one frame; None when none is archived."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    from batch.trade_inputs import read_file_bytes
+
+    frames = [read_file_bytes(spark, files).mapInArrow(parser(sensor), from_arrow_schema(schema))
+              for sensor in sensors
+              if (files := archive_files(archive_root, f"{topic_prefix}{sensor}", read_days))]
+    if not frames:
+        return None
+    rows = frames[0]
+    for frame in frames[1:]:
+        rows = rows.unionByName(frame)
+    return rows
+
+
 def _days(start: date, end: date) -> list[str]:
     return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days)]
 
@@ -387,25 +409,16 @@ def write_readings(spark: SparkSession, archive_root: str, output: str, *,
     `output`, replacing those dates; returns its version (None: no SX or SY archived)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     from batch.delta_store import write_table
-    from batch.trade_inputs import read_file_bytes
 
-    frames = []
-    for sensor in CATEGORICAL_SENSORS:
-        files = archive_files(archive_root, f"{topic_prefix}{sensor}", read_days)
-        if files:
-            frames.append(read_file_bytes(spark, files).mapInArrow(
-                _parse_category_files(sensor, max_event_time_skew_ms),
-                from_arrow_schema(_ARRIVED_SCHEMA)))
-    if not frames:
+    rows = _archived(spark, archive_root, CATEGORICAL_SENSORS, read_days, topic_prefix,
+                     lambda sensor: _parse_category_files(sensor, max_event_time_skew_ms),
+                     _ARRIVED_SCHEMA)
+    if rows is None:
         log.warning("no archived SX or SY readings: sensor readings not written",
                     archive=archive_root)
         return None
-    rows = frames[0]
-    for frame in frames[1:]:
-        rows = rows.unionByName(frame)
     # the same (client, sensor, time) twice: the first to arrive (the online store keeps it)
     first = Window.partitionBy("client", "sensor", "timestamp_ms").orderBy("partition", "offset")
     readings = (rows.withColumn("arrival", F.row_number().over(first))
@@ -431,21 +444,13 @@ def write_vectors(spark: SparkSession, archive_root: str, output: str, *,
     from pyspark.sql.pandas.types import from_arrow_schema
 
     from batch.delta_store import write_table
-    from batch.trade_inputs import read_file_bytes
 
-    frames = []
-    for sensor in SENSORS:
-        files = archive_files(archive_root, f"{topic_prefix}{sensor}", read_days)
-        if files:
-            frames.append(read_file_bytes(spark, files).mapInArrow(
-                _parse_sensor_files(sensor, max_event_time_skew_ms),
-                from_arrow_schema(SENSOR_READINGS_SCHEMA)))
-    if not frames:
+    readings = _archived(spark, archive_root, SENSORS, read_days, topic_prefix,
+                         lambda sensor: _parse_sensor_files(sensor, max_event_time_skew_ms),
+                         SENSOR_READINGS_SCHEMA)
+    if readings is None:
         log.warning("no archived readings: sensor vectors not written", archive=archive_root)
         return None
-    readings = frames[0]
-    for frame in frames[1:]:
-        readings = readings.unionByName(frame)
     vectors = readings.groupBy("partition").applyInArrow(
         _vectors_of_group(grace_ms, edges, max_lateness_ms, set(days) if days else None),
         from_arrow_schema(VECTORS_OUTPUT_SCHEMA)).persist()
