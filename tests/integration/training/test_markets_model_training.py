@@ -32,6 +32,12 @@ MINUTE = 60_000
 
 @pytest.fixture(scope="module")
 def first_run(markets_store: FeatureStore, mlflow_server: str) -> TrainResult:
+    # The worker's MLflow server is shared with the other training modules (the reproduce tests
+    # register markets versions of their own): start this module on an empty registry, so the
+    # version trained here is the first one ever.
+    client = MlflowClient(mlflow_server)
+    if client.search_registered_models(f"name = '{MODEL_NAMES['markets']}'"):
+        client.delete_registered_model(MODEL_NAMES["markets"])
     return train_markets(START, END, PAIRS, horizon=1, store=markets_store,
                          tracking_uri=mlflow_server)
 
