@@ -34,6 +34,11 @@ class Deliveries:
         self.awaiting += 1
         return self._delivered
 
+    def track_many(self, count: int) -> DeliveryCallback:
+        """The `on_delivery` callback of `count` more messages (one bound method for all)."""
+        self.awaiting += count
+        return self._delivered
+
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         self.awaiting -= 1
         if error is not None and self.error is None:
