@@ -38,6 +38,13 @@ nothing (their features, corrections included, went out before the checkpoint): 
 `needed_from` or rejected before are skipped, the others go back into the buffer. From the next
 offset on, the operator holds what the first run held and decides as it did.
 
+Hand-over (a rebalance, a SIGTERM): the partition's last snapshot here also carries its buffered
+readings (`hand_over`), so the state moves with the partition: the next owner restores them and
+resumes at the next offset (`resume_offset`) instead of re-reading up to 10 minutes (or the max
+lateness) of the log. The committed offset stays the earliest buffered reading's: after a
+kill -9 the next owner rebuilds from the log as above, from the last (plain) checkpoint. Plain
+checkpoints, once a second, stay small: only hand-overs carry the buffer.
+
 Vectorized across partitions: the operators of one processor share a :class:`SensorWindowGroup`
 (clients never span partitions), and `process_many` handles one poll's batches of every
 partition in one pass, so the cost per poll does not grow with the number of partitions.
@@ -47,6 +54,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import orjson
@@ -77,7 +85,8 @@ from streaming.runtime.records import (
     merged_timestamps,
 )
 
-SNAPSHOT_VERSION = 2  # 1: features emitted once final (idle closures); not restorable
+SNAPSHOT_VERSION = 2  # 1: features emitted once final (idle closures); not restorable. A v2
+# snapshot may carry its buffer (a hand-over); a reader that ignores it replays from the commit
 SMALL_EMIT = 128  # below this many rows, orjson per row beats one polars pass
 PRUNE_MIN = 4_096
 OFFSET_SPAN = 1 << 40  # (partition, offset) as one int: partition * OFFSET_SPAN + offset
@@ -103,6 +112,8 @@ class _Partition:
     replay_until: int = 0
     needed_from: int = 0
     late_offsets: set[int] = field(default_factory=set)
+    handing_over: bool = False  # the next snapshot carries the buffer (hand_over)
+    resume_at: int | None = None  # restored with its buffer: consume from here
 
 
 class SensorWindowGroup:
@@ -170,7 +181,8 @@ class SensorWindowGroup:
         self._lows = None
         merged = InputBatch(
             work[0][1].topic, -1, np.concatenate([b.offsets for _, b in work]),
-            [k for _, b in work for k in b.keys], [v for _, b in work for v in b.values],
+            list(chain.from_iterable(b.keys for _, b in work)),
+            list(chain.from_iterable(b.values for _, b in work)),
             merged_timestamps([b for _, b in work]))
         row_partition = np.repeat([p for p, _ in work], [len(b) for _, b in work])
         for p, b in work:
@@ -294,19 +306,26 @@ class SensorWindowGroup:
         earliest = new_keys[first]  # per touched client, its earliest new reading
         base = touched * KEY_SPAN
         # context: the touched clients' readings a target's window can reach
-        lo = np.searchsorted(self.buf_key, np.maximum(earliest - size, base), side="right")
-        hi = np.searchsorted(self.buf_key, base + KEY_SPAN, side="left")
+        buf_key = self.buf_key
+        lo = np.searchsorted(buf_key, np.maximum(earliest - size, base), side="right")
+        hi = np.searchsorted(buf_key, base + KEY_SPAN, side="left")
         rows = ranges(lo, hi)  # whole clients' sorted readings from there on
-        sub_key = self.buf_key[rows]
-        owner = np.repeat(np.arange(len(touched)), np.maximum(hi - lo, 0))
-        candidate = sub_key >= earliest[owner]
+        # candidates: each touched client's readings from its earliest new one on (a few per
+        # client, where the context holds a window's worth): judged alone, not the context
+        first = np.searchsorted(buf_key, earliest, side="left")
+        lengths = np.maximum(hi - lo, 0)
+        at = np.cumsum(lengths) - lengths  # where each client's context starts in `rows`
+        position = ranges(first, hi)  # candidates' buffer rows
+        candidate = ranges(at + (first - lo), at + lengths)  # the same, as indices into `rows`
+        key = buf_key[position]
         # a candidate is due when a new reading lies in its window (t' - W, t']
-        start = np.maximum(sub_key - size, (sub_key // KEY_SPAN) * KEY_SPAN)
-        holds_new = (np.searchsorted(new_keys, sub_key, side="right")
+        start = np.maximum(key - size, (key // KEY_SPAN) * KEY_SPAN)
+        holds_new = (np.searchsorted(new_keys, key, side="right")
                      > np.searchsorted(new_keys, start, side="right"))
         # readings sharing a client and time share their window: one row for them
-        last_of_key = np.r_[sub_key[1:] != sub_key[:-1], True]
-        due = np.flatnonzero(candidate & holds_new & last_of_key)
+        following = np.minimum(position + 1, len(buf_key) - 1)
+        last_of_key = (position == len(buf_key) - 1) | (buf_key[following] != key)
+        due = candidate[holds_new & last_of_key]
         if not len(due):
             return []
         return self._records(rows, due)
@@ -399,16 +418,24 @@ class SensorWindowGroup:
             self._lows = {p: int(lows[p]) for p in self.partitions}
         return min(state.position, self._lows[partition])
 
+    def hand_over(self, partition: int) -> None:
+        """The partition leaves this process: its next snapshot carries its buffer."""
+        self.partitions[partition].handing_over = True
+
     def snapshot(self, partition: int) -> Snapshot:
         """Also drops buffered readings no future result needs, so the commit offset that the
-        processor asks for next is as far along as it can be."""
+        processor asks for next is as far along as it can be. After `hand_over`, the snapshot
+        also carries the partition's buffered readings (`buffer`: each reading's client, as an
+        index into `clients`, event time, value and offset), so that the next owner restores
+        them and resumes at `next_offset` instead of re-reading the log back to `needed_from`
+        (not while a restart's replay is under way: the buffer is still being rebuilt)."""
         self.prune()
         state = self.partitions[partition]
         committed = self.commit_offset(partition)
         needed = state.needed_from if committed is None else committed
         state.late_offsets = {o for o in state.late_offsets if o >= needed}
         mine = np.flatnonzero(self.client_partition == partition)
-        return {
+        snapshot: Snapshot = {
             "version": SNAPSHOT_VERSION,
             "next_offset": max(state.position or 0, state.replay_until),
             "needed_from": needed,
@@ -416,6 +443,18 @@ class SensorWindowGroup:
             "clients": [self.clients.names[i] for i in mine.tolist()],
             "stream_time": self.stream_time[mine].tolist(),
         }
+        # the buffer holds every needed reading below next_offset only once a restart's replay
+        # is over: until then the next owner replays as this one would
+        replayed = state.position is not None and state.position >= state.replay_until
+        if state.handing_over and replayed:
+            rows = np.flatnonzero(self.buf_partition == partition)
+            snapshot["buffer"] = {
+                "client": np.searchsorted(mine, self.buf_code[rows]).tolist(),
+                "timestamp_ms": self.buf_ts[rows].tolist(),
+                "value": self.buf_value[rows].tolist(),
+                "offset": self.buf_offset[rows].tolist(),
+            }
+        return snapshot
 
     def restore(self, partition: int, snapshot: Snapshot) -> None:
         if snapshot.get("version") != SNAPSHOT_VERSION:
@@ -435,6 +474,27 @@ class SensorWindowGroup:
         state.replay_until = int(snapshot["next_offset"])
         state.needed_from = int(snapshot["needed_from"])
         state.late_offsets = {int(o) for o in snapshot["late_offsets"]}
+        buffer = snapshot.get("buffer")
+        if buffer is not None:
+            self._restore_buffer(partition, codes, buffer)
+            # the buffer holds every reading below next_offset still needed: consume from
+            # there; a consumer that resumes earlier replays readings held already (skipped)
+            state.needed_from = state.position = state.resume_at = state.replay_until
+
+    def _restore_buffer(self, partition: int, codes: np.ndarray, buffer: Snapshot) -> None:
+        """Put a handed-over partition's buffered readings back (`codes`: its clients')."""
+        client = np.asarray(buffer["client"], dtype=np.int64)
+        ts = np.asarray(buffer["timestamp_ms"], dtype=np.int64)
+        if not len(ts):
+            return
+        self._append(codes[client], ts, np.asarray(buffer["value"], dtype=np.float64),
+                     np.asarray(buffer["offset"], dtype=np.int64),
+                     np.full(len(ts), partition, dtype=np.int64))
+        self._lows = None
+        self._pruned = False
+
+    def resume_offset(self, partition: int) -> int | None:
+        return self.partitions[partition].resume_at
 
 
 class SensorWindowOperator(PartitionOperator):
@@ -461,11 +521,17 @@ class SensorWindowOperator(PartitionOperator):
     def commit_offset(self, topic: str) -> int | None:
         return self.group.commit_offset(self.partition)
 
+    def hand_over(self) -> None:
+        self.group.hand_over(self.partition)
+
     def snapshot(self) -> Snapshot:
         return self.group.snapshot(self.partition)
 
     def restore(self, snapshot: Snapshot) -> None:
         self.group.restore(self.partition, snapshot)
+
+    def resume_offset(self, topic: str) -> int | None:
+        return self.group.resume_offset(self.partition)
 
     # the buffer of this partition, for tests and inspection
     @property

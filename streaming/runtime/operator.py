@@ -65,6 +65,19 @@ class PartitionOperator(ABC):
         """Called when this partition is caught up again after the processor lost the broker:
         time spent blind must not count as quiet time. Default: nothing."""
 
+    def hand_over(self) -> None:  # noqa: B027 - an optional hook
+        """Called when the partition is about to leave this process (revocation, close), just
+        before its last checkpoint here: the snapshot taken next may carry the operator's whole
+        state, so that the next owner resumes where this one stopped (`resume_offset`) instead of
+        rebuilding its state from the committed offset. Default: nothing."""
+
+    def resume_offset(self, topic: str) -> int | None:
+        """After `restore`: the offset to resume `topic` from when the snapshot carried the whole
+        state up to it (`hand_over`); None (default): the committed offset. The operator must
+        decide the same either way (a consumer that resumes at the committed offset instead
+        replays messages the restored state already holds)."""
+        return None
+
     @abstractmethod
     def commit_offset(self, topic: str) -> int | None:
         """The offset a restart must resume `topic` from (None: nothing consumed yet)."""

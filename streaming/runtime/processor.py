@@ -505,12 +505,26 @@ class StreamProcessor:
                 restored.append(number)
             self._operators[number] = operator
         self._group_kinds()
+        self._resume_where_handed_over(partitions)
         self._assigned_at = time.monotonic()
         self._log.info("assigned", partitions=numbers, restored=len(snapshots),
                        from_checkpoint=restored,
                        fresh=[n for n in numbers if n not in restored],
                        consumed=self.stats.consumed,
                        took_ms=round((self._assigned_at - began) * 1000, 1))
+
+    def _resume_where_handed_over(self, partitions: list[TopicPartition]) -> None:
+        """Start the partitions whose restored operator carries its whole state up to an offset
+        (`PartitionOperator.resume_offset`) there, not at the committed offset: assigning inside
+        the assignment callback sets where consumption starts."""
+        moved = False
+        for tp in partitions:
+            operator = self._operators.get(tp.partition)
+            offset = operator.resume_offset(tp.topic) if operator is not None else None
+            if offset is not None:
+                tp.offset, moved = offset, True
+        if moved:
+            self._consumer.assign(partitions)
 
     def _on_lost(self, consumer: object, partitions: list[TopicPartition]) -> None:
         """The session expired (e.g. the broker was unreachable): the group may already have
@@ -526,6 +540,10 @@ class StreamProcessor:
         committed while this member still owns them; then nothing more for them."""
         began = time.monotonic()
         self._dirty = True
+        for number in sorted({tp.partition for tp in partitions}):
+            operator = self._operators.get(number)
+            if operator is not None:
+                operator.hand_over()  # its last snapshot here may carry its whole state
         committed = self.checkpoint(final=True)  # the next owner resumes from these offsets
         self._drop(partitions)
         self._log.info("revoked", partitions=sorted({tp.partition for tp in partitions}),

@@ -66,6 +66,7 @@ class SensorStreams:
         self.windows = _Processor(WINDOW_INPUTS, FEATURES, self._window_operator())
         self.join = _Processor(JOIN_INPUTS, ("predictions",), self._join_operator())
         self.crashes = 0
+        self.hand_overs = 0
 
     # --- operators -----------------------------------------------------------------------------
     def _window_operator(self) -> SensorWindowOperator:
@@ -181,6 +182,25 @@ class SensorStreams:
         p.operator = fresh
         p.position = dict(p.previous_committed if before_commit else p.committed)
         self.crashes += 1
+
+    def hand_over(self, which: str, resume_at_commit: bool = False) -> None:
+        """A clean hand-over of processor `which`'s partition (a rebalance, a SIGTERM): the
+        operator is told (`hand_over`), checkpointed, and a new one restored from that
+        checkpoint resumes where it says (`resume_offset`), or, `resume_at_commit`, at the
+        committed offsets (a consumer that does not seek)."""
+        p = self._processor(which)
+        p.operator.hand_over()
+        self.checkpoint(which)
+        fresh = self._window_operator() if which == "windows" else self._join_operator()
+        assert p.snapshot is not None
+        fresh.restore(p.snapshot)
+        p.operator = fresh
+        p.position = dict(p.committed)
+        for topic in p.inputs:
+            offset = fresh.resume_offset(topic)
+            if offset is not None and not resume_at_commit:
+                p.position[topic] = offset
+        self.hand_overs += 1
 
     # --- results -------------------------------------------------------------------------------
     def final_predictions(self) -> dict[str, dict[str, object]]:

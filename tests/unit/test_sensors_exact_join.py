@@ -4,7 +4,8 @@ partition, equal timestamps, duplicates, a client one of whose inputs stops whil
 on) go through the real window and join operators, the five topics delivered in arbitrary polls
 (all at once, one record at a time, FA/FI/FD split across polls, SX/SY ahead of or behind SZ),
 with kills of either processor (outputs since its checkpoint partly lost, killed before or after
-its commit).
+its commit) and clean hand-overs (a rebalance: the window processor's state moves with its
+partition, and the new owner resumes where the snapshot says, or at the committed offset).
 
 For every event the final prediction's vector is the training row built offline from the same
 events (`training.sensors_baseline.training_rows`, the rule of `features.sensors.vectors`), no
@@ -81,7 +82,7 @@ def event_logs(draw: st.DrawFn) -> pa.Table:
 
 
 MODES = ("random", "random", "random", "all_at_once", "one_record_at_a_time", "join_first",
-         "features_split")
+         "features_split", "hand_overs")
 
 
 def deliver(streams: SensorStreams, data: st.DataObject, mode: str) -> None:
@@ -103,15 +104,31 @@ def deliver(streams: SensorStreams, data: st.DataObject, mode: str) -> None:
             while streams.pending("join")[topic]:
                 streams.poll("join", {topic: data.draw(st.integers(1, 3))})
         return
+    if mode == "hand_overs":  # rebalances between the window processor's polls
+        while any(streams.pending("windows").values()):
+            streams.poll("windows", {"SZ": data.draw(st.sampled_from((1, 2, 5, 10**6)))})
+            if data.draw(st.booleans()):
+                streams.poll("join", dict.fromkeys(JOIN_INPUTS, 10**6))
+            if data.draw(st.booleans()):  # a plain checkpoint of the new owner
+                streams.checkpoint("windows")
+            if data.draw(st.booleans()):
+                streams.crash("windows", [1.0, 1.0, 1.0], before_commit=data.draw(st.booleans()))
+            streams.hand_over("windows", resume_at_commit=data.draw(st.booleans()))
+        streams.drain()
+        return
     crashes = 0
     for _ in range(data.draw(st.integers(0, 40))):
-        action = data.draw(st.sampled_from(("windows", "join", "join", "checkpoint", "kill")))
+        action = data.draw(st.sampled_from(("windows", "join", "join", "checkpoint", "kill",
+                                            "hand_over")))
         if action in ("windows", "join"):
             topics = streams.pending(action)
             counts = {t: data.draw(st.sampled_from((0, 1, 2, 5, 10**6))) for t in topics}
             streams.poll(action, counts)
         elif action == "checkpoint":
             streams.checkpoint(data.draw(st.sampled_from(("windows", "join"))))
+        elif action == "hand_over":  # a rebalance: the state moves with the partition
+            streams.hand_over(data.draw(st.sampled_from(("windows", "join"))),
+                              resume_at_commit=data.draw(st.booleans()))
         elif crashes < 3:
             crashes += 1
             which = data.draw(st.sampled_from(("windows", "join")))
@@ -180,6 +197,7 @@ def test_every_events_final_prediction_is_its_training_row_under_any_delivery(
     released = assert_state_bounded_by_event_time(streams, max_lateness)
     # what the examples covered (--hypothesis-show-statistics)
     event(f"mode {mode}, kills {min(streams.crashes, 2)}")
+    event(f"hand-overs {min(streams.hand_overs, 2)}")
     event(f"late readings: {'some' if any(late.values()) else 'none'}")
     corrections = len(streams.predictions) - len(final)
     event(f"republished keys: {'some' if corrections else 'none'}")
