@@ -505,26 +505,28 @@ class StreamProcessor:
                 restored.append(number)
             self._operators[number] = operator
         self._group_kinds()
-        self._resume_where_handed_over(partitions)
+        resumed = self._resume_where_handed_over(partitions)
         self._assigned_at = time.monotonic()
         self._log.info("assigned", partitions=numbers, restored=len(snapshots),
                        from_checkpoint=restored,
-                       fresh=[n for n in numbers if n not in restored],
+                       fresh=[n for n in numbers if n not in restored], resumed_at=resumed,
                        consumed=self.stats.consumed,
                        took_ms=round((self._assigned_at - began) * 1000, 1))
 
-    def _resume_where_handed_over(self, partitions: list[TopicPartition]) -> None:
+    def _resume_where_handed_over(self, partitions: list[TopicPartition]) -> dict[str, int]:
         """Start the partitions whose restored operator carries its whole state up to an offset
         (`PartitionOperator.resume_offset`) there, not at the committed offset: assigning inside
-        the assignment callback sets where consumption starts."""
-        moved = False
+        the assignment callback sets where consumption starts. Returns them (`topic[p]`)."""
+        resumed: dict[str, int] = {}
         for tp in partitions:
             operator = self._operators.get(tp.partition)
             offset = operator.resume_offset(tp.topic) if operator is not None else None
             if offset is not None:
-                tp.offset, moved = offset, True
-        if moved:
+                tp.offset = offset
+                resumed[f"{tp.topic}[{tp.partition}]"] = offset
+        if resumed:
             self._consumer.assign(partitions)
+        return resumed
 
     def _on_lost(self, consumer: object, partitions: list[TopicPartition]) -> None:
         """The session expired (e.g. the broker was unreachable): the group may already have
