@@ -137,6 +137,7 @@ class SensorWindowGroup:
         self._pruned = True  # nothing processed since the last prune
         self.partitions: dict[int, _Partition] = {}
         self._lows: dict[int, int] | None = None  # per partition: lowest buffered offset
+        self._names = np.empty(0, dtype=object)  # client names by code (`_client_names`)
 
     # --- partitions coming and going ---------------------------------------------------------
     def open(self, partition: int) -> None:
@@ -364,7 +365,7 @@ class SensorWindowGroup:
         due, count = due[order], feats.count[order]
         edges = self.config.edges
         columns = {"FA": feats.fa[order], "FI": feats.fi[order], "FD": feats.fd[order]}
-        names = np.asarray(self.clients.names, dtype=object)[code[due]]
+        names = self._client_names()[code[due]]
         bins = {name: edges.bin(name, columns[name]) for name in FEATURES}
         if len(due) < SMALL_EMIT:
             return self._small_records(names.tolist(), ts[due], count, columns, bins)
@@ -380,12 +381,21 @@ class SensorWindowGroup:
             bin=f"{name}_bin", edges_version=pl.lit(edges.version, pl.String),
             window_ms=pl.lit(window.size_ms, pl.Int64), count="count",
         ).struct.json_encode().alias(name) for name in FEATURES))
-        keys = frame["client"].to_list()
+        keys = names.tolist()
         return [
             OutputBatch(self.config.output_topics[name], keys,
                         encoded[name].to_arrow().cast(pa.large_binary()).to_pylist(), keys)
             for name in FEATURES
         ]
+
+    def _client_names(self) -> np.ndarray:
+        """Every client's name by code, as an object array (extended as clients come, not
+        rebuilt per poll)."""
+        known = len(self._names)
+        if known < len(self.clients.names):
+            self._names = np.concatenate([self._names, np.asarray(
+                self.clients.names[known:], dtype=object)])
+        return self._names
 
     def _small_records(self, clients: list[str], ts: np.ndarray, count: np.ndarray,
                        columns: dict[str, np.ndarray], bins: dict[str, np.ndarray]

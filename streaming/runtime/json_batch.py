@@ -41,7 +41,7 @@ def _read(data: bytes, schema: pa.Schema) -> pa.Table:
 
 def decode_json_batch(batch: InputBatch, schema: pa.Schema) -> DecodedJson:
     values = batch.values
-    table = _fast(values, schema) if values and None not in values else None
+    table = _fast(values, schema) if values else None
     if table is not None:
         return DecodedJson(table, np.full(len(values), None, dtype=object))
     return _one_by_one(values, schema)
@@ -52,7 +52,7 @@ def _fast(values: list[bytes | None], schema: pa.Schema) -> pa.Table | None:
     of the right types (missing fields become nulls)."""
     try:
         rows = orjson.loads(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, TypeError):  # TypeError: a message without a value
         return None
     if len(rows) != len(values):  # a message held more than one value
         return None
