@@ -5,7 +5,10 @@
 1. **Window processor throughput**: simulated SZ readings are produced to a 100-partition SZ
    topic first; then the window processor consumes them all, once with one process and once
    with two processes sharing the partitions (one consumer group). Figures: SZ events/s per
-   process (first to last consumed message) and for the whole group.
+   process (first to last consumed message) and for the whole group, the readings consumed
+   twice (re-read after a rebalance: the window state moves with its partition, so few), each
+   process's CPU time and how busy the host's cores were meanwhile (two processes cannot
+   double the throughput of one on a host whose cores one process and the broker already fill).
 2. **Latency**, at each of `--rates` SZ events/s: the window and join processors run (one
    process each) at their default settings (grace 5 s: a reading's features go out at once and
    are corrected if a reading within grace lands behind it; max lateness 2 h; batch size,
@@ -168,6 +171,7 @@ def worker_windows(args: argparse.Namespace) -> None:
                             poll_timeout_s=args.poll_timeout_ms / 1000)
     proc.start()
     first = last = None
+    host_first = host_last = (0, 0)  # the host's CPU ticks at the first and last message
     busy = 0.0  # seconds spent in steps that consumed something (excludes rebalance waits)
     idle_since = time.monotonic()
     while True:
@@ -176,15 +180,17 @@ def worker_windows(args: argparse.Namespace) -> None:
         now = time.time()
         if n:
             busy += time.perf_counter() - t0
-            first = first or now
-            last = now
+            if first is None:
+                first, host_first = now, _host_ticks()
+            last, host_last = now, _host_ticks()
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since > (args.idle_s if first is not None else 60):
             break
     proc.close()
     print(json.dumps({"consumed": proc.stats.consumed, "produced": proc.stats.produced,
                       "first": first, "last": last, "busy": busy,
-                      "batches": proc.stats.batches}))
+                      "batches": proc.stats.batches, "cpu_s": time.process_time(),
+                      "host_first": host_first, "host_last": host_last}))
 
 
 NO_IDEMPOTENCE: dict[str, str | int | bool] = {
@@ -299,6 +305,9 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
                           "--group", group, "--grace-ms", str(DEFAULT_GRACE_MS),
                           *settings.worker_args(), "--idle-s", "4") for _ in range(processes)]
         stats = [_result(w) for w in workers]
+        # the host's CPU from the group's first consumed message to its last
+        busy_share = _busy_share(min(s["host_first"] for s in stats),
+                                 max(s["host_last"] for s in stats))
         total = sum(s["consumed"] for s in stats)
         span = max(s["last"] for s in stats) - min(s["first"] for s in stats)
         per = [s["consumed"] / max(s["last"] - s["first"], 1e-9) for s in stats]
@@ -309,6 +318,21 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
               f"message: {', '.join(f'{p:,.0f}' for p in per)} events/s; per process, while "
               f"busy: {', '.join(f'{p:,.0f}' for p in busy)} events/s; feature rows out: "
               f"{sum(s['produced'] for s in stats):,}")
+        cpu = ', '.join(f"{s['cpu_s']:.1f}" for s in stats)
+        print(f"  CPU: {cpu} s per process (start to exit, librdkafka's threads included); "
+              f"the host's {os.cpu_count()} cores {100 * busy_share:.0f}% busy from the first "
+              f"message consumed to the last (everything on the host: the broker, other load)")
+
+
+def _host_ticks() -> tuple[int, int]:
+    """(all CPU ticks, idle and iowait ticks) since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def _busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total, idle = (b - a for a, b in zip(before, after, strict=True))
+    return 1 - idle / max(total, 1)
 
 
 @dataclass
