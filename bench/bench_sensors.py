@@ -4,7 +4,9 @@
 
 1. **Window processor throughput**: simulated SZ readings are produced to a 100-partition SZ
    topic first; then the window processor consumes them all, once with one process and once
-   with two processes sharing the partitions (one consumer group). Figures: SZ events/s per
+   with two processes sharing the partitions (one consumer group; the processes start together,
+   once each is imported and built, so one does not find the topic half consumed by the
+   other, leaving it a half of the partitions to finish alone). Figures: SZ events/s per
    process (first to last consumed message) and for the whole group, the readings consumed
    twice (re-read after a rebalance: the window state moves with its partition, so few), each
    process's CPU time and how busy the host's cores were meanwhile (two processes cannot
@@ -169,6 +171,9 @@ def worker_windows(args: argparse.Namespace) -> None:
     proc = window_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
                             batch_size=args.batch_size,
                             poll_timeout_s=args.poll_timeout_ms / 1000)
+    if args.barrier:  # start with the group's other workers (`_start_together`)
+        print("ready", flush=True)
+        sys.stdin.readline()
     proc.start()
     first = last = None
     host_first = host_last = (0, 0)  # the host's CPU ticks at the first and last message
@@ -259,15 +264,33 @@ def worker_passthrough(args: argparse.Namespace) -> None:
     producer.flush(10)
 
 
-def _spawn(*argv: str) -> subprocess.Popen[str]:
-    """A worker process; its stderr goes to a temporary file (`_result` shows it on failure)."""
+def _spawn(*argv: str, barrier: bool = False) -> subprocess.Popen[str]:
+    """A worker process; its stderr goes to a temporary file (`_result` shows it on failure).
+    `barrier`: it waits for a line on its stdin before it starts (`_start_together`)."""
     env = {**os.environ, "BRAID_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
     stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed with the process
         mode="w+", prefix="bench-sensors-", suffix=".log", delete=False)
     proc = subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE,
-                            stderr=stderr, text=True, env=env)
+                            stdin=subprocess.PIPE if barrier else None, stderr=stderr,
+                            text=True, env=env)
     proc.stderr_path = stderr.name  # type: ignore[attr-defined]
     return proc
+
+
+def _start_together(workers: list[subprocess.Popen[str]]) -> None:
+    """Let barrier workers go at once, when every one is ready (imported and built: a second
+    worker starting seconds after the first would find much of the topic consumed and, with
+    the range assignor, its half of the partitions left for it alone)."""
+    for worker in workers:
+        assert worker.stdout is not None
+        while (line := worker.stdout.readline()) and line.strip() != "ready":
+            pass
+        if not line:
+            raise RuntimeError(f"a worker exited {worker.wait()} before it was ready")
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
 
 
 def _result(worker: subprocess.Popen[str], timeout_s: float = 900) -> dict[str, Any]:
@@ -303,7 +326,9 @@ def bench_throughput(kafka: KafkaSettings, args: argparse.Namespace) -> None:
         group = f"{prefix}windows-{processes}"
         workers = [_spawn("_windows", "--bootstrap", kafka.bootstrap_servers, "--prefix", prefix,
                           "--group", group, "--grace-ms", str(DEFAULT_GRACE_MS),
-                          *settings.worker_args(), "--idle-s", "4") for _ in range(processes)]
+                          *settings.worker_args(), "--idle-s", "4", "--barrier", barrier=True)
+                   for _ in range(processes)]
+        _start_together(workers)
         stats = [_result(w) for w in workers]
         # the host's CPU from the group's first consumed message to its last
         busy_share = _busy_share(min(s["host_first"] for s in stats),
@@ -585,6 +610,7 @@ def main() -> None:
         p.add_argument("--batch-size", type=int, required=True)
         p.add_argument("--poll-timeout-ms", type=int, required=True)
         p.add_argument("--idle-s", type=float, default=4.0)
+        p.add_argument("--barrier", action="store_true")
         p.add_argument("--no-idempotence", action="store_true")
         p.add_argument("--fetch-wait-ms", type=int, required=True)
         a = p.parse_args()
