@@ -30,3 +30,14 @@ def test_a_failed_delivery_is_kept_even_after_later_successes() -> None:
     second(None, MESSAGE)
     assert deliveries.done
     assert deliveries.error is not None and deliveries.error.code() == KafkaError._MSG_TIMED_OUT
+
+
+def test_a_batch_counted_at_once_is_done_after_its_last_acknowledgement() -> None:
+    deliveries = Deliveries()
+    callback = deliveries.track_many(3)  # one bound callback for the batch's three messages
+    callback(None, MESSAGE)
+    callback(KafkaError(KafkaError._MSG_TIMED_OUT), MESSAGE)
+    assert not deliveries.done
+    callback(None, MESSAGE)
+    assert deliveries.done
+    assert deliveries.error is not None and deliveries.error.code() == KafkaError._MSG_TIMED_OUT

@@ -456,3 +456,47 @@ def test_checkpoints_of_partitions_without_clients_restore() -> None:
         again = make()
         again.restore(snap)
         assert again.snapshot() == snap
+
+
+def test_a_handed_over_partition_carries_its_buffer_and_resumes_where_it_stopped() -> None:
+    rows = [(c, T0 + i * 5_000 + (i % 3) * 700, float((i * 37) % 11)) for i in range(40)
+            for c in ("a", "b")]
+    rows += [("a", T0 + 192_000, 7.0)]  # 3 s behind its client, within grace: a correction
+    cut = 50
+    first = window_op()
+    first.process(batch("SZ", rows[:cut]), 0)
+    light = orjson.loads(orjson.dumps(first.snapshot()))
+    assert "buffer" not in light  # a plain checkpoint stays small: the log rebuilds the buffer
+    first.hand_over()
+    snap = orjson.loads(orjson.dumps(first.snapshot()))
+    assert len(snap["buffer"]["timestamp_ms"]) == len(first.buf_ts) > 0
+    assert snap["needed_from"] == 0  # the commit still covers what a kill -9 needs
+    second = window_op()
+    second.restore(snap)
+    assert second.resume_offset("SZ") == cut
+    np.testing.assert_array_equal(second.buf_ts, first.buf_ts)
+    # from the next offset on it decides as the first would, value for value
+    rest = batch("SZ", rows[cut:], cut)
+    want = outputs(first.process(rest, 0))
+    assert want and outputs(second.process(rest, 0)) == want
+    # a consumer resuming at the committed offset instead re-reads readings held already:
+    # nothing goes out twice, and the rest is the same
+    third = window_op()
+    third.restore(snap)
+    assert outputs(third.process(batch("SZ", rows[:cut]), 0)) == []
+    assert outputs(third.process(rest, 0)) == want
+
+
+def test_a_partition_handed_over_mid_replay_carries_no_buffer() -> None:
+    rows = [("a", T0 + i * 5_000, float(i)) for i in range(6)]
+    first = window_op()
+    first.process(batch("SZ", rows), 0)
+    snap = orjson.loads(orjson.dumps(first.snapshot()))
+    replaying = window_op()
+    replaying.restore(snap)  # killed: a restart that has not replayed the log yet
+    replaying.hand_over()
+    handed = orjson.loads(orjson.dumps(replaying.snapshot()))
+    assert "buffer" not in handed and handed["needed_from"] == snap["needed_from"]
+    again = window_op()
+    again.restore(handed)
+    assert again.resume_offset("SZ") is None  # the next owner replays from the commit
