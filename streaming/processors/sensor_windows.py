@@ -345,7 +345,8 @@ class SensorWindowGroup:
         due, count = due[order], feats.count[order]
         edges = self.config.edges
         columns = {"FA": feats.fa[order], "FI": feats.fi[order], "FD": feats.fd[order]}
-        names = np.asarray(self.clients.names, dtype=object)[code[due]]
+        every = self.clients.names  # not as one array: that copies every client's name
+        names = np.array([every[c] for c in code[due].tolist()], dtype=object)
         bins = {name: edges.bin(name, columns[name]) for name in FEATURES}
         if len(due) < SMALL_EMIT:
             return self._small_records(names.tolist(), ts[due], count, columns, bins)
