@@ -32,12 +32,15 @@ class KafkaSettings(BaseSettings):
     # per connection keeps the order, a retry may duplicate (Braid's outputs are keyed, so a
     # duplicate carries the same value).
     enable_idempotence: bool = True
-    # How long a broker may hold a fetch that has no data (librdkafka's default). It bounds how
-    # often an idle consumer asks, but not only that: a bare produce -> consume hop over 100
-    # partitions on Apache Kafka measured p50/p99 37/225 ms at 500 and 9/28 ms at 10
-    # (bench/README.md, bench_sensors.py). Lower it where latency matters more than the
-    # broker's CPU for idle consumers.
-    fetch_wait_max_ms: int = 500
+    # How long a broker may hold a fetch that has no data. It bounds how often an idle consumer
+    # asks, but not only that: at librdkafka's default (500) a produce -> consume hop over 100
+    # partitions on Apache Kafka had a tail of its own (p99 111 ms, max 227 at ~1,000 msg/s,
+    # p50 1.6), gone at 100 (p99 6.7, max 11). The price is the broker's CPU for idle
+    # consumers: the sensors pipeline's two (100 + 500 partitions) cost it 4.2% of a core at
+    # 500 (no more than with no consumer), 6.1% at 100, 7.0% at 50, 10.8% at 20, 15.2% at 10
+    # (bench/bench_fetch_wait.py, bench/README.md). 100 is where the tail is gone for the
+    # least; raise it for many idle consumers on a busy broker, where latency matters less.
+    fetch_wait_max_ms: int = 100
     # Extra librdkafka properties as JSON, e.g. '{"client.rack": "a"}'; they win over Braid's
     # defaults (e.g. '{"linger.ms": "1"}')
     extra: dict[str, str] = Field(default_factory=dict)
