@@ -114,6 +114,8 @@ class StreamProcessor:
         self._operators: dict[int, PartitionOperator] = {}
         self._kinds: dict[type[PartitionOperator], list[PartitionOperator]] = {}
         self._at_end = AtEnd()  # (topic, partition) consumed to the end
+        # offsets this member committed while running, since its last assignment change
+        self._committed: dict[tuple[str, int], int] = {}
         self._blind: set[int] = set()  # partition numbers to resume after a broker outage
         self._partition_counts: dict[str, int] = {}
         self._last_checkpoint = time.monotonic()
@@ -449,7 +451,17 @@ class StreamProcessor:
                                   "the last accepted commit", error=str(error))
                 return False
         elif offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=True)
+            # an offset this member already committed for its current assignment is not sent
+            # again: a window or history that holds its partition's commit offset back would
+            # otherwise be committed every checkpoint (the sensor join: 500 offsets a second
+            # for the broker to write to __consumer_offsets). A commit that failed is then
+            # retried only once the offset moves: an older commit means a longer replay, no
+            # more (see above).
+            sent = self._committed
+            changed = [tp for tp in offsets if sent.get((tp.topic, tp.partition)) != tp.offset]
+            if changed:
+                self._consumer.commit(offsets=changed, asynchronous=True)
+                sent.update(((tp.topic, tp.partition), tp.offset) for tp in changed)
         return True
 
     def _flush(self) -> None:
@@ -479,6 +491,7 @@ class StreamProcessor:
         owner's state, wherever it ran); the consumer resumes at the committed offsets."""
         began = time.monotonic()
         self._member_id = self._consumer.memberid()
+        self._committed.clear()  # the group's offsets may have moved while others held them
         numbers = sorted({tp.partition for tp in partitions} - set(self._operators))
         keys = {checkpoint_key(self.config.name, self.config.input_topics, p): p for p in numbers}
         snapshots = self._checkpoints.load(set(keys)) if keys else {}
@@ -524,6 +537,7 @@ class StreamProcessor:
             if operator is not None:
                 operator.close()
         self._group_kinds()
+        self._committed.clear()
         for tp in partitions:
             self._at_end.discard((tp.topic, tp.partition))
 
