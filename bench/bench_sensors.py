@@ -18,10 +18,18 @@
    run prints the settings it used and which differ from the processors' defaults. The bench's
    own readers use `fetch.wait.max.ms` = `--fetch-wait-ms` (10: a measuring consumer adds no
    wait of its own).
-   Every `--lag-every-s` (10) seconds of production it prints the readings sent without a
-   prediction yet (the pipeline's backlog: does it keep up?) and the window and join groups'
+   Production runs `--warm-up-s` (10) seconds at the rate before the `--seconds` (60)
+   measured: the fresh broker's JIT and every client's first reading (10,000 clients at
+   1,000/s take 10 s to cycle) fall there; the warm-up's latency is printed apart, not counted.
+   Every `--lag-every-s` (10) seconds of the measured run it prints the readings sent without
+   a prediction yet (the pipeline's backlog: does it keep up?) and the window and join groups'
    committed-offset lag (see `LagMonitor` for why that one is not a measure of keeping up).
-   `BENCH_TIMELINE=1` also prints the latency per second of the run.
+   After each run: the CPU each process used while measured (broker, window, join, the bench
+   itself, every other process on the machine) and, for Braid, the processors' own step
+   timings (`streaming.runtime.step_timings`: per phase, arrival lag, collections, slowest
+   steps). `BENCH_TIMELINE=1` also prints the latency per second of the run;
+   `BENCH_PYSPY=<folder>` samples both workers with py-spy (non-blocking) while measured and
+   prints the functions holding the most samples.
 3. **The peer**: the same run, same rate, topics, partitions, clients and settings (batch size,
    poll timeout and `fetch.wait.max.ms` the processors', consuming as the runtime does:
    what is fetched, else a wait for the first message), with two pass-through processes
