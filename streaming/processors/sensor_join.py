@@ -210,6 +210,7 @@ class SensorJoinGroup:
         self._replaying: set[int] = set()  # restored partitions whose replay is not done
         self._prune_at = PRUNE_MIN
         self._pruned = True  # nothing entered or answered since the last prune
+        self._settled_at_prune: np.ndarray | None = None  # per client, L at the last pass
         self.partitions: dict[int, _Partition] = {}
         self.counts: Counter[str] = Counter()
 
@@ -602,6 +603,15 @@ class SensorJoinGroup:
             return
         self._pruned = True
         settled = self.settled_until()
+        last = self._settled_at_prune
+        if last is not None and len(last) == len(settled) and not (settled > last).any():
+            # no client's L rose since the last pass: every row at or before it was dropped or
+            # made a base row then, and a row accepted since lies after it (it was not late),
+            # so a pass over every held row would change nothing (a client whose SX stopped
+            # holds every later event: the pass grew with them, once a checkpoint)
+            self._prune_at = max(PRUNE_MIN, 2 * (len(self.events) + len(self.sz)))
+            return
+        self._settled_at_prune = settled
         for history in (self.sx, self.sy):
             history.keep(_keep_latest_before(history.key, settled))
             history.cols["offset"][_at_or_before(history.key, settled)] = -1
