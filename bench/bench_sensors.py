@@ -33,8 +33,9 @@
 3. **The peer**: the same run, same rate, topics, partitions, clients and settings (batch size,
    poll timeout and `fetch.wait.max.ms` the processors', consuming as the runtime does:
    what is fetched, else a wait for the first message), with two pass-through processes
-   instead of Braid's (`_pass`: SZ -> one message on each of FA, FI, FD; FA/FI/FD -> one
-   prediction; no state, features or checkpoints). Its latency is the floor
+   instead of Braid's (`_pass`: SZ -> one message on each of FA, FI, FD; a reading's FA, FI
+   and FD -> one prediction once all three arrived, as Braid's join waits for all three; no
+   features, history or checkpoints). Its latency is the floor
    that the broker, librdkafka and a Python loop set on this machine; Braid / peer is printed,
    counted the same way (a reading's first prediction).
 4. **Broker hop**: one bare produce -> consume hop with the same client settings (SZ ->
@@ -221,8 +222,11 @@ def worker_processor(args: argparse.Namespace) -> None:
 def worker_passthrough(args: argparse.Namespace) -> None:
     """The peer of the latency run: the same two hops with the same clients and settings, doing
     nothing but forward. `windows`: each SZ reading -> one message on each of FA, FI, FD (same
-    key, same partition). `join`: each FA, FI, FD message -> one prediction. No state, no
-    checkpoints, no features: the floor that broker, librdkafka and a Python loop set."""
+    key, same partition). `join`: one prediction per reading once its FA, FI and FD messages
+    have all arrived, as Braid's join answers a reading only with all three (it counts them per
+    reading and forgets the reading then; forwarding the first of the three would measure the
+    fastest of three hops against Braid's slowest). No checkpoints, no features, no history:
+    the floor that broker, librdkafka and a Python loop set."""
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap,
                           fetch_wait_max_ms=args.fetch_wait_ms)
     topics = SensorTopics.prefixed(args.prefix)
@@ -232,6 +236,7 @@ def worker_passthrough(args: argparse.Namespace) -> None:
         inputs = [topics.SX, topics.SY, topics.FA, topics.FI, topics.FD]
         outputs = [topics.predictions]
     features = {topics.FA, topics.FI, topics.FD}
+    waiting: dict[tuple[str, int], int] = {}  # join: per reading, its feature messages so far
     consumer = make_consumer(kafka, args.group, **{"enable.auto.commit": True,
                                                    "enable.partition.eof": False})
     producer = make_producer(kafka, **(NO_IDEMPOTENCE if args.no_idempotence else {}))
@@ -248,6 +253,11 @@ def worker_passthrough(args: argparse.Namespace) -> None:
                 if topic not in features:
                     continue
                 reading = orjson.loads(value)
+                seen = (reading["client"], reading["timestamp_ms"])
+                arrived = waiting.pop(seen, 0) + 1
+                if arrived < len(features):
+                    waiting[seen] = arrived
+                    continue
                 value = orjson.dumps({"client": reading["client"],
                                       "timestamp_ms": reading["timestamp_ms"], "trigger": "SZ"})
             partition = int(msg.partition() or 0)
