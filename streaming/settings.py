@@ -32,15 +32,17 @@ class KafkaSettings(BaseSettings):
     # per connection keeps the order, a retry may duplicate (Braid's outputs are keyed, so a
     # duplicate carries the same value).
     enable_idempotence: bool = True
-    # How long a broker may hold a fetch that has no data. It bounds how often an idle consumer
-    # asks, but not only that: at librdkafka's default (500) a produce -> consume hop over 100
-    # partitions on Apache Kafka had a tail of its own (p99 111 ms, max 227 at ~1,000 msg/s,
-    # p50 1.6), gone at 100 (p99 6.7, max 11). The price is the broker's CPU for idle
-    # consumers: the sensors pipeline's two (100 + 500 partitions) cost it 4.2% of a core at
-    # 500 (no more than with no consumer), 6.1% at 100, 7.0% at 50, 10.8% at 20, 15.2% at 10
-    # (bench/bench_fetch_wait.py, bench/README.md). 100 is where the tail is gone for the
-    # least; raise it for many idle consumers on a busy broker, where latency matters less.
-    fetch_wait_max_ms: int = 100
+    # How long a broker may hold a fetch that has no data (librdkafka's default). It bounds how
+    # often an idle consumer asks; it does not delay data: Apache Kafka answers a held fetch as
+    # soon as one of its partitions gets a record. Measured alternately on one warm broker
+    # (bench/bench_fetch_wait.py, bench/README.md): a produce -> consume hop over 100
+    # partitions at ~1,000 msg/s had p99 6.0-6.1 ms at 500 and 6.7-17.3 at 100 (the first
+    # measurement on a fresh broker had a tail whatever the value: 219 ms at 500, 111 in an
+    # earlier run, 356 at 100), while the sensors pipeline's two idle consumers (100 + 500
+    # partitions) cost the broker nothing measurable at 500 and 1-4% of a core more at 100
+    # (10.6% at 10). A shorter wait also makes a live processor poll more often with fewer
+    # messages per poll (the sensor window processor at 1,000 events/s: 2.6x the steps).
+    fetch_wait_max_ms: int = 500
     # Extra librdkafka properties as JSON, e.g. '{"client.rack": "a"}'; they win over Braid's
     # defaults (e.g. '{"linger.ms": "1"}')
     extra: dict[str, str] = Field(default_factory=dict)

@@ -42,6 +42,6 @@ def test_consumer_defaults_and_kafka_extra(monkeypatch: pytest.MonkeyPatch) -> N
     assert conf["group.id"] == "g"
     assert conf["enable.auto.commit"] is False
     assert conf["enable.auto.offset.store"] is False
-    assert conf["fetch.wait.max.ms"] == 100
+    assert conf["fetch.wait.max.ms"] == 500
     monkeypatch.setenv("KAFKA_EXTRA", '{"fetch.wait.max.ms": "10"}')
     assert consumer_config(KafkaSettings(), "g")["fetch.wait.max.ms"] == "10"
