@@ -18,7 +18,8 @@
 The broker's CPU with no consumer at all is printed first: the idle costs include it.
 
 One fresh broker (`infra.stack`, state in a temporary folder) serves every value, warmed up
-first; it is stopped by PID at the end.
+first with a hop and a whole round at the first value (printed, not counted: the first round on
+a fresh broker had a tail whatever the value); it is stopped by PID at the end.
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ def hop(kafka: KafkaSettings, topic: str, wait_ms: int, messages: int) -> np.nda
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--waits", default="500,100,50,20,10",
-                        help="fetch.wait.max.ms values, comma-separated")
+    parser.add_argument("--waits", default="500,100,500,100,50,20,10",
+                        help="fetch.wait.max.ms values, comma-separated, measured in this order "
+                        "(repeat values to see the noise)")
     parser.add_argument("--idle-s", type=float, default=10.0)
     parser.add_argument("--hop-messages", type=int, default=3_000)
     args = parser.parse_args()
@@ -176,6 +178,14 @@ def main() -> None:
         ensure_topics(kafka, [TopicSpec(t, PARTITIONS) for t in [*topics, hop_topic]],
                       TopicSettings())
         hop(kafka, hop_topic, 10, 1_000)  # warm-up: the broker's JIT, producer ids
+        # a whole round, not counted: the first one on a fresh broker had a tail whatever the
+        # wait (p99 111-356 ms, where the same value later gave 6-17)
+        waits = [int(w) for w in args.waits.split(",")]
+        idle_cost(kafka, broker, topics, waits[0], 2)
+        cold = hop(kafka, hop_topic, waits[0], args.hop_messages)
+        print(f"warm-up round at {waits[0]} ms, not counted: hop p50 "
+              f"{np.percentile(cold, 50):.1f} / p99 {np.percentile(cold, 99):.1f} / max "
+              f"{cold.max():.1f} ms")
         before, began = _cpu(broker), time.perf_counter()
         time.sleep(args.idle_s)
         print(f"broker CPU with no consumer: "
@@ -183,7 +193,7 @@ def main() -> None:
         print(f"{'fetch.wait.max.ms':>17} | idle consumers (100 + 500 partitions): broker CPU, "
               f"consumers' CPU, fetches/s | hop over {PARTITIONS} partitions at ~1,000 msg/s: "
               f"p50 / p99 / max ms")
-        for wait in (int(w) for w in args.waits.split(",")):
+        for wait in waits:
             cost = idle_cost(kafka, broker, topics, wait, args.idle_s)
             lat = hop(kafka, hop_topic, wait, args.hop_messages)
             print(f"{wait:>17} | {cost['broker']:5.1f}% {cost['clients']:5.1f}% "
