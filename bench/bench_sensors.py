@@ -23,15 +23,24 @@
    run prints the settings it used and which differ from the processors' defaults. The bench's
    own readers use `fetch.wait.max.ms` = `--fetch-wait-ms` (10: a measuring consumer adds no
    wait of its own).
-   Every `--lag-every-s` (10) seconds of production it prints the readings sent without a
-   prediction yet (the pipeline's backlog: does it keep up?) and the window and join groups'
+   Production runs `--warm-up-s` (10) seconds at the rate before the `--seconds` (60)
+   measured: the fresh broker's JIT and every client's first reading (10,000 clients at
+   1,000/s take 10 s to cycle) fall there; the warm-up's latency is printed apart, not counted.
+   Every `--lag-every-s` (10) seconds of the measured run it prints the readings sent without
+   a prediction yet (the pipeline's backlog: does it keep up?) and the window and join groups'
    committed-offset lag (see `LagMonitor` for why that one is not a measure of keeping up).
-   `BENCH_TIMELINE=1` also prints the latency per second of the run.
+   After each run: the CPU each process used while measured (broker, window, join, the bench
+   itself, every other process on the machine) and, for Braid, the processors' own step
+   timings (`streaming.runtime.step_timings`: per phase, arrival lag, collections, slowest
+   steps). `BENCH_TIMELINE=1` also prints the latency per second of the run;
+   `BENCH_PYSPY=<folder>` samples both workers with py-spy (non-blocking) while measured and
+   prints the functions holding the most samples.
 3. **The peer**: the same run, same rate, topics, partitions, clients and settings (batch size,
    poll timeout and `fetch.wait.max.ms` the processors', consuming as the runtime does:
    what is fetched, else a wait for the first message), with two pass-through processes
-   instead of Braid's (`_pass`: SZ -> one message on each of FA, FI, FD; FA/FI/FD -> one
-   prediction; no state, features or checkpoints). Its latency is the floor
+   instead of Braid's (`_pass`: SZ -> one message on each of FA, FI, FD; a reading's FA, FI
+   and FD -> one prediction once all three arrived, as Braid's join waits for all three; no
+   features, history or checkpoints). Its latency is the floor
    that the broker, librdkafka and a Python loop set on this machine; Braid / peer is printed,
    counted the same way (a reading's first prediction).
 4. **Broker hop**: one bare produce -> consume hop with the same client settings (SZ ->
@@ -214,21 +223,21 @@ def worker_processor(args: argparse.Namespace) -> None:
 
         processor_module.make_producer = producer
     topics = SensorTopics.prefixed(args.prefix)
-    if args.kind == "windows":
-        window_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
-                         batch_size=args.batch_size,
-                         poll_timeout_s=args.poll_timeout_ms / 1000).run()
-    else:
-        join_processor(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
-                       batch_size=args.batch_size,
-                       poll_timeout_s=args.poll_timeout_ms / 1000).run()
+    build = window_processor if args.kind == "windows" else join_processor
+    proc = build(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
+                 batch_size=args.batch_size, poll_timeout_s=args.poll_timeout_ms / 1000)
+    proc.run()  # SIGTERM ends it (checkpoint, commit, leave the group)
+    print(json.dumps({**vars(proc.stats), "timings": proc.timings.summary()}))
 
 
 def worker_passthrough(args: argparse.Namespace) -> None:
     """The peer of the latency run: the same two hops with the same clients and settings, doing
     nothing but forward. `windows`: each SZ reading -> one message on each of FA, FI, FD (same
-    key, same partition). `join`: each FA, FI, FD message -> one prediction. No state, no
-    checkpoints, no features: the floor that broker, librdkafka and a Python loop set."""
+    key, same partition). `join`: one prediction per reading once its FA, FI and FD messages
+    have all arrived, as Braid's join answers a reading only with all three (it counts them per
+    reading and forgets the reading then; forwarding the first of the three would measure the
+    fastest of three hops against Braid's slowest). No checkpoints, no features, no history:
+    the floor that broker, librdkafka and a Python loop set."""
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap,
                           fetch_wait_max_ms=args.fetch_wait_ms)
     topics = SensorTopics.prefixed(args.prefix)
@@ -238,6 +247,7 @@ def worker_passthrough(args: argparse.Namespace) -> None:
         inputs = [topics.SX, topics.SY, topics.FA, topics.FI, topics.FD]
         outputs = [topics.predictions]
     features = {topics.FA, topics.FI, topics.FD}
+    waiting: dict[tuple[str, int], int] = {}  # join: per reading, its feature messages so far
     consumer = make_consumer(kafka, args.group, **{"enable.auto.commit": True,
                                                    "enable.partition.eof": False})
     producer = make_producer(kafka, **(NO_IDEMPOTENCE if args.no_idempotence else {}))
@@ -254,6 +264,11 @@ def worker_passthrough(args: argparse.Namespace) -> None:
                 if topic not in features:
                     continue
                 reading = orjson.loads(value)
+                seen = (reading["client"], reading["timestamp_ms"])
+                arrived = waiting.pop(seen, 0) + 1
+                if arrived < len(features):
+                    waiting[seen] = arrived
+                    continue
                 value = orjson.dumps({"client": reading["client"],
                                       "timestamp_ms": reading["timestamp_ms"], "trigger": "SZ"})
             partition = int(msg.partition() or 0)
@@ -395,7 +410,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
 
     def read() -> None:
         while not stop.is_set():
-            for msg in consumer.consume(10_000, 0.01):
+            for msg in consume_available(consumer, 10_000, 0.1):  # no fixed wait per call
                 value = msg.value()
                 if msg.error() is not None or value is None:
                     continue
@@ -416,19 +431,30 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     sent: dict[tuple[str, int], float] = {}
     tick = 0.01
     per_tick = max(1, int(args.rate * tick))
-    start = time.perf_counter()
+    warm_steps = int(args.warm_up_s / tick)
+    steps = warm_steps + int(args.seconds / tick)
     k = 0
-    values = rng.normal(50, 5, per_tick * int(args.seconds / tick) + 1)
+    values = rng.normal(50, 5, per_tick * steps + 1)
     label = "Braid" if engine == "braid" else "pass-through peer"
     monitor = LagMonitor(
         kafka, {f"{prefix}windows": [topics.SZ],
                 f"{prefix}join": [topics.SX, topics.SY, topics.FA, topics.FI, topics.FD]},
         args.lag_every_s, lambda: (len(sent), len(first)))
-    if args.lag_every_s > 0:
-        print(f"  [{label}] consumer lag at {args.rate:,} SZ/s, every {args.lag_every_s:g} s:",
-              flush=True)
-        monitor.start()
-    for step in range(int(args.seconds / tick)):
+    start = time.perf_counter()
+    measured_from = float("inf")  # wall ms: readings sent from then on are counted
+    profilers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    cpu = CpuShares({"windows": procs[0].pid, "join": procs[1].pid})
+    for step in range(steps):
+        if step == warm_steps:  # the warm-up is over: measure from here
+            measured_from = time.time() * 1000
+            measured_start = time.perf_counter()
+            profilers = _profile([p.pid for p in procs], ["windows", "join"],
+                                 f"{engine}-{args.rate}", args.seconds)
+            cpu.start()
+            if args.lag_every_s > 0:
+                print(f"  [{label}] backlog and consumer lag at {args.rate:,} SZ/s, every "
+                      f"{args.lag_every_s:g} s of the measured run:", flush=True)
+                monitor.start()
         target = start + step * tick
         delay = target - time.perf_counter()
         if delay > 0:
@@ -448,34 +474,54 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
             k += 1
         producer.poll(0)
     producer.flush(30)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - measured_start
+    shares = cpu.stop()
     if args.lag_every_s > 0:
         monitor.stop()
-        monitor.sample(time.perf_counter() - start)  # once more, production over
+        monitor.sample(time.perf_counter() - measured_start)  # once more, production over
     time.sleep(5)
     stop.set()
     reader.join(10)
     for p in procs:
         p.terminate()
+    results = {kind: _result(p, 60) if engine == "braid" else None
+               for kind, p in zip(("windows", "join"), procs, strict=True)}
+    for p in procs:
         p.wait(30)
     consumer.close()
-    firsts = np.array([first[k] - sent[k] for k in sent if k in first])
-    hop1 = np.array([features_at[k] - sent[k] for k in sent if k in features_at])
-    hop2 = np.array([first[k] - features_at[k] for k in sent if k in first and k in features_at])
+    print(f"    CPU while measured (% of one core; {os.cpu_count()} cores): {shares}")
+    for kind, result in results.items():
+        if result is not None:
+            print_timings(f"{kind} processor", result["timings"])
+    _print_profiles(profilers)
+    warm = [k for k in sent if sent[k] < measured_from]
+    counted = [k for k in sent if sent[k] >= measured_from]
+    firsts = np.array([first[k] - sent[k] for k in counted if k in first])
+    hop1 = np.array([features_at[k] - sent[k] for k in counted if k in features_at])
+    hop2 = np.array([first[k] - features_at[k] for k in counted
+                     if k in first and k in features_at])
     if os.environ.get("BENCH_TIMELINE"):
         t0 = min(sent.values())
-        for sec in range(int(args.seconds) + 1):
+        for sec in range(int(args.warm_up_s + args.seconds) + 1):
             ks = [k for k in sent if k in first and int((sent[k] - t0) / 1000) == sec]
             if ks:
                 lat = np.array([first[k] - sent[k] for k in ks])
                 f1 = [features_at[k] - sent[k] for k in ks if k in features_at]
                 fd = f"{np.percentile(f1, 50):8.1f}" if f1 else "     n/a"
-                print(f"  t={sec:3d}s n={len(ks):6d} first p50 {np.percentile(lat, 50):8.1f} "
-                      f"p99 {np.percentile(lat, 99):8.1f}  FD p50 {fd}")
+                phase = "warm-up" if sec < args.warm_up_s else "measured"
+                print(f"  t={sec:3d}s ({phase}) n={len(ks):6d} first p50 "
+                      f"{np.percentile(lat, 50):8.1f} p99 {np.percentile(lat, 99):8.1f}  "
+                      f"FD p50 {fd}")
+    if warm:
+        warm_lat = np.array([first[k] - sent[k] for k in warm if k in first])
+        print(f"  [{label}] warm-up, not counted below: the first {args.warm_up_s:g} s of "
+              f"production ({len(warm):,} readings, {len(warm_lat):,} with a prediction): "
+              f"p50 {np.percentile(warm_lat, 50):.1f} ms, p99 "
+              f"{np.percentile(warm_lat, 99):.1f} ms, max {warm_lat.max():.1f} ms")
     label += ", producers without idempotence" if no_idempotence else ""
-    print(f"[{label}] latency at {len(sent) / elapsed:,.0f} SZ events/s offered for "
+    print(f"[{label}] latency at {len(counted) / elapsed:,.0f} SZ events/s offered for "
           f"{elapsed:.0f} s "
-          f"({len(sent):,} readings, {len(firsts):,} with a prediction, "
+          f"({len(counted):,} readings, {len(firsts):,} with a prediction, "
           f"{'the settings printed above' if engine == 'braid' else 'no state, same settings'}"
           f"): "
           f"SZ -> its first prediction p50 "
@@ -485,6 +531,110 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
           f"first prediction p50 {np.percentile(hop2, 50):.1f} / p99 "
           f"{np.percentile(hop2, 99):.1f} ms")
     return Latency(*(float(np.percentile(firsts, q)) for q in (50, 99)))
+
+
+def print_timings(label: str, t: dict[str, Any]) -> None:
+    """The processor's own split of its steps (`streaming.runtime.step_timings`)."""
+    print(f"    {label}: steps {t['steps']:,}, CPU {t['cpu_total_ms']:,.0f} ms, preempted "
+          f"{t['preempted_total']:,}x; per phase total / max ms: " + ", ".join(
+              f"{p} {t['phase_total_ms'][p]:,.0f} / {t['phase_max_ms'][p]:.1f}"
+              for p in t["phase_total_ms"]))
+    lag = t.get("arrival_lag_ms") or {}
+    if lag:
+        print(f"      arrival lag (poll return - newest input's CreateTime, per consuming step):"
+              f" p50 {lag['p50']:.1f} / p99 {lag['p99']:.1f} / max {lag['max']:.1f} ms over "
+              f"{lag['n']:,} steps")
+    print("      collections (gen: count, total ms, max ms): " + "; ".join(
+        f"{g['generation']}: {g['count']}, {g['total_ms']:.1f}, {g['max_ms']:.2f}"
+        for g in t["gc"]))
+    print("      slowest steps (ms: total = poll + process + tick + emit + checkpoint; gc inside "
+          "any):")
+    for st in t["slowest_steps"][:5]:
+        print(f"        {time.strftime('%H:%M:%S', time.localtime(st['at']))}: "
+              f"{st['total_ms']:.1f} = {st['poll_ms']:.1f} + {st['process_ms']:.1f} + "
+              f"{st['tick_ms']:.1f} + {st['emit_ms']:.1f} + {st['checkpoint_ms']:.1f}; gc "
+              f"{st['gc_ms']:.1f} (gens {st['gc_generations']}); CPU {st['cpu_ms']:.1f} ms, "
+              f"preempted {st['preempted']}x; {st['consumed']} consumed", flush=True)
+
+
+def _profile(pids: list[int], kinds: list[str], label: str, seconds: float
+             ) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
+    """`BENCH_PYSPY=<folder>`: sample each worker with py-spy (non-blocking: the worker is not
+    paused) while the load runs; raw collapsed stacks go to the folder."""
+    folder = os.environ.get("BENCH_PYSPY")
+    spy = Path(sys.executable).parent / "py-spy"
+    if not folder or not spy.exists():
+        return []
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out = []
+    for pid, kind in zip(pids, kinds, strict=True):
+        path = Path(folder) / f"{label}-{kind}.txt"
+        proc = subprocess.Popen(
+            [str(spy), "record", "--nonblocking", "--format", "raw", "-r", "200",
+             "-d", str(int(seconds)), "-o", str(path), "--pid", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out.append((kind, proc, path))
+    return out
+
+
+def _print_profiles(profilers: list[tuple[str, subprocess.Popen[bytes], Path]]) -> None:
+    """Per profiled worker: the functions holding the most samples (inclusive), in %."""
+    for kind, proc, path in profilers:
+        proc.wait(60)
+        if not path.exists():
+            continue
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            n = int(count)
+            total += n
+            for frame in set(stack.split(";")):
+                name = frame.split(" (")[0]
+                inclusive[name] = inclusive.get(name, 0) + n
+        top = sorted(inclusive.items(), key=lambda kv: -kv[1])[:25]
+        print(f"    py-spy {kind} ({total:,} samples at 200/s while not idle, {path}): "
+              + ", ".join(f"{name} {100 * n / max(total, 1):.0f}%" for name, n in top))
+
+
+class CpuShares:
+    """CPU used by the bench's processes while the run is measured, in % of one core: the
+    broker (this bench's child JVM), the two workers, the bench itself (load and reader), and
+    what every other process on the machine used meanwhile (the machine is shared)."""
+
+    def __init__(self, workers: dict[str, int]) -> None:
+        import psutil
+
+        me = psutil.Process()
+        brokers = [c for c in me.children(recursive=True) if c.pid not in workers.values()
+                   and "java" in c.name()]
+        self.procs = {"broker": brokers, **{k: [psutil.Process(p)] for k, p in workers.items()},
+                      "bench": [me]}
+        self.before: dict[str, float] = {}
+        self.began = 0.0
+        self.machine_before = 0.0
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        t = psutil.cpu_times()
+        return float(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0))
+
+    def _used(self) -> dict[str, float]:
+        return {k: sum(p.cpu_times().user + p.cpu_times().system for p in ps)
+                for k, ps in self.procs.items()}
+
+    def start(self) -> None:
+        self.before, self.began, self.machine_before = (self._used(), time.perf_counter(),
+                                                        self._busy())
+
+    def stop(self) -> str:
+        span = time.perf_counter() - self.began
+        used = {k: v - self.before[k] for k, v in self._used().items()}
+        others = self._busy() - self.machine_before - sum(used.values())
+        return ", ".join(f"{k} {100 * v / span:.0f}%" for k, v in
+                         {**used, "other processes": others}.items())
 
 
 class LagMonitor:
@@ -631,7 +781,13 @@ def main() -> None:
                         "(default: the runtime's, KafkaSettings)")
     parser.add_argument("--rates", default="10000,1000",
                         help="SZ events/s of the latency runs, comma-separated")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="measured seconds of production per latency run (after the "
+                        "warm-up)")
+    parser.add_argument("--warm-up-s", type=float, default=10.0,
+                        help="seconds of production at the rate before the measured run "
+                        "(printed apart, not counted: the fresh broker's JIT, the clients' "
+                        "first produce per partition)")
     parser.add_argument("--latency-clients", type=int, default=10_000)
     parser.add_argument("--hop-messages", type=int, default=3_000)
     parser.add_argument("--skip", choices=["throughput", "latency"], default=None)

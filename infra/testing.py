@@ -38,10 +38,13 @@ def free_port_block(count: int, attempts: int = 50) -> int:
 
 def broker_settings(state_dir: object, **overrides: object) -> StackSettings:
     """Settings of a stack running only an Apache Kafka broker, on free ports under `state_dir`."""
+    broker_port = controller_port = free_port()
+    while controller_port == broker_port:  # the kernel may hand the same free port out twice
+        controller_port = free_port()
     return StackSettings.model_validate({
         "state_dir": state_dir,
-        "broker_port": free_port(),
-        "controller_port": free_port(),
+        "broker_port": broker_port,
+        "controller_port": controller_port,
         "services": ["broker"],
         **overrides,
     })

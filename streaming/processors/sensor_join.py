@@ -210,6 +210,7 @@ class SensorJoinGroup:
         self._replaying: set[int] = set()  # restored partitions whose replay is not done
         self._prune_at = PRUNE_MIN
         self._pruned = True  # nothing entered or answered since the last prune
+        self._settled_at_prune: np.ndarray | None = None  # per client, L at the last pass
         self.partitions: dict[int, _Partition] = {}
         self.counts: Counter[str] = Counter()
 
@@ -282,36 +283,38 @@ class SensorJoinGroup:
     def tick_many(self, partitions: set[int], now_ms: int) -> Emission:
         """Every input topic of `partitions` is consumed to its end: answer what their clients'
         events were held for (an SX/SY event waiting for the features of its time)."""
-        mine = np.flatnonzero(np.isin(self.client_partition, list(partitions))
-                              & (self.owed != NOT_OWED))
+        owing = np.flatnonzero(self.owed != NOT_OWED)  # few: the idle check runs every poll
+        mine = owing[np.isin(self.client_partition[owing], list(partitions))]
         return self._answer_clients(mine, force=True)
 
-    def _client_partition_time(self) -> np.ndarray:
-        """Per topic (VECTOR_FIELDS order) and client: the stream time of the client's
-        partition in that topic (NO_STREAM_TIME: none yet)."""
-        out = np.full(self.stream_time.shape, NO_STREAM_TIME, dtype=np.int64)
-        known = self.client_partition >= 0
-        out[:, known] = self.partition_time[:, self.client_partition[known]]
+    def _client_partition_time(self, clients: np.ndarray | None = None) -> np.ndarray:
+        """Per topic (VECTOR_FIELDS order) and client (every client, or those given): the
+        stream time of the client's partition in that topic (NO_STREAM_TIME: none yet)."""
+        part = self.client_partition if clients is None else self.client_partition[clients]
+        out = np.full((len(VECTOR_FIELDS), len(part)), NO_STREAM_TIME, dtype=np.int64)
+        known = part >= 0
+        out[:, known] = self.partition_time[:, part[known]]
         return out
 
-    def _feature_frontier(self) -> np.ndarray:
-        """Per client: the time up to which its features are in, or can no longer come (min
-        over FA, FI, FD of the larger of its stream time and its partition's stream time -
-        max lateness): an SX/SY event after it waits for them."""
+    def _feature_frontier(self, clients: np.ndarray) -> np.ndarray:
+        """Per client of `clients`: the time up to which its features are in, or can no
+        longer come (min over FA, FI, FD of the larger of its stream time and its partition's
+        stream time - max lateness): an SX/SY event after it waits for them. (For the clients
+        asked only: this runs every poll, and every client's would cost a pass over all.)"""
         rows = [FIELD_INDEX[f] for f in FEATURES]
-        partition_time = self._client_partition_time()[rows]
+        partition_time = self._client_partition_time(clients)[rows]
         beyond = np.where(partition_time == NO_STREAM_TIME, NO_STREAM_TIME,
                           partition_time - self.config.max_lateness_ms)
-        return np.maximum(self.stream_time[rows], beyond).min(axis=0)
+        own = self.stream_time[np.asarray(rows)[:, None], clients]
+        return np.maximum(own, beyond).min(axis=0)
 
     def _released(self) -> np.ndarray:
         """Clients holding an SX/SY event the feature frontier has reached (their partition's
         features moved on: a client whose SZ stopped gets its final answers by event time)."""
-        owed = self.owed != NOT_OWED
-        if not owed.any():
-            return np.empty(0, dtype=np.int64)
-        mine = np.flatnonzero(owed)
-        return mine[self.owed[mine] <= self._feature_frontier()[mine]]
+        mine = np.flatnonzero(self.owed != NOT_OWED)
+        if not len(mine):
+            return mine
+        return mine[self.owed[mine] <= self._feature_frontier(mine)]
 
     def _enter(self, accepted: list[_Accepted]) -> np.ndarray:
         """Accepted inputs into the history and the events; returns the clients fresh inputs
@@ -496,17 +499,21 @@ class SensorJoinGroup:
         rows = ranges(lo, hi)
         if not len(rows):
             return Emission()
-        sz_complete = np.flatnonzero((self.sz.cols["bins"] != MISSING).all(axis=1))
+        # the touched clients' complete SZ readings (an as-of lookup never crosses clients:
+        # the others' rows cannot change an answer, and are not copied)
+        sz_key = self.sz.key
+        sz_rows = ranges(np.searchsorted(sz_key, touched * KEY_SPAN, side="left"),
+                         np.searchsorted(sz_key, (touched + 1) * KEY_SPAN, side="left"))
+        sz_complete = sz_rows[(self.sz.cols["bins"][sz_rows] != MISSING).all(axis=1)]
         vectors, at = vectors_as_of(events.key[rows], self.sx.key, self.sx.cols["value"],
                                     self.sy.key, self.sy.cols["value"],
-                                    self.sz.key[sz_complete],
+                                    sz_key[sz_complete],
                                     self.sz.cols["bins"][sz_complete])
         answered = complete(vectors)
         if not force:
             clients = events.key[rows] // KEY_SPAN
-            frontier = self._feature_frontier()
             held = answered & (events.cols["trigger"][rows] != TRIGGERS.index("SZ")) & (
-                events.key[rows] % KEY_SPAN > frontier[clients])
+                events.key[rows] % KEY_SPAN > self._feature_frontier(clients))
             if held.any():
                 np.minimum.at(self.owed, clients[held], events.key[rows][held] % KEY_SPAN)
                 answered &= ~held
@@ -596,6 +603,15 @@ class SensorJoinGroup:
             return
         self._pruned = True
         settled = self.settled_until()
+        last = self._settled_at_prune
+        if last is not None and len(last) == len(settled) and not (settled > last).any():
+            # no client's L rose since the last pass: every row at or before it was dropped or
+            # made a base row then, and a row accepted since lies after it (it was not late),
+            # so a pass over every held row would change nothing (a client whose SX stopped
+            # holds every later event: the pass grew with them, once a checkpoint)
+            self._prune_at = max(PRUNE_MIN, 2 * (len(self.events) + len(self.sz)))
+            return
+        self._settled_at_prune = settled
         for history in (self.sx, self.sy):
             history.keep(_keep_latest_before(history.key, settled))
             history.cols["offset"][_at_or_before(history.key, settled)] = -1
