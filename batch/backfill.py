@@ -50,7 +50,13 @@ from batch.file_results import (
     file_results_function,
     optimistic_pass_is_exact,
 )
-from batch.indicators_job import indicators_frame
+from batch.indicators_job import (
+    IN_CHUNK_COLUMN,
+    candle_day_counts,
+    chunked_candles,
+    indicators_frame,
+    month_chunks,
+)
 from batch.kafka_input import KafkaInput, KafkaRecords, parse_kafka_lines, read_kafka
 from batch.object_storage import join
 from batch.parquet_spans import footer_contexts
@@ -62,6 +68,7 @@ from batch.table_retention import TableRetention
 from batch.trade_files import parse_trade_file
 from batch.trade_inputs import InputFiles, input_files
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
+from features.schemas.candle import CANDLE_ARROW_SCHEMA
 from features.windows import format_duration
 
 log = structlog.get_logger(__name__)
@@ -205,29 +212,35 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
 
         with stage("candles"):
             candles = keep(candles_frame(results))
-            in_range = (F.col("window_start_ms") >= F.lit(config.start_ms)) & (
-                F.col("window_start_ms") < F.lit(config.end_ms)
-            )
+            # computes the candles (persisted): each series' candles per day, for its chunks
+            chunks = month_chunks(candle_day_counts(candles, config.end_ms), config.start_ms,
+                                  config.end_ms)
+            # the range's candles in month chunks with their warm-up copies: one shuffle, read
+            # by both writes (each table partition lies in one task: no shuffle before a write)
+            chunked = keep(chunked_candles(candles, chunks))
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
             indicators = _with_day_and_month(
-                indicators_frame(candles, history, config.start_ms, config.end_ms)
+                indicators_frame(chunked, history, config.start_ms, config.end_ms)
             )
 
         with stage("write candles"):
+            in_range = chunked.where(F.col(IN_CHUNK_COLUMN)).select(*CANDLE_ARROW_SCHEMA.names)
             written = write_table_counted(
-                _with_day_and_month(candles.where(in_range)), config.table(CANDLES_TABLE),
+                _with_day_and_month(in_range), config.table(CANDLES_TABLE),
                 partition_by=TABLE_PARTITIONS, replace=replace, run_id=summary.run_id,
                 retention=config.retention, replaced_by_row=REPLACED_BY_ROW,
+                partitions_in_one_task=True,
             )
+            candles.unpersist()  # the chunks hold what is left to read
             summary.table_versions[CANDLES_TABLE] = written.version
             summary.candles_written = written.rows
         with stage("write indicators"):
             written = write_table_counted(
                 indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id, retention=config.retention,
-                replaced_by_row=REPLACED_BY_ROW,
+                replaced_by_row=REPLACED_BY_ROW, partitions_in_one_task=True,
             )
             summary.table_versions[INDICATORS_TABLE] = written.version
             summary.indicator_rows_written = written.rows
