@@ -51,6 +51,7 @@ from batch.file_results import (
     optimistic_pass_is_exact,
 )
 from batch.indicators_job import (
+    CHUNK_COLUMN,
     IN_CHUNK_COLUMN,
     candle_day_counts,
     chunked_candles,
@@ -68,7 +69,8 @@ from batch.table_retention import TableRetention
 from batch.trade_files import parse_trade_file
 from batch.trade_inputs import InputFiles, input_files
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
-from features.schemas.candle import CANDLE_ARROW_SCHEMA
+from features.indicators import INDICATOR_COLUMNS
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
 from features.windows import format_duration
 
 log = structlog.get_logger(__name__)
@@ -78,6 +80,10 @@ TABLE_PARTITIONS = ["pair", "window_ms", "month"]
 """The candle and indicator tables' partitions: one folder per pair, duration and UTC month of
 the window start (`month` = `YYYY-MM`). Each row also carries `day`, its UTC date, which a
 backfill's replacement selects rows by (`REPLACED_BY_ROW`)."""
+UNIQUE_CANDLE_COLUMNS = ("volume", "vwap")
+"""Candle columns whose values hardly repeat: written without Parquet dictionaries (as are the
+indicator values), which there only cost CPU (open, high, low and close repeat in real trades
+and keep theirs)."""
 REPLACED_BY_ROW = ("day",)
 """Replacement keys that are row columns, not partitions: a range replaces its days' rows
 within the month partitions it touches (the rest of those months stays)."""
@@ -221,17 +227,18 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
-            indicators = _with_day_and_month(
-                indicators_frame(chunked, history, config.start_ms, config.end_ms)
+            indicators = _with_day(
+                indicators_frame(chunked, history, config.start_ms, config.end_ms),
+                INDICATOR_ARROW_SCHEMA.names,
             )
 
         with stage("write candles"):
-            in_range = chunked.where(F.col(IN_CHUNK_COLUMN)).select(*CANDLE_ARROW_SCHEMA.names)
             written = write_table_counted(
-                _with_day_and_month(in_range), config.table(CANDLES_TABLE),
-                partition_by=TABLE_PARTITIONS, replace=replace, run_id=summary.run_id,
-                retention=config.retention, replaced_by_row=REPLACED_BY_ROW,
-                partitions_in_one_task=True,
+                _with_day(chunked.where(F.col(IN_CHUNK_COLUMN)), CANDLE_ARROW_SCHEMA.names),
+                config.table(CANDLES_TABLE), partition_by=TABLE_PARTITIONS, replace=replace,
+                run_id=summary.run_id, retention=config.retention,
+                replaced_by_row=REPLACED_BY_ROW, partitions_in_one_task=True,
+                without_dictionary=UNIQUE_CANDLE_COLUMNS,
             )
             candles.unpersist()  # the chunks hold what is left to read
             summary.table_versions[CANDLES_TABLE] = written.version
@@ -241,6 +248,7 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
                 indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id, retention=config.retention,
                 replaced_by_row=REPLACED_BY_ROW, partitions_in_one_task=True,
+                without_dictionary=INDICATOR_COLUMNS,
             )
             summary.table_versions[INDICATORS_TABLE] = written.version
             summary.indicator_rows_written = written.rows
@@ -353,12 +361,11 @@ def _summarise_facts(
     summary.late_trades = {format_duration(size): late.get(size, 0) for size in durations_ms}
 
 
-def _with_day_and_month(frame: DataFrame) -> DataFrame:
-    """Adds `day` (the UTC date of the window start, a row column) and `month` (its `YYYY-MM`,
-    the partition column)."""
-    return frame.withColumn(
-        "day", F.to_date(F.timestamp_millis(F.col("window_start_ms")))
-    ).withColumn("month", F.date_format(F.col("day"), "yyyy-MM"))
+def _with_day(frame: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """`columns`, `day` (the UTC date of the window start, a row column) and `month` (its
+    `YYYY-MM`, the partition column, which `frame` holds: the chunk of the row)."""
+    days = F.floor(F.col("window_start_ms") / F.lit(DAY_MS)).cast("int")
+    return frame.select(*columns, F.date_from_unix_date(days).alias("day"), CHUNK_COLUMN)
 
 
 def _table_history(config: BackfillConfig) -> dict[tuple[str, int], pa.Table]:

@@ -28,7 +28,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -230,11 +231,13 @@ def write_table(
     retention: TableRetention | None = None,
     replaced_by_row: tuple[str, ...] = (),
     partitions_in_one_task: bool = False,
+    without_dictionary: Sequence[str] = (),
 ) -> int:
     """Write `df` to the Delta table at `uri`; returns the version this write committed."""
     return write_table_counted(
         df, uri, partition_by=partition_by, replace=replace, run_id=run_id, retention=retention,
         replaced_by_row=replaced_by_row, partitions_in_one_task=partitions_in_one_task,
+        without_dictionary=without_dictionary,
     ).version
 
 
@@ -248,6 +251,7 @@ def write_table_counted(
     retention: TableRetention | None = None,
     replaced_by_row: tuple[str, ...] = (),
     partitions_in_one_task: bool = False,
+    without_dictionary: Sequence[str] = (),
 ) -> TableWrite:
     """Write `df` to the Delta table at `uri` (one commit, and one before it when the table's
     retention properties differ from `retention`: None, `TableRetention.from_env()`); returns
@@ -260,7 +264,12 @@ def write_table_counted(
     Each partition is written as one file: `df` is first repartitioned by `partition_by`,
     unless `partitions_in_one_task` says every partition's rows already lie in one task of
     `df` (a frame hash-partitioned by those columns, or by a prefix of them), which spares a
-    shuffle of the whole table."""
+    shuffle of the whole table.
+
+    Columns in `without_dictionary` are written without Parquet's dictionary encoding (with
+    delta-spark): for columns whose values hardly repeat (computed floats), where building the
+    dictionary of every file costs CPU and the writer then falls back to plain encoding anyway.
+    The files read the same."""
     uri = normalize_uri(uri)
     if partition_by and not partitions_in_one_task:
         df = df.repartition(*partition_by)
@@ -268,8 +277,9 @@ def write_table_counted(
     properties = (retention or TableRetention.from_env()).properties()
     if delta_writer(spark, uri) == DELTA_SPARK:
         require_delta_spark(spark)
-        return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
-                                       run_id=run_id, properties=properties)
+        with _parquet_dictionary_off(spark, without_dictionary):
+            return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
+                                           run_id=run_id, properties=properties)
     _register_once(spark)
     writer = (
         df.write.format(DATA_SOURCE_NAME)
@@ -361,6 +371,25 @@ def _write_with_delta_spark(
         version, rows = max(int(c["version"]) for c in history), 0
     log.info("delta table written", table=uri, version=version, rows=rows, engine="delta-spark")
     return TableWrite(version, rows)
+
+
+@contextmanager
+def _parquet_dictionary_off(spark: SparkSession, columns: Sequence[str]) -> Iterator[None]:
+    """Parquet writes of this session encode `columns` without a dictionary meanwhile (parquet-mr's
+    per-column `parquet.enable.dictionary#<column>`; a session setting reaches the writer's
+    Hadoop configuration)."""
+    keys = [f"parquet.enable.dictionary#{column}" for column in columns]
+    before = {key: spark.conf.get(key, None) for key in keys}
+    for key in keys:
+        spark.conf.set(key, "false")
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def _align_properties(spark: SparkSession, target: str, properties: dict[str, str]) -> None:

@@ -226,8 +226,10 @@ def _per_task(
             chunk = rows.slice(lo, hi - lo)
             first, stop = spans[chunk[CHUNK_COLUMN][0].as_py()]
             key = (chunk["pair"][0].as_py(), int(chunk["window_ms"][0].as_py()))
-            yield from indicators_of_series(chunk.select(CANDLE_ARROW_SCHEMA.names),
-                                            history.get(key), first, stop).to_batches()
+            values = indicators_of_series(chunk.select(CANDLE_ARROW_SCHEMA.names),
+                                          history.get(key), first, stop)
+            month = pa.array([chunk[CHUNK_COLUMN][0].as_py()] * values.num_rows, pa.string())
+            yield from values.append_column(CHUNK_COLUMN, month).to_batches()
 
     return run
 
@@ -247,7 +249,8 @@ def _run_starts(rows: pa.Table, keys: Sequence[str]) -> list[int]:
 def indicators_frame(
     chunked: DataFrame, history: HistoryByKey, start_ms: int, end_ms: int
 ) -> DataFrame:
-    """Indicator rows of the range for every pair and duration, as a Spark DataFrame.
+    """Indicator rows of the range for every pair and duration, as a Spark DataFrame:
+    `INDICATOR_ARROW_SCHEMA` and `month` (the table partition of the row).
 
     `chunked` is :func:`chunked_candles`' frame (persist it: the candles write reads it too).
     Each task computes the chunks it holds (`mapInArrow`: no shuffle, no sort in Spark), so its
@@ -257,7 +260,8 @@ def indicators_frame(
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return chunked.mapInArrow(_per_task(history, start_ms, end_ms),
-                              from_arrow_schema(INDICATOR_ARROW_SCHEMA))
+                              from_arrow_schema(INDICATOR_ARROW_SCHEMA.append(
+                                  pa.field(CHUNK_COLUMN, pa.string()))))
 
 
 def tail_per_series(

@@ -207,4 +207,6 @@ def test_month_chunks_in_any_task_and_order_give_the_whole_series_values() -> No
     assert got["window_start_ms"].to_numpy().tolist() == starts[wanted].tolist()
     whole = full_series_values(candles)
     assert_same(got, {k: v[wanted] for k, v in whole.items()})
+    assert got[CHUNK_COLUMN].to_pylist() == [  # each row's table partition
+        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m") for ms in starts[wanted]]
     assert list(run(iter([]))) == []
