@@ -39,6 +39,7 @@ from batch.delta_store import (
     write_table_counted,
 )
 from batch.file_results import (
+    CANDLE,
     CLOSURE,
     COUNT,
     FILE_RESULT_SCHEMA,
@@ -80,10 +81,10 @@ TABLE_PARTITIONS = ["pair", "window_ms", "month"]
 """The candle and indicator tables' partitions: one folder per pair, duration and UTC month of
 the window start (`month` = `YYYY-MM`). Each row also carries `day`, its UTC date, which a
 backfill's replacement selects rows by (`REPLACED_BY_ROW`)."""
-UNIQUE_CANDLE_COLUMNS = ("volume", "vwap")
-"""Candle columns whose values hardly repeat: written without Parquet dictionaries (as are the
-indicator values), which there only cost CPU (open, high, low and close repeat in real trades
-and keep theirs)."""
+UNIQUE_CANDLE_COLUMNS = ("window_start_ms", "window_end_ms", "volume", "vwap")
+"""Candle columns whose values hardly repeat in a file (a window's bounds never do): written
+without Parquet dictionaries, as are the indicator values, where building them only costs CPU
+(open, high, low and close repeat in real trades and keep theirs)."""
 REPLACED_BY_ROW = ("day",)
 """Replacement keys that are row columns, not partitions: a range replaces its days' rows
 within the month partitions it touches (the rest of those months stays)."""
@@ -217,13 +218,16 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
             _summarise_facts(facts, config.durations_ms, summary)
 
         with stage("candles"):
-            candles = keep(candles_frame(results))
-            # computes the candles (persisted): each series' candles per day, for its chunks
-            chunks = month_chunks(candle_day_counts(candles, config.end_ms), config.start_ms,
-                                  config.end_ms)
-            # the range's candles in month chunks with their warm-up copies: one shuffle, read
-            # by both writes (each table partition lies in one task: no shuffle before a write)
-            chunked = keep(chunked_candles(candles, chunks))
+            # each series' candles per day, at least: those each file aggregated alone (the
+            # windows files share are few, and only lengthen a chunk's warm-up)
+            own = results.where(F.col("kind") == CANDLE)
+            chunks = month_chunks(
+                [(pair, size) for pair in config.pairs for size in config.durations_ms],
+                candle_day_counts(own, config.end_ms), config.start_ms, config.end_ms,
+            )
+            # the candles in month chunks with their warm-up copies: one shuffle, whose
+            # persisted result both writes read (each table partition lies in one task)
+            chunked = keep(chunked_candles(candles_frame(results), chunks))
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
@@ -240,7 +244,6 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
                 replaced_by_row=REPLACED_BY_ROW, partitions_in_one_task=True,
                 without_dictionary=UNIQUE_CANDLE_COLUMNS,
             )
-            candles.unpersist()  # the chunks hold what is left to read
             summary.table_versions[CANDLES_TABLE] = written.version
             summary.candles_written = written.rows
         with stage("write indicators"):
@@ -248,7 +251,7 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
                 indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id, retention=config.retention,
                 replaced_by_row=REPLACED_BY_ROW, partitions_in_one_task=True,
-                without_dictionary=INDICATOR_COLUMNS,
+                without_dictionary=("window_start_ms", "window_end_ms", *INDICATOR_COLUMNS),
             )
             summary.table_versions[INDICATORS_TABLE] = written.version
             summary.indicator_rows_written = written.rows

@@ -22,7 +22,7 @@ candles that exist.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -123,28 +123,30 @@ def month_spans(start_ms: int, end_ms: int) -> list[tuple[str, int, int]]:
 
 
 def month_chunks(
+    series: Iterable[SeriesKey],
     day_counts: Mapping[SeriesKey, Mapping[int, int]],
     start_ms: int,
     end_ms: int,
     warmup: int = MAX_WARMUP - 1,
 ) -> list[MonthChunk]:
-    """The chunks of every series: one per month of the range that holds a candle of it.
+    """The chunks of every series: one per month of the range.
 
-    `day_counts` gives, per series, how many candles start on each UTC day (the day's start in
-    ms; days without candles absent). A chunk's warm-up starts at the latest day boundary
-    before its first window with at least `warmup` candles in between, so it holds the
-    `warmup` candles before the chunk (its values equal the whole series'), however far back a
-    sparse series' candles lie; without so many, every earlier candle (`NO_LOWER_BOUND`)."""
+    `day_counts` gives, per series, at least how many candles start on each UTC day (the day's
+    start in ms; days without known candles absent): exact counts give the shortest warm-up, and
+    fewer than there are (the candles each file aggregated alone, without the windows files
+    share) only a longer one. A chunk's warm-up starts at the latest day boundary before its
+    first window with at least `warmup` counted candles in between, so it holds the `warmup`
+    candles before the chunk (its values equal the whole series'), however far back a sparse
+    series' candles lie; without so many, every earlier candle (`NO_LOWER_BOUND`). A month
+    without a candle of the series is an empty chunk: it computes nothing."""
     spans = month_spans(start_ms, end_ms)
     chunks = []
-    for (pair, window_ms), counts in sorted(day_counts.items()):
+    for pair, window_ms in sorted(set(series)):
+        counts = day_counts.get((pair, window_ms), {})
         days = sorted(counts)
         for month, first, stop in spans:
-            lo, hi = bisect_left(days, first), bisect_left(days, stop)
-            if lo == hi:  # no candle of the series in this part of the month
-                continue
             warmup_from, held = NO_LOWER_BOUND, 0
-            for day in reversed(days[:lo]):
+            for day in reversed(days[:bisect_left(days, first)]):
                 held += counts[day]
                 if held >= warmup:
                     warmup_from = day
@@ -154,7 +156,7 @@ def month_chunks(
 
 
 def candle_day_counts(candles: DataFrame, end_ms: int) -> dict[SeriesKey, dict[int, int]]:
-    """Per series, the number of candles before `end_ms` starting on each UTC day (one small
+    """Per series, the number of `candles` before `end_ms` starting on each UTC day (one small
     aggregation job: a few rows per series and day)."""
     from pyspark.sql import functions as F
 

@@ -133,25 +133,31 @@ def test_a_range_is_cut_at_utc_month_starts() -> None:
 
 
 def test_a_chunk_warms_up_from_the_latest_days_holding_enough_candles() -> None:
-    # a sparse series: 300 candles on Jan 10, 200 on Jan 20, 100 on Jan 30, then Feb 2 and
+    # a sparse series: 300 candles on Jan 10, 200 on Jan 20, 100 on Jan 30, 70 on Feb 2, 5 on
     # Mar 5; nothing else
-    counts = {("EOS/USD", 60_000): {_ms("2024-01-10"): 300, _ms("2024-01-20"): 200,
-                                    _ms("2024-01-30"): 100, _ms("2024-02-02"): 70,
-                                    _ms("2024-03-05"): 5}}
-    chunks = month_chunks(counts, _ms("2024-01-25"), _ms("2024-04-01"), warmup=661)
-    assert [(c.month, c.first_ms, c.stop_ms) for c in chunks] == [
-        ("2024-01", _ms("2024-01-25"), _ms("2024-02-01")),
-        ("2024-02", _ms("2024-02-01"), _ms("2024-03-01")),
-        ("2024-03", _ms("2024-03-01"), _ms("2024-04-01")),
-    ]  # no April: the range ends; no chunk is made for a month without a candle
+    series = ("EOS/USD", 60_000)
+    counts = {series: {_ms("2024-01-10"): 300, _ms("2024-01-20"): 200, _ms("2024-01-30"): 100,
+                       _ms("2024-02-02"): 70, _ms("2024-03-05"): 5}}
+    chunks = month_chunks([series, series], counts, _ms("2024-01-25"), _ms("2024-05-01"),
+                          warmup=661)
+    assert [(c.pair, c.window_ms, c.month, c.first_ms, c.stop_ms) for c in chunks] == [
+        ("EOS/USD", 60_000, "2024-01", _ms("2024-01-25"), _ms("2024-02-01")),
+        ("EOS/USD", 60_000, "2024-02", _ms("2024-02-01"), _ms("2024-03-01")),
+        ("EOS/USD", 60_000, "2024-03", _ms("2024-03-01"), _ms("2024-04-01")),
+        ("EOS/USD", 60_000, "2024-04", _ms("2024-04-01"), _ms("2024-05-01")),
+    ]  # every month of the range, April too: the counts may miss candles (empty chunks are free)
     # January: 600 candles before the 25th, fewer than 661: every earlier candle (and the
-    # table's history); February: 100 + 200 + 300 = 600 < 661 as well; March: 70 + 100 + 200
-    # + 300 >= 661 from Jan 10 on
+    # table's history); February: 100 + 200 + 300 = 600 < 661 as well; March and April:
+    # 70 + 100 + 200 + 300 >= 661 from Jan 10 on (April's 5 + 70 + 100 + 200 + 300 too)
     assert [c.warmup_from_ms for c in chunks] == [NO_LOWER_BOUND, NO_LOWER_BOUND,
-                                                  _ms("2024-01-10")]
-    counts[("EOS/USD", 60_000)][_ms("2024-01-10")] = 290
-    assert month_chunks(counts, _ms("2024-01-25"), _ms("2024-04-01"),
+                                                  _ms("2024-01-10"), _ms("2024-01-10")]
+    counts[series][_ms("2024-01-10")] = 290
+    assert month_chunks([series], counts, _ms("2024-01-25"), _ms("2024-04-01"),
                         warmup=661)[2].warmup_from_ms == NO_LOWER_BOUND
+    # a series nobody counted a candle of: every chunk takes everything before it
+    assert {c.warmup_from_ms for c in month_chunks([("ADA/USD", 60_000)], counts,
+                                                   _ms("2024-01-25"), _ms("2024-04-01"))} == {
+        NO_LOWER_BOUND}
 
 
 def hourly_series(n: int, seed: int) -> pa.Table:
@@ -188,25 +194,31 @@ def test_month_chunks_in_any_task_and_order_give_the_whole_series_values() -> No
     days: dict[int, int] = {}
     for day in (starts - starts % DAY).tolist():
         days[day] = days.get(day, 0) + 1
-    chunks = month_chunks({("XBT/USD", HOUR): days}, start_ms, end_ms)
+    chunks = month_chunks([("XBT/USD", HOUR)], {("XBT/USD", HOUR): days}, start_ms, end_ms)
     assert [c.month for c in chunks] == ["2024-02", "2024-03", "2024-04"]
     assert all(c.warmup_from_ms != NO_LOWER_BOUND for c in chunks[1:])
-    placed = placed_in_chunks(candles.filter(pa.array(starts < end_ms)), chunks)
-    # two tasks, rows shuffled: each task holds whole chunks, in no order
-    rng = np.random.default_rng(5)
-    task_of = {"2024-02": 0, "2024-03": 1, "2024-04": 0}
+    # counts that miss candles (here every other day's) only lengthen the warm-up
+    fewer = {day: count for i, (day, count) in enumerate(sorted(days.items())) if i % 2}
+    longer = month_chunks([("XBT/USD", HOUR)], {("XBT/USD", HOUR): fewer}, start_ms, end_ms)
+    assert all(a.warmup_from_ms <= b.warmup_from_ms for a, b in zip(longer, chunks, strict=True))
+    assert longer[2].warmup_from_ms < chunks[2].warmup_from_ms
     run = indicators_job._per_task({}, start_ms, end_ms)
-    out = []
-    for task in (0, 1):
-        rows = placed.filter(pa.array([task_of[m] == task for m in
-                                       placed[CHUNK_COLUMN].to_pylist()]))
-        rows = rows.take(pa.array(rng.permutation(rows.num_rows)))
-        out += list(run(iter(rows.to_batches(max_chunksize=500))))
-    got = pa.Table.from_batches(out).sort_by("window_start_ms")
     wanted = (starts >= start_ms) & (starts < end_ms)
-    assert got["window_start_ms"].to_numpy().tolist() == starts[wanted].tolist()
     whole = full_series_values(candles)
-    assert_same(got, {k: v[wanted] for k, v in whole.items()})
-    assert got[CHUNK_COLUMN].to_pylist() == [  # each row's table partition
-        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m") for ms in starts[wanted]]
+    for placement in (chunks, longer):
+        placed = placed_in_chunks(candles.filter(pa.array(starts < end_ms)), placement)
+        # two tasks, rows shuffled: each task holds whole chunks, in no order
+        rng = np.random.default_rng(5)
+        task_of = {"2024-02": 0, "2024-03": 1, "2024-04": 0}
+        out = []
+        for task in (0, 1):
+            rows = placed.filter(pa.array([task_of[m] == task for m in
+                                           placed[CHUNK_COLUMN].to_pylist()]))
+            rows = rows.take(pa.array(rng.permutation(rows.num_rows)))
+            out += list(run(iter(rows.to_batches(max_chunksize=500))))
+        got = pa.Table.from_batches(out).sort_by("window_start_ms")
+        assert got["window_start_ms"].to_numpy().tolist() == starts[wanted].tolist()
+        assert_same(got, {k: v[wanted] for k, v in whole.items()})
+        assert got[CHUNK_COLUMN].to_pylist() == [  # each row's table partition
+            datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m") for ms in starts[wanted]]
     assert list(run(iter([]))) == []
