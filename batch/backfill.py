@@ -39,6 +39,7 @@ from batch.delta_store import (
     write_table_counted,
 )
 from batch.file_results import (
+    CANDLE,
     CLOSURE,
     COUNT,
     FILE_RESULT_SCHEMA,
@@ -50,7 +51,14 @@ from batch.file_results import (
     file_results_function,
     optimistic_pass_is_exact,
 )
-from batch.indicators_job import indicators_frame
+from batch.indicators_job import (
+    CHUNK_COLUMN,
+    IN_CHUNK_COLUMN,
+    candle_day_counts,
+    chunked_candles,
+    indicators_frame,
+    month_chunks,
+)
 from batch.kafka_input import KafkaInput, KafkaRecords, parse_kafka_lines, read_kafka
 from batch.object_storage import join
 from batch.parquet_spans import footer_contexts
@@ -62,6 +70,8 @@ from batch.table_retention import TableRetention
 from batch.trade_files import parse_trade_file
 from batch.trade_inputs import InputFiles, input_files
 from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
+from features.indicators import INDICATOR_COLUMNS
+from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
 from features.windows import format_duration
 
 log = structlog.get_logger(__name__)
@@ -71,6 +81,10 @@ TABLE_PARTITIONS = ["pair", "window_ms", "month"]
 """The candle and indicator tables' partitions: one folder per pair, duration and UTC month of
 the window start (`month` = `YYYY-MM`). Each row also carries `day`, its UTC date, which a
 backfill's replacement selects rows by (`REPLACED_BY_ROW`)."""
+UNIQUE_CANDLE_COLUMNS = ("window_start_ms", "window_end_ms", "volume", "vwap")
+"""Candle columns whose values hardly repeat in a file (a window's bounds never do): written
+without Parquet dictionaries, as are the indicator values, where building them only costs CPU
+(open, high, low and close repeat in real trades and keep theirs)."""
 REPLACED_BY_ROW = ("day",)
 """Replacement keys that are row columns, not partitions: a range replaces its days' rows
 within the month partitions it touches (the rest of those months stays)."""
@@ -204,22 +218,31 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
             _summarise_facts(facts, config.durations_ms, summary)
 
         with stage("candles"):
-            candles = keep(candles_frame(results))
-            in_range = (F.col("window_start_ms") >= F.lit(config.start_ms)) & (
-                F.col("window_start_ms") < F.lit(config.end_ms)
+            # each series' candles per day, at least: those each file aggregated alone (the
+            # windows files share are few, and only lengthen a chunk's warm-up)
+            own = results.where(F.col("kind") == CANDLE)
+            chunks = month_chunks(
+                [(pair, size) for pair in config.pairs for size in config.durations_ms],
+                candle_day_counts(own, config.end_ms), config.start_ms, config.end_ms,
             )
+            # the candles in month chunks with their warm-up copies: one shuffle, whose
+            # persisted result both writes read (each table partition lies in one task)
+            chunked = keep(chunked_candles(candles_frame(results), chunks))
 
         with stage("indicators"):
             history = _table_history(config) if config.history_from_table else {}
-            indicators = _with_day_and_month(
-                indicators_frame(candles, history, config.start_ms, config.end_ms)
+            indicators = _with_day(
+                indicators_frame(chunked, history, config.start_ms, config.end_ms),
+                INDICATOR_ARROW_SCHEMA.names,
             )
 
         with stage("write candles"):
             written = write_table_counted(
-                _with_day_and_month(candles.where(in_range)), config.table(CANDLES_TABLE),
-                partition_by=TABLE_PARTITIONS, replace=replace, run_id=summary.run_id,
-                retention=config.retention, replaced_by_row=REPLACED_BY_ROW,
+                _with_day(chunked.where(F.col(IN_CHUNK_COLUMN)), CANDLE_ARROW_SCHEMA.names),
+                config.table(CANDLES_TABLE), partition_by=TABLE_PARTITIONS, replace=replace,
+                run_id=summary.run_id, retention=config.retention,
+                replaced_by_row=REPLACED_BY_ROW, partitions_in_one_task=True,
+                without_dictionary=UNIQUE_CANDLE_COLUMNS,
             )
             summary.table_versions[CANDLES_TABLE] = written.version
             summary.candles_written = written.rows
@@ -227,7 +250,8 @@ def run_backfill(spark: SparkSession, config: BackfillConfig) -> BackfillSummary
             written = write_table_counted(
                 indicators, config.table(INDICATORS_TABLE), partition_by=TABLE_PARTITIONS,
                 replace=replace, run_id=summary.run_id, retention=config.retention,
-                replaced_by_row=REPLACED_BY_ROW,
+                replaced_by_row=REPLACED_BY_ROW, partitions_in_one_task=True,
+                without_dictionary=("window_start_ms", "window_end_ms", *INDICATOR_COLUMNS),
             )
             summary.table_versions[INDICATORS_TABLE] = written.version
             summary.indicator_rows_written = written.rows
@@ -340,12 +364,11 @@ def _summarise_facts(
     summary.late_trades = {format_duration(size): late.get(size, 0) for size in durations_ms}
 
 
-def _with_day_and_month(frame: DataFrame) -> DataFrame:
-    """Adds `day` (the UTC date of the window start, a row column) and `month` (its `YYYY-MM`,
-    the partition column)."""
-    return frame.withColumn(
-        "day", F.to_date(F.timestamp_millis(F.col("window_start_ms")))
-    ).withColumn("month", F.date_format(F.col("day"), "yyyy-MM"))
+def _with_day(frame: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """`columns`, `day` (the UTC date of the window start, a row column) and `month` (its
+    `YYYY-MM`, the partition column, which `frame` holds: the chunk of the row)."""
+    days = F.floor(F.col("window_start_ms") / F.lit(DAY_MS)).cast("int")
+    return frame.select(*columns, F.date_from_unix_date(days).alias("day"), CHUNK_COLUMN)
 
 
 def _table_history(config: BackfillConfig) -> dict[tuple[str, int], pa.Table]:

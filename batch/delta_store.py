@@ -28,7 +28,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -229,11 +230,14 @@ def write_table(
     run_id: str,
     retention: TableRetention | None = None,
     replaced_by_row: tuple[str, ...] = (),
+    partitions_in_one_task: bool = False,
+    without_dictionary: Sequence[str] = (),
 ) -> int:
     """Write `df` to the Delta table at `uri`; returns the version this write committed."""
     return write_table_counted(
         df, uri, partition_by=partition_by, replace=replace, run_id=run_id, retention=retention,
-        replaced_by_row=replaced_by_row,
+        replaced_by_row=replaced_by_row, partitions_in_one_task=partitions_in_one_task,
+        without_dictionary=without_dictionary,
     ).version
 
 
@@ -246,6 +250,8 @@ def write_table_counted(
     run_id: str,
     retention: TableRetention | None = None,
     replaced_by_row: tuple[str, ...] = (),
+    partitions_in_one_task: bool = False,
+    without_dictionary: Sequence[str] = (),
 ) -> TableWrite:
     """Write `df` to the Delta table at `uri` (one commit, and one before it when the table's
     retention properties differ from `retention`: None, `TableRetention.from_env()`); returns
@@ -253,15 +259,27 @@ def write_table_counted(
 
     `replace` maps columns to the values whose rows the write replaces (a conjunction of `IN`
     lists); those named in `replaced_by_row` are row columns, not partitions: within the
-    partitions the others select, only the rows matching them are replaced, the others stay."""
+    partitions the others select, only the rows matching them are replaced, the others stay.
+
+    Each partition is written as one file: `df` is first repartitioned by `partition_by`,
+    unless `partitions_in_one_task` says every partition's rows already lie in one task of
+    `df` (a frame hash-partitioned by those columns, or by a prefix of them), which spares a
+    shuffle of the whole table.
+
+    Columns in `without_dictionary` are written without Parquet's dictionary encoding (with
+    delta-spark): for columns whose values hardly repeat (computed floats), where building the
+    dictionary of every file costs CPU and the writer then falls back to plain encoding anyway.
+    The files read the same."""
     uri = normalize_uri(uri)
+    if partition_by and not partitions_in_one_task:
+        df = df.repartition(*partition_by)
     spark = df.sparkSession
     properties = (retention or TableRetention.from_env()).properties()
     if delta_writer(spark, uri) == DELTA_SPARK:
         require_delta_spark(spark)
-        return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
-                                       run_id=run_id, properties=properties)
-    df = df.repartition(*partition_by) if partition_by else df
+        with _parquet_dictionary_off(spark, without_dictionary):
+            return _write_with_delta_spark(df, uri, partition_by=partition_by, replace=replace,
+                                           run_id=run_id, properties=properties)
     _register_once(spark)
     writer = (
         df.write.format(DATA_SOURCE_NAME)
@@ -329,8 +347,6 @@ def _write_with_delta_spark(
     spark = df.sparkSession
     target = uri if is_gcs(uri) or uri.startswith("file:") else f"file://{uri}"
     _align_properties(spark, target, properties)
-    if partition_by:  # one task per partition: one file each, not one per task that holds it
-        df = df.repartition(*partition_by)
     writer = df.write.format("delta").partitionBy(*partition_by).option("userMetadata", run_id)
     for key, value in properties.items():
         writer = writer.option(key, value)  # taken as table properties when it creates it
@@ -355,6 +371,25 @@ def _write_with_delta_spark(
         version, rows = max(int(c["version"]) for c in history), 0
     log.info("delta table written", table=uri, version=version, rows=rows, engine="delta-spark")
     return TableWrite(version, rows)
+
+
+@contextmanager
+def _parquet_dictionary_off(spark: SparkSession, columns: Sequence[str]) -> Iterator[None]:
+    """Parquet writes of this session encode `columns` without a dictionary meanwhile (parquet-mr's
+    per-column `parquet.enable.dictionary#<column>`; a session setting reaches the writer's
+    Hadoop configuration)."""
+    keys = [f"parquet.enable.dictionary#{column}" for column in columns]
+    before = {key: spark.conf.get(key, None) for key in keys}
+    for key in keys:
+        spark.conf.set(key, "false")
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def _align_properties(spark: SparkSession, target: str, properties: dict[str, str]) -> None:

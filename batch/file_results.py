@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 
 from batch.arrival_order import ArrivalOrder, arrival_permutation
 from batch.trade_files import parse_trade_file
-from features.candles import aggregate_trades, finalize
+from features.candles import aggregate_trades, finalize, key_time_order
 from features.schemas.candle import CANDLE_ARROW_SCHEMA
 from features.windows import (
     NO_STREAM_TIME,
@@ -241,6 +241,10 @@ def _candles_and_shared_trades(
     row_index = column("row_index")
     closures = _file_closures(closure_rows, names)
     pieces: list[pa.Table] = [_spans(names, codes, ts, source_index)]
+    # aggregate_trades' order (pair, time, trade id; ties in arrival order), sorted once for
+    # every duration: a window's start grows with its trades' time
+    by_key = key_time_order(codes, ts, tid)
+    in_key_order = [values[by_key] for values in (codes, ts, tid, price, volume)]
     for size_ms in durations_ms:
         window = TumblingWindow(size_ms, grace_ms)
         if arrival is ArrivalOrder.EVENT_TIME:
@@ -260,10 +264,9 @@ def _candles_and_shared_trades(
             _in_boundary_window(window, codes, ts) if contexts is None
             else _in_shared_window(window, codes, ts, context)
         )
-        own = on_time & ~shared
-        candles = finalize(aggregate_trades(
-            window, codes[own], ts[own], tid[own], price[own], volume[own]
-        ))
+        own = (on_time & ~shared)[by_key]
+        mine = in_key_order if bool(own.all()) else [v[own] for v in in_key_order]
+        candles = finalize(aggregate_trades(window, *mine, presorted=True))
         pieces.append(_candle_rows(names, size_ms, candles))
         blobs, blob_pairs = [], []
         for code in np.unique(codes[shared]):

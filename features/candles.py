@@ -44,10 +44,15 @@ def aggregate_trades(
     trade_id: np.ndarray,
     price: np.ndarray,
     volume: np.ndarray,
+    *,
+    presorted: bool = False,
 ) -> Columns:
     """One row per (key, window) of the trades, sorted by (key, window_start_ms).
 
-    Input arrays are in arrival order; `key` holds non-negative ints (pair codes).
+    Input arrays are in arrival order; `key` holds non-negative ints (pair codes). With
+    `presorted`, the caller has already put them in the order this function sorts them into,
+    (key, timestamp, trade id) with ties in arrival order (see :func:`key_time_order`): the
+    sort is skipped and the result is the same.
     """
     n = len(price)
     if n == 0:
@@ -55,10 +60,12 @@ def aggregate_trades(
     ts = np.asarray(timestamp_ms, dtype=np.int64)
     tid = np.asarray(trade_id, dtype=np.int64)
     starts = window.start_of(ts)
-    order = np.lexsort((tid, ts, starts, key))  # stable: arrival breaks remaining ties
-    k, ws, ts, tid = key[order], starts[order], ts[order], tid[order]
-    p = np.asarray(price, dtype=np.float64)[order]
-    v = np.asarray(volume, dtype=np.float64)[order]
+    p = np.asarray(price, dtype=np.float64)
+    v = np.asarray(volume, dtype=np.float64)
+    k, ws = key, starts
+    if not presorted:  # a window's start grows with its timestamp: (key, ts, tid) order suffices
+        order = np.lexsort((tid, ts, starts, key))  # stable: arrival breaks remaining ties
+        k, ws, ts, tid, p, v = key[order], starts[order], ts[order], tid[order], p[order], v[order]
     boundary = np.r_[True, (k[1:] != k[:-1]) | (ws[1:] != ws[:-1])]
     first = np.flatnonzero(boundary)
     last = np.r_[first[1:] - 1, n - 1]
@@ -77,6 +84,22 @@ def aggregate_trades(
         "notional": np.add.reduceat(p * v, first),
         "trade_count": np.diff(np.r_[first, n]).astype(np.int64),
     }
+
+
+def key_time_order(key: np.ndarray, timestamp_ms: np.ndarray, trade_id: np.ndarray) -> np.ndarray:
+    """The permutation that sorts trades in arrival order by (key, timestamp, trade id), ties
+    in arrival order: `aggregate_trades`' order for any window size. Trades already in time
+    order per key (a file sorted by event time) take one stable sort by key and a check."""
+    if len(key) == 0:
+        return np.empty(0, dtype=np.int64)
+    small = key.astype(np.int16) if int(key.max()) < 2**15 else key  # radix sort
+    order = np.argsort(small, kind="stable")
+    k, ts, tid = key[order], timestamp_ms[order], trade_id[order]
+    same_key = k[1:] == k[:-1]
+    later = (ts[1:] > ts[:-1]) | ((ts[1:] == ts[:-1]) & (tid[1:] >= tid[:-1]))
+    if bool(np.all(~same_key | later)):
+        return order
+    return np.lexsort((trade_id, timestamp_ms, key))
 
 
 def finalize(partials: Columns) -> Columns:

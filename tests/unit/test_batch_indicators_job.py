@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pyarrow as pa
 
-from batch.indicators_job import indicators_of_series, tail_per_series
+from batch import indicators_job
+from batch.indicators_job import (
+    CHUNK_COLUMN,
+    IN_CHUNK_COLUMN,
+    NO_LOWER_BOUND,
+    MonthChunk,
+    indicators_of_series,
+    month_chunks,
+    month_spans,
+    tail_per_series,
+)
 from features.indicators import INDICATOR_COLUMNS, MAX_WARMUP, compute_indicators
 from features.schemas.candle import CANDLE_ARROW_SCHEMA, INDICATOR_ARROW_SCHEMA
 
@@ -98,3 +110,115 @@ def test_table_history_keeps_the_last_warmup_candles_of_each_series() -> None:
     assert tails[("XBT/USD", MINUTE)]["window_start_ms"].to_pylist() == (
         xbt["window_start_ms"].to_pylist()[-(MAX_WARMUP - 1):]
     )
+
+
+HOUR = 3_600_000
+DAY = 86_400_000
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def test_a_range_is_cut_at_utc_month_starts() -> None:
+    spans = month_spans(_ms("2023-11-15"), _ms("2024-02-03"))
+    assert spans == [
+        ("2023-11", _ms("2023-11-15"), _ms("2023-12-01")),
+        ("2023-12", _ms("2023-12-01"), _ms("2024-01-01")),
+        ("2024-01", _ms("2024-01-01"), _ms("2024-02-01")),
+        ("2024-02", _ms("2024-02-01"), _ms("2024-02-03")),
+    ]
+    assert month_spans(_ms("2024-03-01"), _ms("2024-04-01")) == [
+        ("2024-03", _ms("2024-03-01"), _ms("2024-04-01"))]
+
+
+def test_a_chunk_warms_up_from_the_latest_days_holding_enough_candles() -> None:
+    # a sparse series: 300 candles on Jan 10, 200 on Jan 20, 100 on Jan 30, 70 on Feb 2, 5 on
+    # Mar 5; nothing else
+    series = ("EOS/USD", 60_000)
+    counts = {series: {_ms("2024-01-10"): 300, _ms("2024-01-20"): 200, _ms("2024-01-30"): 100,
+                       _ms("2024-02-02"): 70, _ms("2024-03-05"): 5}}
+    chunks = month_chunks([series, series], counts, _ms("2024-01-25"), _ms("2024-05-01"),
+                          warmup=661)
+    assert [(c.pair, c.window_ms, c.month, c.first_ms, c.stop_ms) for c in chunks] == [
+        ("EOS/USD", 60_000, "2024-01", _ms("2024-01-25"), _ms("2024-02-01")),
+        ("EOS/USD", 60_000, "2024-02", _ms("2024-02-01"), _ms("2024-03-01")),
+        ("EOS/USD", 60_000, "2024-03", _ms("2024-03-01"), _ms("2024-04-01")),
+        ("EOS/USD", 60_000, "2024-04", _ms("2024-04-01"), _ms("2024-05-01")),
+    ]  # every month of the range, April too: the counts may miss candles (empty chunks are free)
+    # January: 600 candles before the 25th, fewer than 661: every earlier candle (and the
+    # table's history); February: 100 + 200 + 300 = 600 < 661 as well; March and April:
+    # 70 + 100 + 200 + 300 >= 661 from Jan 10 on (April's 5 + 70 + 100 + 200 + 300 too)
+    assert [c.warmup_from_ms for c in chunks] == [NO_LOWER_BOUND, NO_LOWER_BOUND,
+                                                  _ms("2024-01-10"), _ms("2024-01-10")]
+    counts[series][_ms("2024-01-10")] = 290
+    assert month_chunks([series], counts, _ms("2024-01-25"), _ms("2024-04-01"),
+                        warmup=661)[2].warmup_from_ms == NO_LOWER_BOUND
+    # a series nobody counted a candle of: every chunk takes everything before it
+    assert {c.warmup_from_ms for c in month_chunks([("ADA/USD", 60_000)], counts,
+                                                   _ms("2024-01-25"), _ms("2024-04-01"))} == {
+        NO_LOWER_BOUND}
+
+
+def hourly_series(n: int, seed: int) -> pa.Table:
+    """`n` one-hour candles with gaps, over about four months from 2024-01-20."""
+    rng = np.random.default_rng(seed)
+    table = candle_series(n, seed=seed)
+    t0 = _ms("2024-01-20")
+    starts = t0 + np.sort(rng.choice(np.arange(n * 5 // 4), n, replace=False)) * HOUR
+    table = table.set_column(table.schema.get_field_index("window_ms"), "window_ms",
+                             pa.array(np.full(n, HOUR)))
+    table = table.set_column(table.schema.get_field_index("window_start_ms"), "window_start_ms",
+                             pa.array(starts))
+    return table.set_column(table.schema.get_field_index("window_end_ms"), "window_end_ms",
+                            pa.array(starts + HOUR))
+
+
+def placed_in_chunks(candles: pa.Table, chunks: list[MonthChunk]) -> pa.Table:
+    """What `chunked_candles` does in Spark: each chunk's rows with its `month`."""
+    starts = candles["window_start_ms"].to_numpy()
+    pieces = []
+    for chunk in chunks:
+        mine = (starts >= chunk.warmup_from_ms) & (starts < chunk.stop_ms)
+        rows = candles.filter(pa.array(mine))
+        pieces.append(rows.append_column(CHUNK_COLUMN, pa.array([chunk.month] * rows.num_rows))
+                      .append_column(IN_CHUNK_COLUMN,
+                                     pa.array(starts[mine] >= chunk.first_ms)))
+    return pa.concat_tables(pieces)
+
+
+def test_month_chunks_in_any_task_and_order_give_the_whole_series_values() -> None:
+    candles = hourly_series(2_800, seed=4)  # Jan 20 to about May 15
+    starts = candles["window_start_ms"].to_numpy()
+    start_ms, end_ms = _ms("2024-02-10"), _ms("2024-05-01")
+    days: dict[int, int] = {}
+    for day in (starts - starts % DAY).tolist():
+        days[day] = days.get(day, 0) + 1
+    chunks = month_chunks([("XBT/USD", HOUR)], {("XBT/USD", HOUR): days}, start_ms, end_ms)
+    assert [c.month for c in chunks] == ["2024-02", "2024-03", "2024-04"]
+    assert all(c.warmup_from_ms != NO_LOWER_BOUND for c in chunks[1:])
+    # counts that miss candles (here every other day's) only lengthen the warm-up
+    fewer = {day: count for i, (day, count) in enumerate(sorted(days.items())) if i % 2}
+    longer = month_chunks([("XBT/USD", HOUR)], {("XBT/USD", HOUR): fewer}, start_ms, end_ms)
+    assert all(a.warmup_from_ms <= b.warmup_from_ms for a, b in zip(longer, chunks, strict=True))
+    assert longer[2].warmup_from_ms < chunks[2].warmup_from_ms
+    run = indicators_job._per_task({}, start_ms, end_ms)
+    wanted = (starts >= start_ms) & (starts < end_ms)
+    whole = full_series_values(candles)
+    for placement in (chunks, longer):
+        placed = placed_in_chunks(candles.filter(pa.array(starts < end_ms)), placement)
+        # two tasks, rows shuffled: each task holds whole chunks, in no order
+        rng = np.random.default_rng(5)
+        task_of = {"2024-02": 0, "2024-03": 1, "2024-04": 0}
+        out = []
+        for task in (0, 1):
+            rows = placed.filter(pa.array([task_of[m] == task for m in
+                                           placed[CHUNK_COLUMN].to_pylist()]))
+            rows = rows.take(pa.array(rng.permutation(rows.num_rows)))
+            out += list(run(iter(rows.to_batches(max_chunksize=500))))
+        got = pa.Table.from_batches(out).sort_by("window_start_ms")
+        assert got["window_start_ms"].to_numpy().tolist() == starts[wanted].tolist()
+        assert_same(got, {k: v[wanted] for k, v in whole.items()})
+        assert got[CHUNK_COLUMN].to_pylist() == [  # each row's table partition
+            datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m") for ms in starts[wanted]]
+    assert list(run(iter([]))) == []

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.candles import aggregate_trades, finalize
+from features.candles import aggregate_trades, finalize, key_time_order
 from features.windows import TumblingWindow
 
 MINUTE = TumblingWindow(60_000)
@@ -98,3 +98,22 @@ def test_candles_match_a_naive_loop(rows) -> None:
         vwap = sum(g[3] * g[4] for g in group) / sum(g[4] for g in group)
         assert np.isclose(got["vwap"][row], vwap, rtol=1e-12)
         assert got["trade_count"][row] == len(group)
+
+
+@given(trades, st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_trades_put_in_key_time_order_once_give_the_same_bits_for_every_window(
+    rows, time_sorted
+) -> None:
+    # duplicate (time, id) pairs stay: their arrival order must survive the one sort
+    if time_sorted:  # a file in event-time order: the stable sort by key and a check
+        rows = sorted(rows, key=lambda r: (r[1], r[2]))
+    k, ts, tid, p, v = (np.array(c) for c in zip(*rows, strict=True))
+    order = key_time_order(k, ts, tid)
+    assert order.tolist() == np.lexsort((tid, ts, k)).tolist()
+    for window in (MINUTE, TumblingWindow(3_600_000), TumblingWindow(86_400_000)):
+        want = finalize(aggregate_trades(window, k, ts, tid, p, v))
+        got = finalize(aggregate_trades(window, k[order], ts[order], tid[order], p[order],
+                                        v[order], presorted=True))
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
