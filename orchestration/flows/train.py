@@ -24,7 +24,7 @@ from training.results import TrainResult
 def mlflow_links(result: TrainResult, tracking_uri: str) -> dict[str, str]:
     """The MLflow UI pages of the run and of the registered version."""
     base = tracking_uri.rstrip("/")
-    experiment = MlflowClient(tracking_uri).get_run(result.run_id).info.experiment_id
+    experiment = MlflowClient(tracking_uri, tracking_uri).get_run(result.run_id).info.experiment_id
     return {
         "run": f"{base}/#/experiments/{experiment}/runs/{result.run_id}",
         "model_version": f"{base}/#/models/{result.model_name}/versions/{result.version}",

@@ -101,7 +101,7 @@ def test_retrain_deployment_run_from_a_shell_registers_a_new_model_version(
     assert retrained.returncode == 0, retrained.output
     assert "Flow run finished successfully in 'Completed'" in retrained.output
 
-    mlflow = MlflowClient(orchestration_stack.mlflow_uri)
+    mlflow = MlflowClient(orchestration_stack.mlflow_uri, orchestration_stack.mlflow_uri)
     versions = mlflow.search_model_versions(f"name='{MODEL}'")
     assert [v.version for v in versions] == ["1"]
     assert mlflow.get_model_version_by_alias(MODEL, "champion").version == "1"
@@ -151,7 +151,7 @@ def _register(stack: OrchestrationStack, model: xgb.XGBClassifier, like: str) ->
     import mlflow as mlflow_api
     import mlflow.xgboost
 
-    client = MlflowClient(stack.mlflow_uri)
+    client = MlflowClient(stack.mlflow_uri, stack.mlflow_uri)
     base = client.get_model_version(MODEL, like)
     mlflow_api.set_tracking_uri(stack.mlflow_uri)
     signature = mlflow_api.models.get_model_info(f"models:/{MODEL}/{like}").signature
@@ -168,7 +168,7 @@ def test_promote_on_demand_promotes_a_better_challenger_and_refuses_a_worse_one(
     from sklearn.metrics import roc_auc_score
 
     assert retrained.returncode == 0, retrained.output
-    client = MlflowClient(orchestration_stack.mlflow_uri)
+    client = MlflowClient(orchestration_stack.mlflow_uri, orchestration_stack.mlflow_uri)
     params = client.get_run(client.get_model_version(MODEL, "1").run_id or "").data.params
     x_test, y_test = _test_rows(orchestration_stack, params)
     # stand-ins whose quality on v1's test period is known by construction: one fitted on

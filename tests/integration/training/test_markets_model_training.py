@@ -34,8 +34,9 @@ MINUTE = 60_000
 def first_run(markets_store: FeatureStore, mlflow_server: str) -> TrainResult:
     # The worker's MLflow server is shared with the other training modules (the reproduce tests
     # register markets versions of their own): start this module on an empty registry, so the
-    # version trained here is the first one ever.
-    client = MlflowClient(mlflow_server)
+    # version trained here is the first one ever. Name the registry too: a client's registry
+    # defaults to the process-wide one, which an earlier module may have set to its own server.
+    client = MlflowClient(mlflow_server, mlflow_server)
     if client.search_registered_models(f"name = '{MODEL_NAMES['markets']}'"):
         client.delete_registered_model(MODEL_NAMES["markets"])
     return train_markets(START, END, PAIRS, horizon=1, store=markets_store,
@@ -57,7 +58,7 @@ def _minute_closes() -> dict[str, pd.Series]:
 
 def test_first_model_is_trained_on_the_test_period_logged_and_champion(
         first_run: TrainResult, mlflow_server: str, markets_store: FeatureStore) -> None:
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, mlflow_server)
     run = client.get_run(first_run.run_id)
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
 
@@ -161,7 +162,7 @@ def test_retraining_on_the_same_data_and_seed_scores_the_same_and_stays_challeng
     assert again.decision.alias == CHALLENGER
     assert again.decision.candidate_score == again.decision.champion_score \
         == first_run.decision.candidate_score
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, mlflow_server)
     name = MODEL_NAMES["markets"]
     assert client.get_model_version_by_alias(name, CHAMPION).version == first_run.version
     assert client.get_model_version_by_alias(name, CHALLENGER).version == again.version

@@ -33,7 +33,7 @@ def _predictions(run_id: str) -> pd.DataFrame:
 def test_skab_model_is_scored_against_both_baselines_on_the_test_period(
         mlflow_server: str) -> None:
     result = train_sensors("skab", tracking_uri=mlflow_server, settings=QUICK)
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, mlflow_server)
     run = client.get_run(result.run_id)
     params, metrics = run.data.params, run.data.metrics
     assert int(params["test_start_ms"]) - int(params["validation_end_ms"]) > int(
@@ -71,7 +71,7 @@ def test_skab_model_is_scored_against_both_baselines_on_the_test_period(
 
 def test_a_better_model_becomes_champion_and_a_worse_one_stays_challenger(
         mlflow_server: str) -> None:
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, mlflow_server)
     name = MODEL_NAMES["sensors"]
     weak = TrainingSettings(n_estimators=1, max_depth=1)
     first_weak = train_sensors("simulator", tracking_uri=mlflow_server, settings=weak,
@@ -120,7 +120,7 @@ def test_braid_train_sensors_reports_the_version_its_alias_and_the_baselines(
 
     from cli.train import app
 
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, mlflow_server)
     name = MODEL_NAMES["sensors"]
     # no champion (whatever the other tests left): the new version takes the alias
     # (delete it outright: the versions search_model_versions lists may carry no aliases)
