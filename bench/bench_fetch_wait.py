@@ -43,14 +43,14 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from confluent_kafka import Consumer  # noqa: E402
 
+from bench.broker_hop import hop_latencies  # noqa: E402
 from infra import processes, stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
-from streaming.runtime.clients import consume_available, make_consumer, make_producer  # noqa: E402
+from streaming.runtime.clients import consume_available, make_consumer  # noqa: E402
 from streaming.settings import KafkaSettings, TopicSettings  # noqa: E402
 from streaming.topics import TopicSpec, ensure_topics  # noqa: E402
 
 PARTITIONS = 100
-HOP_MARK = b"hop"
 
 
 @contextmanager
@@ -127,39 +127,9 @@ def idle_cost(kafka: KafkaSettings, broker: psutil.Process, topics: list[str], w
 def hop(kafka: KafkaSettings, topic: str, wait_ms: int, messages: int) -> np.ndarray:
     """Produce -> consume latencies (ms) at ~1,000 messages/s over the topic's partitions; the
     first second of messages warms the consumer up (every partition fetched once) and is not
-    counted."""
-    consumer = Consumer({**kafka.client_config(), "group.id": f"hop-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "latest", "fetch.wait.max.ms": wait_ms,
-                         "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    latencies: list[float] = []
-    stop = threading.Event()
-    mark = HOP_MARK + uuid.uuid4().hex[:6].encode() + b":"  # this run's counted messages
-
-    def read() -> None:
-        while not stop.is_set():
-            for msg in consume_available(consumer, 1_000, 0.1):
-                value = msg.value()
-                if msg.error() is None and value is not None and value.startswith(mark):
-                    latencies.append(time.time() * 1000 - float(value[len(mark):]))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    time.sleep(6)  # group join
-    producer = make_producer(kafka, **{"linger.ms": 1})
-    warm_up = 1_000
-    for i in range(warm_up + messages):
-        prefix = mark if i >= warm_up else HOP_MARK
-        producer.produce(topic, value=prefix + str(time.time() * 1000).encode(),
-                         partition=i % PARTITIONS)
-        producer.poll(0)
-        time.sleep(0.001)
-    producer.flush(30)
-    time.sleep(2)
-    stop.set()
-    reader.join(10)
-    consumer.close()
-    return np.array(latencies)
+    counted (`bench/broker_hop.py`)."""
+    return hop_latencies(kafka, topic, partitions=PARTITIONS, messages=messages,
+                         fetch_wait_ms=wait_ms, warm_up=1_000)
 
 
 def main() -> None:

@@ -53,6 +53,7 @@ import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition  # noqa: E402
 
+from bench.step_report import step_timing_lines  # noqa: E402
 from features.windows import TumblingWindow  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
@@ -554,27 +555,9 @@ def print_freshness_split(f: dict[str, Any]) -> None:
     if not t:
         print("    (no timings from the processor)")
         return
-    print(f"    processor steps {t['steps']:,}, CPU {t['cpu_total_ms']:,.0f} ms, preempted "
-          f"{t['preempted_total']:,}x; per phase total / max ms: " + ", ".join(
-        f"{p} {t['phase_total_ms'][p]:,.0f} / {t['phase_max_ms'][p]:.1f}"
-        for p in t["phase_total_ms"]))
-    lag = t.get("arrival_lag_ms") or {}
-    if lag:
-        print(f"    arrival lag (poll return - newest trade's CreateTime, per step): p50 "
-              f"{lag['p50']:.1f} / p99 {lag['p99']:.1f} / max {lag['max']:.1f} ms over "
-              f"{lag['n']:,} steps")
-    print("    collections (gen: count, total ms, max ms): " + "; ".join(
-        f"{g['generation']}: {g['count']}, {g['total_ms']:.1f}, {g['max_ms']:.2f}"
-        for g in t["gc"]) + f"; 'slow step' logs {f['slow_step_logs']}")
-    print("    slowest steps (ms: total = poll + process + tick + emit + checkpoint; gc "
-          "inside any):")
-    for st in t["slowest_steps"][:5]:
-        print(f"      at +{st['at'] - f['began_s']:.3f} s: {st['total_ms']:.1f} = "
-              f"{st['poll_ms']:.1f} + "
-              f"{st['process_ms']:.1f} + {st['tick_ms']:.1f} + {st['emit_ms']:.1f} + "
-              f"{st['checkpoint_ms']:.1f}; gc {st['gc_ms']:.1f} (gens "
-              f"{st['gc_generations']}); CPU {st['cpu_ms']:.1f} ms, preempted "
-              f"{st['preempted']}x; {st['consumed']} trades")
+    for line in step_timing_lines(t, "processor", item="trade", began_s=f["began_s"],
+                                  collections_note=f"; 'slow step' logs {f['slow_step_logs']}"):
+        print(f"    {line}")
     print(f"    load generator: first message acknowledged {f['warm_up_ms']:.0f} ms after its "
           f"producer started (before the timed run); worst candles (window due, s after "
           f"production began: latency / due -> produced ms): " + ", ".join(

@@ -34,7 +34,9 @@
    timings (`streaming.runtime.step_timings`: per phase, arrival lag, collections, slowest
    steps). `BENCH_TIMELINE=1` also prints the latency per second of the run;
    `BENCH_PYSPY=<folder>` samples both workers with py-spy (non-blocking) while measured and
-   prints the functions holding the most samples.
+   prints the functions holding the most samples; `BENCH_JFR=<folder>` records the broker
+   with Java Flight Recorder meanwhile and prints which requests its samples served
+   (`bench/broker_profile.py`).
 3. **The peer**: the same run, same rate, topics, partitions, clients and settings (batch size,
    poll timeout and `fetch.wait.max.ms` the processors', consuming as the runtime does:
    what is fetched, else a wait for the first message), with two pass-through processes
@@ -78,6 +80,10 @@ import orjson  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
+from bench import broker_profile  # noqa: E402
+from bench.broker_hop import hop_latencies  # noqa: E402
+from bench.step_report import step_timing_lines  # noqa: E402
+from cli.logging_setup import configure_logging  # noqa: E402
 from features.sensors.simulator import SimulatorConfig, simulate  # noqa: E402
 from features.sensors.window_math import (  # noqa: E402
     DEFAULT_GRACE_MS,
@@ -443,6 +449,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     start = time.perf_counter()
     measured_from = float("inf")  # wall ms: readings sent from then on are counted
     profilers: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    jfr: Path | None = None
     cpu = CpuShares({"windows": procs[0].pid, "join": procs[1].pid})
     for step in range(steps):
         if step == warm_steps:  # the warm-up is over: measure from here
@@ -450,6 +457,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
             measured_start = time.perf_counter()
             profilers = _profile([p.pid for p in procs], ["windows", "join"],
                                  f"{engine}-{args.rate}", args.seconds)
+            jfr = _profile_broker(f"{engine}-{args.rate}", args.seconds)
             cpu.start()
             if args.lag_every_s > 0:
                 print(f"  [{label}] backlog and consumer lag at {args.rate:,} SZ/s, every "
@@ -494,6 +502,8 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
         if result is not None:
             print_timings(f"{kind} processor", result["timings"])
     _print_profiles(profilers)
+    if jfr is not None:
+        _print_broker_profile(jfr)
     warm = [k for k in sent if sent[k] < measured_from]
     counted = [k for k in sent if sent[k] >= measured_from]
     firsts = np.array([first[k] - sent[k] for k in counted if k in first])
@@ -535,26 +545,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
 
 def print_timings(label: str, t: dict[str, Any]) -> None:
     """The processor's own split of its steps (`streaming.runtime.step_timings`)."""
-    print(f"    {label}: steps {t['steps']:,}, CPU {t['cpu_total_ms']:,.0f} ms, preempted "
-          f"{t['preempted_total']:,}x; per phase total / max ms: " + ", ".join(
-              f"{p} {t['phase_total_ms'][p]:,.0f} / {t['phase_max_ms'][p]:.1f}"
-              for p in t["phase_total_ms"]))
-    lag = t.get("arrival_lag_ms") or {}
-    if lag:
-        print(f"      arrival lag (poll return - newest input's CreateTime, per consuming step):"
-              f" p50 {lag['p50']:.1f} / p99 {lag['p99']:.1f} / max {lag['max']:.1f} ms over "
-              f"{lag['n']:,} steps")
-    print("      collections (gen: count, total ms, max ms): " + "; ".join(
-        f"{g['generation']}: {g['count']}, {g['total_ms']:.1f}, {g['max_ms']:.2f}"
-        for g in t["gc"]))
-    print("      slowest steps (ms: total = poll + process + tick + emit + checkpoint; gc inside "
-          "any):")
-    for st in t["slowest_steps"][:5]:
-        print(f"        {time.strftime('%H:%M:%S', time.localtime(st['at']))}: "
-              f"{st['total_ms']:.1f} = {st['poll_ms']:.1f} + {st['process_ms']:.1f} + "
-              f"{st['tick_ms']:.1f} + {st['emit_ms']:.1f} + {st['checkpoint_ms']:.1f}; gc "
-              f"{st['gc_ms']:.1f} (gens {st['gc_generations']}); CPU {st['cpu_ms']:.1f} ms, "
-              f"preempted {st['preempted']}x; {st['consumed']} consumed", flush=True)
+    for line in step_timing_lines(t, label, item="reading"):
+        print(f"    {line}")
+    print(end="", flush=True)
 
 
 def _profile(pids: list[int], kinds: list[str], label: str, seconds: float
@@ -595,6 +588,25 @@ def _print_profiles(profilers: list[tuple[str, subprocess.Popen[bytes], Path]]) 
         top = sorted(inclusive.items(), key=lambda kv: -kv[1])[:25]
         print(f"    py-spy {kind} ({total:,} samples at 200/s while not idle, {path}): "
               + ", ".join(f"{name} {100 * n / max(total, 1):.0f}%" for name, n in top))
+
+
+def _profile_broker(label: str, seconds: float) -> Path | None:
+    """`BENCH_JFR=<folder>`: record the broker's samples with JFR while the load is measured
+    (`bench/broker_profile.py`); the recording's path, or None."""
+    folder = os.environ.get("BENCH_JFR")
+    pids = broker_profile.broker_pids() if folder else []
+    if not folder or len(pids) != 1:
+        return None
+    path = Path(folder) / f"{label}-broker.jfr"
+    return path if broker_profile.start(pids[0], seconds, path) else None
+
+
+def _print_broker_profile(path: Path, wait_s: float = 30) -> None:
+    deadline = time.monotonic() + wait_s  # JFR writes the file when its duration ends
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1)
+    print(f"    {broker_profile.summary(path)}")
 
 
 class CpuShares:
@@ -700,47 +712,14 @@ class LagMonitor:
         self._thread.join(60)
 
 
-WARM_UP = b"warm-up"
-
-
 def bench_broker_hop(kafka: KafkaSettings, args: argparse.Namespace,
                      producer_conf: dict[str, str | int | bool]) -> None:
     """The floor under any end-to-end latency: one bare produce -> consume hop on this broker,
-    same client settings as the latency run (linger 1 ms, fetch.wait.max.ms 5)."""
+    same client settings as the latency run's reader (`bench/broker_hop.py`)."""
     topic = f"hop{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka, [TopicSpec(topic, PARTITIONS)], TopicSettings())
-    consumer = Consumer({**kafka.client_config(), "group.id": f"{topic}-reader",
-                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": args.fetch_wait_ms,
-                         "session.timeout.ms": kafka.session_timeout_ms})
-    consumer.subscribe([topic])
-    latencies: list[float] = []
-    stop = threading.Event()
-
-    def read() -> None:
-        while not stop.is_set():
-            for msg in consume_available(consumer, 1_000, 0.01):  # not a fixed 10 ms wait
-                value = msg.value()
-                if msg.error() is None and value is not None and value != WARM_UP:
-                    latencies.append(time.time() * 1000 - float(value))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    time.sleep(6)  # group join
-    producer = make_producer(kafka, **{"linger.ms": 1, **producer_conf})
-    # not timed: on a fresh Apache Kafka the idempotent producer's id comes from a transaction
-    # coordinator still loading its log ("Coordinator load in progress"), which took seconds
-    producer.produce(topic, value=WARM_UP, partition=0)
-    producer.flush(60)
-    for i in range(args.hop_messages):
-        producer.produce(topic, value=str(time.time() * 1000).encode(), partition=i % PARTITIONS)
-        producer.poll(0)
-        time.sleep(0.001)
-    producer.flush(30)
-    time.sleep(2)
-    stop.set()
-    reader.join(10)
-    consumer.close()
-    hops = np.array(latencies)
+    hops = hop_latencies(kafka, topic, partitions=PARTITIONS, messages=args.hop_messages,
+                         fetch_wait_ms=args.fetch_wait_ms, producer_conf=producer_conf)
     label = "without idempotence" if producer_conf else "idempotent producer, Braid's default"
     print(f"bare broker hop, {label} (produce -> consume, ~1,000 msg/s, {len(hops):,} msgs): "
           f"p50 {np.percentile(hops, 50):.1f} ms, p99 {np.percentile(hops, 99):.1f} ms, "
@@ -764,6 +743,7 @@ def main() -> None:
         p.add_argument("--no-idempotence", action="store_true")
         p.add_argument("--fetch-wait-ms", type=int, required=True)
         a = p.parse_args()
+        configure_logging()  # BRAID_LOG_LEVEL from `_spawn`: WARNING, to stderr
         {"_windows": worker_windows, "_run": worker_processor,
          "_pass": worker_passthrough}[a.mode](a)
         return
