@@ -15,8 +15,11 @@
    process each) at their default settings (grace 5 s: a reading's features go out at once and
    are corrected if a reading within grace lands behind it; max lateness 2 h; batch size,
    poll timeout and the consumers' `fetch.wait.max.ms` the runtime's); SX and SY are primed for
-   every client, then SZ readings stamped with the wall clock are produced at the rate for
-   `--seconds`. A consumer of predictions.sensors (and of FD, for the split) records, for each
+   every client, then `--prefill-s` (600: the window) seconds of readings at the rate are
+   produced at once and the run waits until each has its prediction (not timed: the window
+   buffer then holds a window's worth of readings, as in a steady state; a 70-second run alone
+   leaves a ninth of that in it, and the buffer's size is what a poll used to cost), then SZ
+   readings stamped with the wall clock are produced at the rate for `--seconds`. A consumer of predictions.sensors (and of FD, for the split) records, for each
    SZ reading, when its event's first prediction (key `client|t|SZ`) arrives: the join answers
    a reading only once its FA, FI and FD are all there. `--batch-size`, `--poll-timeout-ms`
    and `--processor-fetch-wait-ms` change the processors' (and the peer's) settings; every
@@ -88,6 +91,7 @@ from features.sensors.simulator import SimulatorConfig, simulate  # noqa: E402
 from features.sensors.window_math import (  # noqa: E402
     DEFAULT_GRACE_MS,
     DEFAULT_MAX_LATENESS_MS,
+    WINDOW_MS,
 )
 from infra import stack  # noqa: E402
 from infra.testing import broker_settings  # noqa: E402
@@ -387,6 +391,26 @@ class Latency:
     first_p99: float
 
 
+def _prefill(kafka: KafkaSettings, topic: str, clients: list[str], rate: int, prefill_ms: int,
+             live_from: int, rng: np.random.Generator, received: list[int]) -> None:
+    """`--prefill-s`: the readings of the `prefill_ms` before the run at `rate`, produced at
+    once (event times in order, the live load's clients), then wait until each has its
+    prediction: the window buffer then holds what it holds in a steady state (a window's
+    worth of readings), not the few seconds a run alone would leave in it."""
+    count = rate * prefill_ms // 1000
+    k = np.arange(count)
+    ts = (live_from - prefill_ms + k * prefill_ms // count).tolist()
+    who = [clients[i % len(clients)] for i in range(count)]
+    began = time.perf_counter()
+    _produce(kafka, topic, who, ts, rng.normal(50, 5, count).tolist(), "SZ")
+    produced = time.perf_counter() - began
+    while received[0] < count and time.perf_counter() - began < 900:
+        time.sleep(0.5)
+    print(f"  prefill: {count:,} readings over the {prefill_ms / 1000:g} s before the run "
+          f"(produced in {produced:.1f} s), {received[0]:,} with a prediction after "
+          f"{time.perf_counter() - began:.1f} s; not timed", flush=True)
+
+
 def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
                   no_idempotence: bool = False) -> Latency:
     """`engine`: "braid" (the window and join processors) or "passthrough" (the peer)."""
@@ -394,10 +418,12 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     topics = SensorTopics.prefixed(prefix)
     ensure_topics(kafka, topics.specs(PARTITIONS), TopicSettings())
     clients = [f"c{i:06d}" for i in range(args.clients)]
-    now = int(time.time() * 1000) - 60_000
+    live_from = int(time.time() * 1000)  # event times below: set-up and prefill, not timed
+    prefill_ms = int(args.prefill_s * 1000)
     rng = np.random.default_rng(2)
-    for sensor in ("SX", "SY"):
-        _produce(kafka, topics.of(sensor), clients, [now] * len(clients),
+    for sensor in ("SX", "SY"):  # every client's SX and SY, before any of its SZ readings
+        _produce(kafka, topics.of(sensor), clients,
+                 [live_from - prefill_ms - 60_000] * len(clients),
                  rng.integers(0, 10, len(clients)).astype(float).tolist(), sensor)
     extra = ["--no-idempotence"] if no_idempotence else []
     mode = "_run" if engine == "braid" else "_pass"
@@ -413,6 +439,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     features_at: dict[tuple[str, int], float] = {}  # when the reading's FD row was readable
     first: dict[tuple[str, int], float] = {}
     stop = threading.Event()
+    prefilled = [0]  # predictions of prefill readings received
 
     def read() -> None:
         while not stop.is_set():
@@ -422,6 +449,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
                     continue
                 arrived = time.time() * 1000
                 p = orjson.loads(value)
+                if p["timestamp_ms"] < live_from:
+                    prefilled[0] += msg.topic() == topics.predictions and p["trigger"] == "SZ"
+                    continue
                 if msg.topic() == topics.FD:
                     features_at.setdefault((p["client"], p["timestamp_ms"]), arrived)
                     continue
@@ -432,6 +462,8 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     time.sleep(12)  # group joins (window, join, reader)
+    if prefill_ms:
+        _prefill(kafka, topics.SZ, clients, args.rate, prefill_ms, live_from, rng, prefilled)
     producer = make_producer(kafka, **{"linger.ms": 1, **(NO_IDEMPOTENCE if no_idempotence
                                                           else {})})
     sent: dict[tuple[str, int], float] = {}
@@ -769,6 +801,10 @@ def main() -> None:
                         "(printed apart, not counted: the fresh broker's JIT, the clients' "
                         "first produce per partition)")
     parser.add_argument("--latency-clients", type=int, default=10_000)
+    parser.add_argument("--prefill-s", type=float, default=WINDOW_MS / 1000,
+                        help="latency runs: first publish this many seconds of readings at the "
+                        "rate, before the run (default: the 10-minute window, so that the "
+                        "window buffer holds what it holds in a steady state; 0: none)")
     parser.add_argument("--hop-messages", type=int, default=3_000)
     parser.add_argument("--skip", choices=["throughput", "latency"], default=None)
     parser.add_argument("--fetch-wait-ms", type=int, default=10,

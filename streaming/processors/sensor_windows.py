@@ -73,6 +73,7 @@ from features.windows import (
     SlidingWindow,
     sliding_lateness,
 )
+from streaming.processors.sensor_buffer import ReadingBuffer, Readings
 from streaming.processors.sensor_decoding import decode_readings
 from streaming.processors.sensor_history import ranges
 from streaming.runtime.key_codes import KeyCodes
@@ -126,13 +127,8 @@ class SensorWindowGroup:
         self.stream_time = np.empty(0, dtype=np.int64)
         # per partition number: its stream time (the largest event time of its readings)
         self.partition_time = np.empty(0, dtype=np.int64)
-        # the buffer, sorted by (client, timestamp, value); key = client * KEY_SPAN + ts
-        self.buf_key = np.empty(0, dtype=np.int64)
-        self.buf_code = np.empty(0, dtype=np.int64)
-        self.buf_ts = np.empty(0, dtype=np.int64)
-        self.buf_value = np.empty(0, dtype=np.float64)
-        self.buf_offset = np.empty(0, dtype=np.int64)
-        self.buf_partition = np.empty(0, dtype=np.int64)
+        # the readings open windows need, sorted by (client, timestamp, value)
+        self.buffer = ReadingBuffer()
         self._prune_at = PRUNE_MIN  # buffer length that triggers the next bulk prune
         self._pruned = True  # nothing processed since the last prune
         self.partitions: dict[int, _Partition] = {}
@@ -158,7 +154,8 @@ class SensorWindowGroup:
         if mine.any():
             self.stream_time[mine] = NO_STREAM_TIME
             self.client_partition[mine] = -1
-        self._keep(self.buf_partition != partition)
+        self.buffer.flat().keep(self.buffer.main.partition != partition)
+        self._lows = None
 
     def _grow(self, new: int) -> None:
         if new:
@@ -166,12 +163,10 @@ class SensorWindowGroup:
             self.stream_time = np.r_[self.stream_time, fill]
             self.client_partition = np.r_[self.client_partition, np.full(new, -1, np.int64)]
 
-    def _keep(self, keep: np.ndarray) -> None:
-        if not keep.all():
-            self.buf_key, self.buf_code = self.buf_key[keep], self.buf_code[keep]
-            self.buf_ts, self.buf_value = self.buf_ts[keep], self.buf_value[keep]
-            self.buf_offset, self.buf_partition = self.buf_offset[keep], self.buf_partition[keep]
-        self._lows = None
+    @property
+    def buf_ts(self) -> np.ndarray:
+        """Every buffered reading's event time, in buffer order (tests and inspection)."""
+        return self.buffer.flat().ts
 
     # --- processing --------------------------------------------------------------------------
     def process_many(self, work: Sequence[tuple[int, InputBatch]], now_ms: int) -> Emission:
@@ -228,14 +223,15 @@ class SensorWindowGroup:
             for p, o in zip(part[late].tolist(), offsets[late].tolist(), strict=True):
                 self.partitions[p].late_offsets.add(o)
         accept = ~skip & ~late
-        self._append(codes[accept], ts[accept], values[accept], offsets[accept], part[accept])
+        self.buffer.append(Readings.sorted_batch(codes[accept], ts[accept], values[accept],
+                                                 offsets[accept], part[accept]))
         np.maximum.at(self.stream_time, codes, ts)
         np.maximum.at(self.partition_time, part, ts)
         self._pruned = False
         emit = accept & fresh  # replayed readings went out before the checkpoint
         if emit.any():
             emission.batches.extend(self._emit(codes[emit], ts[emit]))
-        if len(self.buf_key) >= self._prune_at:
+        if len(self.buffer) >= self._prune_at:
             self.prune()
         return emission
 
@@ -262,40 +258,6 @@ class SensorWindowGroup:
                            merged.values[i])
                 for i, why in zip(rows.tolist(), lateness.tolist(), strict=True)]
 
-    def _append(self, codes: np.ndarray, ts: np.ndarray, values: np.ndarray,
-                offsets: np.ndarray, partitions: np.ndarray) -> None:
-        """Merge accepted readings into the sorted buffer (no full re-sort: the buffer is large,
-        a batch small)."""
-        if not len(codes):
-            return
-        key = codes * KEY_SPAN + ts
-        order = np.lexsort((values, key))
-        key, codes, ts, values, offsets, partitions = (
-            key[order], codes[order], ts[order], values[order], offsets[order],
-            partitions[order])
-        pos = np.searchsorted(self.buf_key, key, side="left")
-        if len(self.buf_key):
-            ties = self.buf_key[np.minimum(pos, len(self.buf_key) - 1)] == key
-        else:
-            ties = np.zeros(len(key), dtype=bool)
-        if ties.any() or (np.diff(key) == 0).any():
-            # same client and event time: order by value, as the canonical order says
-            both = [np.r_[a, b] for a, b in (
-                (self.buf_key, key), (self.buf_code, codes), (self.buf_ts, ts),
-                (self.buf_value, values), (self.buf_offset, offsets),
-                (self.buf_partition, partitions))]
-            merged = np.lexsort((both[3], both[0]))
-            self.buf_key, self.buf_code = both[0][merged], both[1][merged]
-            self.buf_ts, self.buf_value = both[2][merged], both[3][merged]
-            self.buf_offset, self.buf_partition = both[4][merged], both[5][merged]
-            return
-        self.buf_key = np.insert(self.buf_key, pos, key)
-        self.buf_code = np.insert(self.buf_code, pos, codes)
-        self.buf_ts = np.insert(self.buf_ts, pos, ts)
-        self.buf_value = np.insert(self.buf_value, pos, values)
-        self.buf_offset = np.insert(self.buf_offset, pos, offsets)
-        self.buf_partition = np.insert(self.buf_partition, pos, partitions)
-
     def _emit(self, codes: np.ndarray, ts: np.ndarray) -> list[OutputBatch]:
         """Features of the readings just accepted (`codes`, `ts`: in the buffer already) and
         corrections of every buffered reading whose window holds one of them: for each client,
@@ -306,18 +268,15 @@ class SensorWindowGroup:
         touched, first = np.unique(new_keys // KEY_SPAN, return_index=True)
         earliest = new_keys[first]  # per touched client, its earliest new reading
         base = touched * KEY_SPAN
-        # context: the touched clients' readings a target's window can reach
-        buf_key = self.buf_key
-        lo = np.searchsorted(buf_key, np.maximum(earliest - size, base), side="right")
+        # context: the touched clients' readings a target's window can reach, each client's
+        # sorted readings from there on, one client after another
+        context = self.buffer.context(np.maximum(earliest - size, base), base + KEY_SPAN)
+        buf_key = context.key
         hi = np.searchsorted(buf_key, base + KEY_SPAN, side="left")
-        rows = ranges(lo, hi)  # whole clients' sorted readings from there on
         # candidates: each touched client's readings from its earliest new one on (a few per
         # client, where the context holds a window's worth): judged alone, not the context
         first = np.searchsorted(buf_key, earliest, side="left")
-        lengths = np.maximum(hi - lo, 0)
-        at = np.cumsum(lengths) - lengths  # where each client's context starts in `rows`
-        position = ranges(first, hi)  # candidates' buffer rows
-        candidate = ranges(at + (first - lo), at + lengths)  # the same, as indices into `rows`
+        position = ranges(first, hi)  # candidates' rows in the context
         key = buf_key[position]
         # a candidate is due when a new reading lies in its window (t' - W, t']
         start = np.maximum(key - size, (key // KEY_SPAN) * KEY_SPAN)
@@ -326,10 +285,10 @@ class SensorWindowGroup:
         # readings sharing a client and time share their window: one row for them
         following = np.minimum(position + 1, len(buf_key) - 1)
         last_of_key = (position == len(buf_key) - 1) | (buf_key[following] != key)
-        due = candidate[holds_new & last_of_key]
+        due = position[holds_new & last_of_key]
         if not len(due):
             return []
-        return self._records(rows, due)
+        return self._records(context, due)
 
     def prune(self) -> None:
         """Drop every buffered reading no future result needs: event time at or before
@@ -341,9 +300,9 @@ class SensorWindowGroup:
         self._pruned = True
         window = self.config.window
         final = window.final_until(self.stream_time, self._client_partition_time())
-        horizon = final[self.buf_code]
-        self._keep(self.buf_ts > horizon - window.size_ms)
-        self._prune_at = max(PRUNE_MIN, 2 * len(self.buf_key))
+        self.buffer.keep(lambda level: level.ts > final[level.code] - window.size_ms)
+        self._lows = None
+        self._prune_at = max(PRUNE_MIN, 2 * len(self.buffer))
 
     def _client_partition_time(self) -> np.ndarray:
         """Per client, the stream time of its partition (NO_STREAM_TIME: none)."""
@@ -352,15 +311,15 @@ class SensorWindowGroup:
         out[known] = self.partition_time[self.client_partition[known]]
         return out
 
-    def _records(self, rows: np.ndarray, due: np.ndarray) -> list[OutputBatch]:
-        """Features of buffer rows `rows[due]` (`rows`: whole clients' sorted readings back to
-        the earliest window needed). One batch per feature topic, rows in event-time order (see
-        the module docstring: the join's partition rule relies on it); JSON encoded in one
-        vectorized pass (polars; floats in shortest round-trip form) or, for a few rows, orjson.
-        """
+    def _records(self, context: Readings, due: np.ndarray) -> list[OutputBatch]:
+        """Features of the readings `context[due]` (`context`: whole clients' sorted readings
+        back to the earliest window needed). One batch per feature topic, rows in event-time
+        order (see the module docstring: the join's partition rule relies on it); JSON encoded
+        in one vectorized pass (polars; floats in shortest round-trip form) or, for a few rows,
+        orjson."""
         window = self.config.window
-        code, ts = self.buf_code[rows], self.buf_ts[rows]
-        feats = window_features(code, ts, self.buf_value[rows], due, window.size_ms)
+        code, ts = context.code, context.ts
+        feats = window_features(code, ts, context.value, due, window.size_ms)
         order = np.argsort(ts[due], kind="stable")  # event-time order
         due, count = due[order], feats.count[order]
         edges = self.config.edges
@@ -424,7 +383,8 @@ class SensorWindowGroup:
             return None
         if self._lows is None:
             lows = np.full(max(self.partitions) + 1, np.iinfo(np.int64).max, dtype=np.int64)
-            np.minimum.at(lows, self.buf_partition, self.buf_offset)
+            for level in self.buffer.levels():
+                np.minimum.at(lows, level.partition, level.offset)
             self._lows = {p: int(lows[p]) for p in self.partitions}
         return min(state.position, self._lows[partition])
 
@@ -457,12 +417,13 @@ class SensorWindowGroup:
         # is over: until then the next owner replays as this one would
         replayed = state.position is not None and state.position >= state.replay_until
         if state.handing_over and replayed:
-            rows = np.flatnonzero(self.buf_partition == partition)
+            held = self.buffer.flat()
+            rows = np.flatnonzero(held.partition == partition)
             snapshot["buffer"] = {
-                "client": np.searchsorted(mine, self.buf_code[rows]).tolist(),
-                "timestamp_ms": self.buf_ts[rows].tolist(),
-                "value": self.buf_value[rows].tolist(),
-                "offset": self.buf_offset[rows].tolist(),
+                "client": np.searchsorted(mine, held.code[rows]).tolist(),
+                "timestamp_ms": held.ts[rows].tolist(),
+                "value": held.value[rows].tolist(),
+                "offset": held.offset[rows].tolist(),
             }
         return snapshot
 
@@ -497,9 +458,10 @@ class SensorWindowGroup:
         ts = np.asarray(buffer["timestamp_ms"], dtype=np.int64)
         if not len(ts):
             return
-        self._append(codes[client], ts, np.asarray(buffer["value"], dtype=np.float64),
-                     np.asarray(buffer["offset"], dtype=np.int64),
-                     np.full(len(ts), partition, dtype=np.int64))
+        self.buffer.append(Readings.sorted_batch(
+            codes[client], ts, np.asarray(buffer["value"], dtype=np.float64),
+            np.asarray(buffer["offset"], dtype=np.int64),
+            np.full(len(ts), partition, dtype=np.int64)))
         self._lows = None
         self._pruned = False
 
@@ -546,4 +508,5 @@ class SensorWindowOperator(PartitionOperator):
     # the buffer of this partition, for tests and inspection
     @property
     def buf_ts(self) -> np.ndarray:
-        return self.group.buf_ts[self.group.buf_partition == self.partition]
+        held = self.group.buffer.flat()
+        return held.ts[held.partition == self.partition]

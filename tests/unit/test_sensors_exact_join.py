@@ -13,16 +13,22 @@ event lacks one and none is invented; the final predictions equal, byte for byte
 uninterrupted run that takes one record per poll; exactly the late readings are dead-lettered;
 and what the operators hold is bounded by event time: after a checkpoint, nothing the max
 lateness behind every partition's stream time is held (but per client the latest SX, SY and SZ
-reading, whose values the checkpoint carries), and the committed offsets have moved past it."""
+reading, whose values the checkpoint carries), and the committed offsets have moved past it.
+
+Every test runs twice: with the window buffer's default levels, and with a `recent` level that
+is merged into `main` after every second reading (`streaming.processors.sensor_buffer`), so
+that a window's readings lie in both levels at once."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +37,7 @@ from features.sensors.model import LogisticAlertModel
 from features.sensors.schemas import FEATURES, SENSORS
 from features.sensors.vectors import KEY_SPAN, accepted_in_log_order
 from features.sensors.window_math import DEFAULT_MAX_LATENESS_MS, WINDOW_MS
+from streaming.processors import sensor_buffer
 from tests.support.sensor_streams import JOIN_INPUTS, SensorStreams
 from training.sensors_baseline import training_rows
 
@@ -45,6 +52,15 @@ EDGES = BinEdges("exact-e1", {"FA": BinRange(0.0, 100.0), "FI": BinRange(0.0, 30
                               "FD": BinRange(-4.0, 4.0)})
 SZ_VALUES = (-5.0, 0.0, 12.5, 35.0, 50.0, 61.25, 88.0, 99.5, 130.0)
 CLIENTS = ("a", "b", "c")
+
+
+@pytest.fixture(scope="module", autouse=True, params=["default levels", "levels merged often"])
+def buffer_levels(request: pytest.FixtureRequest) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "levels merged often":
+            patch.setattr(sensor_buffer, "RECENT_MIN", 2)
+            patch.setattr(sensor_buffer, "RECENT_SHARE", 10**9)  # the minimum, 2, rules
+        yield request.param
 
 
 @st.composite
