@@ -19,10 +19,15 @@
    produced at once and the run waits until each has its prediction (not timed: the window
    buffer then holds a window's worth of readings, as in a steady state; a 70-second run alone
    leaves a ninth of that in it, and the buffer's size is what a poll used to cost), then SZ
-   readings stamped with the wall clock are produced at the rate for `--seconds`. A consumer of predictions.sensors (and of FD, for the split) records, for each
-   SZ reading, when its event's first prediction (key `client|t|SZ`) arrives: the join answers
-   a reading only once its FA, FI and FD are all there. `--batch-size`, `--poll-timeout-ms`
-   and `--processor-fetch-wait-ms` change the processors' (and the peer's) settings; every
+   readings stamped with the wall clock are produced at the rate for `--seconds`. With every
+   12th SZ reading of a client it also reports SX, with every 6th SY (the simulator's
+   intervals: 5, 60 and 30 s), so that their event time moves on as in a live system: the
+   join settles a client's events once every input is past them; SX and SY events get their
+   predictions too, which Braid's join computes and the peer ignores. A consumer of
+   predictions.sensors (and of FD, for the split) records, for each SZ reading, when its
+   event's first prediction (key `client|t|SZ`) arrives: the join answers a reading only
+   once its FA, FI and FD are all there. `--batch-size`, `--poll-timeout-ms` and
+   `--processor-fetch-wait-ms` change the processors' (and the peer's) settings; every
    run prints the settings it used and which differ from the processors' defaults. The bench's
    own readers use `fetch.wait.max.ms` = `--fetch-wait-ms` (10: a measuring consumer adds no
    wait of its own).
@@ -236,6 +241,8 @@ def worker_processor(args: argparse.Namespace) -> None:
     build = window_processor if args.kind == "windows" else join_processor
     proc = build(kafka, grace_ms=args.grace_ms, topics=topics, group=args.group,
                  batch_size=args.batch_size, poll_timeout_s=args.poll_timeout_ms / 1000)
+    # SIGUSR1: the measured run begins; forget the steps of the set-up, prefill and warm-up
+    signal.signal(signal.SIGUSR1, lambda *_: proc.timings.reset())
     proc.run()  # SIGTERM ends it (checkpoint, commit, leave the group)
     print(json.dumps({**vars(proc.stats), "timings": proc.timings.summary()}))
 
@@ -391,8 +398,23 @@ class Latency:
     first_p99: float
 
 
-def _prefill(kafka: KafkaSettings, topic: str, clients: list[str], rate: int, prefill_ms: int,
-             live_from: int, rng: np.random.Generator, received: list[int]) -> None:
+#: per SZ reading, a client also reports SX every 12th and SY every 6th time (the simulator's
+#: intervals: SZ 5 s, SX 60 s, SY 30 s), so that their event time moves on as in a live system
+SX_EVERY = SimulatorConfig().sx_interval_ms // SimulatorConfig().sz_interval_ms
+SY_EVERY = SimulatorConfig().sy_interval_ms // SimulatorConfig().sz_interval_ms
+
+
+def _mode_and_alarm(k: int, clients: int) -> list[str]:
+    """The SX and SY readings that go with the k-th SZ reading of the load (clients round
+    robin; staggered, so that not every client reports in the same round)."""
+    turn = k // clients + k % clients
+    return [sensor for sensor, every in (("SX", SX_EVERY), ("SY", SY_EVERY))
+            if turn % every == 0]
+
+
+def _prefill(kafka: KafkaSettings, topics: SensorTopics, clients: list[str], rate: int,
+             prefill_ms: int, live_from: int, rng: np.random.Generator,
+             received: list[int]) -> None:
     """`--prefill-s`: the readings of the `prefill_ms` before the run at `rate`, produced at
     once (event times in order, the live load's clients), then wait until each has its
     prediction: the window buffer then holds what it holds in a steady state (a window's
@@ -402,10 +424,21 @@ def _prefill(kafka: KafkaSettings, topic: str, clients: list[str], rate: int, pr
     ts = (live_from - prefill_ms + k * prefill_ms // count).tolist()
     who = [clients[i % len(clients)] for i in range(count)]
     began = time.perf_counter()
-    _produce(kafka, topic, who, ts, rng.normal(50, 5, count).tolist(), "SZ")
+    _produce(kafka, topics.SZ, who, ts, rng.normal(50, 5, count).tolist(), "SZ")
+    for sensor in ("SX", "SY"):
+        mine = [i for i in range(count) if sensor in _mode_and_alarm(i, len(clients))]
+        _produce(kafka, topics.of(sensor), [who[i] for i in mine], [ts[i] for i in mine],
+                 [float(i % 3) for i in mine], sensor)
     produced = time.perf_counter() - began
-    while received[0] < count and time.perf_counter() - began < 900:
+    # every reading answered, and then nothing more for 3 s: corrections (a reading's SX or SY
+    # at its own time comes after its first prediction) counted too, the backlog is drained
+    last, quiet_since = -1, time.perf_counter()
+    while time.perf_counter() - began < 900:
         time.sleep(0.5)
+        if received[0] != last:
+            last, quiet_since = received[0], time.perf_counter()
+        elif received[0] >= count and time.perf_counter() - quiet_since >= 3:
+            break
     print(f"  prefill: {count:,} readings over the {prefill_ms / 1000:g} s before the run "
           f"(produced in {produced:.1f} s), {received[0]:,} with a prediction after "
           f"{time.perf_counter() - began:.1f} s; not timed", flush=True)
@@ -463,7 +496,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
     reader.start()
     time.sleep(12)  # group joins (window, join, reader)
     if prefill_ms:
-        _prefill(kafka, topics.SZ, clients, args.rate, prefill_ms, live_from, rng, prefilled)
+        _prefill(kafka, topics, clients, args.rate, prefill_ms, live_from, rng, prefilled)
     producer = make_producer(kafka, **{"linger.ms": 1, **(NO_IDEMPOTENCE if no_idempotence
                                                           else {})})
     sent: dict[tuple[str, int], float] = {}
@@ -491,6 +524,9 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
                                  f"{engine}-{args.rate}", args.seconds)
             jfr = _profile_broker(f"{engine}-{args.rate}", args.seconds)
             cpu.start()
+            if engine == "braid":  # the processors' step timings cover the measured run only
+                for p in procs:
+                    p.send_signal(signal.SIGUSR1)
             if args.lag_every_s > 0:
                 print(f"  [{label}] backlog and consumer lag at {args.rate:,} SZ/s, every "
                       f"{args.lag_every_s:g} s of the measured run:", flush=True)
@@ -508,9 +544,13 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
                 k += 1
                 continue
             sent[key] = wall
+            partition = partition_for(client, PARTITIONS)
             producer.produce(topics.SZ, key=client, value=reading_message(client, ts, values[k],
                                                                           "SZ"),
-                             partition=partition_for(client, PARTITIONS))
+                             partition=partition)
+            for sensor in _mode_and_alarm(k, len(clients)):  # SX and SY as the simulator has
+                producer.produce(topics.of(sensor), key=client, partition=partition,
+                                 value=reading_message(client, ts, float(k % 3), sensor))
             k += 1
         producer.poll(0)
     producer.flush(30)

@@ -57,6 +57,12 @@ class StepTimings:
 
     def __init__(self, keep: int = 10) -> None:
         self.keep = keep
+        self._installed = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every step and collection so far (a benchmark's warm-up); collections go on
+        being timed if they were."""
         self.steps = 0
         self.total_s = dict.fromkeys(PHASES, 0.0)
         self.max_s = dict.fromkeys(PHASES, 0.0)
@@ -71,7 +77,6 @@ class StepTimings:
         self._gc_started = 0.0
         self._step_gc_s = 0.0
         self._step_gc_generations: list[int] = []
-        self._installed = False
 
     # --- the collector ---------------------------------------------------------------------
     def install(self) -> None:

@@ -64,3 +64,22 @@ def test_arrival_lag_percentiles() -> None:
     lag = timings.summary()["arrival_lag_ms"]
     assert lag == {"p50": 51.0, "p99": 99.0, "max": 100.0, "n": 100}
     assert StepTimings().summary()["arrival_lag_ms"] == {}
+
+
+def test_a_reset_forgets_the_steps_so_far_and_keeps_timing_collections() -> None:
+    timings = StepTimings()
+    timings.install()
+    try:
+        before = timings.usage()
+        timings.record([0.0, 0.5, 0.5, 0.5, 0.5, 0.5], 7, before, timings.usage())
+        timings.reset()  # e.g. a benchmark's warm-up is over
+        gc.collect(0)
+        before = timings.usage()
+        timings.record([0.0, 0.001, 0.003, 0.003, 0.003, 0.003], 2, before, timings.usage())
+    finally:
+        timings.uninstall()
+    summary = timings.summary()
+    assert summary["steps"] == 1
+    assert summary["phase_max_ms"]["poll"] == 1.0  # not the forgotten step's 500
+    assert [s["consumed"] for s in summary["slowest_steps"]] == [2]
+    assert summary["gc"][0]["count"] >= 1  # the collection after the reset was timed
