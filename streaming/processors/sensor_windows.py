@@ -271,20 +271,20 @@ class SensorWindowGroup:
         # context: the touched clients' readings a target's window can reach, each client's
         # sorted readings from there on, one client after another
         context = self.buffer.context(np.maximum(earliest - size, base), base + KEY_SPAN)
-        buf_key = context.key
-        hi = np.searchsorted(buf_key, base + KEY_SPAN, side="left")
+        context_key = context.key
+        hi = np.searchsorted(context_key, base + KEY_SPAN, side="left")
         # candidates: each touched client's readings from its earliest new one on (a few per
         # client, where the context holds a window's worth): judged alone, not the context
-        first = np.searchsorted(buf_key, earliest, side="left")
+        first = np.searchsorted(context_key, earliest, side="left")
         position = ranges(first, hi)  # candidates' rows in the context
-        key = buf_key[position]
+        key = context_key[position]
         # a candidate is due when a new reading lies in its window (t' - W, t']
         start = np.maximum(key - size, (key // KEY_SPAN) * KEY_SPAN)
         holds_new = (np.searchsorted(new_keys, key, side="right")
                      > np.searchsorted(new_keys, start, side="right"))
         # readings sharing a client and time share their window: one row for them
-        following = np.minimum(position + 1, len(buf_key) - 1)
-        last_of_key = (position == len(buf_key) - 1) | (buf_key[following] != key)
+        following = np.minimum(position + 1, len(context_key) - 1)
+        last_of_key = (position == len(context_key) - 1) | (context_key[following] != key)
         due = position[holds_new & last_of_key]
         if not len(due):
             return []
