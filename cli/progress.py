@@ -10,12 +10,15 @@ from rich.console import Console
 from training.progress import reporting
 
 _console = Console(stderr=True)
+SPINNER = "dots"  # rich's default
 
 
 @contextmanager
 def training_status(what: str, console: Console | None = None) -> Iterator[None]:
     """`what: <step>` while a training run inside the block reports its steps."""
     shown = console or _console
-    status = shown.status(f"{what}: starting")
-    with status, reporting(lambda step: status.update(f"{what}: {step}")):
+    status = shown.status(f"{what}: starting", spinner=SPINNER)
+    # naming the spinner makes rich redraw at once: a step shorter than one refresh (an 80 ms
+    # fit) is still shown, not skipped between two refreshes
+    with status, reporting(lambda step: status.update(f"{what}: {step}", spinner=SPINNER)):
         yield
