@@ -99,28 +99,44 @@ def window_features(
     ts = np.asarray(timestamp_ms, dtype=np.int64)
     v = np.asarray(values, dtype=np.float64)
     idx = np.arange(len(ts)) if targets is None else np.asarray(targets, dtype=np.int64)
-    if len(idx) == 0:
-        empty = np.empty(0, dtype=np.float64)
-        return WindowFeatures(empty, empty.copy(), empty.copy(), np.empty(0, dtype=np.int64))
+    if len(ts) == 0:
+        return keyed_window_features(ts, v, idx, window_ms, 1)
     # one sortable int64 per reading: key blocks spaced wider than any timestamp span + window
     t0 = int(ts.min())
     span = int(ts.max()) - t0 + window_ms + 1
     if int(codes.max()) >= (np.iinfo(np.int64).max // span) - 1:
         raise OverflowError("too many keys for one call over this time span")
-    composite = codes * span + (ts - t0)
-    hi = np.searchsorted(composite, composite[idx], side="right")  # one past the last in window
-    lo = np.searchsorted(composite, composite[idx] - window_ms, side="right")
+    return keyed_window_features(codes * span + (ts - t0), v, idx, window_ms, span)
+
+
+def keyed_window_features(key: np.ndarray, values: np.ndarray, targets: np.ndarray,
+                          window_ms: int, span: int) -> WindowFeatures:
+    """:func:`window_features` over readings keyed `client code * span + event time` (sorted
+    by (key, value); event times in [0, span) after any shift): the form the stream's buffer
+    holds them in, so it needs no per-reading client or time column. Within a client, key
+    differences are event-time differences, which is all FI and FD use; a window's start is
+    clamped to its client's block, so `span` need not exceed the window."""
+    if len(targets) == 0:
+        empty = np.empty(0, dtype=np.float64)
+        return WindowFeatures(empty, empty.copy(), empty.copy(), np.empty(0, dtype=np.int64))
+    v = values
+    target_key = key[targets]
+    block_start = (target_key // span) * span
+    hi = np.searchsorted(key, target_key, side="right")  # one past the last in window
+    # (t - W, t], never before the client's block: searching right of block start - 1 finds
+    # its first reading, at whatever time
+    lo = np.searchsorted(key, np.maximum(target_key - window_ms, block_start - 1), side="right")
     count = hi - lo
     # pair areas: area[j] between readings j and j+1 (same key), in value x seconds
-    area = np.zeros(len(ts), dtype=np.float64)
-    if len(ts) > 1:
-        area[:-1] = (ts[1:] - ts[:-1]) / 1000.0 * (v[:-1] + v[1:]) / 2.0
+    area = np.zeros(len(key), dtype=np.float64)
+    if len(key) > 1:
+        area[:-1] = (key[1:] - key[:-1]) / 1000.0 * (v[:-1] + v[1:]) / 2.0
     fa_sum = _sequential_window_sums(v, lo, count)
     fi = _sequential_window_sums(area, lo, count - 1)  # pairs lo..hi-2
     first, last = lo, hi - 1
-    elapsed_s = (ts[last] - ts[first]) / 1000.0
+    elapsed_s = (key[last] - key[first]) / 1000.0
     spans_time = elapsed_s > 0
-    fd = np.zeros(len(idx), dtype=np.float64)
+    fd = np.zeros(len(targets), dtype=np.float64)
     fd[spans_time] = (v[last] - v[first])[spans_time] / elapsed_s[spans_time]
     return WindowFeatures(fa_sum / count, fi, fd, count.astype(np.int64))
 

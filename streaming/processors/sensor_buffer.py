@@ -65,22 +65,34 @@ class Readings:
                 setattr(self, f.name, getattr(self, f.name)[mask])
 
     def insert(self, batch: Readings) -> None:
-        """Merge a sorted batch in: at the batch's positions, or (same client and event time
-        as a held reading or another of the batch) by a sort that orders them by value, as
-        the canonical order says."""
+        """Merge a batch sorted by (key, value) in, each column copied once."""
         if not len(batch):
             return
-        pos = np.searchsorted(self.key, batch.key, side="left")
-        ties = (bool(len(self.key))
-                and bool((self.key[np.minimum(pos, len(self.key) - 1)] == batch.key).any()))
-        if ties or bool((np.diff(batch.key) == 0).any()):
-            both = [np.r_[a, b] for a, b in zip(self.columns(), batch.columns(), strict=True)]
-            merged = np.lexsort((both[3], both[0]))  # (key, value)
-            for f, column in zip(fields(self), both, strict=True):
-                setattr(self, f.name, column[merged])
-            return
+        pos = merge_positions(self.key, self.value, batch.key, batch.value)
         for f, column in zip(fields(self), batch.columns(), strict=True):
             setattr(self, f.name, np.insert(getattr(self, f.name), pos, column))
+
+
+@dataclass
+class Context:
+    """Some clients' readings, sorted by (key, value): the two columns a window needs (client
+    and event time are the key's quotient and remainder by KEY_SPAN)."""
+
+    key: np.ndarray
+    value: np.ndarray
+
+
+def merge_positions(key: np.ndarray, value: np.ndarray, new_key: np.ndarray,
+                    new_value: np.ndarray) -> np.ndarray:
+    """Where `np.insert` puts each new row so that rows sorted by (key, value) stay so (both
+    inputs sorted that way): before the first held row of a greater key, or of the same key
+    (a client's readings sharing a time, rare) and a greater value."""
+    pos = np.searchsorted(key, new_key, side="left")
+    end = np.searchsorted(key, new_key, side="right")
+    for i in np.flatnonzero(end > pos).tolist():
+        lo = int(pos[i])
+        pos[i] = lo + int(np.searchsorted(value[lo:int(end[i])], new_value[i], side="right"))
+    return pos
 
 
 class ReadingBuffer:
@@ -113,19 +125,20 @@ class ReadingBuffer:
         for level in self.levels():
             level.keep(mask_of(level))
 
-    def context(self, after: np.ndarray, until: np.ndarray) -> Readings:
+    def context(self, after: np.ndarray, until: np.ndarray) -> Context:
         """Per i, the readings with after[i] < key < until[i] (each range within one client,
-        ranges in client order), from both levels, sorted by (key, value)."""
+        ranges in client order), from both levels, sorted by (key, value). Only the key and
+        value columns are copied: a context is most of the buffer when a poll touches most
+        clients (at 10,000 readings/s, a window's 6 million readings per second)."""
         parts = []
         for level in self.levels():
             lo = np.searchsorted(level.key, after, side="right")
             hi = np.searchsorted(level.key, until, side="left")
-            parts.append(level.take(ranges(lo, hi)))
+            rows = ranges(lo, hi)
+            parts.append(Context(level.key[rows], level.value[rows]))
         main, recent = parts
-        if not len(recent):
+        if not len(recent.key):
             return main
-        if not len(main):
-            return recent
-        both = Readings(*(np.r_[a, b] for a, b in zip(main.columns(), recent.columns(),
-                                                       strict=True)))
-        return both.take(np.lexsort((both.value, both.key)))
+        pos = merge_positions(main.key, main.value, recent.key, recent.value)
+        return Context(np.insert(main.key, pos, recent.key), np.insert(main.value, pos,
+                                                                       recent.value))

@@ -65,7 +65,7 @@ from features.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from features.sensors.binning import BinEdges
 from features.sensors.schemas import FEATURES, SENSOR_SCHEMA_VERSION
 from features.sensors.vectors import KEY_SPAN, MAX_CLIENT_CODES
-from features.sensors.window_math import check_max_lateness, window_features
+from features.sensors.window_math import check_max_lateness, keyed_window_features
 from features.windows import (
     LATE_BY_PARTITION_TIME,
     NO_STREAM_TIME,
@@ -73,7 +73,7 @@ from features.windows import (
     SlidingWindow,
     sliding_lateness,
 )
-from streaming.processors.sensor_buffer import ReadingBuffer, Readings
+from streaming.processors.sensor_buffer import Context, ReadingBuffer, Readings
 from streaming.processors.sensor_decoding import decode_readings
 from streaming.processors.sensor_history import ranges
 from streaming.runtime.key_codes import KeyCodes
@@ -311,25 +311,27 @@ class SensorWindowGroup:
         out[known] = self.partition_time[self.client_partition[known]]
         return out
 
-    def _records(self, context: Readings, due: np.ndarray) -> list[OutputBatch]:
+    def _records(self, context: Context, due: np.ndarray) -> list[OutputBatch]:
         """Features of the readings `context[due]` (`context`: whole clients' sorted readings
         back to the earliest window needed). One batch per feature topic, rows in event-time
         order (see the module docstring: the join's partition rule relies on it); JSON encoded
         in one vectorized pass (polars; floats in shortest round-trip form) or, for a few rows,
         orjson."""
         window = self.config.window
-        code, ts = context.code, context.ts
-        feats = window_features(code, ts, context.value, due, window.size_ms)
-        order = np.argsort(ts[due], kind="stable")  # event-time order
-        due, count = due[order], feats.count[order]
+        feats = keyed_window_features(context.key, context.value, due, window.size_ms,
+                                      KEY_SPAN)
+        due_key = context.key[due]
+        order = np.argsort(due_key % KEY_SPAN, kind="stable")  # event-time order
+        due_key, count = due_key[order], feats.count[order]
+        ts = due_key % KEY_SPAN
         edges = self.config.edges
         columns = {"FA": feats.fa[order], "FI": feats.fi[order], "FD": feats.fd[order]}
-        names = self._client_names()[code[due]]
+        names = self._client_names()[due_key // KEY_SPAN]
         bins = {name: edges.bin(name, columns[name]) for name in FEATURES}
         if len(due) < SMALL_EMIT:
-            return self._small_records(names.tolist(), ts[due], count, columns, bins)
+            return self._small_records(names.tolist(), ts, count, columns, bins)
         frame = pl.DataFrame({
-            "client": pl.Series(names, dtype=pl.String), "timestamp_ms": ts[due],
+            "client": pl.Series(names, dtype=pl.String), "timestamp_ms": ts,
             "count": count,
             **{name: columns[name] for name in FEATURES},
             **{f"{name}_bin": bins[name] for name in FEATURES},

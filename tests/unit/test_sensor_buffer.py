@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from features.sensors.vectors import KEY_SPAN
 from streaming.processors import sensor_buffer
-from streaming.processors.sensor_buffer import ReadingBuffer, Readings
+from streaming.processors.sensor_buffer import Context, ReadingBuffer, Readings
 
 # (client code, event time, value): few clients and times, so ties are common
 reading = st.tuples(st.integers(0, 2), st.integers(1, 5), st.sampled_from([0.5, 1.0, 2.0]))
@@ -37,9 +37,9 @@ def _after(cut: int) -> Callable[[Readings], np.ndarray]:
     return lambda level: level.ts > cut
 
 
-def _rows(readings: Readings) -> list[tuple[int, int, float]]:
-    return list(zip(readings.code.tolist(), readings.ts.tolist(), readings.value.tolist(),
-                    strict=True))
+def _rows(readings: Readings | Context) -> list[tuple[int, int, float]]:
+    return list(zip((readings.key // KEY_SPAN).tolist(), (readings.key % KEY_SPAN).tolist(),
+                    readings.value.tolist(), strict=True))
 
 
 @pytest.mark.parametrize("recent_min", [1, 2, 5])
