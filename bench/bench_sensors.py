@@ -618,8 +618,7 @@ def bench_latency(kafka: KafkaSettings, args: argparse.Namespace, engine: str,
 def print_timings(label: str, t: dict[str, Any]) -> None:
     """The processor's own split of its steps (`streaming.runtime.step_timings`)."""
     for line in step_timing_lines(t, label, item="reading"):
-        print(f"    {line}")
-    print(end="", flush=True)
+        print(f"    {line}", flush=True)
 
 
 def _profile(pids: list[int], kinds: list[str], label: str, seconds: float
