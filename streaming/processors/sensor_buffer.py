@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from features.sensors.vectors import KEY_SPAN
-from streaming.processors.sensor_history import ranges
+from streaming.processors.sensor_history import merge_positions, ranges
 
 #: `recent` is merged into `main` when it holds max(RECENT_MIN, len(main) // RECENT_SHARE) rows
 RECENT_MIN = 4_096
@@ -80,19 +80,6 @@ class Context:
 
     key: np.ndarray
     value: np.ndarray
-
-
-def merge_positions(key: np.ndarray, value: np.ndarray, new_key: np.ndarray,
-                    new_value: np.ndarray) -> np.ndarray:
-    """Where `np.insert` puts each new row so that rows sorted by (key, value) stay so (both
-    inputs sorted that way): before the first held row of a greater key, or of the same key
-    (a client's readings sharing a time, rare) and a greater value."""
-    pos = np.searchsorted(key, new_key, side="left")
-    end = np.searchsorted(key, new_key, side="right")
-    for i in np.flatnonzero(end > pos).tolist():
-        lo = int(pos[i])
-        pos[i] = lo + int(np.searchsorted(value[lo:int(end[i])], new_value[i], side="right"))
-    return pos
 
 
 class ReadingBuffer:

@@ -36,6 +36,23 @@ def insert_rows(column: np.ndarray, pos: np.ndarray, values: np.ndarray) -> np.n
     return merged.view(column.dtype).reshape(-1, width)
 
 
+def merge_positions(key: np.ndarray, tie: np.ndarray, new_key: np.ndarray,
+                    new_tie: np.ndarray) -> np.ndarray:
+    """Where `np.insert` puts each new row so that rows sorted by (key, tie) stay so (both
+    inputs sorted that way; a new row goes after held rows equal to it): before the first
+    held row of a greater key, or of the same key and a greater tie. Held rows of a new row's
+    key are few (a client's readings sharing a time), so only those are compared."""
+    pos = np.searchsorted(key, new_key, side="left")
+    end = np.searchsorted(key, new_key, side="right")
+    tied = np.flatnonzero(end > pos)
+    if len(tied):
+        lengths = end[tied] - pos[tied]
+        owner = np.repeat(np.arange(len(tied)), lengths)
+        not_above = tie[ranges(pos[tied], end[tied])] <= new_tie[tied][owner]
+        pos[tied] += np.bincount(owner, weights=not_above, minlength=len(tied)).astype(np.int64)
+    return pos
+
+
 class Rows:
     """Rows sorted by `key`, then (optionally) by one integer column given at insertion."""
 
@@ -51,7 +68,8 @@ class Rows:
         return len(self.key)
 
     def insert(self, keys: np.ndarray, sort_by: str | None = None, **values: np.ndarray) -> None:
-        """Merge rows in (no full re-sort unless a key is already held or repeated)."""
+        """Merge rows in, each column copied once: after the held rows of the same key and
+        `sort_by` value (before those of the same key, without `sort_by`)."""
         keys = np.asarray(keys, dtype=np.int64)
         if not len(keys):
             return
@@ -60,17 +78,10 @@ class Rows:
         order = np.lexsort((tie, keys))
         keys = keys[order]
         values = {name: np.asarray(v)[order] for name, v in values.items()}
-        pos = np.searchsorted(self.key, keys, side="left")
-        clash = bool(len(self.key)) and bool(
-            (self.key[np.minimum(pos, len(self.key) - 1)] == keys).any())
-        if sort_by is not None and (clash or bool((np.diff(keys) == 0).any())):
-            both_keys = np.r_[self.key, keys]
-            both = {name: np.concatenate([self.cols[name], values[name]])
-                    for name in self.cols}
-            merged = np.lexsort((both[sort_by], both_keys))
-            self.key = both_keys[merged]
-            self.cols = {name: column[merged] for name, column in both.items()}
-            return
+        if sort_by is None:
+            pos = np.searchsorted(self.key, keys, side="left")
+        else:
+            pos = merge_positions(self.key, self.cols[sort_by], keys, values[sort_by])
         self.key = np.insert(self.key, pos, keys)
         for name in self.cols:
             self.cols[name] = insert_rows(self.cols[name], pos, values[name])
