@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.sensors.binning import DEFAULT_EDGES, BinEdges, BinRange, learn_edges
-from features.sensors.window_math import WINDOW_MS, sort_readings, window_features
+from features.sensors.vectors import KEY_SPAN
+from features.sensors.window_math import (
+    WINDOW_MS,
+    keyed_window_features,
+    sort_readings,
+    window_features,
+)
 
 
 def independent(ts: np.ndarray, v: np.ndarray, i: int, window_ms: int = WINDOW_MS):
@@ -93,6 +99,39 @@ def test_a_window_value_does_not_depend_on_what_else_is_in_the_array(rows, cut) 
     start = max(0, start - cut)  # a buffer holding `cut` readings before the window
     part = window_features(codes[start:], ts[start:], v[start:], np.array([last - start]))
     assert (part.fa[0], part.fi[0], part.fd[0]) == (full.fa[last], full.fi[last], full.fd[last])
+
+
+@given(readings, st.data())
+@settings(max_examples=200, deadline=None)
+def test_the_streams_keyed_form_gives_the_same_bits(rows, data) -> None:
+    """The window processor computes on `client * KEY_SPAN + time` keys, every client's block
+    as wide as all time (not spaced by the batch's own span), with event times here within a
+    window of zero: a window's start must stop at its client's block, never reach the previous
+    client's last readings. Same bits as `window_features` (the backfill's form), and the
+    literal definition."""
+    codes = np.array([r[0] for r in rows], dtype=np.int64)
+    ts = np.array([r[1] for r in rows], dtype=np.int64)
+    v = np.array([r[2] for r in rows])
+    order = sort_readings(codes, ts, v)
+    codes, ts, v = codes[order], ts[order], v[order]
+    targets = np.array(sorted(data.draw(st.sets(st.integers(0, len(ts) - 1), min_size=1))))
+    batch = window_features(codes, ts, v, targets)
+    # each client's block ends where the next begins: readings at the top of the previous
+    # block lie just under this client's earliest times
+    shifted = np.where(codes % 2 == 1, KEY_SPAN - 1 - ts, ts)  # odd clients: near the top
+    order = sort_readings(codes, shifted, v)
+    keyed = keyed_window_features(codes[order] * KEY_SPAN + shifted[order], v[order],
+                                  np.argsort(order)[targets], WINDOW_MS, KEY_SPAN)
+    even = codes[targets] % 2 == 0
+    for name in ("fa", "fi", "fd", "count"):
+        assert (getattr(keyed, name)[even] == getattr(batch, name)[even]).all(), name
+    for j, i in enumerate(targets.tolist()):
+        if codes[i] % 2 == 0:
+            mine = codes == codes[i]
+            at = int(np.flatnonzero(mine).tolist().index(i))
+            fa, _, _, n = independent(ts[mine], v[mine], at)
+            assert keyed.count[j] == n
+            assert keyed.fa[j] == pytest.approx(fa, rel=1e-9, abs=1e-9)
 
 
 def test_uniform_bins_cover_ten_buckets_and_clip_outside_the_range() -> None:
