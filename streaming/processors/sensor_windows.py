@@ -321,9 +321,9 @@ class SensorWindowGroup:
         feats = keyed_window_features(context.key, context.value, due, window.size_ms,
                                       KEY_SPAN)
         due_key = context.key[due]
-        order = np.argsort(due_key % KEY_SPAN, kind="stable")  # event-time order
-        due_key, count = due_key[order], feats.count[order]
         ts = due_key % KEY_SPAN
+        order = np.argsort(ts, kind="stable")  # event-time order
+        due_key, ts, count = due_key[order], ts[order], feats.count[order]
         edges = self.config.edges
         columns = {"FA": feats.fa[order], "FI": feats.fi[order], "FD": feats.fd[order]}
         names = self._client_names()[due_key // KEY_SPAN]
