@@ -25,10 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from features.sensors.schemas import VECTOR_FIELDS
 from features.sensors.simulator import SimulatorConfig, simulate
 from features.sensors.window_math import DEFAULT_GRACE_MS
 from features.windows import NO_STREAM_TIME, stream_time_before
@@ -40,6 +42,7 @@ from streaming.pipelines.sensors import (
     reading_message,
 )
 from streaming.runtime.clients import make_producer
+from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, SensorSettings, TopicSettings
 from streaming.topics import ensure_topics
 
@@ -176,9 +179,16 @@ def check_served_vectors(kafka: KafkaSettings, topics: SensorTopics, events: pa.
     extra = [k for k in served if k not in trained]
     corrections = predictions.num_rows - len(served)
     if wrong or extra:
+        # (event, served vector or None, training row or None): what differs, to investigate
+        examples = [(k, served.get(k), trained.get(k)) for k in (wrong + extra)[:5]]
         console.print(f"[red]{len(wrong):,} of {len(trained):,} events were not served their "
-                      f"training row, {len(extra):,} served events have none: e.g. "
-                      f"{(wrong + extra)[:3]}")
+                      f"training row, {len(extra):,} served events have none; "
+                      f"{VECTOR_FIELDS} (event, served, trained): {examples}")
+        clients = {k[0] for k, _, _ in examples}
+        letters = [(m["processor"], m["topic"], m["offset"], m["value"], m["reason"])
+                   for _, _, _, v in read_topic(kafka, topics.dead_letter) if v is not None
+                   for m in [orjson.loads(v)] if m.get("key") in clients]
+        console.print(f"dead letters of {sorted(clients)}: {letters[:10]}")
         return False
     console.print(f"every served vector equals its training row: {len(trained):,} events "
                   f"(SX, SY and SZ; {corrections:,} predictions were corrections or replays)")

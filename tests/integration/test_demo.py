@@ -78,6 +78,15 @@ def run_on_a_terminal(args: list[str], env: dict[str, str], log: Path, timeout_s
         return proc.wait(60)
 
 
+def processor_events(log_dir: Path) -> str:
+    """The sensor processors' hand-overs, restarts and warnings (their logs are gone with the
+    test's directory): what a failed run needs to be explained."""
+    shown = re.compile(r"assigned|revoked|lost|stopped|warning|error|Traceback")
+    lines = [f"{path.name}: {line}" for path in sorted(log_dir.glob("demo-sensor-*.log"))
+             for line in path.read_text(errors="replace").splitlines() if shown.search(line)]
+    return "\nsensor processors' events:\n" + "\n".join(lines[-60:])
+
+
 def test_the_demo_ends_with_consistent_features_a_champion_and_live_predictions(
     tmp_path: Path,
 ) -> None:
@@ -104,7 +113,7 @@ def test_the_demo_ends_with_consistent_features_a_champion_and_live_predictions(
              "--sensor-train-clients", "40", "--sensor-train-minutes", "120"],
             env, log, timeout_s=1_400)
         out = ANSI.sub("", log.read_bytes().decode("utf-8", "replace")).replace("\r", "\n")
-        assert code == 0, out[-4000:]
+        assert code == 0, out[-4000:] + processor_events(tmp_path / "var" / "log")
         for what, pattern in NOISE.items():
             found = [line for line in out.splitlines() if pattern.search(line)]
             assert not found, f"the demo printed {what}: {found[:5]}"
