@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+from confluent_kafka import KafkaError, Message
 from rich.console import Console
 from rich.table import Table
 
@@ -39,6 +41,7 @@ from streaming.pipelines.sensors import (
     SensorTopics,
     final_predictions,
     read_predictions,
+    read_readings,
     reading_message,
 )
 from streaming.runtime.clients import make_producer
@@ -52,6 +55,7 @@ SPEEDUP = 60.0  # event time per wall-clock time while publishing
 BURST_MS = (2_000, 10_000)  # a client's device uploads every 2..10 s (event time)
 LATE_SHARE = 0.02  # readings held back further, 0..12 s: within the 5 s grace or beyond it
 LATE_MS = 12_000
+RESENDS = 3  # times a reading the broker refused is sent again
 
 Spawn = Callable[[list[str], str], subprocess.Popen[bytes]]
 
@@ -106,9 +110,11 @@ def stream_readings(demo: SensorsDemo, kafka: KafkaSettings, prefix: str, spawn:
     events = events.take(np.argsort(arrival, kind="stable"))  # the order they are published in
     arrival = np.sort(arrival, kind="stable")
     with console.status(f"publishing {demo.live_minutes} minutes of readings at {SPEEDUP:.0f}x"):
-        produced = publish_as_they_arrive(kafka, topics, events, arrival)
+        resent = publish_as_they_arrive(kafka, topics, events, arrival)
     behind = out_of_order(events)
-    console.print(f"published {produced:,} SX, SY, SZ readings of {demo.live_clients} clients "
+    again = f" ({resent:,} sent again after the broker refused them)" if resent else ""
+    console.print(f"published {events.num_rows:,}{again} SX, SY, SZ readings of "
+                  f"{demo.live_clients} clients "
                   f"({demo.live_minutes} minutes ending now, at {SPEEDUP:.0f}x real time, as "
                   f"traffic arrives: per-client bursts, sensors interleaved, {behind:,} readings "
                   f"out of order in their client's topic) to {topics.of('SZ')}, ...")
@@ -142,36 +148,71 @@ def arrival_order(events: pa.Table, seed: int) -> np.ndarray:
 
 def publish_as_they_arrive(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
                            arrival: np.ndarray) -> int:
-    """Produce `events` in row order, each when its `arrival` comes at `SPEEDUP` x real time."""
+    """Produce `events` in row order, each when its `arrival` comes at `SPEEDUP` x real time.
+    A reading the broker refused is sent again, up to `RESENDS` times (it then lies later in its
+    topic than planned: the check reads the topics back); returns how many were sent again."""
     producer = make_producer(kafka)
     columns = [events[c].to_pylist() for c in ("sensor", "client", "timestamp_ms", "value")]
+    refused: list[tuple[int, KafkaError]] = []
+
+    def send(i: int) -> None:
+        sensor, client, ts, value = (column[i] for column in columns)
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                refused.append((i, error))
+
+        producer.produce(topics.of(sensor), key=client,
+                         value=reading_message(client, ts, value, sensor),
+                         partition=partition_for(client, PARTITIONS), on_delivery=delivered)
+        producer.poll(0)
+
     if not events.num_rows:
         return 0
     first, started = int(arrival[0]), time.monotonic()
-    for (sensor, client, ts, value), at in zip(zip(*columns, strict=True), arrival.tolist(),
-                                               strict=True):
+    for i, at in enumerate(arrival.tolist()):
         due = started + (at - first) / 1000 / SPEEDUP
         if due > time.monotonic():
             producer.flush(due - time.monotonic())  # deliver what is due, then wait
             time.sleep(max(0.0, due - time.monotonic()))
-        producer.produce(topics.of(sensor), key=client,
-                         value=reading_message(client, ts, value, sensor),
-                         partition=partition_for(client, PARTITIONS))
-        producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError("sensor readings were not all delivered")
-    return events.num_rows
+        send(i)
+    resent, attempts = 0, 1
+    while True:
+        if producer.flush(60):
+            raise RuntimeError("sensor readings were not all acknowledged in 60 s")
+        if not refused:
+            return resent
+        if attempts > RESENDS:
+            raise RuntimeError(f"{len(refused)} sensor readings were refused {attempts} times, "
+                               f"the last time: {refused[0][1]}")
+        again = sorted(i for i, _ in refused)
+        refused.clear()
+        for i in again:
+            send(i)
+        resent += len(again)
+        attempts += 1
 
 
 def check_served_vectors(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
                          console: Console) -> bool:
-    """Every event's final prediction against its training row (same events, published order):
-    prints the outcome; True when every served vector is its row and no event lacks one."""
+    """Every event's final prediction against its training row, built from the readings as
+    the topics hold them (their log order, which a reading sent again changes), after checking
+    that they hold exactly the `events` published: prints the outcome; True when every served
+    vector is its row and no event lacks one."""
     from training.sensors_baseline import training_rows
 
+    logged = read_readings(kafka, topics)
+    identity = ("sensor", "client", "timestamp_ms", "value")
+    published = Counter(zip(*(events[c].to_pylist() for c in identity), strict=True))
+    held = Counter(zip(*(logged[c].to_pylist() for c in identity), strict=True))
+    if held != published:
+        console.print(f"[red]the topics hold {logged.num_rows:,} readings, not the "
+                      f"{events.num_rows:,} published: missing {list(published - held)[:3]}, "
+                      f"not published {list(held - published)[:3]}")
+        return False
     predictions = read_predictions(kafka, topics.predictions)
     served = {k: p["vector"] for k, p in final_predictions(predictions).items()}
-    rows = training_rows(events, grace_ms=DEFAULT_GRACE_MS, partitions=PARTITIONS,
+    rows = training_rows(logged, grace_ms=DEFAULT_GRACE_MS, partitions=PARTITIONS,
                          max_lateness_ms=SensorSettings().max_lateness_ms)
     trained = {(c, t, g): v.tolist() for c, t, g, v in zip(
         rows.clients, rows.timestamps_ms.tolist(), rows.triggers, rows.vectors, strict=True)}

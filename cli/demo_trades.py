@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from streaming.partitioning import partition_for
 from streaming.runtime.clients import make_producer
+from streaming.runtime.deliveries import Deliveries
 from streaming.settings import KafkaSettings
 from streaming.sources.synthetic import SyntheticTradeSource
 
@@ -49,7 +50,7 @@ def publish_live_trades(kafka: KafkaSettings, topic: str, partitions: int, histo
     `per_second` per pair: prices walk on from each pair's last price, trade ids go on."""
     rng = np.random.default_rng(seed)
     last = {row["pair"]: row for row in history.to_pylist()}  # rows in event-time order
-    producer = make_producer(kafka)
+    producer, deliveries = make_producer(kafka), Deliveries()
     sent, started = 0, time.monotonic()
     while (elapsed := time.monotonic() - started) < seconds:
         now_ms = int(time.time() * 1000)
@@ -61,13 +62,14 @@ def publish_live_trades(kafka: KafkaSettings, topic: str, partitions: int, histo
                      "order_type": "market" if rng.random() < 0.4 else "limit",
                      "trade_id": int(row["trade_id"]) + 1, "timestamp_ms": now_ms}
             producer.produce(topic, key=pair, value=orjson.dumps(trade),
-                             partition=partition_for(pair, partitions))
+                             partition=partition_for(pair, partitions),
+                             on_delivery=deliveries.track())
             last[pair] = trade
             sent += 1
         producer.poll(0)
         if on_tick is not None:
             on_tick(elapsed)
         time.sleep(1.0 / per_second)
-    if producer.flush(30):
-        raise RuntimeError("live trades were not all delivered")
+    if producer.flush(30) or deliveries.error is not None:
+        raise RuntimeError(f"live trades were not all delivered: {deliveries.error}")
     return sent

@@ -144,10 +144,13 @@ def _min_insync(settings: TopicSettings) -> dict[str, str]:
 
 def _wait_until_visible(admin: AdminClient, partitions: dict[str, int],
                         timeout_s: float = 90.0) -> None:
-    """Wait until the broker's metadata shows every new topic with all its partitions.
+    """Wait until the broker's metadata shows every new topic with all its partitions, each
+    with a leader.
 
     A created topic reaches the brokers' metadata asynchronously (on Apache Kafka, KRaft
-    propagates it in milliseconds to seconds), so a client asking at once may not see it yet.
+    propagates it in milliseconds to seconds), so a client asking at once may not see it yet;
+    a producer then may even have a record refused as "unknown topic or partition" (reported in
+    its delivery report only: librdkafka issue 4904), which Braid's producers raise on.
     """
     deadline = time.monotonic() + timeout_s
     missing = dict(partitions)
@@ -157,6 +160,8 @@ def _wait_until_visible(admin: AdminClient, partitions: dict[str, int],
             name: count for name, count in missing.items()
             if name not in topics or topics[name].error is not None
             or len(topics[name].partitions) != count
+            or any(p.leader < 0 or p.error is not None
+                   for p in topics[name].partitions.values())
         }
         if not missing:
             return

@@ -24,6 +24,7 @@ from streaming.partitioning import partition_for
 from streaming.processors.candles import DEFAULT_LIVE_LAG_MS, CandleConfig, CandleOperator
 from streaming.processors.indicators import IndicatorConfig, IndicatorOperator
 from streaming.runtime.clients import make_producer
+from streaming.runtime.deliveries import Deliveries
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, MarketsSettings, TopicSettings
@@ -121,34 +122,39 @@ def produce_trades(kafka: KafkaSettings, topic: str, trades: pa.Table, partition
     """Produce trades (in row order) as wire JSON keyed by pair; returns the count. With
     `close_windows_at_end`, the input ends there: an end-of-input closure record per pair
     follows its trades (`features.schemas.window_closure`), so its last windows close."""
-    producer = make_producer(kafka)
+    producer, deliveries = make_producer(kafka), Deliveries()
     rows = trades.to_pylist()
     for row in rows:
-        _send(producer, topic, row["pair"], orjson.dumps({"v": 1, **row}), partitions)
+        _send(producer, topic, row["pair"], orjson.dumps({"v": 1, **row}), partitions,
+              deliveries)
         producer.poll(0)
     if close_windows_at_end:
         for closure in end_of_input_closures(trades, by="produce_trades"):
-            _send(producer, topic, closure.pair, closure.to_wire(), partitions)
-    if producer.flush(60):
-        raise RuntimeError("trades were not all delivered")
+            _send(producer, topic, closure.pair, closure.to_wire(), partitions, deliveries)
+    if producer.flush(60) or deliveries.error is not None:
+        raise RuntimeError(f"trades were not all delivered: {deliveries.error}")
     return len(rows)
 
 
 def close_input(kafka: KafkaSettings, topic: str, trades: pa.Table, partitions: int) -> None:
     """Say in the log that the input `trades` (produced before) has ended: an end-of-input
     closure record per pair, on its partition, through its largest event time."""
-    producer = make_producer(kafka)
+    producer, deliveries = make_producer(kafka), Deliveries()
     for closure in end_of_input_closures(trades, by="close_input"):
-        _send(producer, topic, closure.pair, closure.to_wire(), partitions)
-    if producer.flush(60):
-        raise RuntimeError("closure records were not all delivered")
+        _send(producer, topic, closure.pair, closure.to_wire(), partitions, deliveries)
+    if producer.flush(60) or deliveries.error is not None:
+        raise RuntimeError(f"closure records were not all delivered: {deliveries.error}")
 
 
-def _send(producer: Producer, topic: str, pair: str, value: bytes, partitions: int) -> None:
+def _send(producer: Producer, topic: str, pair: str, value: bytes, partitions: int,
+          deliveries: Deliveries) -> None:
+    """Produce one record; `deliveries` learns whether the broker refused it (a refusal shows
+    only in the delivery report, never in `flush`)."""
     while True:
         try:
             producer.produce(topic, key=pair, value=value,
-                             partition=partition_for(pair, partitions))
+                             partition=partition_for(pair, partitions),
+                             on_delivery=deliveries.track())
             return
         except BufferError:
             producer.poll(0.1)

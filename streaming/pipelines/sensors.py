@@ -44,6 +44,7 @@ from streaming.processors.sensor_windows import (
     SensorWindowOperator,
 )
 from streaming.runtime.clients import make_producer
+from streaming.runtime.deliveries import Deliveries
 from streaming.runtime.processor import ProcessorConfig, StreamProcessor
 from streaming.runtime.topic_reader import read_topic
 from streaming.settings import KafkaSettings, TopicSettings
@@ -161,23 +162,51 @@ def reading_message(client: str, timestamp_ms: int, value: float, sensor: str) -
 def produce_events(kafka: KafkaSettings, topics: SensorTopics, events: pa.Table,
                    partitions: int) -> int:
     """Produce simulator/replay events (columns sensor, client, timestamp_ms, value) in row
-    order, keyed by client, partition chosen by `partition_for`; returns the count."""
+    order, keyed by client, partition chosen by `partition_for`; returns the count. Raises if
+    the broker did not acknowledge every one (a failed delivery is not silently lost)."""
     producer = make_producer(kafka)
     names = {s: topics.of(s) for s in SENSORS}
     columns = [events[c].to_pylist() for c in ("sensor", "client", "timestamp_ms", "value")]
+    deliveries = Deliveries()
     for sensor, client, ts, value in zip(*columns, strict=True):
         message = reading_message(client, ts, value, sensor)
         while True:
             try:
                 producer.produce(names[sensor], key=client, value=message,
-                                 partition=partition_for(client, partitions))
+                                 partition=partition_for(client, partitions),
+                                 on_delivery=deliveries.track())
                 break
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError("sensor events were not all delivered")
+    if producer.flush(60) or deliveries.error is not None:
+        raise RuntimeError(f"sensor events were not all delivered: {deliveries.error}")
     return events.num_rows
+
+
+def read_readings(kafka: KafkaSettings, topics: SensorTopics) -> pa.Table:
+    """Every SX, SY and SZ reading the topics hold, each topic in partition/offset order (the
+    order the stream judged lateness in; columns sensor, client, timestamp_ms, value, incident
+    (False: the log carries no labels)): what a training set built from the log, rather than
+    from what a producer meant to publish, is built from. For topics of valid readings only
+    (a demo's, a test's): anything else raises, naming where it lies."""
+    columns: dict[str, list[Any]] = {"sensor": [], "client": [], "timestamp_ms": [],
+                                     "value": []}
+    for sensor in SENSORS:
+        for partition, offset, _, value in read_topic(kafka, topics.of(sensor)):
+            reading = orjson.loads(value) if value is not None else None
+            if not isinstance(reading, dict) or not {"client", "timestamp_ms",
+                                                     "value"} <= reading.keys():
+                raise ValueError(f"{topics.of(sensor)}[{partition}] offset {offset} holds no "
+                                 f"reading: {value!r}")
+            columns["sensor"].append(sensor)
+            for name in ("client", "timestamp_ms", "value"):
+                columns[name].append(reading[name])
+    return pa.table({"sensor": pa.array(columns["sensor"], pa.string()),
+                     "client": pa.array(columns["client"], pa.string()),
+                     "timestamp_ms": pa.array(columns["timestamp_ms"], pa.int64()),
+                     "value": pa.array(columns["value"], pa.float64()),
+                     "incident": pa.array([False] * len(columns["sensor"]), pa.bool_())})
 
 
 def read_feature_rows(kafka: KafkaSettings, topics: SensorTopics) -> pa.Table:

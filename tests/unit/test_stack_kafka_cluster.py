@@ -98,7 +98,8 @@ class _FakeAdmin:
 
     def list_topics(self, timeout: float) -> SimpleNamespace:
         return SimpleNamespace(topics={
-            t.topic: SimpleNamespace(error=None, partitions=dict.fromkeys(range(t.num_partitions)))
+            t.topic: SimpleNamespace(error=None, partitions={
+                p: SimpleNamespace(id=p, leader=1, error=None) for p in range(t.num_partitions)})
             for t in _FakeAdmin.created})
 
     def create_topics(self, new: list[Any], operation_timeout: float) -> dict[str, Future[None]]:
